@@ -1,0 +1,1 @@
+"""Codecs: audio I/O and resampling, dMel, vocoders, image patches. The lowest layer: imports nothing of microturn."""

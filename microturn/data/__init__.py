@@ -1,0 +1,1 @@
+"""microturn.data"""

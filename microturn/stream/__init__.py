@@ -1,0 +1,1 @@
+"""The stream: words, timelines (recorded or planned sessions), scenario sets, tokenizer, micro-turn layout."""

@@ -1,0 +1,259 @@
+"""The micro-turn layout: how a session becomes the one token sequence the model reads, and back.
+
+Time is cut into micro-turns of ``delta`` seconds; micro-turn t covers [t*delta, (t+1)*delta). Every micro-turn is
+the same fixed block of ``Layout.length`` tokens (default 1 + 4 + 4 + 4 + 4 = 17), so compute per micro-turn is
+constant and token distance is elapsed time:
+
+    input of t : [clock] [audio x n_audio] [video x n_video] [text_in x n_text_in]
+    output of t: [out x n_out]
+
+- clock: the micro-turn index t (the model embeds the absolute time t * delta).
+- audio: the user's audio of the window as dMel bins, ``frames_per_token`` frames (12.5 ms each) per token.
+- video: the camera frame shown at t * delta, resized and cut into patches by the model (or a "no frame" flag).
+- text_in: typed user text (after a ``<typed>`` marker) and background-model answers (after ``<bg>``) that arrived
+  in the window, queued: text longer than the slots continues in the next micro-turns; empty slots hold ``<pad>``.
+- out: what the agent does in the *next* window [(t+1)*delta, (t+2)*delta): at most ``n_out - 1`` text tokens (the
+  words it starts saying then, or a delegation ``<dlg> query </dlg>``), then ``<eot>``; the rest ``<pad>``.
+  Silence is a lone ``<eot>``. The flow head generates the window's agent mel frames from the last out slot.
+
+A word the agent starts at second s is therefore emitted by micro-turn ``floor(s / delta) - 1`` and decodes to start
+at the beginning of the window it starts in. Targets for training: the out tokens (loss up to and including
+``<eot>``), the agent's log-mel of the next window, and for each audio token the first token of the user's word
+under way there (``<sil>`` when none): the auxiliary listening objective.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..codecs import dmel
+from ..codecs.patches import PATCH, SIZE, n_patches, resize
+from .timeline import Event, Timeline
+from .tokenizer import BG, DLG, DLG_END, EOT, PAD, SIL, SPECIALS, TYPED, Tokenizer
+from .words import Word
+
+FRAME_S = dmel.HOP / dmel.SAMPLE_RATE  # 12.5 ms
+VOICED = -5.0  # a mel frame whose mean log10 value exceeds this is speech (silence decodes to -7)
+
+
+@dataclass(frozen=True)
+class Layout:
+    delta: float = 0.2
+    frames_per_token: int = 4
+    video_size: int = SIZE
+    patch: int = PATCH
+    n_text_in: int = 4
+    n_out: int = 4
+    video: bool = True
+
+    def __post_init__(self):
+        if not (0.05 <= self.delta <= 1.0):
+            raise ValueError(f"delta must be between 0.05 and 1.0 s, got {self.delta}")
+        frames = self.delta / FRAME_S
+        if abs(frames - round(frames)) > 1e-6 or round(frames) % self.frames_per_token:
+            raise ValueError(f"delta {self.delta} s must be a whole number of {self.frames_per_token}-frame tokens "
+                             f"({self.frames_per_token * FRAME_S * 1000:g} ms each); e.g. 0.1, 0.2 or 0.25")
+        if self.n_out < 2 or self.n_text_in < 2:
+            raise ValueError("n_out and n_text_in must be at least 2")
+
+    @property
+    def frames(self) -> int:  # dMel frames per micro-turn
+        return int(round(self.delta / FRAME_S))
+
+    @property
+    def samples(self) -> int:
+        return self.frames * dmel.HOP
+
+    @property
+    def n_audio(self) -> int:
+        return self.frames // self.frames_per_token
+
+    @property
+    def n_video(self) -> int:
+        return n_patches(self.video_size, self.patch) if self.video else 0
+
+    @property
+    def n_in(self) -> int:
+        return 1 + self.n_audio + self.n_video + self.n_text_in
+
+    @property
+    def length(self) -> int:
+        return self.n_in + self.n_out
+
+    def n_turns(self, duration: float) -> int:
+        return int(np.ceil(duration / self.delta - 1e-9))
+
+    def slot_kinds(self) -> list[str]:
+        """The kind of each position in one micro-turn (for docs, pictures and tests)."""
+        return (["clock"] + ["audio"] * self.n_audio + ["video"] * self.n_video + ["text_in"] * self.n_text_in
+                + ["out"] * self.n_out)
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+class TextQueue:
+    """Input text waiting for text_in slots. Offline layout and the streaming runtime use this same queue."""
+
+    def __init__(self, layout: Layout, tokenizer: Tokenizer):
+        self.layout, self.tok = layout, tokenizer
+        self.pending: deque[int] = deque()
+
+    def push(self, text: str, source: str = "typed"):
+        self.pending.extend([BG if source == "bg" else TYPED] + self.tok.encode(" " + text.strip()))
+
+    def take(self) -> np.ndarray:
+        n = self.layout.n_text_in
+        ids = [self.pending.popleft() for _ in range(min(n, len(self.pending)))]
+        return np.array(ids + [PAD] * (n - len(ids)), dtype=np.int64)
+
+
+def audio_tokens(bins: np.ndarray, layout: Layout) -> np.ndarray:
+    """dMel bins [frames, 80] of one micro-turn -> [n_audio, frames_per_token, 80]."""
+    if bins.shape != (layout.frames, dmel.N_MELS):
+        raise ValueError(f"a micro-turn has {layout.frames} dMel frames, got {bins.shape}")
+    return bins.reshape(layout.n_audio, layout.frames_per_token, dmel.N_MELS)
+
+
+def video_frame(frame, layout: Layout) -> tuple[np.ndarray, bool]:
+    """The camera frame of a micro-turn (or None) -> uint8 [size, size, 3] (the model cuts it into patches) and
+    whether a frame was there."""
+    if frame is None or not layout.video:
+        return np.zeros((layout.video_size, layout.video_size, 3), np.uint8), False
+    return resize(frame, layout.video_size), True
+
+
+def encode_inputs(tl: Timeline, layout: Layout, tok: Tokenizer) -> dict[str, np.ndarray]:
+    """The input side of every micro-turn of a timeline."""
+    T = layout.n_turns(tl.duration)
+    user = np.zeros(T * layout.samples, np.float32)
+    track = tl.track("user")[: len(user)]
+    user[: len(track)] = track
+    bins = dmel.encode(user).reshape(T, layout.frames, dmel.N_MELS)
+    queue, text_in = TextQueue(layout, tok), np.zeros((T, layout.n_text_in), np.int64)
+    events = sorted(tl.text, key=lambda e: e.t)
+    vid = [video_frame(tl.frame_at(t * layout.delta), layout) for t in range(T)]
+    j = 0
+    for t in range(T):
+        while j < len(events) and events[j].t < (t + 1) * layout.delta:
+            queue.push(events[j].text, events[j].source)
+            j += 1
+        text_in[t] = queue.take()
+    return {"clock": np.arange(T, dtype=np.int64),
+            "audio": np.stack([audio_tokens(b, layout) for b in bins]),
+            "video": np.stack([v for v, _ in vid]),
+            "video_on": np.array([on for _, on in vid], dtype=bool),
+            "text_in": text_in}
+
+
+def out_schedule(tl: Timeline, layout: Layout, tok: Tokenizer) -> np.ndarray:
+    """The agent's out tokens per micro-turn [T, n_out]: its words at their onsets, delegations at their times."""
+    T = layout.n_turns(tl.duration)
+    due: list[tuple[int, int, list[int]]] = []  # (micro-turn, order, tokens)
+    for i, w in enumerate(sorted(tl.words_of("agent"), key=lambda w: w.start)):
+        due.append((max(0, int(np.floor(w.start / layout.delta + 1e-6)) - 1), i, tok.encode_word(w.w)))
+    for i, e in enumerate(tl.events):
+        if e.kind == "delegate":
+            t = max(0, int(np.floor(e.t / layout.delta + 1e-6)) - 1)
+            due.append((t, -1 - i, [DLG] + tok.encode(" " + e.text.strip()) + [DLG_END]))
+    due.sort(key=lambda d: (d[0], d[1] >= 0, d[1]))
+    out = np.full((T, layout.n_out), PAD, np.int64)
+    pending: deque[int] = deque()
+    k = 0
+    for t in range(T):
+        while k < len(due) and due[k][0] <= t:
+            pending.extend(due[k][2])
+            k += 1
+        n = min(layout.n_out - 1, len(pending))
+        out[t, :n] = [pending.popleft() for _ in range(n)]
+        out[t, n] = EOT
+    return out
+
+
+def agent_mel(tl: Timeline, layout: Layout) -> np.ndarray:
+    """The agent's log-mel per micro-turn's output window: [T, frames, 80] (window t+1 for micro-turn t)."""
+    T = layout.n_turns(tl.duration)
+    agent = np.zeros((T + 1) * layout.samples, np.float32)
+    track = tl.track("agent")[: len(agent)]
+    agent[: len(track)] = track
+    mel = dmel.log_mel(agent).numpy().reshape(T + 1, layout.frames, dmel.N_MELS)
+    return mel[1:]
+
+
+def listen_targets(tl: Timeline, layout: Layout, tok: Tokenizer) -> np.ndarray:
+    """For each audio token [T, n_audio]: first token of the non-agent word covering its middle, else ``<sil>``."""
+    T = layout.n_turns(tl.duration)
+    span = layout.delta / layout.n_audio
+    mids = (np.arange(T * layout.n_audio) + 0.5) * span
+    target = np.full(T * layout.n_audio, SIL, np.int64)
+    for w in tl.words:
+        if w.speaker == "agent":
+            continue
+        ids = tok.encode_word(w.w)
+        if ids:
+            target[(mids >= w.start) & (mids < w.end)] = ids[0]
+    return target.reshape(T, layout.n_audio)
+
+
+def encode_timeline(tl: Timeline, layout: Layout, tok: Tokenizer) -> dict[str, np.ndarray]:
+    """Timeline -> everything the model trains on (inputs, targets); see the module docstring."""
+    return encode_inputs(tl, layout, tok) | {"out": out_schedule(tl, layout, tok), "mel": agent_mel(tl, layout),
+                                             "listen": listen_targets(tl, layout, tok)}
+
+
+def out_loss_mask(out: np.ndarray) -> np.ndarray:
+    """Which out slots are predicted: every slot up to and including the first ``<eot>`` of its micro-turn."""
+    is_eot = out == EOT
+    after = np.cumsum(is_eot, axis=-1) - is_eot  # >0 strictly after the first <eot>
+    return after == 0
+
+
+def decode_outputs(out: np.ndarray, layout: Layout, tok: Tokenizer, mel: np.ndarray | None = None,
+                   t0: int = 0) -> tuple[list[Word], list[Event]]:
+    """Out tokens [T, n_out] (and optionally the agent mel [T, frames, 80]) -> agent words with times and events.
+
+    A word starts at the window its first token was emitted for, (t + 1) * delta. It ends with the agent's last
+    voiced mel frame before the next word; without audio (or with none voiced) one micro-turn after its start.
+    Either way a word ends no later than the next one starts.
+    """
+    starts: list[tuple[float, list[int]]] = []
+    events: list[Event] = []
+    query: list[int] | None = None
+    asked = 0.0
+    for t in range(out.shape[0]):
+        when = round((t0 + t + 1) * layout.delta, 6)
+        for tid in out[t]:
+            tid = int(tid)
+            if tid == EOT or tid == PAD:
+                break
+            if tid == DLG:
+                query, asked = [], when
+            elif tid == DLG_END:
+                if query is not None:
+                    events.append(Event(round(asked, 6), "delegate", tok.decode(query).strip()))
+                query = None
+            elif query is not None:
+                query.append(tid)
+            elif tid < len(SPECIALS):
+                continue
+            elif tok.starts_word(tid) or not starts:
+                starts.append((when, [tid]))
+            else:
+                starts[-1][1].append(tid)
+    voiced = None
+    if mel is not None:
+        voiced = mel.reshape(-1, mel.shape[-1]).mean(-1) > VOICED  # per frame, frame 0 at (t0 + 1) * delta
+    words = []
+    for i, (s, ids) in enumerate(starts):
+        nxt = starts[i + 1][0] if i + 1 < len(starts) else np.inf
+        end = s + layout.delta
+        if voiced is not None:
+            f0 = int(round((s - (t0 + 1) * layout.delta) / FRAME_S))
+            f1 = len(voiced) if nxt == np.inf else int(round((nxt - (t0 + 1) * layout.delta) / FRAME_S))
+            on = np.flatnonzero(voiced[f0:f1])
+            if len(on):
+                end = s + (on[-1] + 1) * FRAME_S
+        words.append(Word(tok.decode(ids).strip(), round(s, 6), round(float(min(end, nxt)), 6), "agent"))
+    return words, events

@@ -1,0 +1,77 @@
+"""Text tokenizer for everything the model reads and writes: typed text, background results, its own words.
+
+Choice: a byte-level BPE (Hugging Face ``tokenizers``) trained on the task language and filler talk, 2048 tokens.
+- Byte level: every UTF-8 string round-trips exactly (256 byte tokens are always in the vocabulary), so typed text
+  in any language, emoji or Spanish accents never hits an unknown token.
+- BPE trained on our own corpus: the task words ("bingo", " seventy", " manzana") are single tokens, so an answer
+  costs one or two output slots of a micro-turn, and the output cap stays small.
+- A small vocabulary keeps the embedding and text head cheap for a CPU model.
+The special tokens have fixed ids 0..6 (see ``SPECIALS``). The file lives at ``microturn/assets/tokenizer.json``
+and is rebuilt with ``microturn tokenizer`` (deterministic for the corpus).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+SPECIALS = ("<pad>", "<eot>", "<dlg>", "</dlg>", "<typed>", "<bg>", "<sil>")
+PAD, EOT, DLG, DLG_END, TYPED, BG, SIL = range(len(SPECIALS))
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "assets" / "tokenizer.json"
+VOCAB_SIZE = 2048
+
+
+class Tokenizer:
+    """Encode text to ids and back; words are encoded with a leading space so each word's first token marks it."""
+
+    def __init__(self, hf: HFTokenizer):
+        self.hf = hf
+        for i, s in enumerate(SPECIALS):
+            if hf.token_to_id(s) != i:
+                raise ValueError(f"tokenizer file is not a microturn tokenizer: special {s!r} must have id {i}")
+        self.vocab_size = hf.get_vocab_size()
+
+    @classmethod
+    def load(cls, path: str | Path = DEFAULT_PATH) -> "Tokenizer":
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"tokenizer file {path} not found; build it with `microturn tokenizer`")
+        return cls(HFTokenizer.from_file(str(path)))
+
+    def encode(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, got {type(text).__name__}")
+        return self.hf.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids) -> str:
+        return self.hf.decode([int(i) for i in ids if int(i) >= len(SPECIALS)], skip_special_tokens=False)
+
+    def encode_word(self, word: str) -> list[int]:
+        """A word as the model says it: with its leading space."""
+        return self.encode(" " + word.strip())
+
+    def starts_word(self, token_id: int) -> bool:
+        """True when the token begins a new word (byte-level BPE marks a leading space with 'Ġ')."""
+        return token_id >= len(SPECIALS) and self.hf.id_to_token(int(token_id)).startswith("Ġ")
+
+    def token(self, token_id: int) -> str:
+        return self.hf.id_to_token(int(token_id))
+
+
+def train(lines, vocab_size: int = VOCAB_SIZE) -> Tokenizer:
+    """Train the byte-level BPE on an iterable of lines."""
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    # Each line is seen both as it is and with a leading space, so words get their in-sentence form.
+    hf.train_from_iterator((v for line in lines for v in (line, " " + line)), trainer=trainer)
+    return Tokenizer(hf)
+
+
+@lru_cache(maxsize=None)
+def default_tokenizer() -> Tokenizer:
+    return Tokenizer.load(DEFAULT_PATH)
