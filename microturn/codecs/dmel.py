@@ -72,10 +72,10 @@ def quantize(logmel: torch.Tensor) -> torch.Tensor:
 
 
 def dequantize(bins: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Bins -> log-mel values (the level each bin stands for)."""
-    b = torch.as_tensor(np.asarray(bins) if not isinstance(bins, torch.Tensor) else bins)
-    if b.ndim != 2 or b.shape[-1] != N_MELS:
-        raise ValueError(f"dMel bins must have shape [frames, {N_MELS}], got {tuple(b.shape)}")
+    """Bins [..., frames, 80] -> log-mel values (the level each bin stands for)."""
+    b = bins if isinstance(bins, torch.Tensor) else torch.from_numpy(np.array(bins))
+    if b.ndim < 2 or b.shape[-1] != N_MELS:
+        raise ValueError(f"dMel bins must have shape [..., frames, {N_MELS}], got {tuple(b.shape)}")
     if b.numel() and int(b.max()) >= N_BINS:
         raise ValueError(f"dMel bins must lie in [0, {N_BINS - 1}], got a {int(b.max())}")
     return LOG_MIN + b.float() * STEP

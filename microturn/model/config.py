@@ -12,8 +12,8 @@ class ModelConfig:
     vocab_size: int = 2048
     n_experts: int = 0  # 0: dense SwiGLU; > 0: mixture of experts
     top_k: int = 2
-    window: int = 1024  # sliding attention window in tokens (~12 s at 17 tokens per 200 ms)
-    pinned: int = 510  # tokens at the session start that stay visible forever (instructions): 30 micro-turns
+    window: int = 1800  # sliding attention window in tokens (40 s at 9 tokens per 200 ms)
+    pinned: int = 270  # tokens at the session start that stay visible forever (instructions): 30 micro-turns
     flow_width: int = 256
     layout: Layout = field(default_factory=Layout)
 
@@ -63,10 +63,10 @@ class ModelConfig:
 PRESETS = {
     "cpu": dict(depth=4),  # ~5M parameters: trains on 2 CPU cores, steps in a few ms
     "cpu-moe": dict(depth=4, n_experts=4, top_k=2),
-    "100m": dict(depth=12, window=4096, pinned=2040),  # ~100M, for one GPU
-    "100m-moe": dict(depth=12, n_experts=8, top_k=2, window=4096, pinned=2040),
-    "1b": dict(depth=28, window=8192, pinned=2040),  # ~1.1B
-    "1b-moe": dict(depth=28, n_experts=8, top_k=2, window=8192, pinned=2040),
+    "100m": dict(depth=12, window=4500, pinned=1350),  # ~100M, for one GPU; 100 s window, 30 s pinned
+    "100m-moe": dict(depth=12, n_experts=8, top_k=2, window=4500, pinned=1350),
+    "1b": dict(depth=28, window=9000, pinned=1350),  # ~1B
+    "1b-moe": dict(depth=28, n_experts=8, top_k=2, window=9000, pinned=1350),
 }
 
 

@@ -72,6 +72,7 @@ class InputEmbed(nn.Module):
         self.clock = ClockEmbed(d)
         self.audio = DMelEmbed(d, layout.frames_per_token)
         self.video = HMLP(d, layout.patch) if layout.video else None
+        self.merge = nn.Linear(layout.n_patches * d, d) if layout.video else None  # a frame's patches -> one token
         self.no_video = nn.Parameter(torch.zeros(d))
         self.text = nn.Embedding(vocab, d)
         self.slot = nn.Parameter(torch.randn(layout.length, d) * 0.02)
@@ -82,7 +83,7 @@ class InputEmbed(nn.Module):
         L = self.layout
         parts = [self.clock(clock * L.delta)[:, :, None], self.audio(audio)]
         if L.video:
-            v = self.video(to_patches(video, L.patch))  # [B, T, V, d]
+            v = self.merge(self.video(to_patches(video, L.patch)).flatten(-2))[:, :, None]  # [B, T, 1, d]
             parts.append(torch.where(video_on[..., None, None], v, self.no_video))
         parts.append(self.text(text_in))
         return torch.cat(parts, dim=2) + self.slot[: L.n_in]

@@ -87,8 +87,11 @@ class Attention(nn.Module):
             keys = torch.cat([cache.k[layer], k], dim=2)
             vals = torch.cat([cache.v[layer], v], dim=2)
             k_pos = torch.cat([cache.pos, pos], dim=1)
-        mask = visible(pos, k_pos, cfg.window, cfg.pinned)
-        y = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask, enable_gqa=True)
+        if cache is None and S <= cfg.window:  # plain causal attention: the fused kernel, no mask in memory
+            y = F.scaled_dot_product_attention(q, keys, vals, is_causal=True, enable_gqa=True)
+        else:
+            mask = visible(pos, k_pos, cfg.window, cfg.pinned)
+            y = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask, enable_gqa=True)
         if cache is not None:
             self._store(cache, layer, k, v, pos, write)
         return self.o(y.transpose(1, 2).reshape(B, S, -1))

@@ -1,7 +1,7 @@
 """The micro-turn layout: how a session becomes the one token sequence the model reads, and back.
 
 Time is cut into micro-turns of ``delta`` seconds; micro-turn t covers [t*delta, (t+1)*delta). Every micro-turn is
-the same fixed block of ``Layout.length`` tokens (default 1 + 4 + 4 + 4 + 4 = 17), so compute per micro-turn is
+the same fixed block of ``Layout.length`` tokens (default 1 + 2 + 1 + 2 + 3 = 9), so compute per micro-turn is
 constant and token distance is elapsed time:
 
     input of t : [clock] [audio x n_audio] [video x n_video] [text_in x n_text_in]
@@ -9,7 +9,8 @@ constant and token distance is elapsed time:
 
 - clock: the micro-turn index t (the model embeds the absolute time t * delta).
 - audio: the user's audio of the window as dMel bins, ``frames_per_token`` frames (12.5 ms each) per token.
-- video: the camera frame shown at t * delta, resized and cut into patches by the model (or a "no frame" flag).
+- video: the camera frame shown at t * delta, resized; the model embeds its patches and merges them into one token
+  (or uses a "no frame" vector).
 - text_in: typed user text (after a ``<typed>`` marker) and background-model answers (after ``<bg>``) that arrived
   in the window, queued: text longer than the slots continues in the next micro-turns; empty slots hold ``<pad>``.
 - out: what the agent does in the *next* window [(t+1)*delta, (t+2)*delta): at most ``n_out - 1`` text tokens (the
@@ -41,11 +42,11 @@ VOICED = -5.0  # a mel frame whose mean log10 value exceeds this is speech (sile
 @dataclass(frozen=True)
 class Layout:
     delta: float = 0.2
-    frames_per_token: int = 4
+    frames_per_token: int = 8
     video_size: int = SIZE
     patch: int = PATCH
-    n_text_in: int = 4
-    n_out: int = 4
+    n_text_in: int = 2
+    n_out: int = 3
     video: bool = True
 
     def __post_init__(self):
@@ -54,7 +55,8 @@ class Layout:
         frames = self.delta / FRAME_S
         if abs(frames - round(frames)) > 1e-6 or round(frames) % self.frames_per_token:
             raise ValueError(f"delta {self.delta} s must be a whole number of {self.frames_per_token}-frame tokens "
-                             f"({self.frames_per_token * FRAME_S * 1000:g} ms each); e.g. 0.1, 0.2 or 0.25")
+                             f"({self.frames_per_token * FRAME_S * 1000:g} ms each), e.g. 0.1, 0.2 or 0.3; "
+                             f"change frames_per_token for other steps")
         if self.n_out < 2 or self.n_text_in < 2:
             raise ValueError("n_out and n_text_in must be at least 2")
 
@@ -71,8 +73,12 @@ class Layout:
         return self.frames // self.frames_per_token
 
     @property
+    def n_patches(self) -> int:
+        return n_patches(self.video_size, self.patch)
+
+    @property
     def n_video(self) -> int:
-        return n_patches(self.video_size, self.patch) if self.video else 0
+        return 1 if self.video else 0  # the frame's patches are embedded and merged into one token
 
     @property
     def n_in(self) -> int:
@@ -210,50 +216,75 @@ def out_loss_mask(out: np.ndarray) -> np.ndarray:
     return after == 0
 
 
-def decode_outputs(out: np.ndarray, layout: Layout, tok: Tokenizer, mel: np.ndarray | None = None,
-                   t0: int = 0) -> tuple[list[Word], list[Event]]:
-    """Out tokens [T, n_out] (and optionally the agent mel [T, frames, 80]) -> agent words with times and events.
+class OutputDecoder:
+    """Turns the agent's out tokens (and mel) into words with times and delegation events, one micro-turn at a time.
 
-    A word starts at the window its first token was emitted for, (t + 1) * delta. It ends with the agent's last
-    voiced mel frame before the next word; without audio (or with none voiced) one micro-turn after its start.
-    Either way a word ends no later than the next one starts.
+    The streaming runtime and ``decode_outputs`` both use it. A word starts at the window its first token was emitted
+    for, (t + 1) * delta. It ends with its last voiced mel frame: it is final once a whole window without voice
+    follows its voice, or the next word starts. Without audio (or with none voiced) it lasts one micro-turn. A word
+    always ends by the time the next one starts.
     """
-    starts: list[tuple[float, list[int]]] = []
-    events: list[Event] = []
-    query: list[int] | None = None
-    asked = 0.0
-    for t in range(out.shape[0]):
-        when = round((t0 + t + 1) * layout.delta, 6)
-        for tid in out[t]:
-            tid = int(tid)
-            if tid == EOT or tid == PAD:
+
+    def __init__(self, layout: Layout, tok: Tokenizer, t0: int = 0):
+        self.layout, self.tok, self.t = layout, tok, t0
+        self.word: list | None = None  # [start, token ids, end of its last voiced frame or None]
+        self.query: list[int] | None = None
+        self.asked = 0.0
+
+    def _close(self, limit: float = np.inf) -> list[Word]:
+        if self.word is None:
+            return []
+        s, ids, end = self.word
+        self.word = None
+        end = s + self.layout.delta if end is None else end
+        return [Word(self.tok.decode(ids).strip(), round(s, 6), round(float(min(end, limit)), 6), "agent")]
+
+    def push(self, out_row, mel: np.ndarray | None = None) -> tuple[list[Word], list[Event]]:
+        """One micro-turn's out tokens [n_out] (and the agent mel of its window [frames, 80]) -> the words that
+        became final and the delegations made."""
+        when = round((self.t + 1) * self.layout.delta, 6)
+        self.t += 1
+        words: list[Word] = []
+        events: list[Event] = []
+        for tid in (int(x) for x in out_row):
+            if tid in (EOT, PAD):
                 break
             if tid == DLG:
-                query, asked = [], when
+                self.query, self.asked = [], when
             elif tid == DLG_END:
-                if query is not None:
-                    events.append(Event(round(asked, 6), "delegate", tok.decode(query).strip()))
-                query = None
-            elif query is not None:
-                query.append(tid)
+                if self.query is not None:
+                    events.append(Event(self.asked, "delegate", self.tok.decode(self.query).strip()))
+                self.query = None
+            elif self.query is not None:
+                self.query.append(tid)
             elif tid < len(SPECIALS):
                 continue
-            elif tok.starts_word(tid) or not starts:
-                starts.append((when, [tid]))
+            elif self.tok.starts_word(tid) or self.word is None:
+                words += self._close(when)
+                self.word = [when, [tid], None]
             else:
-                starts[-1][1].append(tid)
-    voiced = None
-    if mel is not None:
-        voiced = mel.reshape(-1, mel.shape[-1]).mean(-1) > VOICED  # per frame, frame 0 at (t0 + 1) * delta
-    words = []
-    for i, (s, ids) in enumerate(starts):
-        nxt = starts[i + 1][0] if i + 1 < len(starts) else np.inf
-        end = s + layout.delta
-        if voiced is not None:
-            f0 = int(round((s - (t0 + 1) * layout.delta) / FRAME_S))
-            f1 = len(voiced) if nxt == np.inf else int(round((nxt - (t0 + 1) * layout.delta) / FRAME_S))
-            on = np.flatnonzero(voiced[f0:f1])
-            if len(on):
-                end = s + (on[-1] + 1) * FRAME_S
-        words.append(Word(tok.decode(ids).strip(), round(s, 6), round(float(min(end, nxt)), 6), "agent"))
-    return words, events
+                self.word[1].append(tid)
+        if self.word is not None:
+            if mel is not None:
+                on = np.flatnonzero(np.asarray(mel).mean(-1) > VOICED)
+                if len(on):
+                    self.word[2] = when + (on[-1] + 1) * FRAME_S
+                elif self.word[2] is not None or self.word[0] < when:
+                    words += self._close()  # a whole silent window after it: the word is over
+            elif self.word[0] < when:
+                words += self._close()
+        return words, events
+
+    def flush(self) -> list[Word]:
+        return self._close()
+
+
+def decode_outputs(out: np.ndarray, layout: Layout, tok: Tokenizer, mel: np.ndarray | None = None,
+                   t0: int = 0) -> tuple[list[Word], list[Event]]:
+    """Out tokens [T, n_out] (and optionally the agent mel [T, frames, 80]) -> agent words and events."""
+    dec, words, events = OutputDecoder(layout, tok, t0), [], []
+    for t in range(out.shape[0]):
+        w, e = dec.push(out[t], None if mel is None else mel[t])
+        words += w
+        events += e
+    return words + dec.flush(), events

@@ -32,6 +32,7 @@ class Tokenizer:
             if hf.token_to_id(s) != i:
                 raise ValueError(f"tokenizer file is not a microturn tokenizer: special {s!r} must have id {i}")
         self.vocab_size = hf.get_vocab_size()
+        hf.encode_special_tokens = True  # typed "<eot>" is text, never a control token (and round-trips)
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_PATH) -> "Tokenizer":

@@ -1,0 +1,131 @@
+"""The ``microturn`` command line. Each command is a thin wrapper over one plain function:
+
+    demo        microturn.demo.run                     codecs end to end on real speech
+    synth       microturn.data.synth.run               scenario sets (format v1) and training shards
+    train       microturn.train.loop.train             train from scratch (CPU, or torchrun for GPUs)
+    model info  microturn.model.config / checkpoint    parameter counts of presets or a checkpoint
+    tokenizer   microturn.stream.tokenizer.train       rebuild the bundled tokenizer
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _demo(a):
+    from .demo import run
+
+    run(a.text, a.out)
+
+
+def _synth(a):
+    from .data.synth import run
+
+    run(out=a.out, per_family=a.per_family, seed=a.seed, families=a.families, split=a.split, shards=a.shards,
+        workers=a.workers)
+
+
+def _train(a):
+    from .train.loop import TrainConfig, train
+
+    c = TrainConfig(**{k: v for k, v in vars(a).items() if k in TrainConfig.__dataclass_fields__ and v is not None})
+    train(c)
+
+
+def _model_info(a):
+    import torch
+
+    from .model.config import PRESETS, preset
+    from .model.model import InteractionModel
+
+    names = [a.preset] if a.preset else list(PRESETS)
+    rows = []
+    for n in names:
+        cfg = preset(n)
+        with torch.device("meta"):
+            m = InteractionModel(cfg)
+        total = m.n_params()
+        active = total
+        if cfg.n_experts:
+            per_expert = sum(p.numel() for p in m.transformer.blocks[0].mlp.experts[0].parameters())
+            active = total - cfg.n_layer * per_expert * (cfg.n_experts - cfg.top_k)
+        rows.append({"preset": n, "depth": cfg.depth, "d_model": cfg.d_model, "layers": cfg.n_layer,
+                     "heads": f"{cfg.n_head}/{cfg.n_kv_head}", "experts": cfg.n_experts or "-",
+                     "params_M": round(total / 1e6, 2), "active_M": round(active / 1e6, 2)})
+    if a.checkpoint:
+        from .model import checkpoint
+
+        m = checkpoint.load(a.checkpoint)
+        rows.append({"preset": a.checkpoint, "depth": m.cfg.depth, "d_model": m.cfg.d_model,
+                     "layers": m.cfg.n_layer, "heads": f"{m.cfg.n_head}/{m.cfg.n_kv_head}",
+                     "experts": m.cfg.n_experts or "-", "params_M": round(m.n_params() / 1e6, 2),
+                     "active_M": round(m.n_params() / 1e6, 2)})
+    keys = list(rows[0])
+    print("  ".join(f"{k:>10}" for k in keys))
+    for r in rows:
+        print("  ".join(f"{str(r[k]):>10}" for k in keys))
+
+
+def _tokenizer(a):
+    from .data.language import corpus
+    from .stream.tokenizer import DEFAULT_PATH, train
+
+    tok = train(corpus())
+    tok.hf.save(str(a.out or DEFAULT_PATH))
+    print(f"tokenizer with {tok.vocab_size} tokens written to {a.out or DEFAULT_PATH}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="microturn", description="Interaction models in 200 ms micro-turns.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("demo", help="speak, encode to dMel, decode with the vocoder; write WAVs and a picture")
+    s.add_argument("--text", default="When I say tiger, say bingo.")
+    s.add_argument("--out", default="out/demo")
+    s.set_defaults(fn=_demo)
+
+    s = sub.add_parser("synth", help="write a format-v1 scenario set, or training shards with --shards")
+    s.add_argument("--out", required=True)
+    s.add_argument("--per-family", type=int, default=12)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--families", default=None, help="comma-separated subset of the families")
+    s.add_argument("--split", default="test", choices=["train", "val", "test"])
+    s.add_argument("--shards", action="store_true", help="write training shards instead of a scenario set")
+    s.add_argument("--workers", type=int, default=None)
+    s.set_defaults(fn=_synth)
+
+    s = sub.add_parser("train", help="train a model from scratch on shards")
+    for f in ("data", "val", "out", "preset"):
+        s.add_argument(f"--{f}")
+    for f in ("steps", "batch", "warmup", "eval_every", "ckpt_every", "seed", "threads"):
+        s.add_argument(f"--{f.replace('_', '-')}", dest=f, type=int)
+    for f in ("lr", "min_lr", "speak_weight"):
+        s.add_argument(f"--{f.replace('_', '-')}", dest=f, type=float)
+    s.add_argument("--fsdp", action="store_true", default=None)
+    s.set_defaults(fn=_train)
+
+    m = sub.add_parser("model", help="model utilities").add_subparsers(dest="what", required=True)
+    s = m.add_parser("info", help="parameter counts of the presets (or one) and of a checkpoint")
+    s.add_argument("--preset")
+    s.add_argument("--checkpoint")
+    s.set_defaults(fn=_model_info)
+
+    s = sub.add_parser("tokenizer", help="rebuild the tokenizer from the task-language corpus")
+    s.add_argument("--out")
+    s.set_defaults(fn=_tokenizer)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"microturn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,774 @@
+"""English speech with word-level timings from two real speech engines, fast and deterministic.
+
+``synthesize(text, voice) -> Speech`` renders ``text`` with espeak-ng or flite, both driven through their C libraries
+(ctypes), and returns float32 mono audio at 16 kHz with one :class:`~microturn.stream.words.Word` per written word.
+
+How the timings are obtained
+----------------------------
+* **espeak-ng** (libespeak-ng.so.1, synchronous mode, phoneme events on). Every word event carries the word's character
+  position in the text; every phoneme event carries its sample position in the output. A word spans from the onset of
+  its first phoneme to the end of its last non-pause phoneme (pause phonemes, named ``_...``, are the gaps), so a word
+  ends where its speech ends, not where the following pause ends.
+* **flite** (libflite.so.1 and its voice libraries). ``flite_synth_text`` returns the whole utterance structure; its
+  Segment relation holds each phone's end time and every Token (the text as written, split at whitespace) links to the
+  words it expanded to ("3293" -> "three thousand two hundred ninety three") and through them to their phones. A word
+  spans from the end of the phone before its first phone to the end of its last phone: the engine's own alignment,
+  no per-word re-synthesis (which would change the prosody) and no forced alignment needed. flite reads bytes, so
+  the text is transliterated to ASCII first ("río" -> "rio"; other non-ASCII characters become spaces).
+* Both: each span is then tightened with the audio energy (10 ms frames below -40 dB of the loudest frame are cut
+  from its edges), leading and trailing silence is cut to ``MARGIN`` seconds, and the audio is resampled to 16 kHz.
+
+Written words
+-------------
+:func:`split_words` defines the words of a text: whitespace-separated chunks with leading and trailing punctuation
+stripped (internal punctuation kept: "twenty-one", "it's", "U.S.A"); chunks without letters or digits ("...", "-",
+"&") are not words. Whatever an engine makes of a written word (one word, several: "3293" is six spoken words,
+"twenty-one" two, or a merge), the written word gets one ``Word`` covering all of its speech. Speech an engine makes
+for a chunk that is not a word ("&" -> "and") joins the nearest word. A written word the engine does not speak at all
+gets a zero-length ``Word`` where it would have been.
+
+Determinism
+-----------
+espeak-ng keeps synthesis state between calls (pitch flutter phase, gain control, filter memories), so the same text
+would not give the same samples twice in one process. Each espeak call therefore runs in a freshly loaded private copy
+of the library (an in-memory copy, so no other user of libespeak-ng in the process can share its state; load +
+initialise + voice: about 4-5 ms per call). Both engines draw noise from libc ``rand()``, which
+is seeded from a hash of (text, voice id) before each call. All calls are serialised by one process-wide lock (the
+libraries are global state machines and share libc's random state, so even the two engines must not overlap); after
+``fork`` the child starts with a fresh lock (and loads its own instances of the library). For parallelism use processes.
+
+Speed (whole pipeline, sentence-length text, one core; ``python -m microturn.data.speech`` prints it)
+---------------------------------------------------------------------------------------------------------
+espeak-ng ~500x real time (the per-call library reload costs ~5 ms, so one-word texts are slower); flite kal ~700x,
+kal16 ~1300x; flite's clustergen voices (awb, rms, slt) ~80x.
+
+Loudness
+--------
+Engines differ in level; audio is scaled so the RMS over the words' spans is ``TARGET_RMS`` (peak kept below 0.99).
+"""
+from __future__ import annotations
+
+import _ctypes
+import bisect
+import ctypes
+import math
+import os
+import re
+import threading
+import time
+import unicodedata
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from microturn.codecs.audio import SAMPLE_RATE, resample
+from microturn.stream.words import Word
+
+__all__ = [
+    "AGENT_VOICE", "ENGINES", "ESPEAK_VOICES", "FLITE_VOICES", "MARGIN", "SPLITS", "Speech", "Voice",
+    "sample_voice", "split_words", "synthesize", "voices",
+]
+
+MARGIN = 0.05          # seconds of audio kept before the first word and after the last
+TARGET_RMS = 0.1       # RMS of the speech inside word spans (-20 dBFS)
+ENGINES = ("espeak", "flite")
+
+# Base voices. espeak-ng's British English is named "en" ("en-gb" is not accepted by espeak_SetVoiceByName);
+# MBROLA voices are not installed. awb_time (a talking clock) is left out of flite's.
+ESPEAK_VOICES = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
+                 "en-us-nyc")
+FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
+_FLITE_NO_PITCH = frozenset({"rms"})  # rms predicts F0 with its own model and ignores f0_shift
+
+# Bounds for the prosody controls (see Voice).
+PITCH_BOUNDS = (0.5, 1.9)
+RANGE_BOUNDS = (0.0, 1.9)
+RATE_BOUNDS = (0.5, 2.0)
+WORD_GAP_MAX = 20
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Written words
+
+
+@dataclass(frozen=True)
+class _Token:
+    """A written word: its text and its character span [start, end) in the input."""
+    text: str
+    start: int
+    end: int
+
+
+def _tokens(text: str) -> list[_Token]:
+    """Whitespace-separated chunks with edge punctuation stripped; chunks without letters or digits are dropped."""
+    out = []
+    for m in re.finditer(r"\S+", text):
+        a, b = m.start(), m.end()
+        while a < b and not text[a].isalnum():
+            a += 1
+        while b > a and not text[b - 1].isalnum():
+            b -= 1
+        if a < b:
+            out.append(_Token(text[a:b], a, b))
+    return out
+
+
+def split_words(text: str) -> list[str]:
+    """The written words of ``text``, as :func:`synthesize` reports them (see the module docstring)."""
+    return [t.text for t in _tokens(text)]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Voices
+
+
+def _espeak_data_dir() -> Path | None:
+    """espeak-ng's data directory (for checking variant names), or None if it cannot be found."""
+    candidates = [os.environ.get("ESPEAK_DATA_PATH", ""), "/usr/lib/x86_64-linux-gnu/espeak-ng-data",
+                  "/usr/lib/aarch64-linux-gnu/espeak-ng-data", "/usr/share/espeak-ng-data",
+                  "/usr/local/share/espeak-ng-data", "/usr/lib/espeak-ng-data"]
+    for c in candidates:
+        for p in (Path(c), Path(c) / "espeak-ng-data"):
+            if c and (p / "voices" / "!v").is_dir():
+                return p
+    return None
+
+
+_VARIANT_CACHE: list[frozenset] = []
+
+
+def _espeak_variants() -> frozenset:
+    """Names of the installed espeak-ng voice variants (files in voices/!v)."""
+    if not _VARIANT_CACHE:
+        d = _espeak_data_dir()
+        names = {p.name for p in (d / "voices" / "!v").iterdir() if p.is_file()} if d else set()
+        _VARIANT_CACHE.append(frozenset(names | set(_ALL_VARIANTS)))
+    return _VARIANT_CACHE[0]
+
+
+def _check_bounds(name: str, value, bounds) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"voice {name} must be a finite number, got {value!r}")
+    if not bounds[0] <= value <= bounds[1]:
+        raise ValueError(f"voice {name} {value} is outside [{bounds[0]}, {bounds[1]}]")
+    return round(float(value), 2)
+
+
+@dataclass(frozen=True)
+class Voice:
+    """Everything that defines a synthetic voice. Hashable; ``id`` is a short string that :meth:`from_id` parses.
+
+    engine: "espeak" or "flite".  name: a base voice of that engine (``ESPEAK_VOICES``, ``FLITE_VOICES``).
+    variant: an espeak-ng variant ("f1", "m3", "klatt", "grandpa", ...), "" for none; flite has none.
+    pitch: multiplier on the voice's mean pitch (espeak: pitch parameter 50 + 50*log2(pitch); flite: f0_shift;
+        flite's rms cannot change pitch). range: multiplier on pitch movement (espeak only; 0 = monotone).
+    rate: speaking speed relative to the engine's default (espeak: 175 wpm * rate; flite: duration_stretch / rate).
+    word_gap: extra pause between words in units of 10 ms (espeak only).
+    Floats are rounded to 2 decimals so that ``id`` round-trips exactly.
+    """
+    engine: str
+    name: str
+    variant: str = ""
+    pitch: float = 1.0
+    range: float = 1.0
+    rate: float = 1.0
+    word_gap: int = 0
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown speech engine {self.engine!r}: expected one of {', '.join(ENGINES)}")
+        known = ESPEAK_VOICES if self.engine == "espeak" else FLITE_VOICES
+        if self.name not in known:
+            raise ValueError(f"unknown {self.engine} voice {self.name!r}: expected one of {', '.join(known)}")
+        if not isinstance(self.variant, str):
+            raise ValueError(f"voice variant must be a string, got {self.variant!r}")
+        if self.engine == "flite" and self.variant:
+            raise ValueError(f"flite voices have no variants, got {self.variant!r}")
+        if self.variant and self.variant not in _espeak_variants():
+            raise ValueError(f"unknown espeak-ng variant {self.variant!r} (see espeak-ng-data/voices/!v)")
+        for name, bounds in (("pitch", PITCH_BOUNDS), ("range", RANGE_BOUNDS), ("rate", RATE_BOUNDS)):
+            object.__setattr__(self, name, _check_bounds(name, getattr(self, name), bounds))
+        if isinstance(self.word_gap, bool) or not isinstance(self.word_gap, (int, np.integer)) \
+                or not 0 <= self.word_gap <= WORD_GAP_MAX:
+            raise ValueError(f"voice word_gap must be an integer in [0, {WORD_GAP_MAX}], got {self.word_gap!r}")
+        object.__setattr__(self, "word_gap", int(self.word_gap))
+        if self.engine == "flite":
+            self._check_flite_controls()
+
+    def _check_flite_controls(self):
+        if self.range != 1.0 or self.word_gap != 0:
+            raise ValueError(f"flite voice {self.name!r} supports only pitch and rate (range must be 1.0, word_gap 0)")
+        if self.name in _FLITE_NO_PITCH and self.pitch != 1.0:
+            raise ValueError(f"flite voice {self.name!r} cannot change pitch (pitch must be 1.0)")
+
+    @property
+    def identity(self) -> tuple[str, str, str]:
+        """(engine, name, variant): who is speaking, regardless of prosody. Splits are disjoint on this."""
+        return (self.engine, self.name, self.variant)
+
+    @property
+    def id(self) -> str:
+        """Short id, e.g. "espeak:en-us+f3" or "flite:slt:p1.10:r0.90" (non-default controls only)."""
+        s = f"{self.engine}:{self.name}" + (f"+{self.variant}" if self.variant else "")
+        for key, value, default in (("p", self.pitch, 1.0), ("q", self.range, 1.0), ("r", self.rate, 1.0)):
+            if value != default:
+                s += f":{key}{value:.2f}"
+        if self.word_gap:
+            s += f":g{self.word_gap}"
+        return s
+
+    @classmethod
+    def from_id(cls, voice_id: str) -> "Voice":
+        """Parse an ``id`` back into a Voice (ValueError if malformed)."""
+        if not isinstance(voice_id, str) or voice_id.count(":") < 1:
+            raise ValueError(f"malformed voice id {voice_id!r}: expected 'engine:name[+variant][:p1.00...]'")
+        engine, base, *controls = voice_id.split(":")
+        name, _, variant = base.partition("+")
+        kw: dict = {}
+        keys = {"p": "pitch", "q": "range", "r": "rate", "g": "word_gap"}
+        for c in controls:
+            if not c or c[0] not in keys or keys[c[0]] in kw:
+                raise ValueError(f"malformed voice id {voice_id!r}: bad control {c!r}")
+            try:
+                kw[keys[c[0]]] = int(c[1:]) if c[0] == "g" else float(c[1:])
+            except ValueError:
+                raise ValueError(f"malformed voice id {voice_id!r}: bad control {c!r}") from None
+        return cls(engine, name, variant, **kw)
+
+    def __str__(self) -> str:
+        return self.id
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Result
+
+
+@dataclass
+class Speech:
+    """Rendered speech: float32 mono ``audio`` at ``sample_rate`` (16 kHz) and one Word per written word."""
+    audio: np.ndarray
+    words: list[Word]
+    voice: Voice
+    text: str
+    sample_rate: int = SAMPLE_RATE
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+
+@dataclass
+class _Raw:
+    """What an engine returns: int16-scaled audio at its own rate and timed pieces of speech.
+
+    pieces: (character offset in the text, start s, end s) per spoken engine word, in order.
+    """
+    audio: np.ndarray
+    rate: int
+    pieces: list[tuple[int, float, float]] = field(default_factory=list)
+
+
+def _seed(text: str, voice: Voice) -> int:
+    return zlib.crc32(f"{voice.id}\n{text}".encode("utf-8")) & 0x7FFFFFFF
+
+
+_LIBC = ctypes.CDLL(None)
+_LIBC.srand.argtypes = [ctypes.c_uint]
+_LOCK = threading.Lock()  # one synthesis at a time per process (see Determinism)
+
+
+def _fresh_lock_after_fork():
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_lock_after_fork)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# espeak-ng
+
+
+class _EspeakEvent(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
+                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                ("user_data", ctypes.c_void_p), ("id", ctypes.c_char * 8)]
+
+
+_ESPEAK_CALLBACK_T = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
+                                      ctypes.POINTER(_EspeakEvent))
+_EV_WORD, _EV_PHONEME = 1, 7
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_INIT_PHONEME_EVENTS, _INIT_DONT_EXIT = 0x0001, 0x8000
+_POS_CHARACTER, _CHARS_UTF8 = 1, 1
+_P_RATE, _P_VOLUME, _P_PITCH, _P_RANGE, _P_WORDGAP = 1, 2, 3, 4, 7
+
+
+def _find_loaded(soname: str) -> str:
+    """Absolute path of a shared library after loading it by soname (read back from /proc/self/maps)."""
+    ctypes.CDLL(soname)
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        path = line.split()[-1]
+        if "/" in path and Path(path).name.startswith(soname.split(".so")[0] + ".so"):
+            return path
+    raise RuntimeError(f"cannot locate {soname} after loading it")
+
+
+class _Espeak:
+    """espeak-ng through a private copy of libespeak-ng, loaded fresh for every call (see Determinism above)."""
+
+    def __init__(self):
+        self._copy: str | None = None
+        self._chunks: list[np.ndarray] = []
+        self._events: list[tuple[int, int, int, bytes]] = []
+        self._callback = _ESPEAK_CALLBACK_T(self._collect)
+
+    def _collect(self, wav, n, events) -> int:
+        if n > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, (n,)).copy())
+        i = 0
+        while events[i].type != 0:
+            e = events[i]
+            if e.type in (_EV_WORD, _EV_PHONEME):
+                self._events.append((e.type, e.text_position, e.sample, bytes(e.id) if e.type == _EV_PHONEME else b""))
+            i += 1
+        return 0
+
+    def _library_copy(self) -> str:
+        """A private in-memory copy of the library file (memfd: nothing to clean up; a forked child inherits it)."""
+        if self._copy is None:
+            try:
+                src = _find_loaded("libespeak-ng.so.1")
+            except OSError as e:
+                raise RuntimeError(f"espeak-ng library not found (apt install libespeak-ng1): {e}") from e
+            fd = os.memfd_create("libespeak-ng-private.so", 0)
+            data = memoryview(Path(src).read_bytes())
+            while data:
+                data = data[os.write(fd, data):]
+            self._copy = f"/proc/self/fd/{fd}"
+        return self._copy
+
+    def _open(self):
+        lib = ctypes.CDLL(self._library_copy(), mode=os.RTLD_LOCAL)
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_SetSynthCallback.argtypes = [_ESPEAK_CALLBACK_T]
+        lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+                                     ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 1000, None, _INIT_PHONEME_EVENTS | _INIT_DONT_EXIT)
+        if rate <= 0:
+            self._close(lib)
+            raise RuntimeError("espeak_Initialize failed (is espeak-ng-data installed?)")
+        lib.espeak_SetSynthCallback(self._callback)
+        return lib, rate
+
+    @staticmethod
+    def _close(lib):
+        lib.espeak_Terminate()
+        handle = lib._handle
+        del lib
+        _ctypes.dlclose(handle)
+
+    @staticmethod
+    def _configure(lib, voice: Voice):
+        spec = voice.name + (f"+{voice.variant}" if voice.variant else "")
+        if lib.espeak_SetVoiceByName(spec.encode()) != 0:
+            raise ValueError(f"espeak-ng has no voice {spec!r}")
+        params = {
+            _P_RATE: round(175 * voice.rate),
+            _P_VOLUME: 100,
+            _P_PITCH: min(99, max(0, round(50 + 50 * math.log2(voice.pitch)))),
+            _P_RANGE: min(99, round(50 * voice.range)),
+            _P_WORDGAP: voice.word_gap,
+        }
+        for key, value in params.items():
+            lib.espeak_SetParameter(key, value, 0)
+
+    def synth(self, text: str, voice: Voice) -> _Raw:
+        data = text.encode("utf-8")
+        with _LOCK:
+            self._chunks, self._events = [], []
+            lib, rate = self._open()
+            try:
+                self._configure(lib, voice)
+                _LIBC.srand(_seed(text, voice))
+                err = lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+            finally:
+                self._close(lib)
+            if err != 0:
+                raise RuntimeError(f"espeak_Synth failed with code {err}")
+            chunks, events = self._chunks, self._events
+            self._chunks, self._events = [], []
+        audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+        return _Raw(audio, rate, self._pieces(events, len(audio), rate))
+
+    @staticmethod
+    def _pieces(events, n_samples: int, rate: int) -> list[tuple[int, float, float]]:
+        """Word spans from events: first phoneme onset to the end of the last non-pause phoneme of each word."""
+        words: list[list] = []  # [char offset, [(onset, phoneme name), ...]]
+        for kind, pos, sample, name in events:
+            if kind == _EV_WORD:
+                words.append([max(pos - 1, 0), []])
+            elif words:
+                words[-1][1].append((sample, name.rstrip(b"\0")))
+        onsets = [s for _, phones in words for s, _ in phones] + [n_samples]
+        pieces, k = [], 0
+        for offset, phones in words:
+            spoken = [(s, onsets[k + i + 1]) for i, (s, name) in enumerate(phones) if not name.startswith(b"_")]
+            k += len(phones)
+            spoken = [(a, b) for a, b in spoken if b > a]
+            if spoken:
+                pieces.append((offset, spoken[0][0] / rate, spoken[-1][1] / rate))
+        return pieces
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# flite
+
+
+class _FliteVoiceStruct(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("features", ctypes.c_void_p), ("ffunctions", ctypes.c_void_p)]
+
+
+class _FliteWave(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_char_p), ("sample_rate", ctypes.c_int), ("num_samples", ctypes.c_int),
+                ("num_channels", ctypes.c_int), ("samples", ctypes.POINTER(ctypes.c_short))]
+
+
+# flite stores feature *names* by pointer without copying them: keep them alive for the life of the process.
+_FLITE_NAMES = {k: ctypes.create_string_buffer(k.encode()) for k in ("duration_stretch", "f0_shift")}
+_WORD_START = b"R:SylStructure.daughter1.daughter1.R:Segment.p.end"
+_WORD_END = b"R:SylStructure.daughtern.daughtern.R:Segment.end"
+
+
+class _Flite:
+    """flite through libflite; voices are registered once per process. Deterministic given srand."""
+
+    def __init__(self):
+        self._lib = None
+        self._voices: dict[str, tuple[int, float]] = {}  # name -> (cst_voice*, default duration_stretch)
+
+    def _load(self):
+        if self._lib is None:
+            try:
+                lib = ctypes.CDLL("libflite.so.1", mode=ctypes.RTLD_GLOBAL)
+                for dep in ("libflite_usenglish.so.1", "libflite_cmulex.so.1"):
+                    ctypes.CDLL(dep, mode=ctypes.RTLD_GLOBAL)
+            except OSError as e:
+                raise RuntimeError(f"flite libraries not found (apt install flite libflite1): {e}") from e
+            vp, cp = ctypes.c_void_p, ctypes.c_char_p
+            sigs = {"flite_synth_text": (vp, [cp, vp]), "utt_wave": (ctypes.POINTER(_FliteWave), [vp]),
+                    "utt_relation": (vp, [vp, cp]), "relation_head": (vp, [vp]), "item_next": (vp, [vp]),
+                    "item_daughter": (vp, [vp]), "ffeature_string": (cp, [vp, cp]),
+                    "ffeature_float": (ctypes.c_float, [vp, cp]), "delete_utterance": (None, [vp]),
+                    "flite_feat_set_float": (None, [vp, cp, ctypes.c_float]),
+                    "flite_get_param_float": (ctypes.c_float, [vp, cp, ctypes.c_float])}
+            for fname, (restype, argtypes) in sigs.items():
+                fn = getattr(lib, fname)
+                fn.restype, fn.argtypes = restype, argtypes
+            lib.flite_init()
+            self._lib = lib
+        return self._lib
+
+    def _voice(self, name: str) -> tuple[int, float]:
+        if name not in self._voices:
+            try:
+                vlib = ctypes.CDLL(f"libflite_cmu_us_{name}.so.1")
+            except OSError as e:
+                raise ValueError(f"flite voice {name!r} is not installed: {e}") from e
+            register = getattr(vlib, f"register_cmu_us_{name}")
+            register.restype, register.argtypes = ctypes.POINTER(_FliteVoiceStruct), [ctypes.c_char_p]
+            v = register(None)
+            stretch = self._lib.flite_get_param_float(v.contents.features, _FLITE_NAMES["duration_stretch"], 1.0)
+            self._voices[name] = (ctypes.cast(v, ctypes.c_void_p).value, float(stretch))
+        return self._voices[name]
+
+    def synth(self, text: str, voice: Voice) -> _Raw:
+        ascii_text, origin = _ascii_with_offsets(text)
+        with _LOCK:
+            lib = self._load()
+            vptr, stretch = self._voice(voice.name)
+            feats = _FliteVoiceStruct.from_address(vptr).features
+            lib.flite_feat_set_float(feats, _FLITE_NAMES["duration_stretch"], stretch / voice.rate)
+            lib.flite_feat_set_float(feats, _FLITE_NAMES["f0_shift"], voice.pitch)
+            _LIBC.srand(_seed(text, voice))
+            utt = lib.flite_synth_text(ascii_text.encode("ascii"), vptr)
+            if not utt:
+                raise RuntimeError("flite_synth_text failed")
+            try:
+                wave = lib.utt_wave(utt).contents
+                audio = np.ctypeslib.as_array(wave.samples, (wave.num_samples,)).astype(np.float32) \
+                    if wave.num_samples > 0 else np.zeros(0, np.float32)
+                rate = wave.sample_rate
+                pieces = self._pieces(lib, utt, ascii_text, origin)
+            finally:
+                lib.delete_utterance(utt)
+        return _Raw(audio, rate, pieces)
+
+    @staticmethod
+    def _relation(lib, utt, name: bytes):
+        item = lib.relation_head(lib.utt_relation(utt, name))
+        while item:
+            yield item
+            item = lib.item_next(item)
+
+    @classmethod
+    def _pieces(cls, lib, utt, ascii_text: str, origin: list[int]) -> list[tuple[int, float, float]]:
+        """One piece per Token: the span of the words it expanded to, placed in the text by in-order search."""
+        pieces, cursor = [], 0
+        for token in cls._relation(lib, utt, b"Token"):
+            name = (lib.ffeature_string(token, b"name") or b"").decode("ascii", "replace")
+            found = ascii_text.find(name, cursor) if name else -1
+            offset = found if found >= 0 else cursor
+            if found >= 0:
+                cursor = found + len(name)
+            spans = []
+            word = lib.item_daughter(token)
+            while word:
+                start, end = lib.ffeature_float(word, _WORD_START), lib.ffeature_float(word, _WORD_END)
+                if end > start:
+                    spans.append((start, end))
+                word = lib.item_next(word)
+            if spans:
+                pieces.append((origin[min(offset, len(origin) - 1)], spans[0][0], spans[-1][1]))
+        return pieces
+
+
+def _ascii_with_offsets(text: str) -> tuple[str, list[int]]:
+    """Transliterate to ASCII for flite (which speaks UTF-8 bytes as letters); origin[i] = source index of char i."""
+    out, origin = [], []
+    for i, ch in enumerate(text):
+        if ord(ch) < 128:
+            rep = ch
+        else:
+            rep = "".join(c for c in unicodedata.normalize("NFKD", ch) if ord(c) < 128) or " "
+        out.append(rep)
+        origin.extend([i] * len(rep))
+    return "".join(out), origin
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# From engine output to Speech
+
+_ENGINES: dict[str, object] = {"espeak": _Espeak(), "flite": _Flite()}
+
+
+def _nearest_token(tokens: list[_Token], starts: list[int], offset: int) -> int:
+    """Index of the written word containing character ``offset``, else the nearest one (ties: the next)."""
+    i = bisect.bisect_right(starts, offset) - 1
+    if i >= 0 and offset < tokens[i].end:
+        return i
+    if i < 0:
+        return 0
+    if i + 1 >= len(tokens):
+        return i
+    return i if offset - tokens[i].end + 1 < tokens[i + 1].start - offset else i + 1
+
+
+def _assign(tokens: list[_Token], pieces) -> list[list[tuple[float, float]]]:
+    """Group the engine's timed pieces by the written word they belong to (by character offset)."""
+    starts = [t.start for t in tokens]
+    spans: list[list[tuple[float, float]]] = [[] for _ in tokens]
+    for offset, start, end in pieces:
+        spans[_nearest_token(tokens, starts, offset)].append((start, end))
+    return spans
+
+
+def _loud_frames(audio: np.ndarray, rate: int, floor_db: float = -40.0, hop_s: float = 0.005,
+                 win_s: float = 0.010) -> tuple[np.ndarray, int, int]:
+    """Which 10 ms frames (5 ms hop) are within ``floor_db`` of the loudest frame; with the hop and window sizes."""
+    hop, win = max(1, int(rate * hop_s)), max(1, int(rate * win_s))
+    if len(audio) < win:
+        return np.zeros(0, bool), hop, win
+    power = np.concatenate([[0.0], np.cumsum(audio.astype(np.float64) ** 2)])
+    starts = np.arange(0, len(audio) - win + 1, hop)
+    energy = (power[starts + win] - power[starts]) / win
+    return energy > energy.max() * 10 ** (floor_db / 10), hop, win
+
+
+def _tighten(loud: np.ndarray, hop: int, win: int, rate: int, start: float, end: float) -> tuple[float, float]:
+    """Cut quiet frames (see _loud_frames) from both edges of [start, end] seconds; unchanged if all are quiet."""
+    first, last = int(start * rate) // hop, min(int(end * rate - win) // hop, len(loud) - 1)
+    frames = np.nonzero(loud[first:last + 1])[0] if last >= first else np.zeros(0, int)
+    if frames.size == 0:
+        return start, end
+    new_start = max(start, (first + frames[0]) * hop / rate)
+    new_end = min(end, ((first + frames[-1]) * hop + win) / rate)
+    return float(new_start), float(new_end)
+
+
+def _word_times(tokens: list[_Token], raw: _Raw) -> list[tuple[float, float]]:
+    """(start, end) in seconds of engine audio for every written word, in order and non-overlapping."""
+    groups = _assign(tokens, raw.pieces)
+    loud, hop, win = _loud_frames(raw.audio, raw.rate)
+    times: list[tuple[float, float] | None] = [
+        _tighten(loud, hop, win, raw.rate, min(a for a, _ in g), max(b for _, b in g)) if g else None
+        for g in groups]
+    out, prev_end = [], 0.0
+    for i, t in enumerate(times):
+        if t is None:  # not spoken: zero length where it would have been
+            nxt = next((u[0] for u in times[i + 1:] if u is not None), prev_end)
+            t = (prev_end, prev_end) if i else (nxt, nxt)
+        start = max(t[0], prev_end)
+        end = max(t[1], start)
+        out.append((start, end))
+        prev_end = end
+    return out
+
+
+def _fade(audio: np.ndarray, n: int) -> np.ndarray:
+    n = min(n, len(audio) // 2)
+    if n > 0:
+        ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
+        audio[:n] *= ramp
+        audio[-n:] *= ramp[::-1]
+    return audio
+
+
+def _finish(text: str, voice: Voice, tokens: list[_Token], raw: _Raw) -> Speech:
+    """Trim to the words plus MARGIN, resample to 16 kHz, normalise loudness, shift word times."""
+    if raw.audio.size == 0 or not raw.pieces:
+        raise ValueError(f"{voice.engine} produced no speech for {text!r}")
+    times = _word_times(tokens, raw)
+    t0, t1 = min(a for a, _ in times) - MARGIN, max(b for _, b in times) + MARGIN
+    i0, i1 = int(round(t0 * raw.rate)), int(round(t1 * raw.rate))
+    cut = np.zeros(i1 - i0, np.float32)
+    lo, hi = max(i0, 0), min(i1, len(raw.audio))
+    cut[lo - i0:hi - i0] = raw.audio[lo:hi]
+    audio = resample(_fade(cut, int(0.005 * raw.rate)), raw.rate, SAMPLE_RATE)
+    shift = i0 / raw.rate
+    words = [Word(t.text, round(float(a - shift), 4), round(float(b - shift), 4)) for t, (a, b) in zip(tokens, times)]
+    return Speech(_normalise(audio, words), words, voice, text)
+
+
+def _normalise(audio: np.ndarray, words: list[Word]) -> np.ndarray:
+    mask = np.zeros(len(audio), bool)
+    for w in words:
+        mask[int(w.start * SAMPLE_RATE):int(w.end * SAMPLE_RATE)] = True
+    speech = audio[mask] if mask.any() else audio
+    rms = float(np.sqrt(np.mean(speech.astype(np.float64) ** 2))) if speech.size else 0.0
+    if rms <= 0:
+        return audio
+    gain = min(TARGET_RMS / rms, 0.99 / max(float(np.abs(audio).max()), 1e-9))
+    return (audio * gain).astype(np.float32)
+
+
+def synthesize(text: str, voice: Voice) -> Speech:
+    """Render ``text`` with ``voice``: 16 kHz float32 audio and one Word per written word (see module docstring)."""
+    if not isinstance(voice, Voice):
+        raise ValueError(f"voice must be a Voice, got {type(voice).__name__}")
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a string, got {type(text).__name__}")
+    if "\0" in text:
+        raise ValueError("text contains a NUL character")
+    tokens = _tokens(text)
+    if not tokens:
+        raise ValueError(f"text has no words to speak: {text!r}")
+    raw = _ENGINES[voice.engine].synth(text, voice)
+    return _finish(text, voice, tokens, raw)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Voice catalogue
+#
+# Splits are disjoint on (engine, name, variant). espeak: base voices B and variants V are each split three ways;
+# train = B_train x V_train, val = B_val x (V_train + V_val) + B_train x V_val, test likewise with the test sets, so a
+# val/test voice always has a base voice or a variant never heard in training. flite: one held-out voice each.
+# Variants are the human-sounding ones (robots, echo effects, whispers and the voice named with a space are left out);
+# "f3" is the agent's own and appears in no user split.
+
+SPLITS = ("train", "val", "test")
+_ESPEAK_BASES = {
+    "train": ("en-us", "en", "en-gb-x-rp", "en-029", "en-gb-scotland"),
+    "val": ("en-gb-x-gbclan",),
+    "test": ("en-gb-x-gbcwmd", "en-us-nyc"),
+}
+_ESPEAK_VARIANTS = {
+    "train": ("", "m1", "m2", "m4", "m5", "m7", "m8", "f1", "f5", "Alex", "Alicia", "Andrea", "AnxiousAndy", "Denis",
+              "Diogo", "Gene", "Gene2", "Henrique", "Hugo", "Jacky", "Lee", "Mario", "Michael", "Mike", "Nguyen",
+              "adam", "anika", "antonio", "aunty", "benjamin", "boris", "caleb", "croak", "ed", "edward", "edward2",
+              "grandma", "gustave", "iven", "iven2", "iven3", "john", "kaukovalta", "klatt", "klatt3", "klatt5",
+              "linda", "marcelo", "max", "miguel", "pablo", "paul", "pedro", "quincy", "rob", "robert", "sandro",
+              "shelby", "steph", "travis"),
+    "val": ("m3", "f2", "Andy", "grandpa", "iven4", "klatt2", "michel", "steph2"),
+    "test": ("m6", "f4", "Annie", "belinda", "david", "klatt4", "klatt6", "norbert", "steph3", "victor"),
+}
+_ALL_VARIANTS = tuple(v for vs in _ESPEAK_VARIANTS.values() for v in vs if v) + ("f3",)
+_FLITE_SPLIT = {"train": ("kal", "kal16", "slt"), "val": ("awb",), "test": ("rms",)}
+
+AGENT_VOICE = Voice("espeak", "en-us", "f3")
+
+# Sampling ranges for sample_voice (the same for every split: held-out voices, not held-out prosody).
+PITCH_SAMPLE = (0.8, 1.25)     # log-uniform
+RANGE_SAMPLE = (0.6, 1.5)      # uniform (espeak)
+RATE_SAMPLE = (0.8, 1.3)       # log-uniform
+WORD_GAP_P = 0.15              # chance of a non-zero word gap (1..4 x 10 ms, espeak)
+ENGINE_P = {"espeak": 0.7, "flite": 0.3}
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown voice split {split!r}: expected one of {', '.join(SPLITS)}")
+
+
+def _espeak_identities(split: str) -> list[tuple[str, str]]:
+    if split == "train":
+        return [(b, v) for b in _ESPEAK_BASES["train"] for v in _ESPEAK_VARIANTS["train"]]
+    own = [(b, v) for b in _ESPEAK_BASES[split] for v in _ESPEAK_VARIANTS["train"] + _ESPEAK_VARIANTS[split]]
+    return own + [(b, v) for b in _ESPEAK_BASES["train"] for v in _ESPEAK_VARIANTS[split]]
+
+
+def voices(split: str) -> list[Voice]:
+    """The voice identities of a split at default prosody (pitch, range, rate 1.0; no word gap)."""
+    _check_split(split)
+    return [Voice("espeak", b, v) for b, v in _espeak_identities(split)] + \
+        [Voice("flite", n) for n in _FLITE_SPLIT[split]]
+
+
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def sample_voice(rng: np.random.Generator, split: str = "train") -> Voice:
+    """A random voice of ``split``: engine, identity, pitch, range, rate and word gap drawn from ``rng``."""
+    _check_split(split)
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    engine = "espeak" if rng.random() < ENGINE_P["espeak"] else "flite"
+    pitch, rate = _log_uniform(rng, *PITCH_SAMPLE), _log_uniform(rng, *RATE_SAMPLE)
+    if engine == "flite":
+        names = _FLITE_SPLIT[split]
+        name = names[int(rng.integers(len(names)))]
+        return Voice("flite", name, pitch=1.0 if name in _FLITE_NO_PITCH else pitch, rate=rate)
+    ids = _espeak_identities(split)
+    base, variant = ids[int(rng.integers(len(ids)))]
+    pitch_range = float(rng.uniform(*RANGE_SAMPLE))
+    gap = int(rng.integers(1, 5)) if rng.random() < WORD_GAP_P else 0
+    return Voice("espeak", base, variant, pitch=pitch, range=pitch_range, rate=rate, word_gap=gap)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _real_time_factors(seconds: float = 1.0) -> dict[str, float]:
+    """Seconds of audio produced per second of wall time, per engine voice (whole pipeline: synth, align, resample)."""
+    text = "The quick brown fox jumps over the lazy dog, and then it runs away into the forest. " \
+           "When I say apple, say yes. What is twenty-one times three?"
+    cases = [AGENT_VOICE, Voice("espeak", "en", "m3", rate=1.2)] + [Voice("flite", n) for n in FLITE_VOICES]
+    out = {}
+    for v in cases:
+        synthesize(text, v)
+        n, audio_s, t = 0, 0.0, time.perf_counter()
+        while time.perf_counter() - t < seconds or n < 3:
+            audio_s += synthesize(text, v).duration
+            n += 1
+        out[v.id] = audio_s / (time.perf_counter() - t)
+    return out
+
+
+if __name__ == "__main__":
+    for vid, rtf in _real_time_factors().items():
+        print(f"{vid:32s} {rtf:8.0f}x real time")

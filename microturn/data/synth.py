@@ -1,0 +1,68 @@
+"""``microturn synth``: scenario sets (format v1) and training shards from the synthetic world."""
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..stream.scenario import Scenario, write_set
+from .world import FAMILIES, Session, generate
+
+
+def to_scenario(s: Session) -> tuple[Scenario, dict, dict]:
+    """The user side of a session and its rules as a format-v1 scenario (+ its audio and video payloads)."""
+    tl = s.timeline
+    extra = {"input": tl.meta["input"]} if tl.meta.get("input") else {}
+    sc = Scenario(id=s.id, family=s.family, duration=tl.duration, expect=s.expect,
+                  text=[{"t": e.t, "text": e.text} for e in tl.text if e.source == "typed"],
+                  words=[w for w in tl.words if w.speaker != "agent"],
+                  background={"delay": round(s.background_delay, 3)} if s.background_delay is not None else None,
+                  extra=extra)
+    audio = {s.id: tl.track("user")}
+    video = {s.id: (tl.video, tl.fps)} if tl.video is not None else {}
+    return sc, audio, video
+
+
+def _job(args):
+    family, seed, split, index = args
+    return to_scenario(generate(family, seed, split, 1.0, index))
+
+
+def write_scenario_set(out: str | Path, per_family: int, seed: int = 0, split: str = "test", families=FAMILIES,
+                       workers: int | None = None, video_format: str = "mp4") -> dict:
+    jobs = [(f, seed, split, i) for f in families for i in range(per_family)]
+    t0 = time.perf_counter()
+    scenarios, audio, video = [], {}, {}
+    with ProcessPoolExecutor(workers or min(2, os.cpu_count() or 1)) as pool:
+        for sc, a, v in tqdm(pool.map(_job, jobs, chunksize=2), total=len(jobs), desc=f"scenarios {split}",
+                             unit="scenario"):
+            scenarios.append(sc)
+            audio |= a
+            video |= v
+    written = write_set(out, scenarios, audio=audio, video=video, video_format=video_format)
+    dt = time.perf_counter() - t0
+    return {"scenarios": len(written), "seconds": round(dt, 1), "scenarios_per_minute": round(60 * len(jobs) / dt, 1)}
+
+
+def run(out: str, per_family: int = 12, seed: int = 0, families: str | None = None, split: str = "test",
+        shards: bool = False, workers: int | None = None) -> dict:
+    fams = tuple(f.strip() for f in families.split(",")) if families else FAMILIES
+    unknown = [f for f in fams if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")
+    if per_family < 1:
+        raise ValueError("--per-family must be at least 1")
+    if shards:
+        from .shards import write_shards
+
+        r = write_shards(out, per_family, seed, split, fams, workers=workers)
+        print(f"wrote {r['sessions']} training sessions in {r['shards']} shard(s) to {out}: "
+              f"{r['sessions_per_minute']:.0f} sessions per minute ({r['seconds']:.0f} s)")
+    else:
+        r = write_scenario_set(out, per_family, seed, split, fams, workers)
+        print(f"wrote {r['scenarios']} scenarios to {out}: {r['scenarios_per_minute']:.0f} per minute "
+              f"({r['seconds']:.0f} s)")
+    return r

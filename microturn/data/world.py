@@ -1,0 +1,440 @@
+"""The synthetic interaction world: sessions of every family, rendered with real speech engines.
+
+One generator per family writes a ``Session``: a ``Timeline`` (user audio and words, typed text, video, and the
+agent's target words, audio and delegations) plus the format-v1 rules (``expect``) a good agent satisfies. Training
+shards use the whole timeline; scenario sets keep only the user side and the rules.
+
+Timing conventions of the targets (what the bundled model learns):
+- the agent starts a reply at the first micro-turn boundary at least ``REACT`` seconds after the user's speech ends
+  (or a typed text arrives): it must hear a little silence to know the turn is over;
+- a reaction to something heard or seen (a cue, a completed rep, "stop") starts at the first boundary after it;
+- agent speech starts on micro-turn boundaries, so its words decode to the times they were spoken.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..codecs.audio import SAMPLE_RATE
+from ..stream.layout import Layout
+from ..stream.timeline import Event, TextEvent, Timeline
+from ..stream.words import Word
+from . import language as lang
+from .speech import AGENT_VOICE, sample_voice, synthesize
+
+REACT = 0.15  # seconds of silence after a user turn before the agent's reply may start
+DELTA = Layout().delta
+
+
+@dataclass
+class Session:
+    id: str
+    family: str
+    timeline: Timeline
+    expect: list[dict]
+    background_delay: float | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def boundary(t: float, delta: float = DELTA) -> float:
+    """The first micro-turn boundary at or after t."""
+    return round(float(np.ceil(t / delta - 1e-6) * delta), 6)
+
+
+class Builder:
+    """Places user speech, typed text, agent speech, background events and video on one clock."""
+
+    def __init__(self, rng: np.random.Generator, split: str, difficulty: float = 1.0):
+        self.rng, self.split, self.difficulty = rng, split, difficulty
+        self.voice = sample_voice(rng, split)
+        self.user = np.zeros(0, np.float32)
+        self.agent_audio = np.zeros(0, np.float32)
+        self.words: list[Word] = []
+        self.text: list[TextEvent] = []
+        self.events: list[Event] = []
+        self.video, self.fps = None, 5.0
+        self.input: str | None = None  # how the first instruction came: "typed" or "voice"
+        self.gain = float(rng.uniform(0.5, 1.0)) if difficulty > 0.3 else 0.8
+
+    @staticmethod
+    def _mix(track: np.ndarray, audio: np.ndarray, t: float, gain: float = 1.0) -> np.ndarray:
+        i = int(round(t * SAMPLE_RATE))
+        if len(track) < i + len(audio):
+            track = np.concatenate([track, np.zeros(i + len(audio) - len(track), np.float32)])
+        track[i : i + len(audio)] += gain * audio
+        return track
+
+    def say(self, text: str, t: float, speaker: str = "user", voice=None, gain: float | None = None) -> tuple[float, float]:
+        """User (or another speaker) says ``text`` starting at t; returns (first word start, last word end)."""
+        sp = synthesize(text, voice or self.voice)
+        g = self.gain if gain is None else gain
+        self.user = self._mix(self.user, sp.audio, t, g)
+        ws = [Word(w.w, round(w.start + t, 4), round(w.end + t, 4), speaker) for w in sp.words]
+        self.words += ws
+        return ws[0].start, ws[-1].end
+
+    def type(self, text: str, t: float) -> float:
+        self.text.append(TextEvent(round(t, 4), text, "typed"))
+        return t
+
+    def instruct(self, text: str, t: float, typed: bool) -> float:
+        """An instruction by voice or typed; returns E, the time the instruction counts from."""
+        self.input = self.input or ("typed" if typed else "voice")
+        return self.type(text, t) if typed else self.say(text, t)[1]
+
+    def agent(self, text: str, t: float) -> tuple[float, float]:
+        """The agent says ``text`` from the first boundary at or after t; returns (start, end)."""
+        sp = synthesize(text, AGENT_VOICE)
+        t0 = boundary(t) - sp.words[0].start  # first word onset exactly on the boundary
+        self.agent_audio = self._mix(self.agent_audio, sp.audio, max(0.0, t0))
+        ws = [Word(w.w.lower(), round(w.start + t0, 4), round(w.end + t0, 4), "agent") for w in sp.words]
+        self.words += ws
+        return ws[0].start, ws[-1].end
+
+    def cut_agent(self, t: float, fade: float = 0.02) -> None:
+        """The agent stops talking at t: its audio fades out, words under way end at t, later ones are dropped."""
+        i, n = int(round(t * SAMPLE_RATE)), int(fade * SAMPLE_RATE)
+        if i < len(self.agent_audio):
+            self.agent_audio[i : i + n] *= np.linspace(1, 0, len(self.agent_audio[i : i + n]), dtype=np.float32)
+            self.agent_audio[i + n :] = 0
+        self.words = [w if w.speaker != "agent" or w.end <= t else Word(w.w, w.start, round(t + fade, 4), "agent")
+                      for w in self.words if w.speaker != "agent" or w.start < t]
+
+    def user_speaking(self, a: float, b: float) -> bool:
+        return any(w.speaker != "agent" and w.start < b and w.end > a for w in self.words)
+
+    def filler(self, t: float, n: int = 1, gap=(0.3, 0.9)) -> float:
+        """The user says n ordinary sentences from t; returns the end of the last."""
+        end = t
+        for _ in range(n):
+            end = self.say(lang.filler_sentence(self.rng, self.split), t)[1]
+            t = end + float(self.rng.uniform(*gap))
+        return end
+
+    def finish(self, duration: float, meta: dict | None = None) -> Timeline:
+        n = int(round(duration * SAMPLE_RATE))
+        user = np.zeros(n, np.float32)
+        user[: min(n, len(self.user))] = self.user[:n]
+        if self.difficulty > 0.2:  # background noise at a random SNR-like level
+            level = float(self.rng.uniform(0.0005, 0.004 + 0.012 * self.difficulty))
+            user += level * self.rng.standard_normal(n).astype(np.float32)
+        agent = np.zeros(n, np.float32)
+        agent[: min(n, len(self.agent_audio))] = self.agent_audio[:n]
+        words = sorted((w for w in self.words if w.start < duration), key=lambda w: (w.start, w.speaker))
+        return Timeline(duration=round(duration, 4), user_audio=np.clip(user, -1, 1), agent_audio=np.clip(agent, -1, 1),
+                        video=self.video, fps=self.fps, words=words, text=sorted(self.text, key=lambda e: e.t),
+                        events=sorted(self.events, key=lambda e: e.t),
+                        meta={"voice": str(self.voice), "split": self.split, "difficulty": self.difficulty,
+                              "input": self.input} | (meta or {}))
+
+
+# ----------------------------------------------------------------------------------------------- rules
+def say(text, a, b) -> dict:
+    return {"kind": "say", "text": text, "window": [round(a, 3), round(b, 3)]}
+
+
+def silent(a, b) -> dict:
+    return {"kind": "silent", "window": [round(a, 3), round(b, 3)]}
+
+
+def respond(t, within=1.5) -> dict:
+    return {"kind": "respond", "after": round(t, 3), "within": within}
+
+
+def silent_between(a: float, b: float, busy: list[tuple[float, float]]) -> list[dict]:
+    """Silent rules covering [a, b] minus the busy windows."""
+    rules, t = [], a
+    for s, e in sorted(busy):
+        if s > t + 0.05:
+            rules.append(silent(t, min(s, b)))
+        t = max(t, e)
+    if b > t + 0.05:
+        rules.append(silent(t, b))
+    return [r for r in rules if r["window"][0] < r["window"][1]]
+
+
+def _typed(rng, difficulty) -> bool:
+    return bool(rng.random() < (0.8 - 0.3 * difficulty))
+
+
+def _maybe_ack(b: Builder, e: float) -> None:
+    """A brief "okay" after an instruction, sometimes (allowed within 2 s); after a typed one once it is read."""
+    if b.rng.random() < 0.3:
+        b.agent(lang.ACKS[0], e + (0.6 if b.input == "typed" else REACT))
+
+
+# ----------------------------------------------------------------------------------------------- families
+def gen_turn(b: Builder):
+    rng, rules = b.rng, []
+    t = float(rng.uniform(0.3, 1.5))
+    for _ in range(int(rng.integers(1, 3))):
+        q, a = lang.question_and_answer(rng)
+        s, e = b.say(q, t)
+        rules += [silent(s, e - 0.05), respond(e)]
+        _, ae = b.agent(a, e + REACT)
+        t = ae + float(rng.uniform(0.6, 2.0))
+    return t + 1.0, rules
+
+
+def gen_pause(b: Builder):
+    rng = b.rng
+    q, a = lang.question_and_answer(rng)
+    words = q.split()
+    cut = int(rng.integers(1, len(words)))
+    hes = str(rng.choice(["um", "uh", "hmm", "er"]))
+    s, e1 = b.say(" ".join(words[:cut]) + "...", float(rng.uniform(0.3, 1.2)))
+    ps, pe = b.say(hes, e1 + float(rng.uniform(0.2, 0.6)))
+    t2 = pe + float(rng.uniform(0.5, 1.4))
+    _, e = b.say(" ".join(words[cut:]), t2)
+    rules = [{"kind": "no_takeover", "window": [round(e1, 3), round(t2, 3)]}, respond(e)]
+    _, ae = b.agent(a, e + REACT)
+    return ae + 1.5, rules
+
+
+def gen_backchannel(b: Builder):
+    rng = b.rng
+    t = s = float(rng.uniform(0.3, 1.0))
+    for _ in range(int(rng.integers(3, 6))):
+        _, e = b.say(lang.filler_sentence(rng, b.split), t)
+        gap = float(rng.uniform(0.4, 1.1))
+        if gap > 0.6 and rng.random() < 0.35:
+            b.agent(str(rng.choice(lang.AGENT_BACKCHANNELS)), e + REACT)
+            gap = max(gap, 0.9)
+        t = e + gap
+    return e + 1.5, [{"kind": "no_takeover", "window": [round(s, 3), round(e + 1.0, 3)]}]
+
+
+def _agent_talks(b: Builder) -> tuple[str, list[str]]:
+    """A request that makes the agent talk for a while, and what it then says item by item."""
+    if b.rng.random() < 0.6:
+        n = int(b.rng.choice([10, 15, 20]))
+        request, items = f"Count to {lang.number_words(n)}.", [lang.number_words(i) for i in range(1, n + 1)]
+    else:
+        request, items = "List the cue words.", list(lang.CUE_WORDS)
+    return request, items
+
+
+def _speak_items(b: Builder, items: list[str], t: float, stop_at: float = np.inf) -> float:
+    """The agent says items one by one from t, starting none at or after ``stop_at``; returns its last end."""
+    end = t
+    for it in items:
+        if boundary(t) >= stop_at:
+            break
+        _, end = b.agent(it, t)
+        t = end + float(b.rng.uniform(0.05, 0.2))
+    return end
+
+
+def gen_interrupt(b: Builder):
+    rng = b.rng
+    request, items = _agent_talks(b)
+    _, e = b.say(request, float(rng.uniform(0.3, 1.0)))
+    start = boundary(e + REACT)
+    onset = start + float(rng.uniform(1.5, 4.0))
+    # the agent stops at the first boundary after hearing the interruption begin: mid-word if need be
+    stop = boundary(onset + 0.1)
+    _speak_items(b, items, start, stop_at=stop)
+    b.cut_agent(stop)
+    if rng.random() < 0.5:
+        s, ie = b.say(str(rng.choice(lang.INTERRUPTIONS)), onset)
+        rules = [{"kind": "continue", "window": [round(onset - 1.0, 3), round(onset - 0.1, 3)]},
+                 {"kind": "stop", "after": round(s, 3), "within": 1.0},
+                 {"kind": "no_takeover", "window": [round(s + 1.0, 3), round(ie + 2.5, 3)]}]
+        return ie + 3.0, rules
+    q, a = lang.question_and_answer(rng)
+    s, qe = b.say(q, onset)
+    _, ae = b.agent(a, qe + REACT)
+    rules = [{"kind": "continue", "window": [round(onset - 1.0, 3), round(onset - 0.1, 3)]},
+             {"kind": "stop", "after": round(s, 3), "within": 1.0},
+             respond(qe)] + ([silent(s + 1.0, qe - 0.05)] if qe - 0.05 > s + 1.0 else [])
+    return ae + 1.5, rules
+
+
+def gen_user_backchannel(b: Builder):
+    rng = b.rng
+    request, items = _agent_talks(b)
+    _, e = b.say(request, float(rng.uniform(0.3, 1.0)))
+    start = boundary(e + REACT)
+    end = _speak_items(b, items, start)
+    bc = start + float(rng.uniform(1.2, max(1.3, min(4.0, end - start - 2.5))))
+    s, be = b.say(str(rng.choice(lang.USER_BACKCHANNELS)), bc)
+    return end + 1.0, [{"kind": "no_gap", "window": [round(s - 0.5, 3), round(be + 1.0, 3)], "gap": 0.8}]
+
+
+def gen_other_speaker(b: Builder):
+    rng = b.rng
+    t = float(rng.uniform(0.3, 1.0))
+    if rng.random() < 0.5:  # the user talks to someone else
+        name = str(rng.choice(lang.OTHER_NAMES))
+        q, _ = lang.question_and_answer(rng) if rng.random() < 0.5 else (lang.filler_sentence(rng, b.split), "")
+        _, e = b.say(f"Hey {name}, {q[0].lower() + q[1:]}", t)
+    else:  # another voice in the background
+        other = sample_voice(rng, b.split)
+        e = t
+        for _ in range(int(rng.integers(1, 3))):
+            text = lang.filler_sentence(rng, b.split) if rng.random() < 0.6 else lang.question_and_answer(rng)[0]
+            _, e = b.say(text, e + float(rng.uniform(0.2, 0.8)), speaker="other", voice=other,
+                         gain=float(rng.uniform(0.15, 0.4)))
+    return e + 2.0, [silent(0.0, e + 2.0)]
+
+
+def gen_timespeak(b: Builder):
+    rng = b.rng
+    r = str(rng.choice(lang.RESPONSE_WORDS))
+    typed = _typed(rng, b.difficulty)
+    every = rng.random() < 0.3 and r != "stop"
+    if every:
+        T = int(rng.integers(2, 9))
+        text = lang.TIME_EVERY_FORMS[0].format(R=r, T=lang.number_words(T))
+    else:
+        T = int(rng.integers(2, 31))
+        text = str(rng.choice(lang.TIME_ONCE_FORMS)).format(R=r, T=lang.number_words(T))
+    E = b.instruct(text, float(rng.uniform(0.3, 1.5)), typed)
+    _maybe_ack(b, E)
+    times = [E + k * T for k in range(1, (int(rng.integers(2, 5)) if every else 1) + 1)]
+    stop_at = None
+    if every and rng.random() < 0.4:  # "Stop." ends the repetitions
+        stop_at = times[-1] + T * 0.5
+    busy, rules = [(E, E + 2.0)], []
+    for due in times:
+        b.agent(r, due)
+        rules.append(say(r, due - 0.4, due + 1.0))
+        busy.append((due - 0.4, due + 1.0))
+    end = times[-1] + 2.0
+    if stop_at is not None:
+        s, se = b.say("Stop.", stop_at)
+        end = se + T + 0.5  # long enough that a missed stop would show
+    elif rng.random() < 0.5 * b.difficulty and T >= 6:  # the user chats while the agent waits
+        b.filler(E + 2.0, 1)
+    rules += silent_between(E + 2.0, end, busy)
+    return end, rules
+
+
+def gen_cuespeak(b: Builder):
+    rng = b.rng
+    r, c = str(rng.choice(lang.RESPONSE_WORDS)), str(rng.choice(lang.CUE_WORDS))
+    typed = _typed(rng, b.difficulty)
+    E = b.instruct(str(rng.choice(lang.CUE_FORMS)).format(R=r, C=c), float(rng.uniform(0.3, 1.5)), typed)
+    _maybe_ack(b, E)
+    t = E + float(rng.uniform(1.0, 2.5))
+    n_cues = int(rng.choice([0, 1, 1, 2, 2, 3]))
+    others = [w for w in lang.CUE_WORDS if w != c]
+    plan = ["cue"] * n_cues + ["distractor"] * int(rng.integers(0, 3)) + ["filler"] * int(rng.integers(0, 2))
+    rng.shuffle(plan)
+    busy, rules = [(E, E + 2.0)], []
+    for p in plan:
+        word = c if p == "cue" else str(rng.choice(others))
+        if p == "filler":
+            _, t = b.say(lang.filler_sentence(rng, b.split), t)
+        elif rng.random() < 0.4:
+            _, t = b.say(word.capitalize() + ".", t)
+            cue_end = t
+        else:
+            ws = lang.filler_sentence(rng, b.split).rstrip(".").split()
+            k = int(rng.integers(1, len(ws) + 1))
+            sentence = " ".join(ws[:k] + [word] + ws[k:]) + "."
+            s, t = b.say(sentence, t)
+            cue_end = [w for w in b.words if w.speaker == "user" and w.start >= s - 1e-6][k].end
+        if p == "cue":
+            b.agent(r, cue_end + 0.05)
+            rules.append(say(r, cue_end, cue_end + 1.0))
+            busy.append((cue_end, cue_end + 1.0))
+            t = max(t, cue_end + 0.8)
+        t += float(rng.uniform(0.5, 1.5))
+    end = t + 1.5
+    rules += silent_between(E + 2.0, end, busy)
+    return end, rules
+
+
+def gen_repcount(b: Builder):
+    from .video import KINDS, render_reps
+
+    rng = b.rng
+    typed = _typed(rng, b.difficulty)
+    E = b.instruct(str(rng.choice(lang.COUNT_FORMS)), float(rng.uniform(0.3, 1.0)), typed)
+    n = int(rng.integers(2, 11))
+    rv = render_reps(rng, kind=str(rng.choice(KINDS)), n_reps=n, fps=b.fps, start=E + float(rng.uniform(0.5, 1.5)),
+                     split="test" if b.split == "test" else "train")
+    b.video = rv.frames
+    for i, c in enumerate(rv.rep_times, 1):
+        b.agent(lang.number_words(i), c + 0.05)
+    q_at = max(rv.rep_times[-1] + 1.0, (len(rv.frames) / b.fps) + 0.3)
+    _, qe = b.say(lang.HOW_MANY, q_at)
+    b.agent(lang.number_words(n), qe + REACT)
+    rules = [{"kind": "count", "target": n, "tolerance": 1}, respond(qe)]
+    return qe + 2.5, rules
+
+
+def gen_delegate(b: Builder):
+    rng = b.rng
+    x, y = (int(v) for v in rng.integers(2, 101, size=2))
+    op = "times" if rng.random() < 0.6 else "plus"
+    ans = x * y if op == "times" else x + y
+    q = f"What is {lang.number_words(x)} {op} {lang.number_words(y)}?"
+    typed = _typed(rng, b.difficulty)
+    E = b.instruct(q, float(rng.uniform(0.3, 1.2)), typed)
+    delay = float(rng.uniform(1.0, 4.0))
+    hold_start, hold_end = b.agent(str(rng.choice(lang.HOLDING)), E + REACT)
+    asked = boundary(hold_end)
+    b.events.append(Event(asked, "delegate", f"{lang.number_words(x)} {op} {lang.number_words(y)}"))
+    arrives = asked + delay
+    answer = lang.number_words(ans)
+    b.text.append(TextEvent(round(arrives, 4), answer, "bg"))
+    talk: list[tuple[float, float]] = []
+    if rng.random() < 0.6:  # the user goes on talking while the answer is on its way
+        s0 = hold_end + float(rng.uniform(0.2, 1.0))
+        for _ in range(int(rng.integers(1, 3))):
+            s, e = b.say(lang.filler_sentence(rng, b.split), s0)
+            talk.append((s, e))
+            s0 = e + float(rng.uniform(0.2, 0.45))  # short gaps: not yet a turn end
+    # the answer is said once it is back and the user has been silent for 0.5 s
+    t = max(arrives + 0.2, max((e for _, e in talk), default=0.0) + 0.5)
+    b.agent(answer, t)
+    rules = [say(answer, E + delay, t + 3.0)] + [silent(s + 0.3, e) for s, e in talk if e - s > 0.4]
+    return t + 3.0, rules, delay
+
+
+def gen_translate(b: Builder):
+    rng = b.rng
+    typed = _typed(rng, b.difficulty)
+    E = b.instruct(lang.TRANSLATE_FORM, float(rng.uniform(0.3, 1.0)), typed)
+    _maybe_ack(b, E)
+    t, rules = E + float(rng.uniform(0.8, 1.8)), []
+    for w in rng.choice(list(lang.SPANISH), size=int(rng.integers(3, 8)), replace=False):
+        w = str(w)
+        _, e = b.say(w.capitalize() + ".", t)
+        b.agent(lang.SPANISH[w], e + REACT)
+        rules.append(say(lang.SPANISH[w], e, e + 2.0))
+        t = e + float(rng.uniform(0.5, 1.3))
+    return t + 2.0, rules
+
+
+def gen_refusal(b: Builder):
+    rng = b.rng
+    typed = _typed(rng, b.difficulty)
+    E = b.instruct(str(rng.choice(lang.REFUSAL_REQUESTS)), float(rng.uniform(0.3, 1.2)), typed)
+    _, ae = b.agent(lang.REFUSAL_REPLY, E + (0.6 if typed else REACT))
+    return ae + 1.5, [say("sorry", E, E + 2.0)]
+
+
+GENERATORS = {
+    "turn": gen_turn, "pause": gen_pause, "backchannel": gen_backchannel, "interrupt": gen_interrupt,
+    "user_backchannel": gen_user_backchannel, "other_speaker": gen_other_speaker, "timespeak": gen_timespeak,
+    "cuespeak": gen_cuespeak, "repcount": gen_repcount, "delegate": gen_delegate, "translate": gen_translate,
+    "refusal": gen_refusal,
+}
+FAMILIES = tuple(GENERATORS)
+
+
+def generate(family: str, seed: int, split: str = "train", difficulty: float = 1.0, index: int = 0) -> Session:
+    """One session of ``family``, deterministic for (family, seed, split, difficulty)."""
+    if family not in GENERATORS:
+        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+    rng = np.random.default_rng([seed, FAMILIES.index(family), index, ["train", "val", "test"].index(split)])
+    b = Builder(rng, split, difficulty)
+    res = GENERATORS[family](b)
+    duration, rules = res[0], res[1]
+    delay = res[2] if len(res) > 2 else None
+    tl = b.finish(duration, {"family": family})
+    return Session(f"{family}-{index:05d}", family, tl, rules, delay)

@@ -1,0 +1,161 @@
+"""``microturn perf``: real-time figures of the runtime on this machine.
+
+- one session: full step (encode, model, flow head, vocoder) median and p99;
+- the largest number of concurrent sessions stepped in real time (p99 of a batched tick under the budget delta);
+- memory per session; a PNG of latency against sessions;
+- a one-hour simulated session: step time and memory over time (drift of the last minute against the first).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..codecs.audio import SAMPLE_RATE
+from ..model.model import InteractionModel
+from .session import Engine
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _speech_like(rng, n) -> np.ndarray:
+    """Noise bursts with pauses: input that exercises the encoder like speech does."""
+    x = rng.standard_normal(n).astype(np.float32) * 0.05
+    env = (np.sin(np.arange(n) / SAMPLE_RATE * 2 * np.pi * 0.4) > 0).astype(np.float32)
+    return x * env
+
+
+def tick_times(model: InteractionModel, n_sessions: int, steps: int, seed: int = 0) -> list[float]:
+    """Milliseconds per batched tick with ``n_sessions`` sessions all stepping each tick."""
+    eng = Engine(model, capacity=n_sessions)
+    sessions = [eng.open() for _ in range(n_sessions)]
+    rng = np.random.default_rng(seed)
+    L = model.layout
+    audio = _speech_like(rng, L.samples * (steps + 5))
+    out = []
+    for t in range(steps + 5):
+        for s in sessions:
+            s.push_audio(audio[t * L.samples : (t + 1) * L.samples])
+        t0 = time.perf_counter()
+        eng.tick()
+        if t >= 5:  # warm-up
+            out.append((time.perf_counter() - t0) * 1000)
+        for s in sessions:
+            s.drain()
+    return out
+
+
+def hour(model: InteractionModel, seconds: float = 3600.0, seed: int = 0) -> dict:
+    """A simulated session of ``seconds``: per-step time and memory over time."""
+    eng = Engine(model, capacity=1)
+    s = eng.open()
+    rng = np.random.default_rng(seed)
+    L = model.layout
+    steps = int(seconds / L.delta)
+    chunk = _speech_like(rng, L.samples * 50)
+    ms, mem = [], []
+    for t in tqdm(range(steps), desc="one-hour session", unit="step", mininterval=2):
+        s.push_audio(chunk[(t % 50) * L.samples : (t % 50 + 1) * L.samples])
+        t0 = time.perf_counter()
+        eng.tick()
+        ms.append((time.perf_counter() - t0) * 1000)
+        s.drain()
+        s.words.clear()
+        if t % 50 == 0:
+            mem.append((t * L.delta, rss_mb()))
+    per_min = int(60 / L.delta)
+    first, last = np.median(ms[per_min : 2 * per_min]), np.median(ms[-per_min:])  # minute 1 after warm-up
+    m_first = np.median([m for t, m in mem if 60 <= t < 120])
+    m_last = np.median([m for t, m in mem if t >= seconds - 60])
+    return {"step_ms": ms, "memory": mem, "step_drift_pct": 100 * (last - first) / first,
+            "memory_drift_pct": 100 * (m_last - m_first) / m_first, "clock_s": s.t * L.delta}
+
+
+def run(checkpoint: str | None = None, preset: str = "cpu", json_path: str | None = None, out: str = "out/perf",
+        hour_seconds: float = 3600.0, max_sessions: int = 128, threads: int | None = None) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..model import checkpoint as ckpt
+
+    if threads:
+        torch.set_num_threads(threads)
+    if checkpoint or ckpt.DEFAULT_CHECKPOINT.exists():
+        model = ckpt.load(checkpoint) if checkpoint else ckpt.load_default()
+        name = checkpoint or "bundled"
+    else:
+        from ..model.config import preset as get_preset
+        from ..stream.tokenizer import default_tokenizer
+
+        model = InteractionModel(get_preset(preset, vocab_size=default_tokenizer().vocab_size))
+        name = f"{preset} (random weights)"
+    model.eval()
+    budget = model.layout.delta * 1000
+    Path(out).mkdir(parents=True, exist_ok=True)
+    one = tick_times(model, 1, 300)
+    p50, p99 = float(np.median(one)), float(np.percentile(one, 99))
+    print(f"one session ({name}): step median {p50:.2f} ms, p99 {p99:.2f} ms (budget {budget:.0f} ms)")
+    curve, best = [], 1
+    n = 1
+    while n <= max_sessions:
+        ts = tick_times(model, n, 40)
+        q = float(np.percentile(ts, 99))
+        curve.append((n, float(np.median(ts)), q))
+        print(f"{n:4d} sessions: tick median {np.median(ts):7.1f} ms, p99 {q:7.1f} ms")
+        if q < budget:
+            best = n
+        else:
+            break
+        n = n * 2 if n < 16 else n + 16
+    base = rss_mb()
+    eng = Engine(model, capacity=1)
+    one_mem = rss_mb() - base
+    eng64 = Engine(model, capacity=33)
+    per_session = (rss_mb() - base - one_mem) / 32
+    del eng, eng64
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([c[0] for c in curve], [c[1] for c in curve], "o-", label="median")
+    ax.plot([c[0] for c in curve], [c[2] for c in curve], "s-", label="p99")
+    ax.axhline(budget, color="r", ls="--", label=f"budget Δ = {budget:.0f} ms")
+    ax.set_xlabel("concurrent sessions (one batched tick)")
+    ax.set_ylabel("ms per tick")
+    ax.set_title(f"microturn runtime, {name}, {torch.get_num_threads()} threads")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(Path(out) / "sessions.png", dpi=100)
+    plt.close(fig)
+    h = hour(model, hour_seconds)
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4))
+    ms = np.array(h["step_ms"])
+    k = max(1, len(ms) // 300)
+    ax[0].plot(np.arange(len(ms))[::k] * model.layout.delta / 60, ms[::k], lw=0.5)
+    ax[0].set_xlabel("session minute")
+    ax[0].set_ylabel("step ms")
+    ax[1].plot([t / 60 for t, _ in h["memory"]], [m for _, m in h["memory"]])
+    ax[1].set_xlabel("session minute")
+    ax[1].set_ylabel("process memory (MB)")
+    fig.tight_layout()
+    fig.savefig(Path(out) / "hour.png", dpi=100)
+    plt.close(fig)
+    result = {"preset": name, "step_ms_p50": round(p50, 3), "step_ms_p99": round(p99, 3),
+              "max_realtime_sessions": best, "session_memory_mb": round(per_session, 2),
+              "hour_step_drift_pct": round(h["step_drift_pct"], 2),
+              "hour_memory_drift_pct": round(h["memory_drift_pct"], 2)}
+    print(f"largest real-time batch: {best} sessions; memory per session {per_session:.1f} MB")
+    print(f"{hour_seconds / 60:.0f}-minute session: step time drift {h['step_drift_pct']:+.1f} %, memory drift "
+          f"{h['memory_drift_pct']:+.1f} %, clock at the end {h['clock_s']:.1f} s")
+    print(f"pictures: {out}/sessions.png, {out}/hour.png")
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=1))
+    return result

@@ -1,0 +1,230 @@
+"""Sessions on the audio clock, stepped together in batches by an ``Engine``.
+
+A ``Session`` owns one conversation: its input buffers (audio -> dMel frames, typed text, camera frames), its row of
+the batched streaming state, its output decoder and its background delegations. Time comes from the audio clock:
+micro-turn t is ready once the audio up to (t + 1) * delta has arrived, however it was chunked. Typed text and
+camera frames join the micro-turn whose window they arrived in (by the audio clock).
+
+The ``Engine`` holds the model and the batched state; each ``tick`` steps every session that has a micro-turn
+ready, as one batch (sessions may join and leave at any time; a row's state is only touched by its session).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..codecs import dmel
+from ..codecs.audio import as_mono
+from ..codecs.vocoder import get_vocoder
+from ..model.model import InteractionModel, Sampling
+from ..stream.layout import VOICED, OutputDecoder, TextQueue, audio_tokens, video_frame
+from ..stream.timeline import Event
+from ..stream.tokenizer import Tokenizer, default_tokenizer
+from ..stream.words import Word
+from .background import Answer, Background
+
+
+@dataclass
+class TurnOutput:
+    """What one micro-turn of a session produced."""
+
+    t: int  # micro-turn index; its output covers [(t + 1) * delta, (t + 2) * delta)
+    tokens: list[int]
+    text: str  # the text of this micro-turn's word tokens (for live transcripts)
+    words: list[Word]  # words that became final
+    events: list[Event]  # delegations made
+    answers: list[Answer]  # background answers that re-entered the stream
+    audio: np.ndarray | None  # the agent's audio for the window, 16 kHz
+    step_ms: float
+
+
+@dataclass
+class SessionStats:
+    steps: int = 0
+    overruns: int = 0  # steps whose compute exceeded the micro-turn budget
+    step_ms: list[float] = field(default_factory=list)
+
+
+class Session:
+    def __init__(self, engine: "Engine", slot: int, background: Background | None = None):
+        L = engine.layout
+        self.engine, self.slot, self.layout = engine, slot, L
+        self.background = background or Background()
+        self.dmel = dmel.DMelStream()
+        self.frames: deque[np.ndarray] = deque()  # completed dMel frames not yet stepped
+        self.samples = 0  # audio received so far (the clock)
+        self.t = 0  # next micro-turn to step
+        self.text = TextQueue(L, engine.tok)
+        self.text_due: list[tuple[int, str, str]] = []  # (micro-turn, text, source) waiting for their micro-turn
+        self.camera: dict[int, np.ndarray] = {}
+        self.decoder = OutputDecoder(L, engine.tok)
+        self.outputs: deque[TurnOutput] = deque()
+        self.words: list[Word] = []
+        self.events: list[Event] = []
+        self.answers: list[Answer] = []
+        self.stats = SessionStats()
+        self.closed = False
+        self._prev_mel: np.ndarray | None = None
+
+    # ---- input (any thread) ----
+    @property
+    def now(self) -> float:
+        """The audio clock: seconds of input received."""
+        return self.samples / dmel.SAMPLE_RATE
+
+    def _turn_now(self) -> int:
+        return max(self.t, self.samples // self.layout.samples)
+
+    def push_audio(self, x) -> None:
+        x = as_mono(x, allow_empty=True)
+        with self.engine.lock:
+            self.samples += len(x)
+            f = self.dmel.push(x)
+            self.frames.extend(f)
+
+    def push_text(self, text: str, source: str = "typed") -> None:
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text must be a non-empty string")
+        with self.engine.lock:
+            self.text_due.append((self._turn_now(), text, source))
+
+    def push_frame(self, frame) -> None:
+        with self.engine.lock:
+            self.camera[self._turn_now()] = video_frame(frame, self.layout)[0]
+
+    def ready(self) -> bool:
+        return not self.closed and len(self.frames) >= self.layout.frames
+
+    # ---- stepping (the engine's thread) ----
+    def _inputs(self):
+        L = self.layout
+        bins = np.stack([self.frames.popleft() for _ in range(L.frames)])
+        for item in [d for d in self.text_due if d[0] <= self.t]:
+            self.text.push(item[1], item[2])
+            self.text_due.remove(item)
+        frame = self.camera.pop(self.t, None)
+        for k in [k for k in self.camera if k < self.t]:
+            del self.camera[k]
+        on = frame is not None
+        if frame is None:
+            frame = np.zeros((L.video_size, L.video_size, 3), np.uint8)
+        return audio_tokens(bins, L), frame, on, self.text.take()
+
+    def _finish(self, tokens: np.ndarray, mel: np.ndarray | None, step_ms: float) -> TurnOutput:
+        L = self.layout
+        words, events = self.decoder.push(tokens, mel)
+        t_out = (self.t + 1) * L.delta
+        for e in events:
+            self.background.ask(e.text, t_out)
+        answers = self.background.poll(t_out, wait=self.engine.simulated)
+        for a in answers:
+            if a.text:
+                self.text_due.append((self.t + 1, a.text, "bg"))
+        audio = None
+        if mel is not None:
+            audio = self.engine.vocode(mel, self)
+        text = self.engine.tok.decode([i for i in tokens if i >= 7])
+        out = TurnOutput(self.t, [int(i) for i in tokens], text, words, events, answers, audio, step_ms)
+        self.words += words
+        self.events += events
+        self.answers += answers
+        self.stats.steps += 1
+        self.stats.step_ms.append(step_ms)
+        if step_ms > L.delta * 1000:
+            self.stats.overruns += 1
+        self.t += 1
+        self.outputs.append(out)
+        return out
+
+    def finish(self) -> list[Word]:
+        """End of input: the last open word becomes final. Returns all the session's words."""
+        self.words += self.decoder.flush()
+        return self.words
+
+    def drain(self) -> list[TurnOutput]:
+        out = list(self.outputs)
+        self.outputs.clear()
+        return out
+
+    def close(self):
+        self.engine.close(self)
+
+
+class Engine:
+    """One model, a batch of ``capacity`` session slots, stepped together."""
+
+    def __init__(self, model: InteractionModel, capacity: int = 32, sampling: Sampling = Sampling(),
+                 generate_audio: bool = True, simulated: bool = True, tok: Tokenizer | None = None, seed: int = 0):
+        self.model = model.eval()
+        self.layout = model.layout
+        self.tok = tok or default_tokenizer()
+        self.capacity, self.sampling, self.generate_audio, self.simulated = capacity, sampling, generate_audio, simulated
+        self.state = model.new_state(capacity)
+        self.sessions: list[Session | None] = [None] * capacity
+        self.lock = threading.RLock()
+        self.generator = torch.Generator().manual_seed(seed)
+        self.vocoder = get_vocoder("griffinlim", iters=16) if generate_audio else None
+
+    def open(self, background: Background | None = None) -> Session:
+        with self.lock:
+            try:
+                slot = self.sessions.index(None)
+            except ValueError:
+                raise RuntimeError(f"all {self.capacity} session slots are in use") from None
+            rows = torch.zeros(self.capacity, dtype=torch.bool)
+            rows[slot] = True
+            self.state.reset(rows)
+            s = Session(self, slot, background)
+            self.sessions[slot] = s
+            return s
+
+    def close(self, s: Session):
+        with self.lock:
+            if self.sessions[s.slot] is s:
+                self.sessions[s.slot] = None
+            s.closed = True
+
+    def active(self) -> list[Session]:
+        return [s for s in self.sessions if s is not None]
+
+    def tick(self) -> list[Session]:
+        """Step every session with a micro-turn ready, as one batch. Returns the sessions stepped."""
+        L = self.layout
+        with self.lock:
+            ready = [s for s in self.sessions if s is not None and s.ready()]
+            if not ready:
+                return []
+            t0 = time.perf_counter()
+            B = self.capacity
+            audio = torch.zeros(B, L.n_audio, L.frames_per_token, dmel.N_MELS, dtype=torch.uint8)
+            video = torch.zeros(B, L.video_size, L.video_size, 3, dtype=torch.uint8)
+            video_on = torch.zeros(B, dtype=torch.bool)
+            text_in = torch.zeros(B, L.n_text_in, dtype=torch.long)
+            active = torch.zeros(B, dtype=torch.bool)
+            for s in ready:
+                a, f, on, txt = s._inputs()
+                audio[s.slot], video[s.slot], video_on[s.slot] = torch.from_numpy(a), torch.from_numpy(f), on
+                text_in[s.slot], active[s.slot] = torch.from_numpy(txt), True
+        res = self.model.step(self.state, audio, video, video_on, text_in, active=active, sampling=self.sampling,
+                              generate_audio=self.generate_audio, generator=self.generator)
+        ms = (time.perf_counter() - t0) * 1000
+        with self.lock:
+            for s in ready:
+                mel = res.mel[s.slot].numpy() if res.mel is not None else None
+                s._finish(res.out[s.slot].numpy(), mel, ms)
+        return ready
+
+    def vocode(self, mel: np.ndarray, s: Session) -> np.ndarray:
+        """One window of agent mel -> audio, vocoded with the previous window as context. A silent window (no
+        voiced frame) costs nothing: it is silence."""
+        L = self.layout
+        prev, s._prev_mel = s._prev_mel, mel
+        if mel.mean(-1).max() <= VOICED:
+            return np.zeros(L.samples, np.float32)
+        ctx = mel if prev is None else np.concatenate([prev, mel])
+        return self.vocoder(ctx)[-L.samples :]

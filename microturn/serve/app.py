@@ -1,0 +1,252 @@
+"""The microturn server: a FastAPI app with the native protocol (``/v1/stream``), the OpenAI-Realtime-compatible
+endpoint (``/v1/realtime``), the browser page (``/``) and a health check (``/healthz``).
+
+One ``Engine`` per process (``hub.Hub``) steps every session in batches on the audio clock. ``create_app`` takes a
+model object (tests pass a tiny random one); ``serve`` loads a checkpoint (the bundled model by default) and runs
+uvicorn on loopback unless told otherwise. The wire protocol is documented in ``docs/protocol.md``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from fastapi import FastAPI, WebSocket
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from ..codecs.audio import float_to_pcm16, pcm16_to_float
+from ..model.model import InteractionModel, Sampling
+from ..runtime.background import Background
+from ..runtime.session import TurnOutput
+from . import protocol as P
+from .hub import CLOSE_NORMAL, CLOSE_POLICY, Connection, Hub, Settings, SpokenText, token_ok, voiced
+
+log = logging.getLogger("microturn.serve")
+STATIC = Path(__file__).resolve().parent / "static"
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' blob: data:; "
+                               "media-src 'self' blob:; style-src 'self' 'unsafe-inline'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+# ---------------------------------------------------------------- the native protocol
+class Resampler:
+    """Streaming resampling of one client's audio to 16 kHz (soxr keeps the filter state between chunks)."""
+
+    def __init__(self, rate_in: int, rate_out: int = 16000):
+        import soxr
+
+        self.stream = None if rate_in == rate_out else soxr.ResampleStream(rate_in, rate_out, 1, dtype="float32")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return x if self.stream is None else self.stream.resample_chunk(x)
+
+
+class NativeConnection(Connection):
+    """One client of ``/v1/stream`` (protocol version 1)."""
+
+    def __init__(self, ws: WebSocket, hub: Hub):
+        super().__init__(ws, hub)
+        self.resample: Resampler | None = None
+        self.spoken = SpokenText(hub.engine.tok)
+
+    def error_message(self, code: str, message: str, fatal: bool) -> str:
+        return P.error(code, message, fatal)
+
+    async def on_open(self) -> None:
+        s, L = self.settings, self.hub.layout
+        self.send(P.hello(delta=L.delta, sample_rate_in=[P.MIN_RATE, P.MAX_RATE], sample_rate_out=P.OUT_RATE,
+                          max_message=P.MAX_MESSAGE, max_ahead_s=s.max_ahead_s, idle_timeout=s.idle_timeout,
+                          auth_required=not self.authenticated, model=self.hub.model_info))
+
+    async def handle(self, data: bytes | str) -> None:
+        try:
+            msg = P.parse(data)
+        except P.ProtocolError as e:
+            self.bad(e.code, e.message)
+            return
+        if isinstance(msg, P.SessionStart):
+            await self.start(msg)
+        elif self.client is None:
+            self.bad("not_started", "send session.start before audio, text or frames")
+        elif isinstance(msg, P.AudioIn):
+            self.audio(msg.pcm)
+        elif isinstance(msg, P.TextIn):
+            self.hub.push_text(self.client, msg.text)
+        elif isinstance(msg, P.FrameIn):
+            await self.frame(msg.jpeg)
+        elif isinstance(msg, P.SessionEnd):
+            await self.end()
+
+    async def start(self, msg: P.SessionStart) -> None:
+        if self.client is not None:
+            self.bad("already_started", "the session has already started")
+            return
+        if not self.authenticated and not token_ok(self.settings.token, msg.token):
+            await self.close(CLOSE_POLICY, "unauthorized",
+                             ("unauthorized", "a valid token is required (Authorization: Bearer, ?token= or "
+                                              "session.start.token)"))
+            return
+        self.authenticated = True
+        if not await self.attach():
+            return
+        self.resample = Resampler(msg.sample_rate)
+        L = self.hub.layout
+        self.send(P.encode("session.started", session_id=f"s{id(self.client.session):x}", sample_rate=msg.sample_rate,
+                           delta=L.delta, audio_out={"format": "pcm16", "rate": P.OUT_RATE,
+                                                     "header_bytes": P.AUDIO_HEADER.size}))
+
+    def audio(self, pcm: bytes) -> None:
+        x = self.resample(pcm16_to_float(pcm))
+        if len(x) and not self.hub.push_audio(self.client, x):
+            self.too_fast()
+
+    async def frame(self, jpeg: bytes) -> None:
+        try:
+            rgb = await asyncio.to_thread(P.decode_jpeg, jpeg)
+        except P.ProtocolError as e:
+            self.bad(e.code, e.message)
+            return
+        if self.client is not None:
+            self.hub.push_frame(self.client, rgb)
+
+    async def end(self) -> None:
+        words = await self.hub.finish(self.client)
+        for w in words:
+            self.send(P.encode("word", w=w.w, start=w.start, end=w.end))
+        self.send(self.stats_message())
+        self.send(P.encode("session.ended", t=self.client.session.t, words=len(self.client.session.words)))
+        await self.close(CLOSE_NORMAL, "session ended")
+
+    # ---- output (called on the event loop by the stepping task) ----
+    def deliver(self, outs: list[TurnOutput]) -> None:
+        L = self.hub.layout
+        for o in outs:
+            start = round((o.t + 1) * L.delta, 6)
+            text = self.spoken.push(o.tokens)
+            if text:
+                self.send(P.encode("text.delta", t=o.t, start=start, text=text))
+            if o.audio is not None:
+                self.send(P.audio_frame(o.t, round(start * 1000), float_to_pcm16(o.audio), voiced(o.audio)))
+            for w in o.words:
+                self.send(P.encode("word", w=w.w, start=w.start, end=w.end))
+            for e in o.events:
+                self.send(P.encode("event", kind=e.kind, t=e.t, text=e.text))
+            for a in o.answers:
+                self.send(P.encode("event", kind="answer", t=a.t, query=a.query, text=a.text, error=a.error))
+            if (o.t + 1) % self.settings.stats_every == 0:
+                self.send(self.stats_message())
+
+    def stats_message(self) -> str:
+        c = self.client
+        st = c.session.stats
+        recent = st.step_ms[-self.settings.stats_every :]
+        return P.encode("stats", t=c.session.t, steps=st.steps, step_ms=round(float(np.mean(recent)), 2) if recent
+                        else None, overruns=st.overruns, ahead_s=round(c.ahead_s(), 3), dropped_s=c.dropped / 16000,
+                        sessions=len(self.hub.clients))
+
+
+# ---------------------------------------------------------------- the app
+def create_app(model: InteractionModel | None = None, *, max_sessions: int = 32, token: str | None = None,
+               allowed_origins: list[str] | None = None, idle_timeout: float = 60, max_ahead_s: float = 2.0,
+               background_factory: Callable[[], Background] | None = None, sampling: Sampling | None = None,
+               model_name: str | None = None) -> FastAPI:
+    """The server app. ``model``: an ``InteractionModel`` (None: the bundled checkpoint, or an untrained model with
+    a warning). ``token``: a bearer token both endpoints require. ``allowed_origins``: browser origins allowed
+    (None: the page's own host and localhost; ["*"]: any). ``background_factory``: makes each session's
+    ``Background`` (default: local tools)."""
+    if model is None:
+        model, model_name = load_model(None)
+    settings = Settings(max_sessions=max_sessions, token=token, allowed_origins=allowed_origins,
+                        idle_timeout=idle_timeout, max_ahead_s=max_ahead_s, background_factory=background_factory)
+    hub = Hub(model, settings, sampling)
+    hub.model_info = {"name": model_name or "custom", "params": model.n_params(), "trained": model_name not in
+                      (None, "UNTRAINED")}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+
+    app = FastAPI(title="microturn", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.hub = hub
+    _routes(app, hub)
+    return app
+
+
+def _routes(app: FastAPI, hub: Hub) -> None:
+    from .realtime import RealtimeConnection
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+    @app.get("/healthz")
+    async def health():
+        return JSONResponse({"ok": hub.failures == 0, "sessions": len(hub.clients),
+                             "max_sessions": hub.settings.max_sessions, "ticks": hub.ticks, "model": hub.model_info,
+                             "protocol_version": P.VERSION})
+
+    @app.websocket("/v1/stream")
+    async def stream(ws: WebSocket):
+        await NativeConnection(ws, hub).serve()
+
+    @app.websocket("/v1/realtime")
+    async def realtime(ws: WebSocket):
+        await RealtimeConnection(ws, hub).serve()
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+
+# ---------------------------------------------------------------- running it
+def load_model(checkpoint: str | Path | None) -> tuple[InteractionModel, str]:
+    """The model to serve and its name. An explicit checkpoint must load; without one the bundled model is used,
+    or, when there is none yet, an untrained model of the ``cpu`` preset with a clear warning."""
+    from ..model import checkpoint as ckpt
+    from ..model.config import preset
+    from ..stream.tokenizer import default_tokenizer
+
+    if checkpoint is not None:
+        return ckpt.load(checkpoint), str(checkpoint)
+    try:
+        return ckpt.load_default(), "bundled"
+    except ckpt.CheckpointError as e:
+        print(f"microturn serve: {e}\nmicroturn serve: serving an UNTRAINED model (random weights): the protocol "
+              "works, the agent's words and speech are noise. Pass --checkpoint to serve a trained one.",
+              file=sys.stderr)
+        return InteractionModel(preset("cpu", vocab_size=default_tokenizer().vocab_size)), "UNTRAINED"
+
+
+def server_config(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, **kw):
+    """uvicorn settings for the app: WebSocket frames up to 4x ``MAX_MESSAGE`` reach the app (which refuses those
+    over ``MAX_MESSAGE`` with an error message); larger ones are closed by uvicorn with code 1009."""
+    import uvicorn
+
+    opts = dict(host=host, port=port, ws_max_size=4 * P.MAX_MESSAGE, ws_per_message_deflate=False,
+                log_level="warning", lifespan="on")
+    return uvicorn.Config(app, **(opts | kw))
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, checkpoint: str | Path | None = None, **kw) -> None:
+    """Run the server (blocking). Binds to loopback by default; other keywords go to ``create_app``."""
+    import uvicorn
+
+    model, name = load_model(checkpoint)
+    app = create_app(model, model_name=name, **kw)
+    if host not in ("127.0.0.1", "localhost", "::1") and not kw.get("token"):
+        print(f"microturn serve: WARNING: listening on {host} without a token; anyone who can reach it can use it",
+              file=sys.stderr)
+    print(f"microturn serve: http://{host}:{port}/  (native: ws://{host}:{port}/v1/stream, realtime: "
+          f"ws://{host}:{port}/v1/realtime)", file=sys.stderr)
+    uvicorn.Server(server_config(app, host, port)).run()

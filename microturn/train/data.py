@@ -1,0 +1,99 @@
+"""Reading training shards: memory-mapped sessions, a curriculum sampler, and collation into padded batches."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..codecs import dmel
+from ..stream.layout import Layout
+
+ARRAYS = ("audio", "mel", "text_in", "out", "listen", "frame", "frames")
+
+
+class Shards:
+    """All sessions of the shard folders under ``root`` (memory-mapped)."""
+
+    def __init__(self, root: str | Path):
+        dirs = sorted(p.parent for p in Path(root).glob("**/sessions.json"))
+        if not dirs:
+            raise FileNotFoundError(f"no training shards under {root}: write some with `microturn synth --shards`")
+        self.shards, self.index = [], []
+        layouts = set()
+        for d in dirs:
+            meta = json.loads((d / "sessions.json").read_text())
+            layouts.add(json.dumps(meta["layout"], sort_keys=True))
+            arrays = {k: np.load(d / f"{k}.npy", mmap_mode="r") for k in ARRAYS if (d / f"{k}.npy").exists()}
+            self.shards.append(arrays)
+            self.index += [(len(self.shards) - 1, s) for s in meta["sessions"]]
+        if len(layouts) != 1:
+            raise ValueError(f"shards under {root} mix layouts: {layouts}")
+        self.layout = Layout(**json.loads(layouts.pop()))
+        self.families = sorted({s["family"] for _, s in self.index})
+
+    def __len__(self):
+        return len(self.index)
+
+    def info(self, i: int) -> dict:
+        return self.index[i][1]
+
+    def session(self, i: int) -> dict[str, np.ndarray]:
+        k, s = self.index[i]
+        a, sl = self.shards[k], slice(s["start"], s["start"] + s["length"])
+        L = self.layout
+        frame = np.asarray(a["frame"][sl])
+        video = np.zeros((s["length"], L.video_size, L.video_size, 3), np.uint8)
+        if (frame >= 0).any():
+            video[frame >= 0] = a["frames"][frame[frame >= 0]]
+        return {"clock": np.arange(s["length"]),
+                "audio": np.asarray(a["audio"][sl]).reshape(-1, L.n_audio, L.frames_per_token, dmel.N_MELS),
+                "video": video, "video_on": frame >= 0, "text_in": np.asarray(a["text_in"][sl], np.int64),
+                "out": np.asarray(a["out"][sl], np.int64), "listen": np.asarray(a["listen"][sl], np.int64),
+                "mel": dmel.dequantize(np.asarray(a["mel"][sl])).numpy(), "family": s["family"]}
+
+
+def collate(items: list[dict], families: list[str]) -> dict[str, torch.Tensor]:
+    """Pad sessions to the longest; ``valid`` [B, T] marks real micro-turns, ``family`` [B] indexes ``families``."""
+    T = max(len(it["clock"]) for it in items)
+    batch = {}
+    for k in ("clock", "audio", "video", "video_on", "text_in", "out", "listen", "mel"):
+        arrs = []
+        for it in items:
+            a = it[k]
+            pad = np.zeros((T - len(a),) + a.shape[1:], a.dtype)
+            arrs.append(np.concatenate([a, pad]))
+        batch[k] = torch.from_numpy(np.stack(arrs))
+    batch["valid"] = torch.from_numpy(np.stack([np.arange(T) < len(it["clock"]) for it in items]))
+    batch["family"] = torch.tensor([families.index(it["family"]) for it in items])
+    return batch
+
+
+class Curriculum:
+    """Samples sessions: at training progress p in [0, 1], sessions of difficulty <= 0.3 + p are eligible
+    (easy first: typed instructions, clean audio, then spoken, noisy), families mixed uniformly."""
+
+    def __init__(self, shards: Shards, seed: int = 0, start: float = 0.3):
+        self.shards, self.start = shards, start
+        self.rng = np.random.default_rng(seed)
+        self.diff = np.array([s["difficulty"] for _, s in shards.index])
+        fam = np.array([s["family"] for _, s in shards.index])
+        self.by_family = {f: np.flatnonzero(fam == f) for f in shards.families}
+
+    def sample(self, n: int, progress: float) -> list[int]:
+        limit = self.start + progress
+        out = []
+        fams = list(self.by_family)
+        for _ in range(n):
+            idx = self.by_family[fams[self.rng.integers(len(fams))]]
+            ok = idx[self.diff[idx] <= limit]
+            pool = ok if len(ok) else idx
+            out.append(int(pool[self.rng.integers(len(pool))]))
+        return out
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, d: dict):
+        self.rng.bit_generator.state = d["rng"]

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs everything microturn needs on a fresh Debian/Ubuntu machine: system packages (speech engines, sox,
+# Chromium for the browser test) and a virtual environment .venv with the package and its test tools.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(espeak-ng libespeak-ng1 flite sox chromium chromium-driver)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c "import microturn, torch, pytest" >/dev/null 2>&1 || [ pyproject.toml -nt .venv/.installed ]; then
+  echo "setup: installing microturn and its dependencies into .venv (torch==2.13.0 CPU build)"
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e ".[dev]"
+  touch .venv/.installed
+fi
+echo "setup: ready (.venv/bin/microturn)"

@@ -1,0 +1,194 @@
+"""Speech synthesis with word timings (microturn.data.speech): timings checked against the audio itself."""
+from __future__ import annotations
+
+import multiprocessing
+import threading
+
+import numpy as np
+import pytest
+
+from microturn.codecs.audio import SAMPLE_RATE
+from microturn.data import speech as sp
+from microturn.data.speech import AGENT_VOICE, MARGIN, Voice, sample_voice, split_words, synthesize, voices
+
+PAUSED = "Yes, I think so. Apple, banana, river. Okay, stop now."
+ENGINE_VOICES = [
+    AGENT_VOICE,
+    Voice("espeak", "en-gb-scotland", "m3", pitch=0.9, rate=1.2),
+    Voice("espeak", "en-029", "klatt4", range=0.6, word_gap=2),
+    Voice("flite", "kal"),
+    Voice("flite", "slt", pitch=1.1, rate=0.9),
+    Voice("flite", "awb"),
+]
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) if x.size else 0.0
+
+
+def _segment(speech, a: float, b: float) -> np.ndarray:
+    return speech.audio[int(round(a * SAMPLE_RATE)):int(round(b * SAMPLE_RATE))]
+
+
+@pytest.mark.parametrize("voice", ENGINE_VOICES, ids=lambda v: v.id)
+def test_word_timings_follow_the_audio(voice):
+    s = synthesize(PAUSED, voice)
+    assert s.audio.dtype == np.float32 and s.audio.ndim == 1 and s.sample_rate == SAMPLE_RATE
+    assert [w.w for w in s.words] == split_words(PAUSED)
+    for prev, w in zip(s.words, s.words[1:]):
+        assert prev.end <= w.start, (prev, w)
+    assert all(w.end - w.start >= 0.05 for w in s.words), s.words
+    assert s.words[0].start == pytest.approx(MARGIN, abs=0.01)
+    assert s.duration - s.words[-1].end == pytest.approx(MARGIN, abs=0.01)
+
+    # the pauses at commas and full stops are real gaps, and they are (nearly) silent
+    gaps = [(a.end + 0.01, b.start - 0.01) for a, b in zip(s.words, s.words[1:]) if b.start - a.end >= 0.08]
+    assert len(gaps) >= 4, s.words
+    gap_rms = max(_rms(_segment(s, a, b)) for a, b in gaps)
+    word_rms = [_rms(_segment(s, w.start, w.end)) for w in s.words]
+    assert min(word_rms) > 5 * gap_rms, (word_rms, gap_rms)
+    # and outside the words there is no speech: the edges are quiet too
+    assert _rms(_segment(s, 0, s.words[0].start - 0.005)) < 0.2 * min(word_rms)
+
+
+@pytest.mark.parametrize("voice", [AGENT_VOICE, Voice("flite", "kal16")], ids=lambda v: v.id)
+def test_engine_word_splits_map_back_to_written_words(voice):
+    text = '"Twenty-one," she said: 3293 apples & U.S.A. ... fine.'
+    s = synthesize(text, voice)
+    assert [w.w for w in s.words] == ["Twenty-one", "she", "said", "3293", "apples", "U.S.A", "fine"]
+    by = {w.w: w for w in s.words}
+    # "3293" is six spoken words ("three thousand two hundred ninety three"): much longer than "she"
+    assert by["3293"].end - by["3293"].start > 3 * (by["she"].end - by["she"].start)
+
+
+def test_split_words():
+    assert split_words("  Hello, world!  It's twenty-one... ok? — & 5% ") == \
+        ["Hello", "world", "It's", "twenty-one", "ok", "5"]
+    assert split_words("... - !") == []
+
+
+@pytest.mark.parametrize("voice", [Voice("espeak", "en-us", "f2"), Voice("espeak", "en", "croak", rate=1.3),
+                                   Voice("flite", "slt"), Voice("flite", "kal")], ids=lambda v: v.id)
+def test_deterministic(voice):
+    a = synthesize("Hello there, my friend.", voice)
+    synthesize("Something else entirely, with other words.", voice)
+    synthesize("And a third one.", Voice("espeak", "en-029", "m1"))
+    b = synthesize("Hello there, my friend.", voice)
+    assert np.array_equal(a.audio, b.audio)
+    assert a.words == b.words
+
+
+def test_threads_give_the_same_audio():
+    texts = [f"Say {w} when I say apple." for w in ("yes", "now", "stop", "go")]
+    vs = [AGENT_VOICE, Voice("flite", "kal")]
+    serial = {(t, v): synthesize(t, v).audio for t in texts for v in vs}
+    results = {}
+
+    def work(t, v):
+        results[(t, v)] = synthesize(t, v).audio
+
+    threads = [threading.Thread(target=work, args=k) for k in serial]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert all(np.array_equal(serial[k], results[k]) for k in serial)
+
+
+def _child_render(q):
+    q.put(synthesize("Hello from a child process.", AGENT_VOICE).audio)
+
+
+def test_forked_process_gives_the_same_audio():
+    parent = synthesize("Hello from a child process.", AGENT_VOICE).audio
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_render, args=(q,))
+    p.start()
+    child = q.get(timeout=30)
+    p.join(timeout=30)
+    assert p.exitcode == 0
+    assert np.array_equal(parent, child)
+
+
+def test_voice_prosody_controls_change_the_audio():
+    base = synthesize(PAUSED, Voice("espeak", "en-us")).duration
+    assert synthesize(PAUSED, Voice("espeak", "en-us", rate=1.5)).duration < 0.8 * base
+    base = synthesize(PAUSED, Voice("flite", "slt")).duration
+    assert synthesize(PAUSED, Voice("flite", "slt", rate=0.7)).duration > 1.25 * base
+
+
+def test_every_catalogue_identity_renders():
+    ids = {v.identity for split in sp.SPLITS for v in voices(split)}
+    variants = sorted({i[2] for i in ids if i[0] == "espeak"})
+    bases = sorted({i[1] for i in ids if i[0] == "espeak"})
+    for variant in variants:
+        s = synthesize("hello", Voice("espeak", "en-us", variant))
+        assert s.duration > 0.2 and np.isfinite(s.audio).all(), variant
+    for base in bases + ["en-us"]:
+        assert synthesize("hello", Voice("espeak", base)).duration > 0.2, base
+    for name in sp.FLITE_VOICES:
+        assert synthesize("hello", Voice("flite", name)).duration > 0.2, name
+
+
+def test_splits_are_disjoint_and_hold_out_voices():
+    ident = {split: {v.identity for v in voices(split)} for split in sp.SPLITS}
+    assert not ident["train"] & ident["val"] and not ident["train"] & ident["test"] and not ident["val"] & ident["test"]
+    for split in ("val", "test"):
+        held = {i for i in ident[split] if i[0] == "flite"}
+        assert held and not held & ident["train"]
+        bases = {i[1] for i in ident[split] if i[0] == "espeak"}
+        assert bases - {i[1] for i in ident["train"]}, f"{split} has no unseen espeak base voice"
+    assert all(AGENT_VOICE.identity not in ident[s] for s in sp.SPLITS)
+
+
+def test_sample_voice():
+    for split in sp.SPLITS:
+        allowed = {v.identity for v in voices(split)}
+        drawn = [sample_voice(np.random.default_rng(i), split) for i in range(300)]
+        assert all(v.identity in allowed for v in drawn)
+        assert {v.engine for v in drawn} == {"espeak", "flite"}
+        assert len({v.id for v in drawn}) > 200
+        assert AGENT_VOICE not in drawn and all(v.identity != AGENT_VOICE.identity for v in drawn)
+    a = [sample_voice(np.random.default_rng(7), "train") for _ in range(3)]
+    assert a[0] == a[1] == a[2]
+    rng = np.random.default_rng(7)
+    assert sample_voice(rng, "train") == a[0] and sample_voice(rng, "train") != a[0]
+
+
+def test_voice_ids_round_trip_and_hash():
+    for v in ENGINE_VOICES + [sample_voice(np.random.default_rng(i), "val") for i in range(50)]:
+        assert Voice.from_id(v.id) == v and hash(Voice.from_id(v.id)) == hash(v)
+    assert AGENT_VOICE.id == "espeak:en-us+f3"
+    assert Voice("flite", "slt", pitch=1.104).id == "flite:slt:p1.10"
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: synthesize("", AGENT_VOICE), "no words"),
+    (lambda: synthesize(" ... !? ", AGENT_VOICE), "no words"),
+    (lambda: synthesize(42, AGENT_VOICE), "text must be a string"),
+    (lambda: synthesize("hi", "espeak:en-us"), "voice must be a Voice"),
+    (lambda: Voice("festival", "kal"), "unknown speech engine 'festival'"),
+    (lambda: Voice("espeak", "en-xx"), "unknown espeak voice 'en-xx'"),
+    (lambda: Voice("flite", "bob"), "unknown flite voice 'bob'"),
+    (lambda: Voice("espeak", "en-us", "nosuchvariant"), "unknown espeak-ng variant"),
+    (lambda: Voice("flite", "kal", "f1"), "no variants"),
+    (lambda: Voice("espeak", "en-us", pitch=5.0), "pitch 5.0 is outside"),
+    (lambda: Voice("espeak", "en-us", rate=float("nan")), "rate must be a finite number"),
+    (lambda: Voice("espeak", "en-us", word_gap=-1), "word_gap"),
+    (lambda: Voice("flite", "kal", range=0.5), "supports only pitch and rate"),
+    (lambda: Voice("flite", "rms", pitch=1.2), "cannot change pitch"),
+    (lambda: Voice.from_id("espeak:en-us:z1"), "malformed voice id"),
+    (lambda: voices("dev"), "unknown voice split 'dev'"),
+    (lambda: sample_voice(np.random.default_rng(0), "holdout"), "unknown voice split"),
+])
+def test_bad_input_raises_value_error(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_real_time_factor(capsys):
+    rtf = sp._real_time_factors(seconds=0.3)
+    with capsys.disabled():
+        print("\nreal-time factors: " + ", ".join(f"{k} {v:.0f}x" for k, v in rtf.items()))
+    assert rtf[AGENT_VOICE.id] > 50 and rtf["flite:kal"] > 50 and rtf["flite:slt"] > 10
