@@ -4,12 +4,14 @@
     synth       microturn.data.synth.run               scenario sets (format v1) and training shards
     train       microturn.train.loop.train             train from scratch (CPU, or torchrun for GPUs)
     model info  microturn.model.config / checkpoint    parameter counts of presets or a checkpoint
+    bench       microturn.bench.run.bench              score an agent on a scenario set
+    perf        microturn.runtime.perf.run             real-time figures of the runtime
+    serve       microturn.serve.app.serve              the WebSocket server and browser page
     tokenizer   microturn.stream.tokenizer.train       rebuild the bundled tokenizer
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -23,7 +25,7 @@ def _synth(a):
     from .data.synth import run
 
     run(out=a.out, per_family=a.per_family, seed=a.seed, families=a.families, split=a.split, shards=a.shards,
-        workers=a.workers)
+        workers=a.workers, difficulty=a.difficulty)
 
 
 def _train(a):
@@ -67,6 +69,27 @@ def _model_info(a):
         print("  ".join(f"{str(r[k]):>10}" for k in keys))
 
 
+def _bench(a):
+    from .bench.run import bench
+
+    bench(a.scenarios, a.agent, json_path=a.json, export_fdb=a.export_fdb, pictures=a.pictures,
+          n_pictures=a.n_pictures, checkpoint=a.checkpoint, clock=a.clock, responder=a.responder,
+          families=a.families.split(",") if a.families else None, limit=a.limit, preset=a.harness)
+
+
+def _perf(a):
+    from .runtime.perf import run
+
+    run(checkpoint=a.checkpoint, preset=a.preset, json_path=a.json, out=a.out, hour_seconds=a.hour_seconds,
+        threads=a.threads)
+
+
+def _serve(a):
+    from .serve.app import serve
+
+    serve(host=a.host, port=a.port, checkpoint=a.checkpoint, max_sessions=a.max_sessions, token=a.token)
+
+
 def _tokenizer(a):
     from .data.language import corpus
     from .stream.tokenizer import DEFAULT_PATH, train
@@ -93,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test", choices=["train", "val", "test"])
     s.add_argument("--shards", action="store_true", help="write training shards instead of a scenario set")
     s.add_argument("--workers", type=int, default=None)
+    s.add_argument("--difficulty", default="0,1", help="shards: range of difficulty (noise, voices, typed share)")
     s.set_defaults(fn=_synth)
 
     s = sub.add_parser("train", help="train a model from scratch on shards")
@@ -110,6 +134,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset")
     s.add_argument("--checkpoint")
     s.set_defaults(fn=_model_info)
+
+    s = sub.add_parser("bench", help="run every scenario of a format-v1 set through an agent and score it")
+    s.add_argument("--scenarios", required=True)
+    s.add_argument("--agent", default="model", choices=["model", "harness", "oracle", "silent", "remote"])
+    s.add_argument("--json", help="write the JSON report here")
+    s.add_argument("--export-fdb", help="write the Full-Duplex-Bench layout per scenario here")
+    s.add_argument("--pictures", help="write timeline PNGs of failed (or chosen) scenarios here")
+    s.add_argument("--n-pictures", type=int, default=4)
+    s.add_argument("--checkpoint", help="model checkpoint folder (default: the bundled model)")
+    s.add_argument("--clock", default="simulated", choices=["simulated", "realtime"])
+    s.add_argument("--responder", default="oracle", choices=["oracle", "model"], help="the harness's responder")
+    s.add_argument("--harness", default="livekit", help="the harness's endpointing preset")
+    s.add_argument("--families")
+    s.add_argument("--limit", type=int)
+    s.set_defaults(fn=_bench)
+
+    s = sub.add_parser("perf", help="step latency, concurrent real-time sessions, memory, an hour-long session")
+    s.add_argument("--checkpoint")
+    s.add_argument("--preset", default="cpu")
+    s.add_argument("--json")
+    s.add_argument("--out", default="out/perf")
+    s.add_argument("--hour-seconds", type=float, default=3600.0, help="length of the long simulated session")
+    s.add_argument("--threads", type=int)
+    s.set_defaults(fn=_perf)
+
+    s = sub.add_parser("serve", help="serve the model over WebSocket with a browser page")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--checkpoint")
+    s.add_argument("--max-sessions", type=int, default=32)
+    s.add_argument("--token", help="require this bearer token")
+    s.set_defaults(fn=_serve)
 
     s = sub.add_parser("tokenizer", help="rebuild the tokenizer from the task-language corpus")
     s.add_argument("--out")

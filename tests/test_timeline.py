@@ -193,7 +193,7 @@ def test_tokenizer_file_checks(tmp_path):
         Tokenizer(hf)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(st.text(max_size=60))
 def test_tokenizer_round_trips_any_text(text):
     tok = default_tokenizer()
@@ -202,7 +202,7 @@ def test_tokenizer_round_trips_any_text(text):
     assert tok.decode(ids) == text
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, derandomize=True)
 @given(st.text(st.characters(codec="utf-8"), min_size=1, max_size=20).filter(lambda s: s.strip() == s and s))
 def test_encode_word_round_trips(word):
     tok = default_tokenizer()

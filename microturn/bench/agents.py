@@ -243,7 +243,7 @@ def _place_count(plan: _Plan, rule: Rule, rules: list[Rule], duration: float) ->
         r = max(responds, key=lambda r: r.after)
         if plan.place(words, r.after + min(INSIDE_S, r.within / 2), r.after + r.within):
             return
-    plan.place(words, max(0.0, duration - length - 0.3), max(0.0, duration - length))
+    plan.place(words, max(0.0, duration - length - 2.0), max(0.0, duration - length))
 
 
 class OracleAgent(Agent):
@@ -310,21 +310,21 @@ class ModelAgent(Agent):
         self.sampling = Sampling(temperature=temperature, flow_temperature=flow_temperature)
         self.name = "model"
 
-    def _engine(self):
+    def _engine(self, n: int):
         from ..runtime.session import Engine
 
-        return Engine(self.model, capacity=self.capacity, sampling=self.sampling, generate_audio=self.generate_audio,
-                      simulated=self.clock == "simulated", seed=self.seed)
+        return Engine(self.model, capacity=max(1, min(self.capacity, n)), sampling=self.sampling,
+                      generate_audio=self.generate_audio, simulated=self.clock == "simulated", seed=self.seed)
 
     def run(self, scenario: Scenario) -> AgentOutput:
         return self.run_many([scenario])[0]
 
     def run_many(self, scenarios: list[Scenario]) -> list[AgentOutput]:
-        engine = self._engine()
+        engine = self._engine(len(scenarios))
         queue, live = deque(enumerate(scenarios)), []
         results: list[AgentOutput | None] = [None] * len(scenarios)
         while queue or live:
-            while queue and len(live) < self.capacity:
+            while queue and len(live) < engine.capacity:
                 live.append(self._open(engine, *queue.popleft()))
             due = self._push_due(live)
             engine.tick()
@@ -353,7 +353,7 @@ class ModelAgent(Agent):
         time each pushed window became available."""
         if self.clock == "realtime":
             L = live[0].session.layout
-            arrival = min(f.t0 + (f.t + 1) * L.delta for f in live if f.t < f.turns)
+            arrival = min((f.t0 + (f.t + 1) * L.delta for f in live if f.t < f.turns), default=0.0)
             time.sleep(max(0.0, arrival - time.perf_counter()))
         now, due = time.perf_counter(), {}
         for f in live:
@@ -383,11 +383,10 @@ class ModelAgent(Agent):
         engine.close(s)
         events = [{"t": e.t, "kind": e.kind, "text": e.text} for e in s.events]
         events += [{"t": a.t, "kind": "answer", "text": a.text, "error": a.error} for a in s.answers]
-        ms = s.stats.step_ms
         stats = {"steps": s.stats.steps, "overruns": s.stats.overruns, "clock": self.clock,
-                 "step_ms": {"median": _q(ms, 50), "p90": _q(ms, 90), "max": max(ms, default=None)}}
+                 "step_ms": _spread(s.stats.step_ms)}
         if self.clock == "realtime":
-            stats["late_ms"] = {"median": _q(f.late_ms, 50), "p90": _q(f.late_ms, 90), "max": max(f.late_ms, default=None)}
+            stats["late_ms"] = _spread(f.late_ms)
         words = [Word(w.w, w.start, w.end, "agent") for w in words]
         return AgentOutput(words, f.agent_audio, sorted(events, key=lambda e: e["t"]), stats)
 
@@ -407,8 +406,12 @@ def _push_window(f: _Feed, L) -> None:
     f.t += 1
 
 
-def _q(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)), 3) if values else None
+def _spread(values: list[float]) -> dict:
+    """median, p90 and max of some milliseconds (None when there are none)."""
+    if not values:
+        return {"median": None, "p90": None, "max": None}
+    return {"median": round(float(np.median(values)), 3), "p90": round(float(np.percentile(values, 90)), 3),
+            "max": round(float(max(values)), 3)}
 
 
 def load_model(checkpoint: str | None = None):

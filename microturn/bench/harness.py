@@ -34,13 +34,14 @@ Presets (``PRESETS``), after the public defaults (``shared/reference.md``):
 
 Responders (``responder=``):
 
-- ``oracle``: the harness at its best: it knows the right reply from the scenario's rules but it can only speak
-  at turn ends. At a turn end it says the text of the first ``say`` rule (not yet said) whose window contains the
-  planned start of its reply, delivered after the background ``delay`` too when the scenario has one (a tool call
-  made at the turn end); else, when the scenario has a ``count`` rule, the target number; else an acknowledgement
-  "okay" in instruction families and a ``reply_words``-word answer in conversation families. A reply is made long
-  enough to talk through the ``continue`` and ``no_gap`` windows that lie ahead (the oracle knows how much there
-  is to say, not when). It never knows times or cues: a say rule whose window opens later is missed.
+- ``oracle``: the harness at its best: it knows what to say from the scenario's rules, but it can speak only at
+  turn ends. At a turn end it says the text of the first ``say`` rule whose window contains the planned start of
+  its reply and that what it has said so far does not satisfy yet (a reply cut by a barge-in is owed again); in a
+  scenario with a ``background`` it says it ``delay`` seconds later (a tool call made at the turn end). Else, with
+  a ``count`` rule, the target number; else "okay" in instruction families and a ``reply_words``-word answer in
+  conversation families. A reply is made long enough to talk through the ``continue`` and ``no_gap`` windows
+  ahead (it knows how much there is to say, not when to say it). It knows no times or cues, and not whether to
+  speak: it replies to every turn end, pauses and speech not meant for it included.
 - ``model``: microturn's model used turn by turn: a fresh session hears the turn's audio (from ``prefix_secs``
   before its onset to the turn end; a typed turn as text), then silence for up to ``max_reply_secs``; the words
   it says in that silence are the reply, re-timed by the harness. Only its content is used, none of its timing.
@@ -56,8 +57,8 @@ import numpy as np
 from ..codecs.audio import SAMPLE_RATE
 from ..stream.scenario import INSTRUCTION_FAMILIES, Scenario
 from ..stream.words import Word
-from .agents import Agent, AgentOutput, english_number, load_model, n_samples, render_words
-from .rules import EPS, normalize
+from .agents import Agent, AgentOutput, english_number, load_model, render_words
+from .rules import EPS, check_say, normalize
 
 WINDOW = 512  # Silero's window at 16 kHz
 WINDOW_S = WINDOW / SAMPLE_RATE
@@ -181,15 +182,15 @@ class OracleResponder:
 
     def __init__(self, scenario: Scenario, reply_words: int = 5):
         self.scenario, self.reply_words = scenario, reply_words
-        self.said: set[int] = set()
 
-    def reply(self, turn: Turn, start: float) -> tuple[list[str], float]:
-        """(words to say, extra delay before saying them) for a reply planned to start at ``start``."""
+    def reply(self, start: float, said: list[Word]) -> tuple[list[str], float]:
+        """(words to say, extra delay before saying them) for a reply planned to start at ``start``, given what
+        the agent has said (or still plans to say) so far."""
         sc = self.scenario
         delay = sc.background.delay if sc.background is not None else 0.0
-        for i, r in enumerate(sc.expect):
-            if r.kind == "say" and i not in self.said and r.window[0] - EPS <= start + delay <= r.window[1] + EPS:
-                self.said.add(i)
+        for r in sc.expect:
+            if (r.kind == "say" and r.window[0] - EPS <= start + delay <= r.window[1] + EPS
+                    and not check_say(r, said).passed):
                 return normalize(r.alternatives[0]), delay
         counts = [r for r in sc.expect if r.kind == "count"]
         if counts:
@@ -288,27 +289,30 @@ class HarnessAgent(Agent):
                     events.append({"t": round(at, 4), "kind": "barge_in"})
                 continue
             turn: Turn = item
-            if turn.text is None and _speaking_at(words, turn.onset) and not _barged(events, turn):
-                continue  # speech that began over the agent and did not interrupt it: ignored
+            if turn.text is None and _speaking_at(words, turn.onset) and not self._interrupts(turn):
+                continue  # speech over the agent too short to interrupt it: ignored (a backchannel, a cough)
             start = at + self.latency
             if words:
                 start = max(start, words[-1].end + 0.2)
-            reply, extra = self._reply(scenario, audio, turn, start, oracle)
+            reply, extra = self._reply(audio, turn, start, words, oracle)
             events.append({"t": round(at, 4), "kind": "turn_end", "typed": turn.text is not None})
             if reply:
                 words += self._speak(reply, start + extra, oracle)
         return words, events
 
-    def _reply(self, scenario, audio, turn, start, oracle) -> tuple[list[str], float]:
+    def _interrupts(self, turn: Turn) -> bool:
+        return any(barge_in_time(s, self.preset) is not None for s in turn.segments)
+
+    def _reply(self, audio, turn, start, words, oracle) -> tuple[list[str], float]:
         if self.model_responder is not None:
             return self.model_responder.reply_for(audio, turn, self.preset.prefix_secs), 0.0
-        return oracle.reply(turn, start)
+        return oracle.reply(start, words)
 
     def _speak(self, reply: list[str], start: float, oracle: OracleResponder) -> list[Word]:
         """The reply as timed words at ``rate`` words per second, stretched with talk to the oracle's length."""
         step = 1.0 / self.rate
         if self.model_responder is None:
-            n = int(math.ceil((oracle.talk_until(start) - start) / step))
+            n = int(math.ceil((oracle.talk_until(start) - start - 0.8 * step) / step)) + 1
             reply = reply + [GENERIC[(i % (len(GENERIC) - 1)) + 1] for i in range(max(0, n - len(reply)))]
         return [Word(w, round(start + i * step, 4), round(start + i * step + 0.8 * step, 4), "agent")
                 for i, w in enumerate(reply)]
@@ -322,7 +326,3 @@ def _cut(words: list[Word], at: float) -> list[Word]:
 def _speaking_at(words: list[Word], t: float) -> bool:
     """Whether the agent is talking at t (inside a word or a pause of under 0.5 s after one)."""
     return any(w.start - EPS <= t <= w.end + 0.5 for w in words)
-
-
-def _barged(events: list[dict], turn: Turn) -> bool:
-    return any(e["kind"] == "barge_in" and turn.onset - EPS <= e["t"] <= turn.complete + EPS for e in events)

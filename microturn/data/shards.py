@@ -28,6 +28,7 @@ ARRAYS = ("audio", "mel", "text_in", "out", "listen", "frame")
 
 
 def _render(job) -> tuple[dict, dict]:
+    torch.set_num_threads(1)  # one process per core: no thread oversubscription
     family, seed, split, difficulty, index, layout = job
     s = generate(family, seed, split, difficulty, index)
     e = encode_timeline(s.timeline, layout, default_tokenizer())

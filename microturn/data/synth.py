@@ -48,7 +48,7 @@ def write_scenario_set(out: str | Path, per_family: int, seed: int = 0, split: s
 
 
 def run(out: str, per_family: int = 12, seed: int = 0, families: str | None = None, split: str = "test",
-        shards: bool = False, workers: int | None = None) -> dict:
+        shards: bool = False, workers: int | None = None, difficulty: str = "0,1") -> dict:
     fams = tuple(f.strip() for f in families.split(",")) if families else FAMILIES
     unknown = [f for f in fams if f not in FAMILIES]
     if unknown:
@@ -58,7 +58,8 @@ def run(out: str, per_family: int = 12, seed: int = 0, families: str | None = No
     if shards:
         from .shards import write_shards
 
-        r = write_shards(out, per_family, seed, split, fams, workers=workers)
+        lo, hi = (float(v) for v in difficulty.split(","))
+        r = write_shards(out, per_family, seed, split, fams, workers=workers, difficulty=(lo, hi))
         print(f"wrote {r['sessions']} training sessions in {r['shards']} shard(s) to {out}: "
               f"{r['sessions_per_minute']:.0f} sessions per minute ({r['seconds']:.0f} s)")
     else:

@@ -353,9 +353,9 @@ def gen_repcount(b: Builder):
     rng = b.rng
     typed = _typed(rng, b.difficulty)
     E = b.instruct(str(rng.choice(lang.COUNT_FORMS)), float(rng.uniform(0.3, 1.0)), typed)
-    n = int(rng.integers(2, 11))
-    rv = render_reps(rng, kind=str(rng.choice(KINDS)), n_reps=n, fps=b.fps, start=E + float(rng.uniform(0.5, 1.5)),
-                     split="test" if b.split == "test" else "train")
+    n = int(rng.integers(2, 9))
+    rv = render_reps(rng, kind=str(rng.choice(KINDS)), n_reps=n, fps=b.fps, size=80, period=(1.2, 2.5),
+                     start=E + float(rng.uniform(0.5, 1.5)), split="train" if b.split == "train" else "test")
     b.video = rv.frames
     for i, c in enumerate(rv.rep_times, 1):
         b.agent(lang.number_words(i), c + 0.05)

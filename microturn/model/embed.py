@@ -27,17 +27,19 @@ class ClockEmbed(nn.Module):
 
 
 class DMelEmbed(nn.Module):
-    """A frame is the sum of one learned vector per (channel, bin), i.e. a one-hot [80 x 16] times a matrix;
-    a token concatenates ``frames_per_token`` frame vectors and projects them to the model width."""
+    """A frame is the sum of one learned vector per (channel, bin) (an EmbeddingBag over its 80 (channel, bin)
+    pairs); a token concatenates ``frames_per_token`` frame vectors and projects them to the model width."""
 
     def __init__(self, d: int, frames_per_token: int):
         super().__init__()
-        self.frame = nn.Linear(dmel.N_MELS * dmel.N_BINS, d, bias=False)
+        self.frame = nn.EmbeddingBag(dmel.N_MELS * dmel.N_BINS, d, mode="sum")
         self.token = nn.Linear(frames_per_token * d, d)
+        self.register_buffer("offset", torch.arange(dmel.N_MELS) * dmel.N_BINS, persistent=False)
 
     def forward(self, bins: torch.Tensor) -> torch.Tensor:  # [..., F, 80] uint8 -> [..., d]
-        onehot = F.one_hot(bins.long(), dmel.N_BINS).flatten(-2).float()  # [..., F, 1280]
-        return self.token(F.gelu(self.frame(onehot)).flatten(-2))
+        idx = bins.long() + self.offset  # the (channel, bin) pair of each value
+        frames = self.frame(idx.reshape(-1, dmel.N_MELS)).view(*bins.shape[:-1], -1)  # [..., F, d]
+        return self.token(F.gelu(frames).flatten(-2))
 
 
 class HMLP(nn.Module):
@@ -83,8 +85,11 @@ class InputEmbed(nn.Module):
         L = self.layout
         parts = [self.clock(clock * L.delta)[:, :, None], self.audio(audio)]
         if L.video:
-            v = self.merge(self.video(to_patches(video, L.patch)).flatten(-2))[:, :, None]  # [B, T, 1, d]
-            parts.append(torch.where(video_on[..., None, None], v, self.no_video))
+            v = self.no_video.expand(*video.shape[:2], 1, -1)
+            if bool(video_on.any()):  # only frames that are there go through the hMLP
+                seen = self.merge(self.video(to_patches(video[video_on], L.patch)).flatten(-2))
+                v = v.masked_scatter(video_on[..., None, None], seen.to(v.dtype))
+            parts.append(v)
         parts.append(self.text(text_in))
         return torch.cat(parts, dim=2) + self.slot[: L.n_in]
 

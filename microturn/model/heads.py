@@ -53,9 +53,14 @@ class FlowHead(nn.Module):
 
     @torch.no_grad()
     def sample(self, h: torch.Tensor, steps: int = 4, temperature: float = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """h [N, d] -> mel [N, F, 80] (log10, clamped to the dMel range)."""
-        x = torch.randn(h.shape[0], self.dim, generator=generator, device=h.device) * temperature
+               generator=None) -> torch.Tensor:
+        """h [N, d] -> mel [N, F, 80] (log10, clamped to the dMel range). ``generator``: one, or one per row."""
+        if isinstance(generator, list):
+            x = torch.stack([torch.randn(self.dim, generator=g, device=h.device) if g is not None
+                             else torch.zeros(self.dim, device=h.device) for g in generator])
+        else:
+            x = torch.randn(h.shape[0], self.dim, generator=generator, device=h.device)
+        x = x * temperature
         for i in range(steps):
             s = torch.full((h.shape[0],), i / steps, device=h.device)
             x = x + self.velocity(x, s, h) / steps

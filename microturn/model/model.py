@@ -14,13 +14,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..stream.layout import Layout
-from ..stream.tokenizer import EOT, PAD
+from ..stream.tokenizer import BG, EOT, PAD, SIL, TYPED
 from .config import ModelConfig
 from .embed import InputEmbed
 from .heads import FlowHead
 from .transformer import KVCache, Transformer
 
 INPUT_KEYS = ("clock", "audio", "video", "video_on", "text_in")
+NEVER_SAID = (PAD, TYPED, BG, SIL)  # input-side tokens the agent never emits
 
 
 @dataclass
@@ -55,7 +56,12 @@ class StepOutput:
     hidden: torch.Tensor  # [B, length, d] final hidden states of the block
 
 
-def sample(logits: torch.Tensor, s: Sampling, generator: torch.Generator | None = None) -> torch.Tensor:
+Generators = "torch.Generator | list[torch.Generator] | None"
+
+
+def sample(logits: torch.Tensor, s: Sampling, generator: Generators = None) -> torch.Tensor:
+    """Temperature and nucleus sampling of [B, V] logits (greedy at temperature 0). A list of generators, one per
+    row, makes each session's draws independent of which other sessions share its batch."""
     if s.temperature <= 0:
         return logits.argmax(-1)
     probs = (logits / s.temperature).softmax(-1)
@@ -63,7 +69,12 @@ def sample(logits: torch.Tensor, s: Sampling, generator: torch.Generator | None 
         p, i = probs.sort(-1, descending=True)
         keep = p.cumsum(-1) - p < s.top_p
         probs = torch.zeros_like(probs).scatter(-1, i, p * keep)
-    return torch.multinomial(probs / probs.sum(-1, keepdim=True), 1, generator=generator)[..., 0]
+    probs = probs / probs.sum(-1, keepdim=True)
+    if isinstance(generator, list):
+        # rows without a generator (idle sessions) draw nothing, so their random streams stay where they were
+        return torch.cat([torch.multinomial(p[None], 1, generator=g)[0] if g is not None else p.argmax(-1, True)
+                          for p, g in zip(probs, generator)])
+    return torch.multinomial(probs, 1, generator=generator)[..., 0]
 
 
 class InteractionModel(nn.Module):
@@ -144,10 +155,11 @@ class InteractionModel(nn.Module):
     @torch.no_grad()
     def step(self, state: StreamState, audio, video, video_on, text_in, active: torch.Tensor | None = None,
              forced_out: torch.Tensor | None = None, sampling: Sampling = Sampling(), generate_audio: bool = True,
-             generator: torch.Generator | None = None) -> StepOutput:
+             generator: Generators = None) -> StepOutput:
         """One micro-turn for every session of the batch: audio [B, A, F, 80] uint8, video [B, S, S, 3] uint8,
         video_on [B], text_in [B, K]. Rows where ``active`` is false are computed but leave their state untouched.
-        ``forced_out`` [B, n_out] feeds given out tokens instead of sampling (teacher forcing, tests)."""
+        ``forced_out`` [B, n_out] feeds given out tokens instead of sampling (teacher forcing, tests).
+        ``generator``: one for the batch, or one per row (then a row's draws do not depend on the others)."""
         L = self.layout
         B = audio.shape[0]
         active = torch.ones(B, dtype=torch.bool, device=audio.device) if active is None else active
@@ -158,7 +170,12 @@ class InteractionModel(nn.Module):
         done = torch.zeros(B, dtype=torch.bool, device=audio.device)
         for i in range(L.n_out):
             lg = self.text_logits(hs[-1][:, -1])
-            tok = forced_out[:, i] if forced_out is not None else sample(lg, sampling, generator)
+            if forced_out is not None:
+                tok = forced_out[:, i]
+            else:
+                masked = lg.clone()
+                masked[:, list(NEVER_SAID)] = float("-inf")
+                tok = sample(masked, sampling, generator)
             if forced_out is None:
                 tok = torch.where(done, PAD, tok)
                 if i == L.n_out - 1:

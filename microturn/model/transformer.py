@@ -2,7 +2,8 @@
 
 Attention sees a key when it is not in the future and either within ``window`` tokens or among the first ``pinned``
 tokens of the session (``visible``). Training passes a whole sequence; streaming passes a chunk plus a bounded
-``KVCache``; both build their mask with ``visible`` from absolute positions, so they compute the same thing.
+``KVCache``; both build their mask with ``visible`` from absolute positions, so they compute the same thing
+(training on sequences no longer than the window uses the fused causal kernel, which is the same mask).
 """
 from __future__ import annotations
 
@@ -24,13 +25,16 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
-def rotary(x: torch.Tensor, pos: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
-    """Rotate x [B, H, S, hd] by absolute positions pos [B, S]; angles in float64 so an hour of tokens stays exact."""
-    hd = x.shape[-1]
-    inv = base ** (-torch.arange(0, hd, 2, dtype=torch.float64, device=x.device) / hd)
-    ang = pos.to(torch.float64)[:, None, :, None] * inv  # [B, 1, S, hd/2]
-    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+def rope(pos: torch.Tensor, hd: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [B, 1, S, hd/2] for absolute positions pos [B, S]; angles in float64 so an hour stays exact."""
+    inv = base ** (-torch.arange(0, hd, 2, dtype=torch.float64, device=pos.device) / hd)
+    ang = pos.to(torch.float64)[:, None, :, None] * inv
+    return ang.cos().float(), ang.sin().float()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     x1, x2 = x[..., 0::2], x[..., 1::2]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
 
 
@@ -43,27 +47,45 @@ def visible(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int, pinned: int) 
 
 @dataclass
 class KVCache:
-    """Bounded per-layer keys/values: ``pinned`` slots for the session's first tokens, then a ring of ``window``."""
+    """Bounded per-layer keys/values: ``pinned`` slots for the session's first tokens, then a ring.
 
-    k: list[torch.Tensor]  # per layer [B, H_kv, pinned + window, hd]
+    The ring holds ``window + slack`` positions, ``slack`` being the longest chunk a step feeds at once: a chunk is
+    written before it is attended to, and what it overwrites is then already out of every query's window.
+    """
+
+    k: list[torch.Tensor]  # per layer [B, H_kv, pinned + window + slack, hd]
     v: list[torch.Tensor]
-    pos: torch.Tensor  # [B, pinned + window], absolute position held by each slot, -1 when empty
+    pos: torch.Tensor  # [B, slots], absolute position held by each slot, -1 when empty
+    pinned: int
+    ring: int
 
     @classmethod
     def empty(cls, cfg: ModelConfig, batch: int, device=None, dtype=torch.float32) -> "KVCache":
-        n = cfg.pinned + cfg.window
-        shape = (batch, cfg.n_kv_head, n, cfg.head_dim)
+        ring = cfg.window + cfg.layout.length
+        shape = (batch, cfg.n_kv_head, cfg.pinned + ring, cfg.head_dim)
         return cls([torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)],
                    [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)],
-                   torch.full((batch, n), -1, dtype=torch.long, device=device))
+                   torch.full((batch, cfg.pinned + ring), -1, dtype=torch.long, device=device), cfg.pinned, ring)
 
-    def slots(self, pos: torch.Tensor, pinned: int, window: int) -> torch.Tensor:
+    def slots(self, pos: torch.Tensor) -> torch.Tensor:
         """Cache slot of each absolute position [B, S]."""
-        return torch.where(pos < pinned, pos, pinned + (pos - pinned) % window)
+        return torch.where(pos < self.pinned, pos, self.pinned + (pos - self.pinned) % self.ring)
 
     def reset(self, rows: torch.Tensor):
         """Forget the sessions in ``rows`` (bool [B])."""
         self.pos[rows] = -1
+
+
+@dataclass
+class Context:
+    """Computed once per forward call and shared by every layer."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+    mask: torch.Tensor | None  # None: plain causal attention over the chunk itself
+    cache: KVCache | None = None
+    rows: torch.Tensor | None = None  # [n] batch rows whose cache is written
+    slot: torch.Tensor | None = None  # [n, S] their slots
 
 
 class Attention(nn.Module):
@@ -75,36 +97,22 @@ class Attention(nn.Module):
         self.kv = nn.Linear(cfg.d_model, 2 * kv * hd, bias=False)
         self.o = nn.Linear(h * hd, cfg.d_model, bias=False)
 
-    def forward(self, x, pos, cache: KVCache | None = None, layer: int = 0, write: torch.Tensor | None = None):
+    def forward(self, x, ctx: Context, layer: int = 0):
         B, S, _ = x.shape
         cfg = self.cfg
         q = self.q(x).view(B, S, cfg.n_head, cfg.head_dim).transpose(1, 2)
         k, v = self.kv(x).view(B, S, 2, cfg.n_kv_head, cfg.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = rotary(q, pos), rotary(k, pos)
-        if cache is None:
-            keys, vals, k_pos = k, v, pos
+        q, k = rotate(q, ctx.cos, ctx.sin), rotate(k, ctx.cos, ctx.sin)
+        if ctx.cache is not None:  # write the chunk into its slots, then attend over the whole cache
+            r = ctx.rows[:, None]
+            ctx.cache.k[layer][r, :, ctx.slot] = k[ctx.rows].transpose(1, 2)
+            ctx.cache.v[layer][r, :, ctx.slot] = v[ctx.rows].transpose(1, 2)
+            k, v = ctx.cache.k[layer], ctx.cache.v[layer]
+        if ctx.mask is None:  # the fused causal kernel, no mask in memory
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         else:
-            keys = torch.cat([cache.k[layer], k], dim=2)
-            vals = torch.cat([cache.v[layer], v], dim=2)
-            k_pos = torch.cat([cache.pos, pos], dim=1)
-        if cache is None and S <= cfg.window:  # plain causal attention: the fused kernel, no mask in memory
-            y = F.scaled_dot_product_attention(q, keys, vals, is_causal=True, enable_gqa=True)
-        else:
-            mask = visible(pos, k_pos, cfg.window, cfg.pinned)
-            y = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask, enable_gqa=True)
-        if cache is not None:
-            self._store(cache, layer, k, v, pos, write)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.mask, enable_gqa=True)
         return self.o(y.transpose(1, 2).reshape(B, S, -1))
-
-    def _store(self, cache: KVCache, layer: int, k, v, pos, write):
-        """Write this chunk's keys/values into the cache rows where ``write`` [B] is true."""
-        slot = cache.slots(pos, self.cfg.pinned, self.cfg.window)  # [B, S]
-        rows = torch.arange(pos.shape[0], device=pos.device)[:, None].expand_as(slot)
-        w = write[:, None].expand_as(slot) if write is not None else torch.ones_like(slot, dtype=torch.bool)
-        r, s = rows[w], slot[w]
-        kk, vv = k.permute(0, 2, 1, 3)[w], v.permute(0, 2, 1, 3)[w]  # [n, H_kv, hd]
-        cache.k[layer][r, :, s] = kk
-        cache.v[layer][r, :, s] = vv
 
 
 class SwiGLU(nn.Module):
@@ -152,24 +160,37 @@ class Block(nn.Module):
         self.attn = Attention(cfg)
         self.mlp = MoE(cfg) if cfg.n_experts else SwiGLU(cfg.d_model, cfg.d_ff)
 
-    def forward(self, x, pos, cache=None, layer=0, write=None):
-        x = x + self.attn(self.n1(x), pos, cache, layer, write)
+    def forward(self, x, ctx: Context, layer: int = 0):
+        x = x + self.attn(self.n1(x), ctx, layer)
         return x + self.mlp(self.n2(x))
 
 
 class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        self.cfg = cfg
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.d_model)
 
     def forward(self, x, pos, cache: KVCache | None = None, write: torch.Tensor | None = None):
+        """x [B, S, d] at absolute positions pos [B, S]. With a cache: a streaming chunk, stored for the rows where
+        ``write`` [B] is true (all by default); other rows compute but leave their cache untouched."""
+        cfg = self.cfg
+        cos, sin = rope(pos, cfg.head_dim)
+        if cache is None:
+            mask = None if x.shape[1] <= cfg.window else visible(pos, pos, cfg.window, cfg.pinned)
+            ctx = Context(cos, sin, mask)
+        else:
+            w = torch.ones(pos.shape[0], dtype=torch.bool, device=pos.device) if write is None else write
+            slot = cache.slots(pos)
+            k_pos = cache.pos.clone()
+            k_pos.scatter_(1, slot, pos)  # every row sees its own chunk (idle rows too: their output is unused)
+            rows = w.nonzero(as_tuple=True)[0]
+            ctx = Context(cos, sin, visible(pos, k_pos, cfg.window, cfg.pinned), cache, rows, slot[rows])
         for i, b in enumerate(self.blocks):
-            x = b(x, pos, cache, i, write)
+            x = b(x, ctx, i)
         if cache is not None:
-            w = write if write is not None else torch.ones(pos.shape[0], dtype=torch.bool, device=pos.device)
-            slot = cache.slots(pos, self.blocks[0].attn.cfg.pinned, self.blocks[0].attn.cfg.window)
-            cache.pos[w.nonzero(as_tuple=True)[0][:, None], slot[w]] = pos[w]
+            cache.pos[ctx.rows] = k_pos[ctx.rows]
         return self.norm(x)
 
     def aux_loss(self) -> torch.Tensor:

@@ -115,7 +115,7 @@ class Session:
             frame = np.zeros((L.video_size, L.video_size, 3), np.uint8)
         return audio_tokens(bins, L), frame, on, self.text.take()
 
-    def _finish(self, tokens: np.ndarray, mel: np.ndarray | None, step_ms: float) -> TurnOutput:
+    def _finish(self, tokens: np.ndarray, mel: np.ndarray | None) -> TurnOutput:
         L = self.layout
         words, events = self.decoder.push(tokens, mel)
         t_out = (self.t + 1) * L.delta
@@ -129,17 +129,20 @@ class Session:
         if mel is not None:
             audio = self.engine.vocode(mel, self)
         text = self.engine.tok.decode([i for i in tokens if i >= 7])
-        out = TurnOutput(self.t, [int(i) for i in tokens], text, words, events, answers, audio, step_ms)
+        out = TurnOutput(self.t, [int(i) for i in tokens], text, words, events, answers, audio, 0.0)
         self.words += words
         self.events += events
         self.answers += answers
+        self.t += 1
+        return out
+
+    def _record(self, out: TurnOutput, step_ms: float):
+        out.step_ms = step_ms
         self.stats.steps += 1
         self.stats.step_ms.append(step_ms)
-        if step_ms > L.delta * 1000:
+        if step_ms > self.layout.delta * 1000:
             self.stats.overruns += 1
-        self.t += 1
         self.outputs.append(out)
-        return out
 
     def finish(self) -> list[Word]:
         """End of input: the last open word becomes final. Returns all the session's words."""
@@ -164,10 +167,13 @@ class Engine:
         self.layout = model.layout
         self.tok = tok or default_tokenizer()
         self.capacity, self.sampling, self.generate_audio, self.simulated = capacity, sampling, generate_audio, simulated
-        self.state = model.new_state(capacity)
+        self.device = next(model.parameters()).device
+        self.state = model.new_state(capacity, device=self.device)
         self.sessions: list[Session | None] = [None] * capacity
         self.lock = threading.RLock()
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        # one random stream per slot, reseeded when a session opens: a session's samples never depend on others
+        self.generators = [torch.Generator(self.device) for _ in range(capacity)]
         self.vocoder = get_vocoder("griffinlim", iters=16) if generate_audio else None
 
     def open(self, background: Background | None = None) -> Session:
@@ -176,9 +182,10 @@ class Engine:
                 slot = self.sessions.index(None)
             except ValueError:
                 raise RuntimeError(f"all {self.capacity} session slots are in use") from None
-            rows = torch.zeros(self.capacity, dtype=torch.bool)
+            rows = torch.zeros(self.capacity, dtype=torch.bool, device=self.device)
             rows[slot] = True
             self.state.reset(rows)
+            self.generators[slot].manual_seed(self.seed)
             s = Session(self, slot, background)
             self.sessions[slot] = s
             return s
@@ -210,14 +217,25 @@ class Engine:
                 a, f, on, txt = s._inputs()
                 audio[s.slot], video[s.slot], video_on[s.slot] = torch.from_numpy(a), torch.from_numpy(f), on
                 text_in[s.slot], active[s.slot] = torch.from_numpy(txt), True
-        res = self.model.step(self.state, audio, video, video_on, text_in, active=active, sampling=self.sampling,
-                              generate_audio=self.generate_audio, generator=self.generator)
-        ms = (time.perf_counter() - t0) * 1000
+        dev = self.device
+        res = self.model.step(self.state, audio.to(dev), video.to(dev), video_on.to(dev), text_in.to(dev),
+                              active=active.to(dev), sampling=self.sampling, generate_audio=self.generate_audio,
+                              generator=[g if a else None for g, a in zip(self.generators, active.tolist())])
+        out = res.out.cpu().numpy()
+        mel = res.mel.float().cpu().numpy() if res.mel is not None else None
         with self.lock:
-            for s in ready:
-                mel = res.mel[s.slot].numpy() if res.mel is not None else None
-                s._finish(res.out[s.slot].numpy(), mel, ms)
+            outputs = [s._finish(out[s.slot], None if mel is None else mel[s.slot]) for s in ready]
+        ms = (time.perf_counter() - t0) * 1000  # the whole tick: inputs, model, decoding and vocoding
+        for s, o in zip(ready, outputs):
+            s._record(o, ms)
         return ready
+
+    def run_ready(self) -> int:
+        """Tick until no session has a complete micro-turn left; returns the number of ticks."""
+        n = 0
+        while self.tick():
+            n += 1
+        return n
 
     def vocode(self, mel: np.ndarray, s: Session) -> np.ndarray:
         """One window of agent mel -> audio, vocoded with the previous window as context. A silent window (no

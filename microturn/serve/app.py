@@ -1,8 +1,8 @@
 """The microturn server: a FastAPI app with the native protocol (``/v1/stream``), the OpenAI-Realtime-compatible
 endpoint (``/v1/realtime``), the browser page (``/``) and a health check (``/healthz``).
 
-One ``Engine`` per process (``hub.Hub``) steps every session in batches on the audio clock. ``create_app`` takes a
-model object (tests pass a tiny random one); ``serve`` loads a checkpoint (the bundled model by default) and runs
+One model per process; ``hub.Hub`` steps every session in batched engines on the audio clock. ``create_app`` takes
+a model object (tests pass a tiny random one); ``serve`` loads a checkpoint (the bundled model by default) and runs
 uvicorn on loopback unless told otherwise. The wire protocol is documented in ``docs/protocol.md``.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ..model.model import InteractionModel, Sampling
 from ..runtime.background import Background
 from ..runtime.session import TurnOutput
 from . import protocol as P
-from .hub import CLOSE_NORMAL, CLOSE_POLICY, Connection, Hub, Settings, SpokenText, token_ok, voiced
+from .hub import CLOSE_NORMAL, CLOSE_POLICY, Connection, Hub, Resampler, Settings, SpokenText, token_ok, voiced
 
 log = logging.getLogger("microturn.serve")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -38,25 +38,14 @@ PAGE_HEADERS = {
 
 
 # ---------------------------------------------------------------- the native protocol
-class Resampler:
-    """Streaming resampling of one client's audio to 16 kHz (soxr keeps the filter state between chunks)."""
-
-    def __init__(self, rate_in: int, rate_out: int = 16000):
-        import soxr
-
-        self.stream = None if rate_in == rate_out else soxr.ResampleStream(rate_in, rate_out, 1, dtype="float32")
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return x if self.stream is None else self.stream.resample_chunk(x)
-
-
 class NativeConnection(Connection):
     """One client of ``/v1/stream`` (protocol version 1)."""
 
     def __init__(self, ws: WebSocket, hub: Hub):
         super().__init__(ws, hub)
         self.resample: Resampler | None = None
-        self.spoken = SpokenText(hub.engine.tok)
+        self.spoken = SpokenText(hub.tok)
+        self.decoding = False  # a camera frame is being decoded
 
     def error_message(self, code: str, message: str, fatal: bool) -> str:
         return P.error(code, message, fatal)
@@ -110,11 +99,19 @@ class NativeConnection(Connection):
             self.too_fast()
 
     async def frame(self, jpeg: bytes) -> None:
+        """Decode off the event loop; a frame arriving while the previous one is still being decoded is dropped
+        (the model uses one frame per micro-turn anyway)."""
+        if self.decoding:
+            self.error("frame_dropped", "camera frame dropped: the previous one is still being decoded", every=5.0)
+            return
+        self.decoding = True
         try:
             rgb = await asyncio.to_thread(P.decode_jpeg, jpeg)
         except P.ProtocolError as e:
             self.bad(e.code, e.message)
             return
+        finally:
+            self.decoding = False
         if self.client is not None:
             self.hub.push_frame(self.client, rgb)
 
@@ -157,22 +154,26 @@ class NativeConnection(Connection):
 # ---------------------------------------------------------------- the app
 def create_app(model: InteractionModel | None = None, *, max_sessions: int = 32, token: str | None = None,
                allowed_origins: list[str] | None = None, idle_timeout: float = 60, max_ahead_s: float = 2.0,
-               background_factory: Callable[[], Background] | None = None, sampling: Sampling | None = None,
+               gather_ms: float = 50.0, batch: int = 8, background_factory: Callable[[], Background] | None = None, sampling: Sampling | None = None,
                model_name: str | None = None) -> FastAPI:
     """The server app. ``model``: an ``InteractionModel`` (None: the bundled checkpoint, or an untrained model with
     a warning). ``token``: a bearer token both endpoints require. ``allowed_origins``: browser origins allowed
     (None: the page's own host and localhost; ["*"]: any). ``background_factory``: makes each session's
-    ``Background`` (default: local tools)."""
+    ``Background`` (default: local tools). ``max_ahead_s``: audio a session may have waiting for the stepping before
+    more is dropped. ``gather_ms``: how long a tick may wait for other sessions' windows to share the batch.
+    ``batch``: rows of the largest engine (engines of 1, 2, 4, ... rows are created as sessions arrive)."""
     if model is None:
         model, model_name = load_model(None)
     settings = Settings(max_sessions=max_sessions, token=token, allowed_origins=allowed_origins,
-                        idle_timeout=idle_timeout, max_ahead_s=max_ahead_s, background_factory=background_factory)
+                        idle_timeout=idle_timeout, max_ahead_s=max_ahead_s, gather_ms=gather_ms, batch=batch,
+                        background_factory=background_factory)
     hub = Hub(model, settings, sampling)
-    hub.model_info = {"name": model_name or "custom", "params": model.n_params(), "trained": model_name not in
-                      (None, "UNTRAINED")}
+    hub.model_info = {"name": model_name or "custom", "params": model.n_params(), "trained": None if model_name is None
+                      else model_name != "UNTRAINED"}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        await asyncio.to_thread(hub.warm_up)
         hub.start()
         try:
             yield
@@ -195,7 +196,7 @@ def _routes(app: FastAPI, hub: Hub) -> None:
     @app.get("/healthz")
     async def health():
         return JSONResponse({"ok": hub.failures == 0, "sessions": len(hub.clients),
-                             "max_sessions": hub.settings.max_sessions, "ticks": hub.ticks, "model": hub.model_info,
+                             "max_sessions": hub.settings.max_sessions, "delta": hub.layout.delta, "ticks": hub.ticks, "model": hub.model_info,
                              "protocol_version": P.VERSION})
 
     @app.websocket("/v1/stream")
@@ -250,3 +251,32 @@ def serve(host: str = "127.0.0.1", port: int = 8000, checkpoint: str | Path | No
     print(f"microturn serve: http://{host}:{port}/  (native: ws://{host}:{port}/v1/stream, realtime: "
           f"ws://{host}:{port}/v1/realtime)", file=sys.stderr)
     uvicorn.Server(server_config(app, host, port)).run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m microturn.serve.app``: the server with its options (``microturn serve`` does the same)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="microturn serve", description="Serve a microturn model over WebSockets.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the bundled model)")
+    p.add_argument("--token", default=None, help="bearer token both endpoints require")
+    p.add_argument("--max-sessions", type=int, default=32)
+    p.add_argument("--idle-timeout", type=float, default=60)
+    p.add_argument("--allowed-origin", action="append", dest="allowed_origins", default=None,
+                   help="browser origin allowed to connect (repeatable; default: same host and localhost)")
+    p.add_argument("--batch", type=int, default=8, help="rows of the largest engine (engines grow 1, 2, 4, ...)")
+    p.add_argument("--gather-ms", type=float, default=50.0, help="how long a tick waits to batch sessions")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    a = p.parse_args(argv)
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    serve(a.host, a.port, a.checkpoint, token=a.token, max_sessions=a.max_sessions, idle_timeout=a.idle_timeout,
+          allowed_origins=a.allowed_origins, batch=a.batch, gather_ms=a.gather_ms)
+
+
+if __name__ == "__main__":
+    main()

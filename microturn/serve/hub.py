@@ -1,14 +1,19 @@
-"""The serving core shared by both WebSocket protocols: one ``Engine`` per process, stepped on the audio clock.
+"""The serving core shared by both WebSocket protocols: one model per process, its sessions stepped in batched
+engines on the audio clock.
 
-- ``Hub`` owns the engine and its stepping task. Connections queue their input (audio at 16 kHz, typed text, camera
-  frames) on their ``Client``; the stepping task wakes up when input arrives, applies the queued input and ticks the
-  engine in a worker thread (``asyncio.to_thread``), so the event loop never waits on the model, then hands each
-  stepped session's outputs to its connection. Sessions step when their audio arrives: time is the audio clock.
+- ``Hub`` owns the engines and the stepping task. Connections queue their input (audio at 16 kHz, typed text,
+  camera frames) on their ``Client``; the stepping task wakes up when input arrives, applies the queued input and
+  ticks the engines in a worker thread (``asyncio.to_thread``), so the event loop never waits on the model, then
+  hands each stepped session's outputs to its connection. Sessions step when their audio arrives: time is the audio
+  clock.
+- Engines are created on demand with 1, 2, 4, ... up to ``batch`` rows (one model, shared weights): an engine tick
+  costs about as much for its idle rows as for its busy ones, so one session must not pay for a 32-row batch, while
+  many sessions still share batches. New sessions go to the smallest engine with a free row.
 - ``Connection`` is the part of a WebSocket handler both protocols share: admission (origin, bearer token, session
   limit), one sender task fed by a bounded outbox, receiving with an idle time-out, closing cleanly.
 
-Thread rules: only the stepping worker thread touches the engine (under ``Hub.busy``); the event loop only appends
-to a client's input deque and reads its counters.
+Thread rules: the engines are only touched in worker threads holding ``Hub.busy``; the event loop only appends to a
+client's input deque and reads its counters.
 """
 from __future__ import annotations
 
@@ -28,8 +33,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..model.model import InteractionModel, Sampling
 from ..runtime.background import Background, LocalTools
 from ..runtime.session import Engine, Session, TurnOutput
-from ..stream.tokenizer import DLG, DLG_END, EOT, PAD, SPECIALS
-from .protocol import MAX_MESSAGE
+from ..stream.tokenizer import DLG, DLG_END, EOT, PAD, SPECIALS, default_tokenizer
 
 log = logging.getLogger("microturn.serve")
 
@@ -49,6 +53,8 @@ class Settings:
     max_outbox: int = 512  # queued server messages beyond which a client that does not read is closed
     max_errors: int = 100  # protocol errors after which a client is closed
     stats_every: int = 5  # micro-turns between stats messages
+    gather_ms: float = 50.0  # a tick waits up to this long for other sessions' windows, so they share the batch
+    batch: int = 8  # rows of the largest engine
     background_factory: Callable[[], Background] | None = None
 
 
@@ -85,13 +91,15 @@ def bearer(ws: WebSocket) -> str | None:
 
 # ---------------------------------------------------------------- delivery helpers
 class SpokenText:
-    """The agent's spoken text per micro-turn: out tokens minus controls and minus delegation queries."""
+    """The agent's spoken text per micro-turn: out tokens minus controls and minus delegation queries. A character
+    whose UTF-8 bytes span micro-turns (byte-level BPE) is held back until it is complete."""
+
+    HOLD = 8  # tokens held at most while waiting for the rest of a character
 
     def __init__(self, tok):
-        self.tok, self.in_query = tok, False
+        self.tok, self.in_query, self.pending = tok, False, []
 
     def push(self, tokens: list[int]) -> str:
-        keep = []
         for t in tokens:
             if t in (EOT, PAD):
                 break
@@ -100,12 +108,30 @@ class SpokenText:
             elif t == DLG_END:
                 self.in_query = False
             elif not self.in_query and t >= len(SPECIALS):
-                keep.append(t)
-        return self.tok.decode(keep) if keep else ""
+                self.pending.append(t)
+        if not self.pending:
+            return ""
+        text = self.tok.decode(self.pending)
+        if text.endswith("\ufffd") and len(self.pending) < self.HOLD:
+            return ""
+        self.pending = []
+        return text
 
 
 def voiced(audio: np.ndarray | None) -> bool:
     return audio is not None and bool(np.any(audio))
+
+
+class Resampler:
+    """Streaming resampling of one client's audio to 16 kHz (soxr keeps the filter state between chunks)."""
+
+    def __init__(self, rate_in: int, rate_out: int = 16000):
+        import soxr
+
+        self.stream = None if rate_in == rate_out else soxr.ResampleStream(rate_in, rate_out, 1, dtype="float32")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return x if self.stream is None else self.stream.resample_chunk(x)
 
 
 # ---------------------------------------------------------------- the engine and its clients
@@ -120,6 +146,7 @@ class Client:
     inputs: deque = field(default_factory=deque)  # ("audio", float32 16 kHz) | ("text", str) | ("frame", rgb)
     received: int = 0  # samples at 16 kHz accepted so far (queued or applied)
     dropped: int = 0  # samples refused because the client ran ahead of the stepping
+    delivered: int = 0  # micro-turns whose outputs have been handed to the sink
 
     def ahead_s(self) -> float:
         """Seconds of audio accepted but not yet stepped."""
@@ -132,20 +159,21 @@ class Busy(RuntimeError):
 
 
 class Hub:
-    """One engine, its clients and the stepping task."""
+    """One model, the engines that batch its sessions, the clients and the stepping task."""
 
     def __init__(self, model: InteractionModel, settings: Settings, sampling: Sampling | None = None):
-        self.settings = settings
-        self.engine = Engine(model, capacity=settings.max_sessions, sampling=sampling or Sampling(),
-                             generate_audio=True, simulated=False)
-        self.layout = self.engine.layout
-        self.busy = threading.Lock()  # held by whoever touches the engine (the stepping thread, open, close)
-        self.clients: dict[int, Client] = {}
+        self.settings, self.model, self.sampling = settings, model, sampling or Sampling()
+        self.tok = default_tokenizer()
+        self.layout = model.layout
+        self.engines: list[Engine] = []
+        self.busy = threading.Lock()  # held by whoever touches the engines (the stepping thread, open, close)
+        self.clients: dict[int, Client] = {}  # by id(session)
         self.reserved = 0  # slots being opened
         self.wake: asyncio.Event | None = None
         self.task: asyncio.Task | None = None
         self.ticks = 0
         self.failures = 0
+        self.model_info: dict = {}
 
     # ---- lifecycle (event loop) ----
     def start(self) -> None:
@@ -159,6 +187,41 @@ class Hub:
                 await self.task
             except asyncio.CancelledError:
                 pass
+
+    def warm_up(self) -> None:
+        """Create the first engine (blocking), so the first client does not pay for the slow first steps of a fresh
+        process (allocation, kernel selection)."""
+        if not self.engines:
+            engine = self._build(1)
+            with self.busy:
+                self.engines.append(engine)
+
+    def _build(self, size: int) -> Engine:
+        """An engine of ``size`` rows, warmed up by stepping a throw-away session (no lock needed: it is new)."""
+        engine = Engine(self.model, capacity=size, sampling=self.sampling, generate_audio=True, simulated=False,
+                        tok=self.tok, seed=len(self.engines))
+        s = engine.open(Background(LocalTools()))
+        try:
+            s.push_audio(np.zeros(2 * self.layout.samples, np.float32))
+            while engine.tick():
+                pass
+        finally:
+            engine.close(s)
+        return engine
+
+    def _open(self, background: Background) -> Session:
+        """Worker thread: a session in the smallest engine with a free row; when all are full, a new engine twice
+        the size of the last (1, 2, 4, ... ``batch`` rows, within ``max_sessions``), built while the others step."""
+        with self.busy:
+            for engine in self.engines:
+                if None in engine.sessions:
+                    return engine.open(background)
+            used = sum(e.capacity for e in self.engines)
+            size = min(self.settings.batch, self.settings.max_sessions - used, 2 ** len(self.engines))
+        engine = self._build(max(1, size))
+        with self.busy:
+            self.engines.append(engine)
+            return engine.open(background)
 
     def full(self) -> bool:
         return len(self.clients) + self.reserved >= self.settings.max_sessions
@@ -178,26 +241,24 @@ class Hub:
             raise Busy(f"all {self.settings.max_sessions} sessions are in use")
         self.reserved += 1
         try:
-            bg = self._background()
-            session = await asyncio.to_thread(self._locked, self.engine.open, bg)
-        except RuntimeError as e:
-            raise Busy(str(e)) from None
+            session = await asyncio.to_thread(self._open, self._background())
         finally:
             self.reserved -= 1
         client = Client(session, sink, fail)
-        self.clients[session.slot] = client
+        self.clients[id(session)] = client
         return client
 
     async def detach(self, client: Client) -> None:
         """Free the client's slot (idempotent)."""
-        if self.clients.get(client.session.slot) is client:
-            del self.clients[client.session.slot]
+        if self.clients.get(id(client.session)) is client:
+            del self.clients[id(client.session)]
             await asyncio.to_thread(self._locked, client.session.close)
 
     async def finish(self, client: Client, timeout: float = 2.0) -> list:
         """End of input: wait (bounded) for queued input to be stepped, then return the last words to become final."""
         end = time.monotonic() + timeout
-        while (client.inputs or client.session.ready()) and time.monotonic() < end:
+        due = client.received // self.layout.samples  # every whole micro-turn of the audio received
+        while client.delivered < due and time.monotonic() < end:
             self.poke()
             await asyncio.sleep(0.01)
         n = len(client.session.words)
@@ -235,35 +296,67 @@ class Hub:
 
     # ---- stepping ----
     async def run(self) -> None:
-        """The stepping task: wake on input, tick until no session has a micro-turn ready, deliver outputs."""
+        """The stepping task: wake on input, gather sessions whose windows complete together, tick until no session
+        has a micro-turn ready, deliver the outputs."""
         while True:
             await self.wake.wait()
             self.wake.clear()
+            if not any(self._ready(c) for c in self.clients.values()):
+                continue  # input arrived but no window is complete yet: it is applied with the next tick
+            await self._gather()
             while True:
                 try:
-                    stepped = await asyncio.to_thread(self._step)
+                    stepped, broken = await asyncio.to_thread(self._step, list(self.clients.values()))
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # a failing model must not kill the server: log it, report it to the clients
                     log.exception("engine tick failed")
                     self.failures += 1
-                    self._fail_all()
+                    self._fail(list(self.clients.values()))
                     break
+                self._fail(broken)
                 for client in stepped:
                     self._deliver(client)
                 if not stepped:
                     break
 
-    def _step(self) -> list[Client]:
-        """Worker thread: apply every client's queued input in order, then one batched tick."""
+    def _ready(self, c: Client) -> bool:
+        """A whole window of the client's audio has arrived and is not stepped yet (seen from the event loop)."""
+        return c.received // self.layout.samples > c.session.t
+
+    async def _gather(self) -> None:
+        """Batching: the engine's cost per tick hardly depends on how many sessions it steps, and clients' windows
+        complete at different phases; so wait (at most ``gather_ms``) until every attached session is ready."""
+        end = time.monotonic() + self.settings.gather_ms / 1000
+        while not all(self._ready(c) for c in self.clients.values()):
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), left)
+            except asyncio.TimeoutError:
+                return
+
+    def _step(self, clients: list[Client]) -> tuple[list[Client], list[Client]]:
+        """Worker thread: apply every client's queued input in order, then one batched tick of each engine.
+        Returns the clients stepped and those whose input could not be applied (their sessions end)."""
+        broken = []
         with self.busy:
-            clients = list(self.clients.values())
             for c in clients:
-                self._apply(c)
-            stepped = self.engine.tick()
+                try:
+                    self._apply(c)
+                except Exception:  # input the session refuses ends that session, not the others
+                    log.exception("applying a client's input failed")
+                    c.inputs.clear()
+                    c.session.close()
+                    broken.append(c)
+            stepped = []
+            for engine in self.engines:
+                stepped += engine.tick()
             self.ticks += bool(stepped)
         by_session = {id(c.session): c for c in clients}
-        return [by_session[id(s)] for s in stepped if id(s) in by_session]
+        return [by_session[id(s)] for s in stepped if id(s) in by_session], broken
 
     @staticmethod
     def _apply(c: Client) -> None:
@@ -280,13 +373,15 @@ class Hub:
     def _deliver(client: Client) -> None:
         outs = client.session.drain()
         if outs:
+            client.delivered = outs[-1].t + 1
             try:
                 client.sink(outs)
             except Exception:  # a sink bug ends that client's delivery, not the stepping
                 log.exception("delivering outputs failed")
 
-    def _fail_all(self) -> None:
-        for c in list(self.clients.values()):
+    @staticmethod
+    def _fail(clients: list[Client]) -> None:
+        for c in clients:
             try:
                 c.fail()
             except Exception:
@@ -381,7 +476,10 @@ class Connection:
 
     # ---- the connection's life ----
     async def serve(self) -> None:
-        await self.ws.accept()
+        try:
+            await self.ws.accept()
+        except Exception:  # the client left during the handshake
+            return
         self.sender = asyncio.create_task(self._send_loop())
         try:
             if await self._admit():
@@ -459,4 +557,4 @@ class Connection:
 
 
 __all__ = ["Settings", "Hub", "Client", "Connection", "Busy", "SpokenText", "voiced", "origin_allowed", "token_ok",
-           "bearer", "MAX_MESSAGE", "CLOSE_NORMAL", "CLOSE_POLICY", "CLOSE_TRY_LATER", "CLOSE_GOING_AWAY"]
+           "bearer", "Resampler", "CLOSE_NORMAL", "CLOSE_POLICY", "CLOSE_TRY_LATER", "CLOSE_GOING_AWAY"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 VERSION = 1
 MAX_MESSAGE = 1 << 20  # bytes: larger messages are refused with an error (the session goes on)
 MAX_TEXT = 2000  # characters of one typed text message
-MAX_IMAGE_SIDE = 4096  # pixels: larger camera frames are refused before decoding
+MAX_IMAGE_SIDE = 2048  # pixels: larger camera frames are refused before decoding
 MIN_RATE, MAX_RATE = 8000, 48000  # accepted input sample rates (resampled to 16 kHz)
 OUT_RATE = 16000  # agent audio rate of the native protocol
 AUDIO_MAGIC = b"MTAU"
@@ -123,10 +123,12 @@ def _int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _show(v) -> str:
+def show(v) -> str:
     """A short, safe description of a client value for error messages."""
     if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e30:
         return repr(v)
+    if isinstance(v, str):
+        return repr(v[:32])
     return type(v).__name__
 
 
@@ -135,14 +137,14 @@ def _rate(v) -> int:
         v = int(v)
     if not _int(v) or not MIN_RATE <= v <= MAX_RATE:
         raise ProtocolError("bad_rate", f"sample_rate must be an integer from {MIN_RATE} to {MAX_RATE} Hz, "
-                                        f"got {_show(v)}")
+                                        f"got {show(v)}")
     return v
 
 
 def _version(v) -> int:
     if v != VERSION or not _int(v):
         raise ProtocolError("bad_version", f"this server speaks protocol version {VERSION}, client asked for "
-                                           f"{_show(v)}")
+                                           f"{show(v)}")
     return v
 
 

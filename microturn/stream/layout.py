@@ -36,6 +36,7 @@ from .tokenizer import BG, DLG, DLG_END, EOT, PAD, SIL, SPECIALS, TYPED, Tokeniz
 from .words import Word
 
 FRAME_S = dmel.HOP / dmel.SAMPLE_RATE  # 12.5 ms
+LOOKBACK_S = (dmel.WIN - dmel.HOP) / dmel.SAMPLE_RATE  # 37.5 ms: a causal frame still hears that much past audio
 VOICED = -5.0  # a mel frame whose mean log10 value exceeds this is speech (silence decodes to -7)
 
 
@@ -268,7 +269,8 @@ class OutputDecoder:
             if mel is not None:
                 on = np.flatnonzero(np.asarray(mel).mean(-1) > VOICED)
                 if len(on):
-                    self.word[2] = when + (on[-1] + 1) * FRAME_S
+                    # the last voiced frame ends LOOKBACK_S after the speech it heard did
+                    self.word[2] = max(self.word[0] + FRAME_S, when + (on[-1] + 1) * FRAME_S - LOOKBACK_S)
                 elif self.word[2] is not None or self.word[0] < when:
                     words += self._close()  # a whole silent window after it: the word is over
             elif self.word[0] < when:

@@ -75,7 +75,7 @@ def plot_timeline(png: str | Path, duration: float, user_audio: np.ndarray | Non
         ax.text(w.start, y + 0.4, w.w, fontsize=6, rotation=45)
     for e in text:
         ax.axvline(e.t, color="#ff7f0e", lw=1)
-        ax.text(e.t, 3.25, f"{'typed' if e.source == 'typed' else 'bg'}: {e.text}", fontsize=7, color="#ff7f0e")
+        ax.text(e.t, 3.25, f"{getattr(e, 'source', 'typed')}: {e.text}", fontsize=7, color="#ff7f0e")
     for m in marks:
         ax.axvline(m, color="#2ca02c", lw=0.8, ls=":")
     for i, r in enumerate(rules):

@@ -146,9 +146,9 @@ def _read_json(path: Path) -> dict:
 
 def _words_from(d: dict, path: Path) -> list[Word]:
     try:
-        if "alignments" in d:  # moshi-finetune: [[word, [start, end], speaker], ...]
+        if "alignments" in d:  # moshi-finetune: [[word, [start, end], speaker], ...]; the main speaker is the agent
             return [Word(str(a[0]), float(a[1][0]), float(a[1][1]),
-                         "agent" if a[2] == "SPEAKER_MAIN" else str(a[2]).lower()) for a in d["alignments"]]
+                         "agent" if a[2] == "SPEAKER_MAIN" else "user") for a in d["alignments"]]
         return [Word.from_json(w) for w in d.get("words", [])]
     except (ValueError, TypeError, IndexError, KeyError) as e:
         raise TimelineError(f"{path}: bad word alignment: {e}") from None

@@ -1,0 +1,210 @@
+"""The browser page end to end in headless Chromium, with a fake microphone playing a WAV file
+(``--use-file-for-fake-audio-capture``), driven through the Chrome DevTools protocol over ``websockets``.
+
+- ``test_page_streams_through_the_server``: the page's plumbing (AudioWorklet capture at 16 kHz, the WebSocket,
+  playback scheduling, stats, transcript) against a tiny random model. Needs Chromium only.
+- ``test_page_gets_the_answer``: a trained model hears "When I say tiger, say bingo ... tiger" from the fake
+  microphone and the page's transcript shows "bingo". Needs Chromium and a trained checkpoint (the bundled one or
+  ``MICROTURN_CHECKPOINT``).
+
+Slow (Chromium starts in seconds, the speech plays in real time): run with ``pytest -m slow tests/test_browser.py``.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import uvicorn
+import websockets
+
+from microturn.codecs.audio import load_wav, save_wav
+from microturn.model.model import Sampling
+from microturn.serve.app import create_app, server_config
+
+torch.set_num_threads(1)
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)"),
+              pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")]
+
+
+def trained_checkpoint() -> Path | None:
+    from microturn.model.checkpoint import DEFAULT_CHECKPOINT
+
+    path = Path(os.environ.get("MICROTURN_CHECKPOINT", DEFAULT_CHECKPOINT))
+    return path if (path / "model.safetensors").exists() else None
+
+
+@contextmanager
+def running(app):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(server_config(app, port=sock.getsockname()[1]))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive()
+        time.sleep(0.02)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def speech_wav(folder: Path, parts: list[tuple[str, float]]) -> Path:
+    """espeak-ng utterances, each followed by its pause in seconds, as one 16-bit 48 kHz WAV."""
+    audio = []
+    for i, (text, pause) in enumerate(parts):
+        f = folder / f"part{i}.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", str(f), text], check=True, capture_output=True)
+        audio += [load_wav(f, 48000), np.zeros(int(pause * 48000), np.float32)]
+    path = folder / "mic.wav"
+    save_wav(path, np.concatenate(audio), 48000)
+    return path
+
+
+@contextmanager
+def chromium(url: str, wav: Path):
+    """Headless Chromium on ``url`` with ``wav`` as the microphone; yields the DevTools port."""
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.Popen([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                                 f"--user-data-dir={profile}", "--remote-debugging-port=0",
+                                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                                 f"--use-file-for-fake-audio-capture={wav}",
+                                 "--autoplay-policy=no-user-gesture-required", url],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            port_file = Path(profile) / "DevToolsActivePort"
+            deadline = time.monotonic() + 30
+            while not port_file.exists() or not port_file.read_text().strip():
+                assert proc.poll() is None and time.monotonic() < deadline, "Chromium did not start"
+                time.sleep(0.1)
+            yield int(port_file.read_text().split()[0])
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+class DevTools:
+    """A minimal Chrome DevTools protocol client: call methods, collect exceptions and console errors."""
+
+    def __init__(self, ws):
+        self.ws, self.n, self.problems = ws, 0, []
+
+    @classmethod
+    async def page(cls, port: int, url: str) -> "DevTools":
+        for _ in range(100):
+            targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list").read())
+            page = next((t for t in targets if t["type"] == "page" and t["url"].startswith(url)), None)
+            if page:
+                break
+            await asyncio.sleep(0.1)
+        ws = await websockets.connect(page["webSocketDebuggerUrl"], max_size=None)
+        dt = cls(ws)
+        await dt.call("Runtime.enable")
+        return dt
+
+    async def call(self, method: str, **params):
+        self.n += 1
+        await self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
+        while True:
+            m = json.loads(await self.ws.recv())
+            if m.get("method") == "Runtime.exceptionThrown":
+                self.problems.append(m["params"]["exceptionDetails"].get("text"))
+            elif m.get("method") == "Runtime.consoleAPICalled" and m["params"]["type"] == "error":
+                self.problems.append(str(m["params"]["args"]))
+            if m.get("id") == self.n:
+                if "error" in m:
+                    raise RuntimeError(m["error"])
+                return m.get("result")
+
+    async def eval(self, js: str):
+        r = await self.call("Runtime.evaluate", expression=js, returnByValue=True, userGesture=True,
+                            awaitPromise=True)
+        return r["result"].get("value")
+
+    async def wait_for(self, js: str, timeout: float):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            v = await self.eval(js)
+            if v:
+                return v
+            await asyncio.sleep(0.25)
+        return await self.eval(js)
+
+
+async def drive(port: int, url: str, until: str, timeout: float, camera: bool = False) -> dict:
+    dt = await DevTools.page(port, url)
+    loaded = await dt.wait_for(f"location.href === {json.dumps(url)} && document.readyState === 'complete' && "
+                               "!!document.getElementById('start')", 15)
+    assert loaded, "the page did not load"
+    if camera:
+        await dt.eval("document.getElementById('camera').checked = true")
+    await dt.eval("document.getElementById('start').click()")
+    ok = await dt.wait_for(until, timeout)
+    page = await dt.eval("({transcript: document.getElementById('transcript').innerText,"
+                         " status: document.getElementById('status').textContent,"
+                         " step: document.getElementById('step').textContent,"
+                         " buffer: document.getElementById('buffer').textContent,"
+                         " latency: document.getElementById('latency-median').textContent})")
+    await dt.eval("document.getElementById('stop').click()")
+    await dt.ws.close()
+    return {"ok": ok, "problems": dt.problems, **page}
+
+
+def test_page_streams_through_the_server(tmp_path):
+    from microturn.model.config import ModelConfig
+    from microturn.model.model import InteractionModel
+    from microturn.stream.tokenizer import default_tokenizer
+
+    model = InteractionModel(ModelConfig(depth=2, vocab_size=default_tokenizer().vocab_size, flow_width=32))
+    app = create_app(model, max_sessions=2, sampling=Sampling(temperature=1.0))
+    hub, frames = app.state.hub, []
+    push_frame = hub.push_frame
+    hub.push_frame = lambda client, rgb: (frames.append(rgb.shape), push_frame(client, rgb))
+    wav = speech_wav(tmp_path, [("Hello, can you hear me?", 1.0)])
+    with running(app) as port:
+        url = f"http://127.0.0.1:{port}/"
+        with chromium(url, wav) as cdp:
+            # the agent's words reach the transcript, its audio is scheduled, stats arrive, camera frames flow
+            res = asyncio.run(drive(cdp, url, "document.getElementById('transcript').innerText.length > 20 && "
+                                              "document.getElementById('step').textContent.includes('ms')", 30,
+                                    camera=True))
+    assert res["ok"], res
+    assert res["problems"] == [], res["problems"]
+    assert res["transcript"].startswith("agent:") and "ms" in res["buffer"]
+    assert hub.ticks >= 5  # the worklet's 16 kHz audio arrived and was stepped
+    assert frames and frames[0] == (120, 160, 3)  # the page's camera JPEGs were decoded
+
+
+@pytest.mark.skipif(trained_checkpoint() is None, reason="needs a trained checkpoint (the bundled model or "
+                                                         "MICROTURN_CHECKPOINT) to check the answer")
+def test_page_gets_the_answer(tmp_path):
+    from microturn.model import checkpoint
+
+    app = create_app(checkpoint.load(trained_checkpoint()), max_sessions=2, model_name="trained")
+    wav = speech_wav(tmp_path, [("When I say tiger, say bingo.", 2.0), ("Tiger.", 4.0)])
+    with running(app) as port:
+        url = f"http://127.0.0.1:{port}/"
+        with chromium(url, wav) as cdp:
+            res = asyncio.run(drive(cdp, url, "/bingo/i.test(document.getElementById('transcript').innerText)", 25))
+    assert res["ok"], res
+    assert res["problems"] == [], res["problems"]

@@ -1,0 +1,276 @@
+"""The micro-turn layout: timelines -> token blocks -> words and events again; text queue, listen targets, masks."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from microturn.codecs import audio, dmel
+from microturn.stream.layout import (FRAME_S, Layout, OutputDecoder, TextQueue, decode_outputs, encode_inputs,
+                                     encode_timeline, listen_targets, out_loss_mask, out_schedule)
+from microturn.stream.timeline import Event, TextEvent, Timeline
+from microturn.stream.tokenizer import BG, DLG, DLG_END, EOT, PAD, SIL, TYPED, default_tokenizer
+from microturn.stream.words import Word
+
+torch.set_num_threads(1)  # the machine's 2 cores are shared (see test_codecs.py)
+
+L = Layout()
+TOK = default_tokenizer()
+# Words that are one tokenizer token each (checked in test_one_token_words), so any of them fits one micro-turn.
+ONE_TOKEN = ("hello", "bingo", "seventy", "two", "apple", "yes", "no", "okay", "stop", "manzana", "twelve",
+             "seconds", "ready", "go", "mhm", "right")
+
+
+def at(t: int, delta: float = L.delta) -> float:
+    """Second t * delta, rounded the way the decoder reports times."""
+    return round(t * delta, 6)
+
+
+def test_one_token_words():
+    assert all(len(TOK.encode_word(w)) == 1 for w in ONE_TOKEN)
+
+
+# ------------------------------------------------------------------------------------------------ the layout
+def test_layout_geometry():
+    assert (L.delta, L.frames, L.samples) == (0.2, 16, 3200)
+    assert L.n_audio * L.frames_per_token == L.frames
+    assert L.n_in == 1 + L.n_audio + L.n_video + L.n_text_in and L.length == L.n_in + L.n_out
+    kinds = L.slot_kinds()
+    assert len(kinds) == L.length and kinds[0] == "clock" and kinds[-L.n_out :] == ["out"] * L.n_out
+    assert [kinds.count(k) for k in ("audio", "video", "text_in")] == [L.n_audio, L.n_video, L.n_text_in]
+    assert Layout(**L.to_json()) == L
+    assert Layout(video=False).length == L.length - L.n_video and Layout(video=False).n_video == 0
+    assert L.n_turns(1.0) == 5 and L.n_turns(1.01) == 6 and L.n_turns(0.6000000000000001) == 3
+
+
+@pytest.mark.parametrize("delta,fpt,n_audio", [(0.2, None, None), (0.1, 4, 2), (0.1, 8, 1), (0.2, 4, 4),
+                                               (0.25, 4, 5), (0.25, 5, 4), (0.05, 4, 1), (1.0, 4, 20)])
+def test_layout_accepts_whole_tokens(delta, fpt, n_audio):
+    lay = Layout(delta=delta) if fpt is None else Layout(delta=delta, frames_per_token=fpt)
+    assert lay.samples == round(delta * audio.SAMPLE_RATE) and lay.frames == round(delta / FRAME_S)
+    assert lay.n_audio == (n_audio or lay.frames // lay.frames_per_token)
+
+
+@pytest.mark.parametrize("delta", [0.08, 0.13, 0.3125, 0.075])
+@pytest.mark.parametrize("fpt", [4, 8])
+def test_layout_rejects_partial_tokens(delta, fpt):
+    ms = f"{fpt * 12.5:g}"
+    with pytest.raises(ValueError, match=rf"delta {delta} s must be a whole number of {fpt}-frame tokens \({ms} ms"):
+        Layout(delta=delta, frames_per_token=fpt)
+
+
+def test_layout_rejects_bad_fields():
+    for kw, msg in [(dict(delta=0.04), "between 0.05 and 1.0"), (dict(delta=1.2), "between 0.05 and 1.0"),
+                    (dict(n_out=1), "at least 2"), (dict(n_text_in=1), "at least 2")]:
+        with pytest.raises(ValueError, match=msg):
+            Layout(**kw)
+
+
+def test_encode_inputs_shapes_and_content():
+    rng = np.random.default_rng(0)
+    user = (0.1 * rng.standard_normal(int(0.9 * 16000))).astype(np.float32)  # 0.9 s: 5 micro-turns, last padded
+    video = rng.integers(0, 256, (3, 30, 40, 3), dtype=np.uint8)  # 3 frames at 5 fps: micro-turns 0-2
+    tl = Timeline(duration=0.9, user_audio=user, video=video, fps=5.0)
+    x = encode_inputs(tl, L, TOK)
+    assert x["clock"].tolist() == [0, 1, 2, 3, 4]
+    assert x["audio"].shape == (5, L.n_audio, L.frames_per_token, 80) and x["audio"].dtype == np.uint8
+    padded = np.concatenate([user, np.zeros(5 * 3200 - len(user), np.float32)])
+    np.testing.assert_array_equal(x["audio"].reshape(-1, 80), dmel.encode(padded))
+    assert x["video"].shape == (5, 80, 80, 3) and x["video_on"].tolist() == [True, True, True, False, False]
+    assert not x["video"][3:].any()
+    assert x["text_in"].shape == (5, L.n_text_in) and (x["text_in"] == PAD).all()
+    assert encode_inputs(tl, Layout(video=False), TOK)["video_on"].tolist() == [False] * 5
+    with pytest.raises(ValueError, match="16 dMel frames"):
+        from microturn.stream.layout import audio_tokens
+        audio_tokens(np.zeros((15, 80), np.uint8), L)
+
+
+# -------------------------------------------------------------------------------------------- out round trips
+def test_words_and_delegation_round_trip():
+    """Agent words starting on micro-turn boundaries and a delegation come back with the same times."""
+    words = [Word("hello", at(2), at(2) + 0.3, "agent"), Word("please", at(4), at(4) + 0.4, "agent"),
+             Word("bingo", at(6), at(6) + 0.2, "agent"), Word("seventy", at(18), at(18) + 0.4, "agent"),
+             Word("two", at(19), at(19) + 0.2, "agent"), Word("hi", at(3), at(3) + 0.2, "user")]
+    events = [Event(at(8), "delegate", "what is six times seven"), Event(at(16), "answer", "42")]
+    tl = Timeline(duration=4.0, words=words, events=events)
+    enc = encode_timeline(tl, L, TOK)
+    out = enc["out"]
+    assert out.shape == (20, L.n_out)
+    assert out[1, 0] == TOK.encode_word("hello")[0] and out[1, 1] == EOT  # emitted one micro-turn ahead
+    assert out[7, 0] == DLG  # <dlg> what is six times seven </dlg>, over as many micro-turns as it needs
+    dlg = [t for t in out[7:16].reshape(-1) if t not in (EOT, PAD)]
+    assert dlg == [DLG] + TOK.encode(" what is six times seven") + [DLG_END]
+    assert out[0].tolist() == [EOT] + [PAD] * (L.n_out - 1)  # silence is a lone <eot>
+    assert ((out == EOT).sum(1) == 1).all()
+    got, ev = decode_outputs(out, L, TOK)
+    assert [(w.w, w.start, w.speaker) for w in got] == [(w.w, w.start, "agent") for w in tl.words_of("agent")]
+    assert ev == [Event(at(8), "delegate", "what is six times seven")]
+    # Without audio a word lasts one micro-turn, or until the next one starts.
+    assert [w.end for w in got] == [at(3), at(5), at(7), at(19), at(20)]
+
+
+def test_word_timing_rules():
+    """A word is said in the window it starts in: the layout cannot start words mid-window, nor in window 0."""
+    tl = Timeline(duration=2.0, words=[Word("yes", 0.0, 0.1, "agent"), Word("no", 0.53, 0.7, "agent"),
+                                       Word("stop", 0.9999999, 1.2, "agent")])
+    got, _ = decode_outputs(out_schedule(tl, L, TOK), L, TOK)
+    assert [(w.w, w.start) for w in got] == [("yes", 0.2), ("no", 0.4), ("stop", 1.0)]
+
+
+def test_crowded_words_queue_in_order():
+    """More tokens than one micro-turn's budget (n_out - 1) wait for the next micro-turn, in order."""
+    k = L.n_out - 1
+    names = ONE_TOKEN[: 2 * k + 1]
+    out = out_schedule(Timeline(duration=1.4, words=[Word(w, at(2), at(2), "agent") for w in names]), L, TOK)
+    ids = [TOK.encode_word(w)[0] for w in names]
+    assert out[1, :k].tolist() == ids[:k] and out[2, :k].tolist() == ids[k : 2 * k] and out[3, 0] == ids[-1]
+    got, _ = decode_outputs(out, L, TOK)
+    assert [(w.w, w.start) for w in got] == [(w, at(2 + i // k)) for i, w in enumerate(names)]
+
+
+def test_streaming_decoder_equals_offline():
+    words = [Word(w, at(t), at(t) + 0.1, "agent") for w, t in [("hello", 1), ("please", 3), ("go", 4)]]
+    tl = Timeline(duration=2.0, words=words, events=[Event(at(6), "delegate", "the weather")])
+    out = out_schedule(tl, L, TOK)
+    dec, got, events = OutputDecoder(L, TOK), [], []
+    for row in out:
+        w, e = dec.push(row)
+        got += w
+        events += e
+    got += dec.flush()
+    assert (got, events) == decode_outputs(out, L, TOK)
+    # t0: decoding the second half on its own shifts nothing.
+    w2, e2 = decode_outputs(out[4:], L, TOK, t0=4)
+    assert e2 == events and [w.start for w in w2] == [w.start for w in got if w.start > 0.8]
+
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+
+@needs_espeak
+@pytest.mark.parametrize("voice", ["en", "en+f3"])
+def test_word_ends_from_agent_audio(tmp_path, voice):
+    """Agent words rendered by espeak-ng, placed on boundaries: decoding with the agent mel finds their ends.
+
+    Tolerance: a dMel frame i is voiced while any of the 800 samples before its end (i + 1) * 12.5 ms hold speech,
+    so the last voiced frame ends 0 to 50 ms (the window, 4 frames) after the speech does; the VOICED threshold
+    (mean log-mel > -5) can cut a faint tail by a frame. Measured on espeak-ng: +38 to +49 ms. Allowed: -1 to +5
+    frames (-12.5 ms to +62.5 ms). No micro-turn slack is needed when each word's tokens fit its micro-turn and a
+    silent window follows it (a word still sounding when the next starts is cut at that start instead).
+    """
+    t, agent, words = 1, np.zeros(int(6.0 * 16000), np.float32), []
+    for w in ("hello", "bingo", "seventy", "manzana", "okay"):
+        wav = tmp_path / f"{w}.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), w], check=True, capture_output=True)
+        x = audio.load_wav(wav)
+        on = np.flatnonzero(np.abs(x) > 0.01)
+        clip = x[on[0] : on[-1] + 1]  # the word without espeak-ng's leading and trailing silence
+        i = int(round(at(t) * 16000))
+        agent[i : i + len(clip)] = clip
+        words.append(Word(w, at(t), at(t) + len(clip) / 16000, "agent"))
+        t += int(np.ceil(len(clip) / 16000 / L.delta)) + 1  # the next word after at least one silent window
+    tl = Timeline(duration=6.0, agent_audio=agent, words=words)
+    enc = encode_timeline(tl, L, TOK)
+    assert enc["mel"].shape == (30, 16, 80)
+    got, _ = decode_outputs(enc["out"], L, TOK, mel=enc["mel"])
+    assert [(w.w, w.start) for w in got] == [(w.w, w.start) for w in words]
+    err = np.array([g.end - w.end for g, w in zip(got, words)])
+    assert np.all(err >= -FRAME_S) and np.all(err <= 5 * FRAME_S), err
+    # The streaming decoder, fed one micro-turn at a time, reports each word once it is over (a silent window).
+    dec, seen = OutputDecoder(L, TOK), []
+    for row, mel in zip(enc["out"], enc["mel"]):
+        seen += dec.push(row, mel)[0]
+    assert seen + dec.flush() == got
+
+
+# ----------------------------------------------------------------------------------------------- input text
+def test_text_queue_spills_and_keeps_order():
+    long = "please say the word manzana in exactly twelve seconds from now and then stop talking"
+    tl = Timeline(duration=6.0, text=[TextEvent(0.05, long), TextEvent(0.1, "42", "bg"),
+                                      TextEvent(5.5, "late", "typed")])
+    text_in = encode_inputs(tl, L, TOK)["text_in"]
+    assert text_in.shape == (30, L.n_text_in)
+    expected = [TYPED] + TOK.encode(" " + long) + [BG] + TOK.encode(" 42")
+    n = len(expected)
+    assert n > 2 * L.n_text_in and n < 27 * L.n_text_in  # it really spills over several micro-turns
+    flat = text_in.reshape(-1)
+    assert flat[:n].tolist() == expected  # every token, in order, from micro-turn 0 on, no gaps
+    assert (flat[n : 27 * L.n_text_in] == PAD).all()
+    assert text_in[27, 0] == TYPED  # "late" arrives in micro-turn 27 (5.4-5.6 s)
+    assert [t for t in flat[27 * L.n_text_in :] if t != PAD] == [TYPED] + TOK.encode(" late")
+
+
+def test_text_queue_direct():
+    q = TextQueue(L, TOK)
+    assert q.take().tolist() == [PAD] * L.n_text_in
+    q.push("  bingo  ")
+    q.push("yes", "bg")
+    expected = [TYPED, TOK.encode_word("bingo")[0], BG, TOK.encode_word("yes")[0]]
+    got = np.concatenate([q.take() for _ in range(4 // L.n_text_in + 1)]).tolist()
+    assert got == expected + [PAD] * (len(got) - 4)
+
+
+def test_text_arriving_at_window_edge():
+    tl = Timeline(duration=1.0, text=[TextEvent(at(2), "go")])  # exactly at 0.4 s: micro-turn 2's window
+    text_in = encode_inputs(tl, L, TOK)["text_in"]
+    assert (text_in[:2] == PAD).all() and text_in[2, 0] == TYPED
+
+
+# --------------------------------------------------------------------------------------------- listen targets
+@pytest.mark.parametrize("lay", [L, Layout(frames_per_token=4)], ids=["default", "50ms-tokens"])
+def test_listen_targets_mark_the_user_word_under_way(lay):
+    words = [Word("hello", 0.2, 0.55), Word("bingo", 0.6, 0.9), Word("okay", 1.0, 1.1, "agent"),
+             Word("mhm", 1.2, 1.3, "other")]
+    lt = listen_targets(Timeline(duration=1.6, words=words), lay, TOK)
+    assert lt.shape == (8, lay.n_audio)
+    hello, bingo, mhm = (TOK.encode_word(w)[0] for w in ("hello", "bingo", "mhm"))
+    # audio token k of micro-turn t spans delta / n_audio; its middle is at (t * n_audio + k + 0.5) * span
+    span = lay.delta / lay.n_audio
+    mids = (np.arange(8 * lay.n_audio) + 0.5) * span
+    expected = np.full(8 * lay.n_audio, SIL)
+    expected[(mids >= 0.2) & (mids < 0.55)] = hello
+    expected[(mids >= 0.6) & (mids < 0.9)] = bingo
+    expected[(mids >= 1.2) & (mids < 1.3)] = mhm  # any speaker but the agent is heard
+    np.testing.assert_array_equal(lt.reshape(-1), expected)
+    assert lt[1].tolist() == [hello] * lay.n_audio  # 0.2-0.4 s: "hello" all through
+    assert lt[0].tolist() == [SIL] * lay.n_audio and lt[5].tolist() == [SIL] * lay.n_audio  # the agent's word
+
+
+def test_out_loss_mask():
+    out = np.array([[EOT, PAD, PAD, PAD], [11, 12, EOT, PAD], [11, 12, 13, EOT], [EOT, EOT, PAD, PAD]])
+    np.testing.assert_array_equal(out_loss_mask(out), [[1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
+    assert out_loss_mask(out[None]).shape == (1, 4, 4)
+    enc = out_schedule(Timeline(duration=1.0, words=[Word("hello", 0.4, 0.6, "agent")]), L, TOK)
+    assert out_loss_mask(enc).sum() == 5 + 1  # one <eot> per micro-turn plus the one word
+
+
+# ---------------------------------------------------------------------------------------------- properties
+@st.composite
+def boundary_words(draw):
+    """Agent words on distinct micro-turn boundaries 1..39 (each fits its micro-turn), and a delta."""
+    delta = draw(st.sampled_from([0.1, 0.2, 0.3]))
+    turns = sorted(draw(st.sets(st.integers(1, 39), max_size=12)))
+    ws = [draw(st.sampled_from(FITS)) for _ in turns]
+    return delta, [Word(w, at(t, delta), at(t, delta) + 0.05, "agent") for w, t in zip(ws, turns)]
+
+
+FITS = tuple(w for w in ONE_TOKEN + ("please", "what", "thanks", "hmm") if len(TOK.encode_word(w)) < L.n_out)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(boundary_words())
+def test_boundary_words_round_trip(case):
+    delta, words = case
+    lay = Layout(delta=delta, n_out=L.n_out)
+    tl = Timeline(duration=40 * delta, words=words)
+    out = out_schedule(tl, lay, TOK)
+    assert out.shape == (40, lay.n_out) and ((out == EOT).sum(1) == 1).all()
+    assert out_loss_mask(out).sum() == 40 + sum(len(TOK.encode_word(w.w)) for w in words)
+    got, events = decode_outputs(out, lay, TOK)
+    assert events == []
+    assert [(w.w, w.start) for w in got] == [(w.w, w.start) for w in words]

@@ -1,0 +1,129 @@
+"""Runtime: audio-clock sessions, batching, background failures, the Python API."""
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from microturn.model.config import ModelConfig
+from microturn.model.model import InteractionModel, Sampling
+from microturn.runtime.background import Background, BackendError, LocalTools, words_to_number
+from microturn.runtime.session import Engine
+from microturn.stream.tokenizer import default_tokenizer
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return InteractionModel(ModelConfig(depth=2, vocab_size=default_tokenizer().vocab_size, flow_width=32)).eval()
+
+
+def _audio(seconds=2.0, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(int(16000 * seconds)) * 0.1).astype(np.float32)
+
+
+def _run(model, chunks, text_at=None, capacity=2, extra_sessions=0, leave_at=None):
+    eng = Engine(model, capacity=capacity, generate_audio=False, sampling=Sampling(temperature=0.0))
+    s = eng.open()
+    others = [eng.open() for _ in range(extra_sessions)]
+    tokens, sent = [], 0
+    for c in chunks:
+        if text_at is not None and sent == int(text_at * 16000):
+            s.push_text("When I say tiger, say bingo.")
+        s.push_audio(c)
+        for o in others:
+            o.push_audio(np.ones(len(c), np.float32) * 0.05)
+        sent += len(c)
+        eng.run_ready()
+        if leave_at is not None and sent >= leave_at * 16000 and others:
+            others.pop().close()
+            eng.open().push_audio(_audio(0.3, 9))  # someone else joins
+        tokens += [o.tokens for o in s.drain()]
+    return tokens
+
+
+def test_odd_chunks_and_jitter_equal_one_piece(model):
+    x = _audio()
+    whole = _run(model, np.split(x, [8000]), text_at=0.5)  # the text arrives at 0.5 s of audio
+    rng = np.random.default_rng(1)
+    cuts = np.unique(np.concatenate([rng.choice(len(x), 40, replace=False), [8000]]))
+    odd = _run(model, np.split(x, cuts), text_at=0.5)
+    assert len(whole) == len(odd) == 10 and whole == odd
+
+
+def test_sessions_joining_and_leaving_do_not_change_a_session(model):
+    x = _audio()
+    chunks = np.split(x, 20)  # 0.1 s each: the text goes in at 0.5 s
+    alone = _run(model, chunks, text_at=0.5)
+    crowded = _run(model, chunks, text_at=0.5, capacity=4, extra_sessions=2, leave_at=1.0)
+    assert alone == crowded
+
+
+def test_engine_refuses_beyond_capacity(model):
+    eng = Engine(model, capacity=1, generate_audio=False)
+    eng.open()
+    with pytest.raises(RuntimeError, match="slots"):
+        eng.open()
+
+
+class Failing:
+    def __call__(self, q):
+        raise BackendError("boom")
+
+
+class Slow:
+    def __call__(self, q):
+        time.sleep(3.0)
+        return "late"
+
+
+def test_background_failures_and_timeouts_never_stop_a_session(model):
+    eng = Engine(model, capacity=3, generate_audio=False)
+    sessions = [eng.open(Background(Failing(), delay=0.2)), eng.open(Background(Slow(), delay=None, timeout=0.2)),
+                eng.open(Background(LocalTools(), delay=0.4))]
+    for s in sessions:
+        s.background.ask("seven times eight", 0.0)
+    for t in range(10):
+        for s in sessions:
+            s.push_audio(np.zeros(3200, np.float32))
+        eng.tick()
+    failed, slow, ok = (s.answers for s in sessions)
+    assert failed and failed[0].error and "boom" in failed[0].error
+    assert slow and "time-out" in slow[0].error
+    assert ok and ok[0].text == "fifty six" and ok[0].t >= 0.4
+    assert all(s.t == 10 for s in sessions)
+
+
+def test_local_tools_calculator():
+    calc = LocalTools()
+    assert calc("forty seven times twenty three") == "one zero eight one"
+    assert calc("What is 12 plus 30?") == "forty two"
+    assert words_to_number(["seventy", "two"]) == 72
+    with pytest.raises(BackendError):
+        calc("the meaning of life")
+
+
+def test_push_text_rejects_empty(model):
+    s = Engine(model, capacity=1, generate_audio=False).open()
+    with pytest.raises(ValueError):
+        s.push_text("  ")
+
+
+def test_threads_can_push_while_engine_ticks(model):
+    eng = Engine(model, capacity=2, generate_audio=False)
+    s = eng.open()
+    x = _audio(1.0)
+
+    def feed():
+        for c in np.split(x, 25):
+            s.push_audio(c)
+            time.sleep(0.001)
+
+    th = threading.Thread(target=feed)
+    th.start()
+    while th.is_alive() or s.ready():
+        eng.tick()
+    th.join()
+    assert s.t == 5
