@@ -74,7 +74,8 @@ def _bench(a):
 
     bench(a.scenarios, a.agent, json_path=a.json, export_fdb=a.export_fdb, pictures=a.pictures,
           n_pictures=a.n_pictures, checkpoint=a.checkpoint, clock=a.clock, responder=a.responder,
-          families=a.families.split(",") if a.families else None, limit=a.limit, preset=a.harness)
+          families=a.families.split(",") if a.families else None, limit=a.limit,
+          **({"preset": a.harness} if a.agent == "harness" else {}))
 
 
 def _perf(a):
@@ -82,12 +83,6 @@ def _perf(a):
 
     run(checkpoint=a.checkpoint, preset=a.preset, json_path=a.json, out=a.out, hour_seconds=a.hour_seconds,
         threads=a.threads)
-
-
-def _serve(a):
-    from .serve.app import serve
-
-    serve(host=a.host, port=a.port, checkpoint=a.checkpoint, max_sessions=a.max_sessions, token=a.token)
 
 
 def _tokenizer(a):
@@ -159,13 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int)
     s.set_defaults(fn=_perf)
 
-    s = sub.add_parser("serve", help="serve the model over WebSocket with a browser page")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--checkpoint")
-    s.add_argument("--max-sessions", type=int, default=32)
-    s.add_argument("--token", help="require this bearer token")
-    s.set_defaults(fn=_serve)
+    sub.add_parser("serve", help="serve the model over WebSocket with a browser page (microturn serve --help)")
 
     s = sub.add_parser("tokenizer", help="rebuild the tokenizer from the task-language corpus")
     s.add_argument("--out")
@@ -174,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # the server has its own options: microturn serve --help
+        from .serve.app import main as serve_main
+
+        serve_main(argv[1:])
+        return 0
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)

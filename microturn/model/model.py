@@ -146,37 +146,42 @@ class InteractionModel(nn.Module):
                            torch.zeros(batch, dtype=torch.long, device=device),
                            torch.zeros(batch, dtype=torch.long, device=device))
 
-    def _run(self, state, x, active):
-        pos = state.length[:, None] + torch.arange(x.shape[1], device=x.device)
-        h = self.transformer(x, pos, state.cache, write=active)
-        state.length += active.long() * x.shape[1]
+    def _run(self, state, x, rows):
+        pos = state.length[rows, None] + torch.arange(x.shape[1], device=x.device)
+        h = self.transformer(x, pos, state.cache, rows=rows)
+        state.length[rows] += x.shape[1]
         return h
 
     @torch.no_grad()
     def step(self, state: StreamState, audio, video, video_on, text_in, active: torch.Tensor | None = None,
              forced_out: torch.Tensor | None = None, sampling: Sampling = Sampling(), generate_audio: bool = True,
              generator: Generators = None) -> StepOutput:
-        """One micro-turn for every session of the batch: audio [B, A, F, 80] uint8, video [B, S, S, 3] uint8,
-        video_on [B], text_in [B, K]. Rows where ``active`` is false are computed but leave their state untouched.
-        ``forced_out`` [B, n_out] feeds given out tokens instead of sampling (teacher forcing, tests).
-        ``generator``: one for the batch, or one per row (then a row's draws do not depend on the others)."""
+        """One micro-turn for the sessions of the batch: audio [B, A, F, 80] uint8, video [B, S, S, 3] uint8,
+        video_on [B], text_in [B, K]. Only rows where ``active`` [B] is true are computed (their state advances;
+        the others' outputs are <pad>/zeros and their state is untouched), so a step costs what its active
+        sessions cost. ``forced_out`` [B, n_out] feeds given out tokens instead of sampling (teacher forcing).
+        ``generator``: one for the batch, or a list with one per row (then a row's draws do not depend on the
+        others)."""
         L = self.layout
         B = audio.shape[0]
-        active = torch.ones(B, dtype=torch.bool, device=audio.device) if active is None else active
-        clock = state.t[:, None]
-        x = self.embed.inputs(clock, audio[:, None], video[:, None], video_on[:, None], text_in[:, None])[:, 0]
-        hs = [self._run(state, x, active)]
+        dev = audio.device
+        rows = torch.arange(B, device=dev) if active is None else active.nonzero(as_tuple=True)[0]
+        n = len(rows)
+        gen = [generator[i] for i in rows.tolist()] if isinstance(generator, list) else generator
+        clock = state.t[rows, None]
+        x = self.embed.inputs(clock, audio[rows, None], video[rows, None], video_on[rows, None],
+                              text_in[rows, None])[:, 0]
+        hs = [self._run(state, x, rows)]
         logits, toks = [], []
-        done = torch.zeros(B, dtype=torch.bool, device=audio.device)
+        done = torch.zeros(n, dtype=torch.bool, device=dev)
         for i in range(L.n_out):
             lg = self.text_logits(hs[-1][:, -1])
             if forced_out is not None:
-                tok = forced_out[:, i]
+                tok = forced_out[rows, i]
             else:
                 masked = lg.clone()
                 masked[:, list(NEVER_SAID)] = float("-inf")
-                tok = sample(masked, sampling, generator)
-            if forced_out is None:
+                tok = sample(masked, sampling, gen)
                 tok = torch.where(done, PAD, tok)
                 if i == L.n_out - 1:
                     tok = torch.where(done, PAD, torch.full_like(tok, EOT))
@@ -184,15 +189,21 @@ class InteractionModel(nn.Module):
             logits.append(lg)
             toks.append(tok)
             if forced_out is None and bool(done.all()):  # the rest is padding: feed it in one chunk
-                rest = torch.cat([torch.stack(toks, 1), torch.full((B, L.n_out - i - 1), PAD, device=tok.device)], 1)
-                hs.append(self._run(state, self.embed.outputs(rest[:, None, i:], i)[:, 0], active))
+                rest = torch.cat([torch.stack(toks, 1), torch.full((n, L.n_out - i - 1), PAD, device=dev)], 1)
+                hs.append(self._run(state, self.embed.outputs(rest[:, None, i:], i)[:, 0], rows))
                 logits += [torch.zeros_like(lg)] * (L.n_out - i - 1)
                 toks = list(rest.unbind(1))
                 break
-            hs.append(self._run(state, self.embed.outputs(tok[:, None, None], i)[:, 0], active))
-        out = torch.stack(toks, 1)
+            hs.append(self._run(state, self.embed.outputs(tok[:, None, None], i)[:, 0], rows))
         h = torch.cat(hs, 1)
-        state.t += active.long()
-        mel = self.flow.sample(h[:, -1], sampling.flow_steps, sampling.flow_temperature, generator) \
+        state.t[rows] += 1
+        mel = self.flow.sample(h[:, -1], sampling.flow_steps, sampling.flow_temperature, gen) \
             if generate_audio else None
-        return StepOutput(out, mel, torch.stack(logits, 1), self.listen(h[:, 1 : 1 + L.n_audio]), h)
+
+        def full(t, fill=0):  # back to the whole batch
+            o = torch.full((B,) + t.shape[1:], fill, dtype=t.dtype, device=dev)
+            o[rows] = t
+            return o
+
+        return StepOutput(full(torch.stack(toks, 1), PAD), None if mel is None else full(mel, -7.0),
+                          full(torch.stack(logits, 1)), full(self.listen(h[:, 1 : 1 + L.n_audio])), full(h))

@@ -84,8 +84,9 @@ class Context:
     sin: torch.Tensor
     mask: torch.Tensor | None  # None: plain causal attention over the chunk itself
     cache: KVCache | None = None
-    rows: torch.Tensor | None = None  # [n] batch rows whose cache is written
-    slot: torch.Tensor | None = None  # [n, S] their slots
+    rows: torch.Tensor | None = None  # [n] the cache rows (sessions) this chunk belongs to
+    slot: torch.Tensor | None = None  # [n, S] its slots
+    all_rows: bool = False  # the chunk covers every cache row: attend without gathering
 
 
 class Attention(nn.Module):
@@ -103,11 +104,13 @@ class Attention(nn.Module):
         q = self.q(x).view(B, S, cfg.n_head, cfg.head_dim).transpose(1, 2)
         k, v = self.kv(x).view(B, S, 2, cfg.n_kv_head, cfg.head_dim).permute(2, 0, 3, 1, 4)
         q, k = rotate(q, ctx.cos, ctx.sin), rotate(k, ctx.cos, ctx.sin)
-        if ctx.cache is not None:  # write the chunk into its slots, then attend over the whole cache
+        if ctx.cache is not None:  # write the chunk into its slots, then attend over the rows' whole cache
             r = ctx.rows[:, None]
-            ctx.cache.k[layer][r, :, ctx.slot] = k[ctx.rows].transpose(1, 2)
-            ctx.cache.v[layer][r, :, ctx.slot] = v[ctx.rows].transpose(1, 2)
+            ctx.cache.k[layer][r, :, ctx.slot] = k.transpose(1, 2)
+            ctx.cache.v[layer][r, :, ctx.slot] = v.transpose(1, 2)
             k, v = ctx.cache.k[layer], ctx.cache.v[layer]
+            if not ctx.all_rows:
+                k, v = k[ctx.rows], v[ctx.rows]
         if ctx.mask is None:  # the fused causal kernel, no mask in memory
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         else:
@@ -172,25 +175,26 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.d_model)
 
-    def forward(self, x, pos, cache: KVCache | None = None, write: torch.Tensor | None = None):
-        """x [B, S, d] at absolute positions pos [B, S]. With a cache: a streaming chunk, stored for the rows where
-        ``write`` [B] is true (all by default); other rows compute but leave their cache untouched."""
+    def forward(self, x, pos, cache: KVCache | None = None, rows: torch.Tensor | None = None):
+        """x [B, S, d] at absolute positions pos [B, S]. With a cache: a streaming chunk for the cache rows ``rows``
+        (default: all), stored in their slots; other rows are neither computed nor touched."""
         cfg = self.cfg
         cos, sin = rope(pos, cfg.head_dim)
         if cache is None:
             mask = None if x.shape[1] <= cfg.window else visible(pos, pos, cfg.window, cfg.pinned)
             ctx = Context(cos, sin, mask)
         else:
-            w = torch.ones(pos.shape[0], dtype=torch.bool, device=pos.device) if write is None else write
+            n_cache = cache.pos.shape[0]
+            rows = torch.arange(n_cache, device=pos.device) if rows is None else rows
             slot = cache.slots(pos)
-            k_pos = cache.pos.clone()
-            k_pos.scatter_(1, slot, pos)  # every row sees its own chunk (idle rows too: their output is unused)
-            rows = w.nonzero(as_tuple=True)[0]
-            ctx = Context(cos, sin, visible(pos, k_pos, cfg.window, cfg.pinned), cache, rows, slot[rows])
+            k_pos = cache.pos[rows].clone()
+            k_pos.scatter_(1, slot, pos)
+            ctx = Context(cos, sin, visible(pos, k_pos, cfg.window, cfg.pinned), cache, rows, slot,
+                          len(rows) == n_cache)
         for i, b in enumerate(self.blocks):
             x = b(x, ctx, i)
         if cache is not None:
-            cache.pos[ctx.rows] = k_pos[ctx.rows]
+            cache.pos[rows] = k_pos
         return self.norm(x)
 
     def aux_loss(self) -> torch.Tensor:
