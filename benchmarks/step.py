@@ -90,7 +90,7 @@ def parts_step(model: InteractionModel, state, x, sampling: Sampling, times: dic
     pc = time.perf_counter
     audio_, video, video_on, text_in = x
     B = 1
-    active = torch.ones(B, dtype=torch.bool)
+    active = torch.arange(B)  # the rows stepped (all)
     t0 = pc()
     xin = model.embed.inputs(state.t[:, None], audio_[:, None], video[:, None], video_on[:, None],
                              text_in[:, None])[:, 0]

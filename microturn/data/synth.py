@@ -15,7 +15,7 @@ from .world import FAMILIES, Session, generate
 def to_scenario(s: Session) -> tuple[Scenario, dict, dict]:
     """The user side of a session and its rules as a format-v1 scenario (+ its audio and video payloads)."""
     tl = s.timeline
-    extra = {"input": tl.meta["input"]} if tl.meta.get("input") else {}
+    extra = ({"input": tl.meta["input"]} if tl.meta.get("input") else {}) | s.meta
     sc = Scenario(id=s.id, family=s.family, duration=tl.duration, expect=s.expect,
                   text=[{"t": e.t, "text": e.text} for e in tl.text if e.source == "typed"],
                   words=[w for w in tl.words if w.speaker != "agent"],
@@ -31,8 +31,25 @@ def _job(args):
     return to_scenario(generate(family, seed, split, 1.0, index))
 
 
+def draw(out: str | Path, scenarios: list[Scenario], per_family: int = 1) -> list[Path]:
+    """Timeline pictures (user speech, words, typed text, rep marks, rule windows) of the first scenarios of each
+    family, as ``OUT/pictures/<id>.png``."""
+    from ..stream.plot import plot_timeline
+
+    done, paths = {}, []
+    for sc in scenarios:
+        if done.get(sc.family, 0) >= per_family:
+            continue
+        done[sc.family] = done.get(sc.family, 0) + 1
+        audio = sc.load_audio() if sc.audio else None
+        paths.append(plot_timeline(Path(out) / "pictures" / f"{sc.id}.png", sc.duration, audio, sc.words, sc.text,
+                                   [r.to_json() for r in sc.expect], sc.extra.get("rep_times", []),
+                                   title=f"{sc.id} ({sc.family})"))
+    return paths
+
+
 def write_scenario_set(out: str | Path, per_family: int, seed: int = 0, split: str = "test", families=FAMILIES,
-                       workers: int | None = None, video_format: str = "mp4") -> dict:
+                       workers: int | None = None, video_format: str = "mp4", pictures: int = 1) -> dict:
     jobs = [(f, seed, split, i) for f in families for i in range(per_family)]
     t0 = time.perf_counter()
     scenarios, audio, video = [], {}, {}
@@ -44,6 +61,7 @@ def write_scenario_set(out: str | Path, per_family: int, seed: int = 0, split: s
             video |= v
     written = write_set(out, scenarios, audio=audio, video=video, video_format=video_format)
     dt = time.perf_counter() - t0
+    draw(out, written, per_family=pictures)
     return {"scenarios": len(written), "seconds": round(dt, 1), "scenarios_per_minute": round(60 * len(jobs) / dt, 1)}
 
 

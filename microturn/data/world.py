@@ -55,6 +55,7 @@ class Builder:
         self.events: list[Event] = []
         self.video, self.fps = None, 5.0
         self.input: str | None = None  # how the first instruction came: "typed" or "voice"
+        self.marks: list[float] = []  # times worth marking in pictures (the reps completing)
         self.gain = float(rng.uniform(0.5, 1.0)) if difficulty > 0.3 else 0.8
 
     @staticmethod
@@ -363,6 +364,7 @@ def gen_repcount(b: Builder):
     _, qe = b.say(lang.HOW_MANY, q_at)
     b.agent(lang.number_words(n), qe + REACT)
     rules = [{"kind": "count", "target": n, "tolerance": 1}, respond(qe)]
+    b.marks = [round(c, 3) for c in rv.rep_times]
     return qe + 2.5, rules
 
 
@@ -437,4 +439,4 @@ def generate(family: str, seed: int, split: str = "train", difficulty: float = 1
     duration, rules = res[0], res[1]
     delay = res[2] if len(res) > 2 else None
     tl = b.finish(duration, {"family": family})
-    return Session(f"{family}-{index:05d}", family, tl, rules, delay)
+    return Session(f"{family}-{index:05d}", family, tl, rules, delay, {"rep_times": b.marks} if b.marks else {})

@@ -28,7 +28,7 @@ def plot_layout(layout: Layout, png: str | Path) -> Path:
     kinds = layout.slot_kinds()
     fig, ax = plt.subplots(figsize=(13, 2.8))
     labels = {"clock": "clock\nt·Δ", "audio": "dMel\n{} fr".format(layout.frames_per_token),
-              "video": "patch", "text_in": "text\nin", "out": "out"}
+              "video": "frame\n4 patches", "text_in": "text\nin", "out": "out"}
     for rep in range(2):
         x0 = rep * (len(kinds) + 1)
         for i, k in enumerate(kinds):
@@ -43,7 +43,8 @@ def plot_layout(layout: Layout, png: str | Path) -> Path:
         ax.text(x0 + n_in + layout.n_out / 2, 1.3, "output: words + <eot>,\nmel of the next window", ha="center",
                 fontsize=8)
     ax.text(0, -0.35, f"Δ = {layout.delta * 1000:g} ms; {layout.length} tokens per micro-turn "
-            f"({layout.n_audio} audio x {layout.frames_per_token} dMel frames, {layout.n_video} video patches, "
+            f"({layout.n_audio} audio x {layout.frames_per_token} dMel frames, {layout.n_video} video token of "
+            f"{layout.n_patches} patches, "
             f"{layout.n_text_in} text-in slots, {layout.n_out} out slots); silence = a lone <eot>", fontsize=8)
     ax.set_xlim(-0.5, 2 * (len(kinds) + 1))
     ax.set_ylim(-0.6, 1.8)
@@ -93,6 +94,7 @@ def plot_timeline(png: str | Path, duration: float, user_audio: np.ndarray | Non
     ax.set_title(title, fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=100)
     plt.close(fig)
     return Path(png)
