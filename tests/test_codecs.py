@@ -141,9 +141,11 @@ def test_vocoder_round_trip_keeps_log_mel(speech, text, voice, overall):
 
 def test_vocoder_rejects_bad_shapes():
     voc = vocoder.GriffinLim(iters=2)
-    for bad in (np.zeros((10, 40)), np.zeros(80), np.zeros((2, 10, 80))):
+    for bad in (np.zeros((10, 40)), np.zeros(80), np.zeros((2, 2, 10, 80))):
         with pytest.raises(ValueError, match="log-mel"):
             voc(bad)
+    batch = np.random.default_rng(0).uniform(-6, 0, (3, 8, 80)).astype(np.float32)
+    assert np.array_equal(voc(batch), np.stack([voc(m) for m in batch]))  # a batch is the windows one by one
     with pytest.raises(ValueError, match="unknown vocoder 'hifigan'"):
         vocoder.get_vocoder("hifigan")
 

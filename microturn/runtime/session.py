@@ -115,7 +115,7 @@ class Session:
             frame = np.zeros((L.video_size, L.video_size, 3), np.uint8)
         return audio_tokens(bins, L), frame, on, self.text.take()
 
-    def _finish(self, tokens: np.ndarray, mel: np.ndarray | None) -> TurnOutput:
+    def _finish(self, tokens: np.ndarray, mel: np.ndarray | None, audio: np.ndarray | None) -> TurnOutput:
         L = self.layout
         words, events = self.decoder.push(tokens, mel)
         t_out = (self.t + 1) * L.delta
@@ -125,9 +125,6 @@ class Session:
         for a in answers:
             if a.text:
                 self.text_due.append((self.t + 1, a.text, "bg"))
-        audio = None
-        if mel is not None:
-            audio = self.engine.vocode(mel, self)
         text = self.engine.tok.decode([i for i in tokens if i >= 7])
         out = TurnOutput(self.t, [int(i) for i in tokens], text, words, events, answers, audio, 0.0)
         self.words += words
@@ -223,8 +220,9 @@ class Engine:
                               generator=[g if a else None for g, a in zip(self.generators, active.tolist())])
         out = res.out.cpu().numpy()
         mel = res.mel.float().cpu().numpy() if res.mel is not None else None
+        audio = self.vocode(mel, ready) if mel is not None else {}
         with self.lock:
-            outputs = [s._finish(out[s.slot], None if mel is None else mel[s.slot]) for s in ready]
+            outputs = [s._finish(out[s.slot], None if mel is None else mel[s.slot], audio.get(s.slot)) for s in ready]
         ms = (time.perf_counter() - t0) * 1000  # the whole tick: inputs, model, decoding and vocoding
         for s, o in zip(ready, outputs):
             s._record(o, ms)
@@ -237,12 +235,20 @@ class Engine:
             n += 1
         return n
 
-    def vocode(self, mel: np.ndarray, s: Session) -> np.ndarray:
-        """One window of agent mel -> audio, vocoded with the previous window as context. A silent window (no
-        voiced frame) costs nothing: it is silence."""
+    def vocode(self, mel: np.ndarray, sessions: list[Session]) -> dict[int, np.ndarray]:
+        """This window's agent mel of each session -> audio, all voiced windows in one batched call, each with the
+        session's previous window as context. A silent window (no voiced frame) costs nothing: it is silence."""
         L = self.layout
-        prev, s._prev_mel = s._prev_mel, mel
-        if mel.mean(-1).max() <= VOICED:
-            return np.zeros(L.samples, np.float32)
-        ctx = mel if prev is None else np.concatenate([prev, mel])
-        return self.vocoder(ctx)[-L.samples :]
+        out, batch, slots = {}, [], []
+        for s in sessions:
+            m = mel[s.slot]
+            prev, s._prev_mel = s._prev_mel, m
+            if m.mean(-1).max() <= VOICED:
+                out[s.slot] = np.zeros(L.samples, np.float32)
+            else:
+                batch.append(np.concatenate([prev if prev is not None else np.full_like(m, -7.0), m]))
+                slots.append(s.slot)
+        if batch:
+            for slot, wav in zip(slots, self.vocoder(np.stack(batch))):
+                out[slot] = wav[-L.samples :]
+        return out
