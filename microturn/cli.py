@@ -85,6 +85,18 @@ def _perf(a):
         threads=a.threads)
 
 
+def _model_bundle(a):
+    import torch
+
+    from .model import checkpoint
+
+    m = checkpoint.load(a.source)
+    info = dict(getattr(m, "checkpoint_info", {}) or {}) | {"bundled_from": a.source, "stored_as": "bfloat16"}
+    out = checkpoint.save(m, a.out or checkpoint.DEFAULT_CHECKPOINT, extra=info, dtype=torch.bfloat16)
+    size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
+    print(f"bundled {a.source} into {out} ({size:.1f} MB, weights in bfloat16)")
+
+
 def _tokenizer(a):
     from .data.language import corpus
     from .stream.tokenizer import DEFAULT_PATH, train
@@ -129,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset")
     s.add_argument("--checkpoint")
     s.set_defaults(fn=_model_info)
+
+    s = m.add_parser("bundle", help="store a checkpoint as the bundled model (bfloat16 weights, under 25 MB)")
+    s.add_argument("source", help="a checkpoint folder, e.g. runs/cpu/model")
+    s.add_argument("--out", help="default: microturn/assets/model")
+    s.set_defaults(fn=_model_bundle)
 
     s = sub.add_parser("bench", help="run every scenario of a format-v1 set through an agent and score it")
     s.add_argument("--scenarios", required=True)

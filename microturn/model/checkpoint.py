@@ -48,9 +48,11 @@ def _unwrap(model) -> InteractionModel:
     return model
 
 
-def save(model, path: str | Path, extra: dict | None = None) -> Path:
+def save(model, path: str | Path, extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:
     """Write ``model.safetensors`` and ``config.json`` into the folder ``path`` (created if needed).
 
+    ``dtype``: store floating-point weights in this type (e.g. ``torch.bfloat16`` halves the file; ``load``
+    converts back to the model's float32).
     ``extra``: JSON-serialisable information stored in ``config.json`` under ``"extra"`` (training step, ...).
     Both files are written to temporary names first and renamed, so a crash never leaves half a checkpoint.
     """
@@ -59,7 +61,8 @@ def save(model, path: str | Path, extra: dict | None = None) -> Path:
     model = _unwrap(model)
     folder = _folder(path)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous()
+               for k, v in model.state_dict().items()}
     meta = model.cfg.to_json() | {"format": FORMAT, "version": VERSION}
     if extra:
         meta["extra"] = extra
