@@ -70,12 +70,16 @@ def _model_info(a):
 
 
 def _bench(a):
-    from .bench.run import bench
+    from .bench.run import bench, make_agent
 
-    bench(a.scenarios, a.agent, json_path=a.json, export_fdb=a.export_fdb, pictures=a.pictures,
+    agent, remote = a.agent, {}
+    if a.agent == "remote":  # built here: bench() records its keyword options in the report, the token must not be
+        agent, remote = make_agent("remote", clock=a.clock, url=a.url, token=a.token), {"url": a.url}
+    bench(a.scenarios, agent, json_path=a.json, export_fdb=a.export_fdb, pictures=a.pictures,
           n_pictures=a.n_pictures, checkpoint=a.checkpoint, clock=a.clock, responder=a.responder,
           families=a.families.split(",") if a.families else None, limit=a.limit,
-          **({"preset": a.harness} if a.agent == "harness" else {}))
+          **({"preset": a.harness} if a.agent == "harness" else {}),
+          **remote)
 
 
 def _perf(a):
@@ -129,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train a model from scratch on shards")
     for f in ("data", "val", "out", "preset"):
         s.add_argument(f"--{f}")
-    for f in ("steps", "batch", "warmup", "eval_every", "ckpt_every", "seed", "threads"):
+    for f in ("steps", "batch", "warmup", "eval_every", "ckpt_every", "seed", "threads", "stop_at"):
         s.add_argument(f"--{f.replace('_', '-')}", dest=f, type=int)
     for f in ("lr", "min_lr", "speak_weight"):
         s.add_argument(f"--{f.replace('_', '-')}", dest=f, type=float)
@@ -160,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--harness", default="livekit", help="the harness's endpointing preset")
     s.add_argument("--families")
     s.add_argument("--limit", type=int)
+    s.add_argument("--url", default=None, help="remote agent: the server's WebSocket URL "
+                                              "(default ws://127.0.0.1:8000/v1/stream)")
+    s.add_argument("--token", default=None, help="remote agent: the server's token (default $MICROTURN_TOKEN)")
     s.set_defaults(fn=_bench)
 
     s = sub.add_parser("perf", help="step latency, concurrent real-time sessions, memory, an hour-long session")

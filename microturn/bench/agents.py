@@ -8,7 +8,8 @@
 - ``ModelAgent``: microturn's model through the runtime ``Engine``, micro-turn by micro-turn, many scenarios in
   one batch; simulated clock (as fast as it computes) or real-time clock (fed at wall-clock pace).
 - ``HarnessAgent`` (``harness.py``): Silero VAD + endpointing + a turn-based responder, as voice agents do today.
-- ``RemoteAgent``: a placeholder until ``microturn serve`` exists.
+- ``RemoteAgent`` (``remote.py``): a model behind ``microturn serve``, over its WebSocket protocol (native or
+  OpenAI-Realtime), paced fast or at real time, several scenarios at once.
 
 The agent's audio is 16 kHz float32 of exactly the session length. The oracle and the harness render their words
 with ``microturn.data.speech.synthesize(word, AGENT_VOICE)`` when that module is importable, else with a
@@ -426,10 +427,4 @@ def load_model(checkpoint: str | None = None):
 
 
 # ----------------------------------------------------------------------------------------------- remote
-class RemoteAgent(Agent):
-    """An agent behind a WebSocket server (microturn serve, or an OpenAI-Realtime endpoint): not built yet."""
-
-    name = "remote"
-
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError("remote agent needs microturn serve (issue: serving)")
+from .remote import RemoteAgent  # noqa: E402,F401 (the client lives in remote.py; it needs the names above)

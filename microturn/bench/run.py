@@ -65,8 +65,9 @@ def make_agent(name: str, checkpoint: str | None = None, clock: str = "simulated
     base, _, preset = name.partition(":")
     if clock not in ("simulated", "realtime"):
         raise ValueError(f"clock must be 'simulated' or 'realtime', got {clock!r}")
-    if clock == "realtime" and base != "model":
-        raise ValueError("clock='realtime' applies to the model agent only (the others have no compute to time)")
+    if clock == "realtime" and base not in ("model", "remote"):
+        raise ValueError("clock='realtime' applies to the model and remote agents only (the others have no compute "
+                         "to time)")
     if base == "oracle":
         return OracleAgent(**options)
     if base == "silent":
@@ -77,7 +78,9 @@ def make_agent(name: str, checkpoint: str | None = None, clock: str = "simulated
         if preset:
             options["preset"] = preset
         return HarnessAgent(responder=responder, checkpoint=checkpoint, **options)
-    if base == "remote":
+    if base == "remote":  # options: url, token, realtime, pace ("fast"; clock="realtime" means "realtime"), ...
+        if clock == "realtime":
+            options.setdefault("pace", "realtime")
         return RemoteAgent(**options)
     raise ValueError(f"unknown agent {name!r}; known: {', '.join(AGENTS)} (harness presets: {', '.join(PRESETS)})")
 

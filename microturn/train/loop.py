@@ -46,6 +46,7 @@ class TrainConfig:
     seed: int = 0
     fsdp: bool = False
     threads: int = 0  # torch threads on CPU (0: leave the default)
+    stop_at: int = 0  # stop (with a checkpoint) at this step of the schedule; the same command resumes (0: run all)
 
 
 def lr_at(step: int, c: TrainConfig) -> float:
@@ -152,7 +153,8 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
 
             net = FullyShardedDataParallel(model)
         else:
-            net = torch.nn.parallel.DistributedDataParallel(model)
+            # batches without video leave the hMLP unused: let DDP find those parameters
+            net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     val = Shards(c.val) if c.val and Path(c.val).exists() and rank == 0 else None
     writer = None
     if rank == 0:
@@ -167,7 +169,8 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     bar = tqdm(total=c.steps, initial=step, disable=rank != 0, desc="train", unit="step")
     t_last, tok_count = time.perf_counter(), 0
     model.train()
-    while step < c.steps:
+    end = min(c.steps, c.stop_at) if c.stop_at else c.steps
+    while step < end:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, c)
         items = [shards.session(i) for i in cur.sample(c.batch, step / c.steps)]
@@ -183,13 +186,13 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
         if rank == 0:
             now = time.perf_counter()
             tps = tok_count / (now - t_last)
-            bar.set_postfix(loss=f"{float(r['loss']):.3f}", text=f"{float(r['text'].mean()):.3f}",
+            bar.set_postfix(loss=f"{r['loss'].item():.3f}", text=f"{r['text'].mean().item():.3f}",
                             tok_s=f"{tps:,.0f}")
             bar.update(1)
             if step % 25 == 0:
-                row = {"kind": "train", "step": step, "lr": lr_at(step, c), "loss": float(r["loss"]),
-                       "text": float(r["text"].mean()), "listen": float(r["listen"].mean()),
-                       "flow": float(r["flow"].mean()), "moe": float(r["moe"]), "grad_norm": float(gnorm),
+                row = {"kind": "train", "step": step, "lr": lr_at(step, c), "loss": r["loss"].item(),
+                       "text": r["text"].mean().item(), "listen": r["listen"].mean().item(),
+                       "flow": r["flow"].mean().item(), "moe": r["moe"].item(), "grad_norm": float(gnorm),
                        "tokens_per_s": tps, "time": time.time()}
                 log.write(json.dumps(row) + "\n")
                 log.flush()
@@ -206,7 +209,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                 bar.write(f"step {step}: held-out text {e['text']:.3f} listen {e['listen']:.3f} "
                           f"flow {e['flow']:.3f} listening accuracy {e['listen_acc']:.1%}")
                 plot_curves(out / "log.jsonl", out / "curves.png")
-            if step % c.ckpt_every == 0 or step == c.steps:
+            if step % c.ckpt_every == 0 or step == end:
                 save_state(out, model, opt, cur, step, c)
     bar.close()
     if dist.is_initialized():
