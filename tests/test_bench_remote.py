@@ -121,11 +121,12 @@ def test_remote_agent_matches_the_in_process_model(model, scenario_set):
         assert np.any(out.audio), "the random model speaks: some windows are voiced"
         assert out.words, s.id
         assert words_of(out) == words_of(ref), s.id
-    print([w.w for w in agent.outputs[1].words]); print([w.w for w in rt.words])
+    assert any(w.w == "steal" for w in agent.outputs[1].words), "the typed text reached the model (it echoes it)"
     assert rep["compute"]["steps"] == sum(math.ceil(s.duration / DELTA - 1e-9) for s in scenarios)
 
-    # the OpenAI-Realtime endpoint: the same words (its transcript), timed by arrival, audio on the input's clock
-    assert "".join(w.w for w in rt.words) == "".join(w.w for w in local[1].words)
+    # the OpenAI-Realtime endpoint: audio goes 16 -> 24 -> 16 kHz (no longer bit for bit), so its words are not
+    # compared with the model's; its transcript is timed by arrival and its audio placed on the input's clock
+    assert any(w.w == "steal" for w in rt.words) and all(0 <= w.start < scenarios[1].duration for w in rt.words)
     assert len(rt.audio) == n_samples(scenarios[1].duration) and np.any(rt.audio)
     assert rt.stats["protocol"] == "realtime" and not rt.stats["errors"]
 
