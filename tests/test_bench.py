@@ -261,8 +261,7 @@ def test_filters_and_agent_names(scenario_set):
     assert len(select(scenarios, limit=1)) == len(scenarios)
     with pytest.raises(ValueError, match="unknown families"):
         select(scenarios, ["nope"])
-    with pytest.raises(NotImplementedError, match="microturn serve"):
-        make_agent("remote")
+    assert make_agent("remote", url="ws://x/v1/stream").name == "remote"
     with pytest.raises(ValueError, match="unknown agent"):
         make_agent("gpt")
     assert make_agent("harness:livekit").name == "harness-livekit-oracle"
@@ -356,8 +355,7 @@ def test_silent_and_output_types():
     sc = Scenario(id="s", family="other_speaker", duration=1.5, expect=[{"kind": "silent", "window": [0, 1.5]}])
     out = SilentAgent().run(sc)
     assert isinstance(out, AgentOutput) and out.words == [] and not out.audio.any()
-    with pytest.raises(NotImplementedError):
-        RemoteAgent()
+    assert RemoteAgent().url.endswith("/v1/stream")
 
 
 def test_model_realtime_clock_matches_simulated():

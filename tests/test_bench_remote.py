@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import math
 import shutil
-import socket
 import subprocess
-import threading
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
-import uvicorn
+from serving import running
 
 from microturn.bench.agents import ModelAgent, RemoteAgent, n_samples
 from microturn.bench.remote import RemoteError
@@ -27,7 +24,7 @@ from microturn.bench.run import bench, make_agent
 from microturn.codecs.audio import SAMPLE_RATE, load_wav
 from microturn.model.config import ModelConfig
 from microturn.model.model import InteractionModel
-from microturn.serve.app import create_app, server_config
+from microturn.serve.app import create_app
 from microturn.stream.scenario import Scenario, write_set
 from microturn.stream.tokenizer import default_tokenizer
 
@@ -40,27 +37,6 @@ DELTA = 0.2
 def model():
     torch.manual_seed(2)  # a random model whose greedy words change with its input (seed 0 mostly repeats one)
     return InteractionModel(ModelConfig(depth=2, vocab_size=default_tokenizer().vocab_size, flow_width=32))
-
-
-@contextmanager
-def running(app):
-    """Serve ``app`` with uvicorn on 127.0.0.1 (a free port) in a thread; yields the port (as in test_serve.py)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(server_config(app, port=port))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def espeak(text: str, tmp) -> np.ndarray:
@@ -140,6 +116,8 @@ def test_token_and_options(model, tmp_path):
         out = make_agent("remote", url=url, token="sesame", clock="realtime").run(sc)
     assert out.stats["stepped"] == 3 and out.stats["clock"] == "remote-realtime" and "late_ms" in out.stats
     assert len(out.audio) == n_samples(0.5)
+    with pytest.raises(RemoteError, match="unreachable"):
+        RemoteAgent(url=url, timeout=5).run(sc)  # the server is gone
     with pytest.raises(ValueError, match="pace"):
         RemoteAgent(pace="slow")
     with pytest.raises(ValueError, match="realtime"):

@@ -9,16 +9,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
-import threading
 import time
 import urllib.request
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
-import uvicorn
+from serving import running
 import websockets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,7 +23,7 @@ from hypothesis import strategies as st
 from microturn.model.config import ModelConfig
 from microturn.model.model import InteractionModel, Sampling
 from microturn.serve import protocol as P
-from microturn.serve.app import create_app, server_config
+from microturn.serve.app import create_app
 from microturn.serve.hub import origin_allowed
 from microturn.stream.tokenizer import default_tokenizer
 
@@ -44,27 +41,6 @@ def model():
 
 def make_app(model, **kw):
     return create_app(model, sampling=Sampling(temperature=1.0), **({"max_sessions": 4} | kw))
-
-
-@contextmanager
-def running(app):
-    """Serve ``app`` with uvicorn on 127.0.0.1 (a free port) in a thread; yields the port."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(server_config(app, port=port))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def run(coro, timeout: float = 60):

@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..codecs.audio import SAMPLE_RATE, resample
+from ..codecs.audio import SAMPLE_RATE, float_to_pcm16, resample
 from ..stream.scenario import Scenario
 from ..stream.words import Word
 from .agents import Agent, AgentOutput, _spread, n_samples
@@ -82,7 +82,7 @@ class RemoteError(RuntimeError):
 
     def __init__(self, code: str, message: str):
         super().__init__(f"{code}: {message}")
-        self.code = code
+        self.code, self.message = code, message
 
 
 @dataclass
@@ -139,16 +139,21 @@ class RemoteAgent(Agent):
         return _run_sync(self._run_all(scenarios))
 
     async def _run_all(self, scenarios: list[Scenario]) -> list[AgentOutput]:
+        from websockets.exceptions import InvalidHandshake
+
         gate = asyncio.Semaphore(self.concurrency)
 
         async def one(s: Scenario) -> AgentOutput:
             async with gate:
                 for attempt in range(self.retries + 1):
                     try:
-                        return await (self._realtime(s) if self.realtime else self._native(s))
+                        try:
+                            return await (self._realtime(s) if self.realtime else self._native(s))
+                        except (OSError, InvalidHandshake) as e:  # refused, unreachable, not a WebSocket endpoint
+                            raise RemoteError("unreachable", f"cannot talk to {self.url}: {e}") from None
                     except RemoteError as e:
                         if e.code != "busy" or attempt == self.retries:
-                            raise RemoteError(e.code, f"scenario {s.id!r}: {e}") from None
+                            raise RemoteError(e.code, f"scenario {s.id!r}: {e.message}") from None
                         await asyncio.sleep(min(8.0, 0.5 * 2 ** attempt))
 
         return list(await asyncio.gather(*(one(s) for s in scenarios)))
@@ -182,8 +187,10 @@ class RemoteAgent(Agent):
                 await self._wait_stepped(r, r.turns)
                 await ws.send(json.dumps({"type": "session.end"}))
                 await asyncio.wait_for(asyncio.shield(receiver), self.timeout)
-            except websockets.ConnectionClosed:
-                pass  # the receiver knows why
+            except websockets.ConnectionClosed:  # the receiver knows why: let it read what came before the close
+                await asyncio.wait({receiver}, timeout=1.0)
+            except asyncio.TimeoutError:
+                raise RemoteError("timeout", f"no session.ended within {self.timeout:g} s of session.end") from None
             finally:
                 if not receiver.done():
                     receiver.cancel()
@@ -214,7 +221,7 @@ class RemoteAgent(Agent):
             if frame is not None:
                 jpeg = await asyncio.to_thread(encode_jpeg, frame)
                 await ws.send(json.dumps({"type": "frame", "jpeg": base64.b64encode(jpeg).decode()}))
-            await ws.send(pcm16(audio[t * w : (t + 1) * w]))
+            await ws.send(float_to_pcm16(audio[t * w : (t + 1) * w]))
             r.sent_at[t] = time.perf_counter()
 
     async def _wait_stepped(self, r: _Run, n: int) -> None:
@@ -308,8 +315,7 @@ class RemoteAgent(Agent):
         audio = _exact(resample(audio16, SAMPLE_RATE, REALTIME_RATE), turns * w24)
         rt = _RealtimeOut(delta, np.zeros(n_samples(scenario.duration, REALTIME_RATE), np.float32))
         async with self._connect() as ws:
-            created = await _expect(ws, "session.created", self.timeout, error_path=("error",))
-            rt.session = created.get("session", {}).get("id")
+            await _expect(ws, "session.created", self.timeout, error_path=("error",))
             rt.t0 = time.perf_counter()
             receiver = asyncio.create_task(self._receive_realtime(ws, rt))
             try:
@@ -324,11 +330,15 @@ class RemoteAgent(Agent):
                                     "content": [{"type": "input_text", "text": e.text[:MAX_TEXT]}]}
                             await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
                     rt.frames_skipped += _frame_at(video, a) is not None
-                    chunk = base64.b64encode(pcm16(audio[t * w24 : (t + 1) * w24])).decode()
+                    chunk = base64.b64encode(float_to_pcm16(audio[t * w24 : (t + 1) * w24])).decode()
                     await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
                 await asyncio.sleep(2 * delta)  # the last windows' outputs
+                if receiver.done() and rt.fatal is None:
+                    raise RemoteError("closed", "the server closed the session before its end")
             except websockets.ConnectionClosed:
-                pass
+                await asyncio.wait({receiver}, timeout=1.0)  # its error message came before the close
+                if rt.fatal is None:
+                    raise RemoteError("closed", "the server closed the session before its end") from None
             finally:
                 receiver.cancel()
         if rt.fatal is not None:
@@ -373,7 +383,6 @@ class _RealtimeOut:
     delta: float
     audio: np.ndarray  # 24 kHz
     t0: float = 0.0
-    session: str | None = None
     words: list[Word] = field(default_factory=list)
     current: list | None = None  # [text, start, end] of the word being spoken
     pos: int = 0  # end of the last audio delta (24 kHz samples)
@@ -457,12 +466,6 @@ def _exact(x: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros(n, np.float32)
     out[: min(n, len(x))] = x[:n]
     return out
-
-
-def pcm16(x: np.ndarray) -> bytes:
-    """Float audio -> PCM16 little-endian, the exact inverse of reading PCM16 as k / 32768 (so audio read from a
-    16-bit WAV reaches the server bit for bit)."""
-    return np.clip(np.round(np.asarray(x, np.float32) * 32768.0), -32768, 32767).astype("<i2").tobytes()
 
 
 def encode_jpeg(rgb: np.ndarray) -> bytes:

@@ -5,7 +5,7 @@
     report = bench("sets/dev", "model", checkpoint="ckpt.safetensors", clock="realtime")
 
 Agents: ``oracle``, ``silent``, ``model``, ``harness`` (``preset=`` pipecat | pipecat-fallback | livekit | openai;
-``harness:livekit`` is a shorthand), ``remote`` (not built yet). ``families`` keeps only those families (a list or a
+``harness:livekit`` is a shorthand), ``remote`` (a running ``microturn serve``: ``url=``, ``token=``). ``families`` keeps only those families (a list or a
 comma-separated string); ``limit`` keeps the first N scenarios of each family.
 
 Beyond the spec's report keys, the report carries ``audio_word_agreement`` (per family: Silero VAD over the agent's
@@ -43,7 +43,7 @@ def bench(scenarios: str, agent: str | Agent, json_path=None, export_fdb=None, p
     rep = rules.report(scenarios, runner.name, runner.checkpoint, results, chosen)
     rep["audio_word_agreement"] = agreement_by_family(chosen, outputs)
     rep["agent_options"] = {"clock": clock, **({"responder": responder} if runner.name.startswith("harness") else {}),
-                            **{k: v for k, v in agent_options.items() if _jsonable(v)}}
+                            **{k: v for k, v in agent_options.items() if _jsonable(v) and k != "token"}}
     compute = compute_summary(outputs)
     if compute:
         rep["compute"] = compute

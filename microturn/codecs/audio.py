@@ -88,4 +88,5 @@ def pcm16_to_float(b: bytes) -> np.ndarray:
 
 
 def float_to_pcm16(x: np.ndarray) -> bytes:
-    return (np.clip(as_mono(x, allow_empty=True), -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+    # the exact inverse of pcm16_to_float (and of how 16-bit WAV files are read)
+    return np.clip(np.round(as_mono(x, allow_empty=True) * 32768.0), -32768, 32767).astype("<i2").tobytes()

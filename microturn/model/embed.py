@@ -56,7 +56,7 @@ class HMLP(nn.Module):
         self.s3 = nn.Linear(4 * c2, d)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:  # [..., P*P*3] in [-1, 1] -> [..., d]
-        lead, p, s = patches.shape[:-1], self.patch, self.sub
+        lead, s = patches.shape[:-1], self.sub
         x = patches.reshape(-1, 4, s, 4, s, 3).permute(0, 1, 3, 2, 4, 5)  # [N, 4, 4, s, s, 3]
         x = F.gelu(self.s1(x.flatten(-3)))  # [N, 4, 4, c1]
         x = x.reshape(-1, 2, 2, 2, 2, x.shape[-1]).permute(0, 1, 3, 2, 4, 5).flatten(-3)  # [N, 2, 2, 4*c1]
