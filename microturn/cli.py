@@ -5,6 +5,7 @@
     train       microturn.train.loop.train             train from scratch (CPU, or torchrun for GPUs)
     model info  microturn.model.config / checkpoint    parameter counts of presets or a checkpoint
     bench       microturn.bench.run.bench              score an agent on a scenario set
+    results     microturn.bench.results.run            the README's results table (model vs harness)
     perf        microturn.runtime.perf.run             real-time figures of the runtime
     serve       microturn.serve.app.serve              the WebSocket server and browser page
     tokenizer   microturn.stream.tokenizer.train       rebuild the bundled tokenizer
@@ -80,6 +81,12 @@ def _bench(a):
           families=a.families.split(",") if a.families else None, limit=a.limit,
           **({"preset": a.harness} if a.agent == "harness" else {}),
           **remote)
+
+
+def _results(a):
+    from .bench.results import run
+
+    run(a.scenarios, checkpoint=a.checkpoint, out=a.out)
 
 
 def _perf(a):
@@ -168,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
                                               "(default ws://127.0.0.1:8000/v1/stream)")
     s.add_argument("--token", default=None, help="remote agent: the server's token (default $MICROTURN_TOKEN)")
     s.set_defaults(fn=_bench)
+
+    s = sub.add_parser("results", help="the README's results table: the model beside the harness baselines")
+    s.add_argument("--scenarios", default="sets/test")
+    s.add_argument("--checkpoint", help="default: the bundled model")
+    s.add_argument("--out", default="out/results")
+    s.set_defaults(fn=_results)
 
     s = sub.add_parser("perf", help="step latency, concurrent real-time sessions, memory, an hour-long session")
     s.add_argument("--checkpoint")

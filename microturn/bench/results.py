@@ -1,0 +1,71 @@
+"""``microturn results``: the README's results table, from one command.
+
+Runs the bundled (or a given) model and the harness baselines over a scenario set and prints one markdown table:
+pass % per family for each agent, with the turn-taking latency, the stop latency, the pause take-over rate and the
+backchannel rate (the Full-Duplex-Bench figures this set can give), and writes every agent's JSON report.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..stream.scenario import FAMILIES
+from .run import bench
+
+GOALS = {"timespeak": "≥ 90", "cuespeak": "≥ 95", "repcount": "≥ 80 (obo)", "turn": "≥ 95, ≤ 0.30 s", "pause": "≥ 95",
+         "interrupt": "≥ 95, stop ≤ 0.4 s", "backchannel": "≥ 90", "user_backchannel": "≥ 90",
+         "other_speaker": "≥ 90", "delegate": "≥ 85", "translate": "≥ 85", "refusal": "≥ 95"}
+
+
+def _fmt(v, unit=""):
+    return "–" if v is None else f"{v:g}{unit}"
+
+
+def takeover_rate(report: dict, family: str) -> float | None:
+    """Share of a family's no_takeover rules that failed (Full-Duplex-Bench's take-over rate, TOR)."""
+    rules = [r for s in report["scenarios"] if s["family"] == family for r in s["rules"] if r["kind"] == "no_takeover"]
+    return round(100 * sum(not r["passed"] for r in rules) / len(rules), 1) if rules else None
+
+
+def cell(report: dict, family: str) -> str:
+    f = report["families"].get(family)
+    if not f:
+        return "–"
+    extra = []
+    if family == "turn" and f.get("latency_s"):
+        extra.append(f"{f['latency_s']['median']:.2f} s")
+    if family == "interrupt" and f.get("stop_latency_s"):
+        extra.append(f"stop {f['stop_latency_s']['median']:.2f} s")
+    if family == "repcount" and f.get("count"):
+        extra.append(f"obo {f['count']['obo_pct']:g}")
+    if family == "pause":
+        tor = takeover_rate(report, "pause")
+        extra.append(f"TOR {_fmt(tor, ' %')}")
+    return f"{f['pass_pct']:g}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def run(scenarios: str, checkpoint: str | None = None, out: str = "out/results",
+        harness: tuple[str, ...] = ("pipecat", "livekit")) -> str:
+    Path(out).mkdir(parents=True, exist_ok=True)
+    reports = {}
+    runs = [("microturn model", "model", {"checkpoint": checkpoint})] + \
+        [(f"harness {h} + oracle", "harness", {"preset": h, "responder": "oracle"}) for h in harness]
+    for name, agent, kw in runs:
+        safe = name.replace(" ", "_").replace("+", "")
+        reports[name] = bench(scenarios, agent, json_path=str(Path(out) / f"{safe}.json"), print_table=False,
+                              pictures=str(Path(out) / f"{safe}_pictures") if agent == "model" else None,
+                              **{k: v for k, v in kw.items() if v is not None})
+    names = list(reports)
+    lines = ["| family | goal | " + " | ".join(names) + " |", "| --- | --- | " + " | ".join("---" for _ in names) + " |"]
+    for fam in FAMILIES:
+        lines.append(f"| {fam} | {GOALS[fam]} | " + " | ".join(cell(reports[n], fam) for n in names) + " |")
+    lines.append("| **overall** | | " + " | ".join(f"**{reports[n]['overall_pass_pct']:g}**" for n in names) + " |")
+    first = reports[names[0]]
+    table = "\n".join(lines)
+    table += (f"\n\nSet `{scenarios}` ({sum(f['n'] for f in first['families'].values())} scenarios), model checkpoint "
+              f"`{first.get('checkpoint')}`, {first['created']}. Pass % per family; in brackets: turn-taking "
+              f"latency (median), stop latency (median), RepCount off-by-one %, pause take-over rate (TOR).")
+    print(table)
+    (Path(out) / "table.md").write_text(table + "\n")
+    (Path(out) / "summary.json").write_text(json.dumps({n: r["families"] for n, r in reports.items()}, indent=1))
+    return table
