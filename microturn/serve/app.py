@@ -154,7 +154,7 @@ class NativeConnection(Connection):
 # ---------------------------------------------------------------- the app
 def create_app(model: InteractionModel | None = None, *, max_sessions: int = 32, token: str | None = None,
                allowed_origins: list[str] | None = None, idle_timeout: float = 60, max_ahead_s: float = 2.0,
-               gather_ms: float = 50.0, batch: int = 8, background_factory: Callable[[], Background] | None = None, sampling: Sampling | None = None,
+               gather_ms: float = 50.0, batch: int = 32, background_factory: Callable[[], Background] | None = None, sampling: Sampling | None = None,
                model_name: str | None = None) -> FastAPI:
     """The server app. ``model``: an ``InteractionModel`` (None: the bundled checkpoint, or an untrained model with
     a warning). ``token``: a bearer token both endpoints require. ``allowed_origins``: browser origins allowed
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--idle-timeout", type=float, default=60)
     p.add_argument("--allowed-origin", action="append", dest="allowed_origins", default=None,
                    help="browser origin allowed to connect (repeatable; default: same host and localhost)")
-    p.add_argument("--batch", type=int, default=8, help="rows of the largest engine (engines grow 1, 2, 4, ...)")
+    p.add_argument("--batch", type=int, default=32, help="rows of the largest engine (engines grow 1, 2, 4, ...)")
     p.add_argument("--gather-ms", type=float, default=50.0, help="how long a tick waits to batch sessions")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     a = p.parse_args(argv)

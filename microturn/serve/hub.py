@@ -6,9 +6,9 @@ engines on the audio clock.
   ticks the engines in a worker thread (``asyncio.to_thread``), so the event loop never waits on the model, then
   hands each stepped session's outputs to its connection. Sessions step when their audio arrives: time is the audio
   clock.
-- Engines are created on demand with 1, 2, 4, ... up to ``batch`` rows (one model, shared weights): an engine tick
-  costs about as much for its idle rows as for its busy ones, so one session must not pay for a 32-row batch, while
-  many sessions still share batches. New sessions go to the smallest engine with a free row.
+- Engines are created on demand with 1, 2, 4, ... up to ``batch`` rows (one model, shared weights), so the KV-cache
+  memory grows with the sessions; a tick computes only the rows with a micro-turn ready. New sessions go to the
+  smallest engine with a free row.
 - ``Connection`` is the part of a WebSocket handler both protocols share: admission (origin, bearer token, session
   limit), one sender task fed by a bounded outbox, receiving with an idle time-out, closing cleanly.
 
@@ -54,7 +54,7 @@ class Settings:
     max_errors: int = 100  # protocol errors after which a client is closed
     stats_every: int = 5  # micro-turns between stats messages
     gather_ms: float = 50.0  # a tick waits up to this long for other sessions' windows, so they share the batch
-    batch: int = 8  # rows of the largest engine
+    batch: int = 32  # rows of the largest engine
     background_factory: Callable[[], Background] | None = None
 
 
