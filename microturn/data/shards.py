@@ -24,8 +24,6 @@ from ..stream.layout import Layout, encode_timeline
 from ..stream.tokenizer import default_tokenizer
 from .world import FAMILIES, generate
 
-ARRAYS = ("audio", "mel", "text_in", "out", "listen", "frame")
-
 
 def _render(job) -> tuple[dict, dict]:
     torch.set_num_threads(1)  # one process per core: no thread oversubscription

@@ -102,9 +102,6 @@ class Builder:
         self.words = [w if w.speaker != "agent" or w.end <= t else Word(w.w, w.start, round(t + fade, 4), "agent")
                       for w in self.words if w.speaker != "agent" or w.start < t]
 
-    def user_speaking(self, a: float, b: float) -> bool:
-        return any(w.speaker != "agent" and w.start < b and w.end > a for w in self.words)
-
     def filler(self, t: float, n: int = 1, gap=(0.3, 0.9)) -> float:
         """The user says n ordinary sentences from t; returns the end of the last."""
         end = t
