@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..stream.layout import Layout
+from ..stream.layout import Layout, out_loss_mask
 from ..stream.tokenizer import BG, EOT, PAD, SIL, TYPED
 from .config import ModelConfig
 from .embed import InputEmbed
@@ -125,9 +125,8 @@ class InteractionModel(nn.Module):
         valid = batch.get("valid", torch.ones(B, T, dtype=torch.bool, device=h.device))
         out = batch["out"]
         logits = self.text_logits(h[:, :, L.n_in - 1 : L.n_in - 1 + L.n_out])  # predicts out slot 0 .. n_out-1
-        is_eot = out == EOT
-        mask = ((torch.cumsum(is_eot, -1) - is_eot.long()) == 0) & valid[..., None]
-        weight = mask.float() * torch.where(is_eot, 1.0, speak_weight)
+        mask = out_loss_mask(out) & valid[..., None]
+        weight = mask.float() * torch.where(out == EOT, 1.0, speak_weight)
         ce = F.cross_entropy(logits.flatten(0, 2), out.flatten(), reduction="none").view_as(weight)
         text = (ce * weight).sum((1, 2)) / weight.sum((1, 2)).clamp_min(1)  # per session [B]
         lg = self.listen(h[:, :, 1 : 1 + L.n_audio])

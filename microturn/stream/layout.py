@@ -210,10 +210,12 @@ def encode_timeline(tl: Timeline, layout: Layout, tok: Tokenizer) -> dict[str, n
                                              "listen": listen_targets(tl, layout, tok)}
 
 
-def out_loss_mask(out: np.ndarray) -> np.ndarray:
-    """Which out slots are predicted: every slot up to and including the first ``<eot>`` of its micro-turn."""
+def out_loss_mask(out):
+    """Which out slots are predicted: every slot up to and including the first ``<eot>`` of its micro-turn.
+    Works on numpy arrays and torch tensors alike (the model's loss uses it)."""
     is_eot = out == EOT
-    after = np.cumsum(is_eot, axis=-1) - is_eot  # >0 strictly after the first <eot>
+    after = is_eot.cumsum(-1) - is_eot.astype(int) if isinstance(is_eot, np.ndarray) else \
+        is_eot.cumsum(-1) - is_eot.long()  # > 0 strictly after the first <eot>
     return after == 0
 
 
