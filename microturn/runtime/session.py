@@ -125,7 +125,7 @@ class Session:
         for a in answers:
             if a.text:
                 self.text_due.append((self.t + 1, a.text, "bg"))
-        text = self.engine.tok.decode([i for i in tokens if i >= 7])
+        text = self.engine.tok.decode(self.decoder.said)
         out = TurnOutput(self.t, [int(i) for i in tokens], text, words, events, answers, audio, 0.0)
         self.words += words
         self.events += events

@@ -233,6 +233,7 @@ class OutputDecoder:
         self.word: list | None = None  # [start, token ids, end of its last voiced frame or None]
         self.query: list[int] | None = None
         self.asked = 0.0
+        self.said: list[int] = []  # the spoken (not delegated) tokens of the last micro-turn pushed
 
     def _close(self, limit: float = np.inf) -> list[Word]:
         if self.word is None:
@@ -249,6 +250,7 @@ class OutputDecoder:
         self.t += 1
         words: list[Word] = []
         events: list[Event] = []
+        self.said = []
         for tid in (int(x) for x in out_row):
             if tid in (EOT, PAD):
                 break
@@ -265,8 +267,10 @@ class OutputDecoder:
             elif self.tok.starts_word(tid) or self.word is None:
                 words += self._close(when)
                 self.word = [when, [tid], None]
+                self.said.append(tid)
             else:
                 self.word[1].append(tid)
+                self.said.append(tid)
         if self.word is not None:
             if mel is not None:
                 on = np.flatnonzero(np.asarray(mel).mean(-1) > VOICED)
