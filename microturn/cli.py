@@ -36,34 +36,33 @@ def _train(a):
     train(c)
 
 
+def _info_row(name: str, m) -> dict:
+    """Size of a model: total parameters and those active per token (MoE: top-k of the experts)."""
+    cfg, total = m.cfg, m.n_params()
+    active = total
+    if cfg.n_experts:
+        per_expert = sum(p.numel() for p in m.transformer.blocks[0].mlp.experts[0].parameters())
+        active = total - cfg.n_layer * per_expert * (cfg.n_experts - cfg.top_k)
+    return {"preset": name, "depth": cfg.depth, "d_model": cfg.d_model, "layers": cfg.n_layer,
+            "heads": f"{cfg.n_head}/{cfg.n_kv_head}", "experts": cfg.n_experts or "-",
+            "params_M": round(total / 1e6, 2), "active_M": round(active / 1e6, 2)}
+
+
 def _model_info(a):
     import torch
 
     from .model.config import PRESETS, preset
     from .model.model import InteractionModel
+    from .stream.tokenizer import default_tokenizer
 
-    names = [a.preset] if a.preset else list(PRESETS)
-    rows = []
-    for n in names:
-        cfg = preset(n)
+    rows, vocab = [], default_tokenizer().vocab_size
+    for n in [a.preset] if a.preset else list(PRESETS):
         with torch.device("meta"):
-            m = InteractionModel(cfg)
-        total = m.n_params()
-        active = total
-        if cfg.n_experts:
-            per_expert = sum(p.numel() for p in m.transformer.blocks[0].mlp.experts[0].parameters())
-            active = total - cfg.n_layer * per_expert * (cfg.n_experts - cfg.top_k)
-        rows.append({"preset": n, "depth": cfg.depth, "d_model": cfg.d_model, "layers": cfg.n_layer,
-                     "heads": f"{cfg.n_head}/{cfg.n_kv_head}", "experts": cfg.n_experts or "-",
-                     "params_M": round(total / 1e6, 2), "active_M": round(active / 1e6, 2)})
+            rows.append(_info_row(n, InteractionModel(preset(n, vocab_size=vocab))))
     if a.checkpoint:
         from .model import checkpoint
 
-        m = checkpoint.load(a.checkpoint)
-        rows.append({"preset": a.checkpoint, "depth": m.cfg.depth, "d_model": m.cfg.d_model,
-                     "layers": m.cfg.n_layer, "heads": f"{m.cfg.n_head}/{m.cfg.n_kv_head}",
-                     "experts": m.cfg.n_experts or "-", "params_M": round(m.n_params() / 1e6, 2),
-                     "active_M": round(m.n_params() / 1e6, 2)})
+        rows.append(_info_row(a.checkpoint, checkpoint.load(a.checkpoint)))
     keys = list(rows[0])
     print("  ".join(f"{k:>10}" for k in keys))
     for r in rows:
