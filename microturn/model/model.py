@@ -137,7 +137,7 @@ class InteractionModel(nn.Module):
         flow = (fl * valid).sum(1) / valid.sum(1).clamp_min(1)
         moe = self.transformer.aux_loss()
         loss = text.mean() + 0.5 * listen.mean() + flow.mean() + 0.01 * moe
-        return {"loss": loss, "text": text, "listen": listen, "flow": flow, "moe": moe}
+        return {"loss": loss, "text": text, "listen": listen, "flow": flow, "moe": moe, "listen_logits": lg}
 
     # ------------------------------------------------------------------ streaming
     def new_state(self, batch: int = 1, device=None) -> StreamState:

@@ -120,9 +120,9 @@ def run(checkpoint: str | None = None, preset: str = "cpu", json_path: str | Non
     base = rss_mb()
     eng = Engine(model, capacity=1)
     one_mem = rss_mb() - base
-    eng64 = Engine(model, capacity=33)
+    eng33 = Engine(model, capacity=33)
     per_session = (rss_mb() - base - one_mem) / 32
-    del eng, eng64
+    del eng, eng33
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot([c[0] for c in curve], [c[1] for c in curve], "o-", label="median")
     ax.plot([c[0] for c in curve], [c[2] for c in curve], "s-", label="p99")
