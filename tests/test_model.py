@@ -69,6 +69,24 @@ def stream(model, batch, **kw):
     return [model.step(state, *inputs_at(batch, t), forced_out=batch["out"][:, t], **kw) for t in range(T)]
 
 
+def assert_matches_forward(model, outs, batch, rows=slice(None), atol=1e-4):
+    """Each StepOutput of ``outs`` equals the teacher-forced training forward of ``batch`` (whose out tokens are
+    what was written): the text logits of every slot up to the <eot> (none after it), what the model hears, and
+    the state the mel is generated from."""
+    L = model.layout
+    with torch.no_grad():
+        h = model.hidden(batch)
+        cond = model.flow_condition(h, batch["out"])
+    for t, o in enumerate(outs):
+        want = model.text_logits(h[:, t, L.n_in - 1 : L.n_in - 1 + L.n_out])
+        upto = (torch.arange(L.n_out) <= (batch["out"][:, t] == EOT).int().argmax(-1)[:, None])[..., None]
+        msg = lambda m: f"micro-turn {t}: {m}"  # noqa: E731
+        torch.testing.assert_close(o.text_logits[rows], want * upto, atol=atol, rtol=0, msg=msg)
+        torch.testing.assert_close(o.listen_logits[rows], model.listen(h[:, t, 1 : 1 + L.n_audio]), atol=atol,
+                                   rtol=0, msg=msg)
+        torch.testing.assert_close(o.cond[rows], cond[:, t], atol=atol, rtol=0, msg=msg)
+
+
 # ------------------------------------------------------------------------------------ streaming == training
 @pytest.mark.parametrize("kw,T", [(dict(), 8), (dict(), 20), (dict(window=1024, pinned=0), 6),
                                   (dict(n_experts=4, top_k=2), 8)],
@@ -79,15 +97,10 @@ def test_step_equals_training_forward(kw, T):
     batch = make_batch(cfg, 2, T)
     L = cfg.layout
     assert T * L.length > cfg.pinned + cfg.window or cfg.window > T * L.length  # which path is under test
-    with torch.no_grad():
-        h = model.hidden(batch)
     outs = stream(model, batch, generate_audio=False)
+    assert_matches_forward(model, outs, batch)
     for t, o in enumerate(outs):
-        torch.testing.assert_close(o.hidden, h[:, t], atol=1e-4, rtol=0, msg=lambda m: f"micro-turn {t}: {m}")
         assert torch.equal(o.out, batch["out"][:, t])
-        torch.testing.assert_close(o.text_logits, model.text_logits(h[:, t, L.n_in - 1 : L.n_in - 1 + L.n_out]),
-                                   atol=1e-4, rtol=0)
-        torch.testing.assert_close(o.listen_logits, model.listen(h[:, t, 1 : 1 + L.n_audio]), atol=1e-4, rtol=0)
         assert o.mel is None
 
 
@@ -118,16 +131,16 @@ def test_batched_sessions_with_active_mask():
                        generate_audio=False)
         for r in range(3):
             if active[r, s]:
-                got[r].append(o.hidden[r])
+                got[r].append(o)
                 k[r] += 1
-        assert state.t.tolist() == k and state.length.tolist() == [x * cfg.layout.length for x in k]
+            else:  # an idle row gets nothing
+                assert (o.out[r] == PAD).all() and not o.text_logits[r].any() and not o.cond[r].any()
+        assert state.t.tolist() == k and state.tokens.tolist() == [x * cfg.layout.length for x in k]
     for r in range(3):
-        with torch.no_grad():
-            h = model.hidden(sessions[r])[0]
-        alone = [o.hidden[0] for o in stream(model, sessions[r], generate_audio=False)]
-        for t in range(n[r]):
-            torch.testing.assert_close(got[r][t], h[t], atol=1e-4, rtol=0)
-            torch.testing.assert_close(got[r][t], alone[t], atol=1e-4, rtol=0)
+        assert_matches_forward(model, got[r], sessions[r], rows=slice(r, r + 1))
+        alone = stream(model, sessions[r], generate_audio=False)
+        for a, b in zip(got[r], alone):
+            torch.testing.assert_close(a.cond[r], b.cond[0], atol=1e-4, rtol=0)
 
 
 def check_out_rows(out: torch.Tensor, n_out: int):
@@ -155,24 +168,20 @@ def test_free_running_step(sampling):
         assert float(o.mel.min()) >= -7 and float(o.mel.max()) <= 2 and torch.isfinite(o.mel).all()
         assert o.text_logits.shape == (2, L.n_out, cfg.vocab_size)
         assert o.listen_logits.shape == (2, L.n_audio, cfg.vocab_size)
-    assert state.t.tolist() == [7, 7] and state.length.tolist() == [7 * L.length] * 2
-    written = batch | {"out": torch.stack([o.out for o in outs], 1)}
-    with torch.no_grad():
-        h = model.hidden(written)
-    for t, o in enumerate(outs):
-        torch.testing.assert_close(o.hidden, h[:, t], atol=1e-4, rtol=0)
+    assert state.t.tolist() == [7, 7] and state.tokens.tolist() == [7 * L.length] * 2
+    assert_matches_forward(model, outs, batch | {"out": torch.stack([o.out for o in outs], 1)})
 
 
 def test_silence_and_early_exit(monkeypatch):
     """A scripted sampler: in micro-turn 0 row 0 is silent (<eot> first) while row 1 says a word as long as the
-    budget allows; then both are silent (all rows done after slot 0: the rest is fed as one chunk). Out rows are
-    well formed, and the streaming state matches the training forward of what was written."""
+    budget allows (only the rows still writing are sampled, and the last slot is <eot> without a draw); then both
+    are silent: one forward call per micro-turn (the tails go in with the next inputs). Out rows are well formed,
+    and the streaming state matches the training forward of what was written."""
     cfg = tiny()
     model = build(cfg)
     L = cfg.layout
     word = [100 + i for i in range(L.n_out - 1)]
-    script = ([torch.tensor([EOT, word[0]])] + [torch.tensor([5, w]) for w in word[1:]] + [torch.tensor([5, 7])]
-              + [torch.tensor([EOT, EOT])] * 2)
+    script = [torch.tensor([EOT, word[0]])] + [torch.tensor([w]) for w in word[1:]] + [torch.tensor([EOT, EOT])] * 2
     calls = []
 
     def scripted(logits, s, generator=None):
@@ -182,19 +191,21 @@ def test_silence_and_early_exit(monkeypatch):
     monkeypatch.setattr(model_mod, "sample", scripted)
     batch = make_batch(cfg, 2, 3, seed=4)
     state = model.new_state(2)
+    forwards = []
+    run = model._run
+    monkeypatch.setattr(model, "_run", lambda st, x, rows: forwards.append(len(rows)) or run(st, x, rows))
     outs = [model.step(state, *inputs_at(batch, t), generate_audio=False) for t in range(3)]
     silent = [EOT] + [PAD] * (L.n_out - 1)
     assert outs[0].out.tolist() == [silent, word + [EOT]]  # the last slot is always <eot> (or <pad>)
     assert outs[1].out.tolist() == outs[2].out.tolist() == [silent, silent]
-    assert len(calls) == L.n_out + 2  # silent micro-turns cost one sampling call
+    assert calls == [(2, cfg.vocab_size)] + [(1, cfg.vocab_size)] * (L.n_out - 2) + [(2, cfg.vocab_size)] * 2
+    # micro-turn 0: both rows' inputs, then row 1's words; micro-turn 1: the two rows' tails differ in length
+    # (two calls); micro-turn 2: one call for both
+    assert forwards == [2] + [1] * (L.n_out - 1) + [1, 1] + [2]
     check_out_rows(torch.cat([o.out for o in outs]), L.n_out)
-    written = batch | {"out": torch.stack([o.out for o in outs], 1)}
-    with torch.no_grad():
-        h = model.hidden(written)
-    for t, o in enumerate(outs):
-        torch.testing.assert_close(o.hidden, h[:, t], atol=1e-4, rtol=0)
-    assert not outs[1].text_logits[:, 1:].any()  # slots after an all-silent <eot> were not sampled
-    assert state.length.tolist() == [3 * L.length] * 2
+    assert_matches_forward(model, outs, batch | {"out": torch.stack([o.out for o in outs], 1)})
+    assert not outs[1].text_logits[:, 1:].any()  # slots after an <eot> are not computed
+    assert state.tokens.tolist() == [3 * L.length] * 2 and state.length.tolist() == [3 * L.length - L.n_out] * 2
 
 
 def test_state_reset_starts_over():
@@ -215,16 +226,16 @@ def test_state_reset_starts_over():
     again = run(hot)
     for a, b in zip(first, again):
         assert torch.equal(a.out, b.out) and torch.equal(a.mel, b.mel)
-        torch.testing.assert_close(a.hidden, b.hidden, atol=1e-6, rtol=0)
+        torch.testing.assert_close(a.cond, b.cond, atol=1e-6, rtol=0)
     # Reset one row only: it starts over while the other keeps its session (and is left alone: inactive).
     state.reset()
     greedy = run(Sampling())
     state.reset(torch.tensor([False, True]))
-    assert state.t.tolist() == [7, 0] and state.length.tolist() == [7 * cfg.layout.length, 0]
+    assert state.t.tolist() == [7, 0] and state.tokens.tolist() == [7 * cfg.layout.length, 0]
     redo = run(Sampling(), active=torch.tensor([False, True]))
     for a, b in zip(greedy, redo):
         assert torch.equal(a.out[1], b.out[1])
-        torch.testing.assert_close(b.hidden[1], a.hidden[1], atol=1e-5, rtol=0)
+        torch.testing.assert_close(b.cond[1], a.cond[1], atol=1e-5, rtol=0)
     assert state.t.tolist() == [7, 7]
 
 
@@ -292,10 +303,13 @@ def golden_losses() -> dict:
         for name, kw in (("dense", {}), ("moe", dict(n_experts=4, top_k=2))):
             cfg = tiny(**kw)
             model = build(cfg, seed=1234).train()
+            with torch.no_grad():  # the flow head starts at zero velocity: give it weights so its input counts
+                model.flow.out.weight.copy_(torch.randn(model.flow.out.weight.shape,
+                                                        generator=torch.Generator().manual_seed(5)) * 0.02)
             batch = make_batch(cfg, 2, 5, seed=4321)
             with torch.no_grad():
                 losses = model(batch, speak_weight=2.0, generator=torch.Generator().manual_seed(77))
-            res[name] = {k: [float(x) for x in v.reshape(-1)] for k, v in losses.items()}
+            res[name] = {k: [float(x) for x in losses[k].reshape(-1)] for k in ("loss", "text", "listen", "flow", "moe")}
         return res
     finally:
         torch.use_deterministic_algorithms(prev)
@@ -333,7 +347,7 @@ def test_checkpoint_round_trip(tmp_path):
     assert all(torch.equal(l1[k], l2[k]) for k in l1)
     o1 = stream(model, batch, generator=torch.Generator().manual_seed(0))
     o2 = stream(loaded, batch, generator=torch.Generator().manual_seed(0))
-    assert all(torch.equal(a.hidden, b.hidden) and torch.equal(a.mel, b.mel) for a, b in zip(o1, o2))
+    assert all(torch.equal(a.cond, b.cond) and torch.equal(a.mel, b.mel) for a, b in zip(o1, o2))
     # Also by the path of a file inside the folder, and saving a wrapped (DDP-like) model.
     assert checkpoint.load(folder / "model.safetensors").cfg == cfg
 

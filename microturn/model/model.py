@@ -29,14 +29,22 @@ class StreamState:
     """Everything a batch of streaming sessions carries between micro-turns."""
 
     cache: KVCache
-    length: torch.Tensor  # [B] tokens seen so far (the next token's absolute position)
+    length: torch.Tensor  # [B] tokens in the cache so far (the next token's absolute position)
     t: torch.Tensor  # [B] next micro-turn index (the clock)
+    tail: torch.Tensor  # [B, n_out] the last micro-turn's out tokens
+    n_tail: torch.Tensor  # [B] how many of them (its <eot> and the <pad>s after it) are still to be fed
 
     def reset(self, rows: torch.Tensor | None = None):
         rows = torch.ones_like(self.length, dtype=torch.bool) if rows is None else rows
         self.cache.reset(rows)
         self.length[rows] = 0
         self.t[rows] = 0
+        self.n_tail[rows] = 0
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """[B] tokens of the stream so far (fed or still to be fed): micro-turns x layout.length."""
+        return self.length + self.n_tail
 
 
 @dataclass
@@ -53,7 +61,7 @@ class StepOutput:
     mel: torch.Tensor | None  # [B, frames, 80] agent log-mel of the next window
     text_logits: torch.Tensor  # [B, n_out, V] the distribution each out token was drawn from
     listen_logits: torch.Tensor  # [B, n_audio, V] what the model hears the user say
-    hidden: torch.Tensor  # [B, length, d] final hidden states of the block
+    cond: torch.Tensor  # [B, d] the hidden state the mel was generated from (the one that predicted <eot>)
 
 
 Generators = "torch.Generator | list[torch.Generator] | None"
@@ -116,6 +124,15 @@ class InteractionModel(nn.Module):
         pos = torch.arange(T * L, device=x.device).expand(B, -1)
         return self.transformer(x.reshape(B, T * L, d), pos).view(B, T, L, d)
 
+    def flow_condition(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The hidden state each micro-turn's mel is generated from [B, T, d]: the position that predicts its <eot>
+        (it has seen every word of the micro-turn). The <eot> and the <pad>s after it then predict nothing this
+        micro-turn, so streaming feeds them at the start of the next one (one forward call per silent micro-turn)."""
+        L = self.layout
+        e = (out == EOT).int().argmax(-1)  # [B, T] the <eot>'s slot (0 for padding micro-turns: all <pad>)
+        idx = (L.n_in - 1 + e)[..., None, None].expand(-1, -1, 1, h.shape[-1])
+        return h.gather(2, idx)[:, :, 0]
+
     def forward(self, batch: dict, speak_weight: float = 1.0, generator: torch.Generator | None = None) -> dict:
         """Losses of a batch (see ``microturn.train.data.collate``): text (agent words and controls, up to each
         micro-turn's <eot>), flow (agent mel), listen (user words per audio token), moe (load balance)."""
@@ -133,7 +150,8 @@ class InteractionModel(nn.Module):
         lmask = valid[..., None].expand(-1, -1, L.n_audio).float()
         lce = F.cross_entropy(lg.flatten(0, 2), batch["listen"].flatten(), reduction="none").view_as(lmask)
         listen = (lce * lmask).sum((1, 2)) / lmask.sum((1, 2)).clamp_min(1)
-        fl = self.flow.loss(h[:, :, -1].flatten(0, 1), batch["mel"].flatten(0, 1), generator).view(B, T)
+        fl = self.flow.loss(self.flow_condition(h, out).flatten(0, 1), batch["mel"].flatten(0, 1), generator)
+        fl = fl.view(B, T)
         flow = (fl * valid).sum(1) / valid.sum(1).clamp_min(1)
         moe = self.transformer.aux_loss()
         loss = text.mean() + 0.5 * listen.mean() + flow.mean() + 0.01 * moe
@@ -141,14 +159,33 @@ class InteractionModel(nn.Module):
 
     # ------------------------------------------------------------------ streaming
     def new_state(self, batch: int = 1, device=None) -> StreamState:
-        return StreamState(KVCache.empty(self.cfg, batch, device=device),
-                           torch.zeros(batch, dtype=torch.long, device=device),
-                           torch.zeros(batch, dtype=torch.long, device=device))
+        zeros = lambda *shape: torch.zeros(*shape, dtype=torch.long, device=device)  # noqa: E731
+        return StreamState(KVCache.empty(self.cfg, batch, device=device), zeros(batch), zeros(batch),
+                           zeros(batch, self.layout.n_out), zeros(batch))
 
     def _run(self, state, x, rows):
         pos = state.length[rows, None] + torch.arange(x.shape[1], device=x.device)
         h = self.transformer(x, pos, state.cache, rows=rows)
         state.length[rows] += x.shape[1]
+        return h
+
+    def _feed_inputs(self, state: StreamState, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Feed each row's pending tail (last micro-turn's <eot>, <pad>s) then its input tokens x [n, n_in, d];
+        rows with tails of the same length share a forward call. -> hidden states of the inputs [n, n_in, d]."""
+        L = self.layout
+        n_tail = state.n_tail[rows]
+        lengths = n_tail.unique().tolist()
+        if len(lengths) == 1 and lengths[0] == 0:
+            return self._run(state, x, rows)
+        h = torch.empty_like(x)
+        for m in lengths:
+            sub = (n_tail == m).nonzero(as_tuple=True)[0]
+            xs = x[sub]
+            if m:
+                tail = self.embed.outputs(state.tail[rows[sub], None, L.n_out - m :], L.n_out - m)[:, 0]
+                xs = torch.cat([tail, xs], 1)
+            h[sub] = self._run(state, xs, rows[sub])[:, m:]
+        state.n_tail[rows] = 0
         return h
 
     @torch.no_grad()
@@ -158,51 +195,57 @@ class InteractionModel(nn.Module):
         """One micro-turn for the sessions of the batch: audio [B, A, F, 80] uint8, video [B, S, S, 3] uint8,
         video_on [B], text_in [B, K]. Only rows where ``active`` [B] is true are computed (their state advances;
         the others' outputs are <pad>/zeros and their state is untouched), so a step costs what its active
-        sessions cost. ``forced_out`` [B, n_out] feeds given out tokens instead of sampling (teacher forcing).
-        ``generator``: one for the batch, or a list with one per row (then a row's draws do not depend on the
-        others)."""
+        sessions cost. ``forced_out`` [B, n_out] feeds given out tokens instead of sampling (teacher forcing; each
+        active row needs its <eot>). ``generator``: one for the batch, or a list with one per row (then a row's
+        draws do not depend on the others).
+
+        A row's forward calls: its last micro-turn's tail (<eot>, <pad>s) and this micro-turn's inputs in one
+        chunk, then one call per word it says. The mel comes from the state that predicted <eot>, so the tail is
+        not needed until the next micro-turn: a silent micro-turn is a single forward call."""
         L = self.layout
         B = audio.shape[0]
         dev = audio.device
         rows = torch.arange(B, device=dev) if active is None else active.nonzero(as_tuple=True)[0]
         n = len(rows)
+        if forced_out is not None and not bool((forced_out[rows] == EOT).any(-1).all()):
+            raise ValueError("forced_out: every active row needs an <eot> among its out tokens")
         gen = [generator[i] for i in rows.tolist()] if isinstance(generator, list) else generator
-        clock = state.t[rows, None]
-        x = self.embed.inputs(clock, audio[rows, None], video[rows, None], video_on[rows, None],
+        x = self.embed.inputs(state.t[rows, None], audio[rows, None], video[rows, None], video_on[rows, None],
                               text_in[rows, None])[:, 0]
-        hs = [self._run(state, x, rows)]
-        logits, toks = [], []
-        done = torch.zeros(n, dtype=torch.bool, device=dev)
+        h_in = self._feed_inputs(state, x, rows)
+        toks = torch.full((n, L.n_out), PAD, dtype=torch.long, device=dev)
+        logits = torch.zeros(n, L.n_out, self.cfg.vocab_size, device=dev)
+        cond = torch.zeros(n, self.cfg.d_model, device=dev)
+        live = torch.arange(n, device=dev)  # the rows still writing this micro-turn
+        h = h_in[:, -1]
         for i in range(L.n_out):
-            lg = self.text_logits(hs[-1][:, -1])
+            lg = self.text_logits(h)
             if forced_out is not None:
-                tok = forced_out[rows, i]
+                tok = forced_out[rows[live], i]
+            elif i == L.n_out - 1:  # the budget is spent: the micro-turn ends here
+                tok = torch.full((len(live),), EOT, dtype=torch.long, device=dev)
             else:
                 masked = lg.clone()
                 masked[:, list(NEVER_SAID)] = float("-inf")
-                tok = sample(masked, sampling, gen)
-                tok = torch.where(done, PAD, tok)
-                if i == L.n_out - 1:
-                    tok = torch.where(done, PAD, torch.full_like(tok, EOT))
-            done = done | (tok == EOT)
-            logits.append(lg)
-            toks.append(tok)
-            if forced_out is None and bool(done.all()):  # the rest is padding: feed it in one chunk
-                rest = torch.cat([torch.stack(toks, 1), torch.full((n, L.n_out - i - 1), PAD, device=dev)], 1)
-                hs.append(self._run(state, self.embed.outputs(rest[:, None, i:], i)[:, 0], rows))
-                logits += [torch.zeros_like(lg)] * (L.n_out - i - 1)
-                toks = list(rest.unbind(1))
+                tok = sample(masked, sampling, [gen[j] for j in live.tolist()] if isinstance(gen, list) else gen)
+            logits[live, i], toks[live, i] = lg, tok
+            end = tok == EOT
+            if end.any():
+                done = live[end]
+                cond[done] = h[end]
+                state.tail[rows[done]] = toks[done]
+                state.n_tail[rows[done]] = L.n_out - i
+                live, h, tok = live[~end], h[~end], tok[~end]
+            if not len(live):
                 break
-            hs.append(self._run(state, self.embed.outputs(tok[:, None, None], i)[:, 0], rows))
-        h = torch.cat(hs, 1)
+            h = self._run(state, self.embed.outputs(tok[:, None, None], i)[:, 0], rows[live])[:, -1]
         state.t[rows] += 1
-        mel = self.flow.sample(h[:, -1], sampling.flow_steps, sampling.flow_temperature, gen) \
-            if generate_audio else None
+        mel = self.flow.sample(cond, sampling.flow_steps, sampling.flow_temperature, gen) if generate_audio else None
 
         def full(t, fill=0):  # back to the whole batch
             o = torch.full((B,) + t.shape[1:], fill, dtype=t.dtype, device=dev)
             o[rows] = t
             return o
 
-        return StepOutput(full(torch.stack(toks, 1), PAD), None if mel is None else full(mel, -7.0),
-                          full(torch.stack(logits, 1)), full(self.listen(h[:, 1 : 1 + L.n_audio])), full(h))
+        return StepOutput(full(toks, PAD), None if mel is None else full(mel, -7.0), full(logits),
+                          full(self.listen(h_in[:, 1 : 1 + L.n_audio])), full(cond))

@@ -141,8 +141,11 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
         st = torch.load(state_path, map_location=dev, weights_only=False)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
-        cur.load_state_dict(st["sampler"][rank] if rank < len(st["sampler"]) else st["sampler"][0])
-        torch.set_rng_state(st["rng"])
+        ranks = st["ranks"] if "ranks" in st else [{"sampler": st["sampler"][0], "rng": st["rng"]}]
+        if rank < len(ranks):  # each rank resumes its own data order and noise
+            cur.load_state_dict(ranks[rank]["sampler"])
+            torch.set_rng_state(ranks[rank]["rng"])
+        # else: a rank the checkpoint did not have (a run resumed on more processes) keeps its fresh seeds
         step = st["step"]
     net = model
     if world > 1:
@@ -207,18 +210,25 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                 bar.write(f"step {step}: held-out text {e['text']:.3f} listen {e['listen']:.3f} "
                           f"flow {e['flow']:.3f} listening accuracy {e['listen_acc']:.1%}")
                 plot_curves(out / "log.jsonl", out / "curves.png")
-            if step % c.ckpt_every == 0 or step == end:
-                save_state(out, model, opt, cur, step, c)
+        if step % c.ckpt_every == 0 or step == end:
+            ranks = [None] * world
+            mine = {"sampler": cur.state_dict(), "rng": torch.get_rng_state()}
+            if world > 1:
+                dist.all_gather_object(ranks, mine)
+            else:
+                ranks = [mine]
+            if rank == 0:
+                save_state(out, model, opt, ranks, step, c)
     bar.close()
     if dist.is_initialized():
         dist.barrier()
     return out
 
 
-def save_state(out: Path, model, opt, cur: Curriculum, step: int, c: TrainConfig):
-    """Atomic checkpoint: the full training state, plus the model alone as safetensors for serving."""
+def save_state(out: Path, model, opt, ranks: list[dict], step: int, c: TrainConfig):
+    """Atomic checkpoint: the full training state (with every rank's sampler and random state), plus the model
+    alone as safetensors for serving."""
     tmp = out / "train_state.pt.tmp"
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sampler": [cur.state_dict()],
-                "rng": torch.get_rng_state(), "step": step}, tmp)
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "ranks": ranks, "step": step}, tmp)
     os.replace(tmp, out / "train_state.pt")
     checkpoint.save(model, out / "model", extra={"step": step, "train": asdict(c)})
