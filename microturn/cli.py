@@ -79,6 +79,7 @@ def _bench(a):
           n_pictures=a.n_pictures, checkpoint=a.checkpoint, clock=a.clock, responder=a.responder,
           families=a.families.split(",") if a.families else None, limit=a.limit,
           **({"preset": a.harness} if a.agent == "harness" else {}),
+          **({"speak_threshold": a.speak_threshold} if a.agent == "model" and a.speak_threshold is not None else {}),
           **remote)
 
 
@@ -102,6 +103,8 @@ def _model_bundle(a):
 
     m = checkpoint.load(a.source)
     info = dict(getattr(m, "checkpoint_info", {}) or {}) | {"bundled_from": a.source, "stored_as": "bfloat16"}
+    if a.speak_threshold is not None:  # decoding settings that ship with the model (model.Sampling.of)
+        info["sampling"] = info.get("sampling", {}) | {"speak_threshold": a.speak_threshold}
     out = checkpoint.save(m, a.out or checkpoint.DEFAULT_CHECKPOINT, extra=info, dtype=torch.bfloat16)
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"bundled {a.source} into {out} ({size:.1f} MB, weights in bfloat16)")
@@ -144,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     for f in ("lr", "min_lr", "speak_weight"):
         s.add_argument(f"--{f.replace('_', '-')}", dest=f, type=float)
     s.add_argument("--fsdp", action="store_true", default=None)
+    s.add_argument("--no-augment", dest="augment", action="store_false", default=None)
     s.set_defaults(fn=_train)
 
     m = sub.add_parser("model", help="model utilities").add_subparsers(dest="what", required=True)
@@ -155,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = m.add_parser("bundle", help="store a checkpoint as the bundled model (bfloat16 weights, under 25 MB)")
     s.add_argument("source", help="a checkpoint folder, e.g. runs/cpu/model")
     s.add_argument("--out", help="default: microturn/assets/model")
+    s.add_argument("--speak-threshold", type=float, help="store this greedy speak threshold with the model")
     s.set_defaults(fn=_model_bundle)
 
     s = sub.add_parser("bench", help="run every scenario of a format-v1 set through an agent and score it")
@@ -170,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--harness", default="livekit", help="the harness's endpointing preset")
     s.add_argument("--families")
     s.add_argument("--limit", type=int)
+    s.add_argument("--speak-threshold", type=float, help="model agent: say a word when the words' total probability "
+                                                          "exceeds this (default: the checkpoint's own, or 0.5)")
     s.add_argument("--url", default=None, help="remote agent: the server's WebSocket URL "
                                               "(default ws://127.0.0.1:8000/v1/stream)")
     s.add_argument("--token", default=None, help="remote agent: the server's token (default $MICROTURN_TOKEN)")

@@ -447,3 +447,24 @@ if __name__ == "__main__":
     GOLDEN.write_text(json.dumps(data, indent=1) + "\n")
     print(f"wrote {GOLDEN}")
     print(json.dumps(data["losses"], indent=1))
+
+
+def test_speak_threshold_decides_on_the_words_total_mass():
+    """Greedy decoding speaks when the words together outweigh <eot> by the threshold, even if no single word
+    beats <eot>; then it says the likeliest word."""
+    V = 10
+    logits = torch.full((3, V), -30.0)
+    logits[0, EOT], logits[0, 7], logits[0, 8] = 0.0, -0.2, -0.3  # <eot> 0.36: words 0.64 together
+    logits[1, EOT], logits[1, 7] = 0.0, -3.0  # <eot> 0.95
+    logits[2, EOT], logits[2, 7] = -3.0, 0.0  # words 0.95
+    assert model_mod.sample(logits, Sampling()).tolist() == [7, EOT, 7]
+    assert model_mod.sample(logits, Sampling(speak_threshold=0.7)).tolist() == [EOT, EOT, 7]
+    assert logits[0].argmax() == EOT  # plain argmax would have stayed silent
+
+
+def test_sampling_comes_with_the_checkpoint(tmp_path):
+    model = build(tiny())
+    checkpoint.save(model, tmp_path / "m", extra={"sampling": {"speak_threshold": 0.3}})
+    loaded = checkpoint.load(tmp_path / "m")
+    assert Sampling.of(loaded).speak_threshold == 0.3 and Sampling.of(model).speak_threshold == 0.5
+    assert Sampling.of(loaded, speak_threshold=0.6, temperature=1.0) == Sampling(temperature=1.0, speak_threshold=0.6)

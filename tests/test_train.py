@@ -5,13 +5,18 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from microturn.codecs import dmel
 from microturn.data.shards import write_shards
 from microturn.model import checkpoint
 from microturn.model.config import ModelConfig
 from microturn.stream.tokenizer import default_tokenizer
+from microturn.train.data import augment
 from microturn.train.loop import TrainConfig, lr_at, train
 
 
@@ -65,3 +70,25 @@ def test_two_processes_with_gloo(shards, tmp_path):
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert checkpoint.load(tmp_path / "ddp" / "model").checkpoint_info["step"] == 2
+    ranks = torch.load(tmp_path / "ddp" / "train_state.pt", weights_only=False)["ranks"]
+    assert len(ranks) == 2 and ranks[0]["sampler"] != ranks[1]["sampler"]  # each rank resumes its own data order
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 40), st.integers(0, 2**32 - 1))
+def test_augment_keeps_the_format(turns, seed):
+    """Input augmentation: same shape and dtype, bins stay in range, silence stays silent (gain and shift never
+    create sound from nothing), deterministic per seed, and it does change some sessions."""
+    rng = np.random.default_rng(seed)
+    audio = rng.integers(0, dmel.N_BINS, (turns, 2, 8, dmel.N_MELS)).astype(np.uint8)
+    audio[:, :, :, :10] = 0
+    a = augment(audio, np.random.default_rng(seed))
+    assert a.shape == audio.shape and a.dtype == np.uint8 and a.max() < dmel.N_BINS
+    assert np.array_equal(a, augment(audio, np.random.default_rng(seed)))
+    assert not augment(np.zeros_like(audio), np.random.default_rng(seed)).any()
+
+
+def test_augment_alters_inputs():
+    audio = np.random.default_rng(0).integers(1, dmel.N_BINS, (50, 2, 8, dmel.N_MELS)).astype(np.uint8)
+    changed = [not np.array_equal(augment(audio, np.random.default_rng(s)), audio) for s in range(20)]
+    assert sum(changed) >= 15

@@ -301,14 +301,15 @@ class ModelAgent(Agent):
 
     def __init__(self, model=None, checkpoint: str | None = None, capacity: int = 16, clock: str = "simulated",
                  temperature: float = 0.0, flow_temperature: float = 1.0, generate_audio: bool = True,
-                 seed: int = 0):
+                 seed: int = 0, speak_threshold: float | None = None):
         from ..model.model import Sampling
 
         if clock not in ("simulated", "realtime"):
             raise ValueError(f"clock must be 'simulated' or 'realtime', got {clock!r}")
         self.model, self.checkpoint = (model, checkpoint) if model is not None else load_model(checkpoint)
         self.capacity, self.clock, self.seed, self.generate_audio = capacity, clock, seed, generate_audio
-        self.sampling = Sampling(temperature=temperature, flow_temperature=flow_temperature)
+        self.sampling = Sampling.of(self.model, temperature=temperature, flow_temperature=flow_temperature,
+                                    **({} if speak_threshold is None else {"speak_threshold": speak_threshold}))
         self.name = "model"
 
     def _engine(self, n: int):

@@ -209,10 +209,9 @@ class ModelResponder:
     """microturn's model as a turn-based responder: a fresh session per turn (see the module docstring)."""
 
     def __init__(self, model, max_reply_secs: float = 4.0):
-        from ..model.model import Sampling
         from ..runtime.session import Engine
 
-        self.engine = Engine(model, capacity=1, sampling=Sampling(), generate_audio=False)
+        self.engine = Engine(model, capacity=1, generate_audio=False)
         self.max_reply_secs = max_reply_secs
 
     def reply_for(self, audio: np.ndarray, turn: Turn, prefix: float) -> list[str]:

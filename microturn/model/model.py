@@ -51,8 +51,18 @@ class StreamState:
 class Sampling:
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
+    # greedy decoding decides in two parts: speak (go on) when the words' total probability exceeds this, and if
+    # so, the likeliest word; plain argmax would need one word alone to beat <eot>, though the words share their mass
+    speak_threshold: float = 0.5
     flow_steps: int = 4
     flow_temperature: float = 1.0
+
+    @classmethod
+    def of(cls, model: "InteractionModel", **overrides) -> "Sampling":
+        """The checkpoint's own decoding settings (``extra.sampling`` in its config.json, e.g. the speak threshold
+        tuned on held-out data), then ``overrides``."""
+        own = getattr(model, "checkpoint_info", {}).get("sampling", {})
+        return cls(**(own | overrides))
 
 
 @dataclass
@@ -71,7 +81,10 @@ def sample(logits: torch.Tensor, s: Sampling, generator: Generators = None) -> t
     """Temperature and nucleus sampling of [B, V] logits (greedy at temperature 0). A list of generators, one per
     row, makes each session's draws independent of which other sessions share its batch."""
     if s.temperature <= 0:
-        return logits.argmax(-1)
+        speak = 1 - logits.softmax(-1)[:, EOT] > s.speak_threshold
+        words = logits.clone()
+        words[:, EOT] = float("-inf")
+        return torch.where(speak, words.argmax(-1), EOT)
     probs = (logits / s.temperature).softmax(-1)
     if s.top_p < 1.0:
         p, i = probs.sort(-1, descending=True)

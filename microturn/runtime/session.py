@@ -158,12 +158,13 @@ class Session:
 class Engine:
     """One model, a batch of ``capacity`` session slots, stepped together."""
 
-    def __init__(self, model: InteractionModel, capacity: int = 32, sampling: Sampling = Sampling(),
+    def __init__(self, model: InteractionModel, capacity: int = 32, sampling: Sampling | None = None,
                  generate_audio: bool = True, simulated: bool = True, tok: Tokenizer | None = None, seed: int = 0):
         self.model = model.eval()
         self.layout = model.layout
         self.tok = tok or default_tokenizer()
-        self.capacity, self.sampling, self.generate_audio, self.simulated = capacity, sampling, generate_audio, simulated
+        self.capacity, self.generate_audio, self.simulated = capacity, generate_audio, simulated
+        self.sampling = sampling or Sampling.of(model)  # default: the checkpoint's own decoding settings
         self.device = next(model.parameters()).device
         self.state = model.new_state(capacity, device=self.device)
         self.sessions: list[Session | None] = [None] * capacity

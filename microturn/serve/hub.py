@@ -162,7 +162,7 @@ class Hub:
     """One model, the engines that batch its sessions, the clients and the stepping task."""
 
     def __init__(self, model: InteractionModel, settings: Settings, sampling: Sampling | None = None):
-        self.settings, self.model, self.sampling = settings, model, sampling or Sampling()
+        self.settings, self.model, self.sampling = settings, model, sampling or Sampling.of(model)
         self.tok = default_tokenizer()
         self.layout = model.layout
         self.engines: list[Engine] = []

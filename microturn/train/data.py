@@ -54,6 +54,30 @@ class Shards:
                 "mel": dmel.dequantize(np.asarray(a["mel"][sl])).numpy(), "family": s["family"]}
 
 
+def augment(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Randomly alter a session's input dMel bins [T, A, F, 80] (uint8) so the model hears more voices and rooms
+    than the shards hold: a shift of the whole spectrum by up to 2 mel bands (a longer or shorter vocal tract), a
+    gain of one level (6 dB) up or down, and SpecAugment-style masks (a band of up to 8 mel bins, and a few spans
+    of up to 6 frames, set to silence). The targets are untouched."""
+    x = audio.reshape(-1, audio.shape[-1]).astype(np.int16)  # [frames, 80]
+    shift = int(rng.integers(-2, 3)) if rng.random() < 0.5 else 0
+    if shift > 0:
+        x = np.concatenate([np.repeat(x[:, :1], shift, 1), x[:, :-shift]], 1)
+    elif shift < 0:
+        x = np.concatenate([x[:, -shift:], np.repeat(x[:, -1:], -shift, 1)], 1)
+    if rng.random() < 0.5:
+        x = np.where(x > 0, np.clip(x + rng.choice([-1, 1]), 0, dmel.N_BINS - 1), x)
+    if rng.random() < 0.5:
+        w = int(rng.integers(1, 9))
+        f0 = int(rng.integers(0, x.shape[1] - w + 1))
+        x[:, f0 : f0 + w] = 0
+    for _ in range(rng.poisson(len(x) / dmel.FRAMES_PER_SECOND / 4)):  # about one span per 4 s
+        w = int(rng.integers(1, 7))
+        t0 = int(rng.integers(0, max(1, len(x) - w)))
+        x[t0 : t0 + w] = 0
+    return x.astype(np.uint8).reshape(audio.shape)
+
+
 def collate(items: list[dict], families: list[str]) -> dict[str, torch.Tensor]:
     """Pad sessions to the longest; ``valid`` [B, T] marks real micro-turns, ``family`` [B] indexes ``families``."""
     T = max(len(it["clock"]) for it in items)

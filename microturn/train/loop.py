@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
@@ -23,7 +24,7 @@ from ..model import checkpoint
 from ..model.config import ModelConfig, preset
 from ..model.model import InteractionModel
 from ..stream.tokenizer import SIL, default_tokenizer
-from .data import Curriculum, Shards, collate
+from .data import Curriculum, Shards, augment, collate
 
 
 @dataclass
@@ -47,6 +48,7 @@ class TrainConfig:
     fsdp: bool = False
     threads: int = 0  # torch threads on CPU (0: leave the default)
     stop_at: int = 0  # stop (with a checkpoint) at this step of the schedule; the same command resumes (0: run all)
+    augment: bool = True  # alter the input audio at random (train.data.augment); evaluation never does
 
 
 def lr_at(step: int, c: TrainConfig) -> float:
@@ -175,6 +177,9 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, c)
         items = [shards.session(i) for i in cur.sample(c.batch, step / c.steps)]
+        if c.augment:  # seeded by (seed, rank, step, item): resuming needs no extra state
+            for j, it in enumerate(items):
+                it["audio"] = augment(it["audio"], np.random.default_rng([c.seed, rank, step, j]))
         batch = _to(collate(items, shards.families), dev)
         with amp:
             r = net(batch, speak_weight=c.speak_weight)
