@@ -66,16 +66,23 @@ def running(app):
         sock.close()
 
 
-def speech_wav(folder: Path, parts: list[tuple[str, float]]) -> Path:
-    """espeak-ng utterances, each followed by its pause in seconds, as one 16-bit 48 kHz WAV."""
-    audio = []
+def speech_wav(folder: Path, parts: list[tuple[str, float]]) -> tuple[Path, list[tuple[float, float]]]:
+    """espeak-ng utterances (or nothing, for ""), each followed by its pause in seconds, as one 16-bit 48 kHz WAV;
+    also each utterance's (start, end) in seconds."""
+    audio, spans, t = [], [], 0.0
     for i, (text, pause) in enumerate(parts):
-        f = folder / f"part{i}.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", str(f), text], check=True, capture_output=True)
-        audio += [load_wav(f, 48000), np.zeros(int(pause * 48000), np.float32)]
+        speech = np.zeros(0, np.float32)
+        if text:
+            f = folder / f"part{i}.wav"
+            subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", str(f), text], check=True,
+                           capture_output=True)
+            speech = load_wav(f, 48000)
+        spans.append((t, t + len(speech) / 48000))
+        t += len(speech) / 48000 + pause
+        audio += [speech, np.zeros(int(pause * 48000), np.float32)]
     path = folder / "mic.wav"
     save_wav(path, np.concatenate(audio), 48000)
-    return path
+    return path, spans
 
 
 @contextmanager
@@ -151,7 +158,8 @@ class DevTools:
         return await self.eval(js)
 
 
-async def drive(port: int, url: str, until: str, timeout: float, camera: bool = False) -> dict:
+async def drive(port: int, url: str, until: str, timeout: float, camera: bool = False, typed: str | None = None,
+                answer: bool = False) -> dict:
     dt = await DevTools.page(port, url)
     loaded = await dt.wait_for(f"location.href === {json.dumps(url)} && document.readyState === 'complete' && "
                                "!!document.getElementById('start')", 15)
@@ -159,12 +167,18 @@ async def drive(port: int, url: str, until: str, timeout: float, camera: bool = 
     if camera:
         await dt.eval("document.getElementById('camera').checked = true")
     await dt.eval("document.getElementById('start').click()")
+    if typed is not None:  # into the page's text box, once the session runs
+        assert await dt.wait_for("state.sent > 0", 10), "the session did not start"
+        await dt.eval(f"document.getElementById('text').value = {json.dumps(typed)};"
+                      "document.getElementById('textform').requestSubmit()")
     ok = await dt.wait_for(until, timeout)
     page = await dt.eval("({transcript: document.getElementById('transcript').innerText,"
                          " status: document.getElementById('status').textContent,"
                          " step: document.getElementById('step').textContent,"
                          " buffer: document.getElementById('buffer').textContent,"
                          " latency: document.getElementById('latency-median').textContent})")
+    if answer:
+        page["answer"] = await dt.eval("window.answer || null")
     await dt.eval("document.getElementById('stop').click()")
     await dt.ws.close()
     return {"ok": ok, "problems": dt.problems, **page}
@@ -180,7 +194,7 @@ def test_page_streams_through_the_server(tmp_path):
     hub, frames = app.state.hub, []
     push_frame = hub.push_frame
     hub.push_frame = lambda client, rgb: (frames.append(rgb.shape), push_frame(client, rgb))
-    wav = speech_wav(tmp_path, [("Hello, can you hear me?", 1.0)])
+    wav, _ = speech_wav(tmp_path, [("Hello, can you hear me?", 1.0)])
     with running(app) as port:
         url = f"http://127.0.0.1:{port}/"
         with chromium(url, wav) as cdp:
@@ -197,14 +211,23 @@ def test_page_streams_through_the_server(tmp_path):
 
 @pytest.mark.skipif(trained_checkpoint() is None, reason="needs a trained checkpoint (the bundled model or "
                                                          "MICROTURN_CHECKPOINT) to check the answer")
-def test_page_gets_the_answer(tmp_path):
+@pytest.mark.parametrize("instruction", ["spoken", "typed"])
+def test_page_gets_the_answer(tmp_path, instruction):
+    """"When I say tiger, say bingo" (through the microphone, or typed into the page), then "Tiger." from the
+    microphone: "bingo" reaches the transcript, and the page's word timing puts it right after the cue."""
     from microturn.model import checkpoint
 
     app = create_app(checkpoint.load(trained_checkpoint()), max_sessions=2, model_name="trained")
-    wav = speech_wav(tmp_path, [("When I say tiger, say bingo.", 2.0), ("Tiger.", 4.0)])
+    said = "When I say tiger, say bingo." if instruction == "spoken" else ""
+    wav, spans = speech_wav(tmp_path, [(said, 2.0 if said else 3.0), ("Tiger.", 4.0)])
+    found = ("(() => { const w = state.words.find(w => /bingo/i.test(w.w)); if (w) window.answer = w;"
+             " return !!window.answer && /bingo/i.test(document.getElementById('transcript').innerText); })()")
     with running(app) as port:
         url = f"http://127.0.0.1:{port}/"
         with chromium(url, wav) as cdp:
-            res = asyncio.run(drive(cdp, url, "/bingo/i.test(document.getElementById('transcript').innerText)", 25))
+            res = asyncio.run(drive(cdp, url, found, 25, typed=None if said else "When I say tiger, say bingo.",
+                                    answer=True))
     assert res["ok"], res
     assert res["problems"] == [], res["problems"]
+    cue_start, cue_end = spans[1]
+    assert cue_start < res["answer"]["start"] < cue_end + 1.5, (res["answer"], spans[1])
