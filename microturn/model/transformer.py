@@ -86,7 +86,8 @@ class Context:
     cache: KVCache | None = None
     rows: torch.Tensor | None = None  # [n] the cache rows (sessions) this chunk belongs to
     slot: torch.Tensor | None = None  # [n, S] its slots
-    all_rows: bool = False  # the chunk covers every cache row: attend without gathering
+    all_rows: bool = False  # the chunk covers every cache row: attend in one call
+    row_list: list[int] | None = None  # rows as Python ints (for per-row views of the cache)
 
 
 class Attention(nn.Module):
@@ -109,8 +110,11 @@ class Attention(nn.Module):
             ctx.cache.k[layer][r, :, ctx.slot] = k.transpose(1, 2)
             ctx.cache.v[layer][r, :, ctx.slot] = v.transpose(1, 2)
             k, v = ctx.cache.k[layer], ctx.cache.v[layer]
-            if not ctx.all_rows:
-                k, v = k[ctx.rows], v[ctx.rows]
+            if not ctx.all_rows:  # attend row by row over views of the cache: gathering rows would copy it
+                return self.o(torch.cat([
+                    F.scaled_dot_product_attention(q[i : i + 1], k[r : r + 1], v[r : r + 1],
+                                                   attn_mask=ctx.mask[i : i + 1], enable_gqa=True)
+                    for i, r in enumerate(ctx.row_list)]).transpose(1, 2).reshape(B, S, -1))
         if ctx.mask is None:  # the fused causal kernel, no mask in memory
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         else:
@@ -189,8 +193,9 @@ class Transformer(nn.Module):
             slot = cache.slots(pos)
             k_pos = cache.pos[rows].clone()
             k_pos.scatter_(1, slot, pos)
-            ctx = Context(cos, sin, visible(pos, k_pos, cfg.window, cfg.pinned), cache, rows, slot,
-                          len(rows) == n_cache)
+            all_rows = len(rows) == n_cache
+            ctx = Context(cos, sin, visible(pos, k_pos, cfg.window, cfg.pinned), cache, rows, slot, all_rows,
+                          None if all_rows else rows.tolist())
         for i, b in enumerate(self.blocks):
             x = b(x, ctx, i)
         if cache is not None:
