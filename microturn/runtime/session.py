@@ -28,6 +28,10 @@ from ..stream.tokenizer import Tokenizer, default_tokenizer
 from ..stream.words import Word
 from .background import Answer, Background
 
+# Frames of the previous window vocoded before each window: a frame's analysis window (1024 samples) spans about
+# five 200-sample hops, so six frames give Griffin-Lim everything that overlaps the new window.
+VOCODER_CONTEXT = 6
+
 
 @dataclass
 class TurnOutput:
@@ -237,8 +241,9 @@ class Engine:
         return n
 
     def vocode(self, mel: np.ndarray, sessions: list[Session]) -> dict[int, np.ndarray]:
-        """This window's agent mel of each session -> audio, all voiced windows in one batched call, each with the
-        session's previous window as context. A silent window (no voiced frame) costs nothing: it is silence."""
+        """This window's agent mel of each session -> audio, all voiced windows in one batched call, each after the
+        last ``VOCODER_CONTEXT`` frames of the session's previous window (the frames whose analysis windows overlap
+        this one's). A silent window (no voiced frame) costs nothing: it is silence."""
         L = self.layout
         out, batch, slots = {}, [], []
         for s in sessions:
@@ -247,7 +252,8 @@ class Engine:
             if m.mean(-1).max() <= VOICED:
                 out[s.slot] = np.zeros(L.samples, np.float32)
             else:
-                batch.append(np.concatenate([prev if prev is not None else np.full_like(m, -7.0), m]))
+                ctx = prev[-VOCODER_CONTEXT:] if prev is not None else np.full_like(m[:VOCODER_CONTEXT], -7.0)
+                batch.append(np.concatenate([ctx, m]))
                 slots.append(s.slot)
         if batch:
             for slot, wav in zip(slots, self.vocoder(np.stack(batch))):
