@@ -468,3 +468,10 @@ def test_sampling_comes_with_the_checkpoint(tmp_path):
     loaded = checkpoint.load(tmp_path / "m")
     assert Sampling.of(loaded).speak_threshold == 0.3 and Sampling.of(model).speak_threshold == 0.5
     assert Sampling.of(loaded, speak_threshold=0.6, temperature=1.0) == Sampling(temperature=1.0, speak_threshold=0.6)
+
+
+@pytest.mark.parametrize("bad", [dict(speak_threshold=1.0), dict(speak_threshold=-0.1), dict(temperature=-1),
+                                 dict(top_p=0), dict(flow_steps=0)])
+def test_sampling_rejects_out_of_range_settings(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        Sampling(**bad)

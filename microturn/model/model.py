@@ -57,6 +57,13 @@ class Sampling:
     flow_steps: int = 4
     flow_temperature: float = 1.0
 
+    def __post_init__(self):
+        for name, ok in (("temperature", self.temperature >= 0), ("top_p", 0 < self.top_p <= 1),
+                         ("speak_threshold", 0 <= self.speak_threshold < 1), ("flow_steps", self.flow_steps >= 1),
+                         ("flow_temperature", self.flow_temperature >= 0)):
+            if not ok:
+                raise ValueError(f"Sampling.{name} out of range: {getattr(self, name)!r}")
+
     @classmethod
     def of(cls, model: "InteractionModel", **overrides) -> "Sampling":
         """The checkpoint's own decoding settings (``extra.sampling`` in its config.json, e.g. the speak threshold
