@@ -244,7 +244,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000, checkpoint: str | Path | No
     import uvicorn
 
     model, name = load_model(checkpoint)
-    app = create_app(model, model_name=name, **kw)
+    sampling = kw.pop("sampling", None)
+    if isinstance(sampling, dict):  # settings over the checkpoint's own (model.Sampling.of)
+        sampling = Sampling.of(model, **sampling)
+    app = create_app(model, model_name=name, sampling=sampling, **kw)
     if host not in ("127.0.0.1", "localhost", "::1") and not kw.get("token"):
         print(f"microturn serve: WARNING: listening on {host} without a token; anyone who can reach it can use it",
               file=sys.stderr)
@@ -269,13 +272,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=32, help="rows of the largest engine (engines grow 1, 2, 4, ...)")
     p.add_argument("--gather-ms", type=float, default=50.0, help="how long a tick waits to batch sessions")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--temperature", type=float, default=None, help="text sampling temperature (default 0: greedy)")
+    p.add_argument("--speak-threshold", type=float, default=None,
+                   help="greedy: speak when the words' total probability exceeds this (default: the checkpoint's)")
     a = p.parse_args(argv)
+    sampling = {k: v for k, v in (("temperature", a.temperature), ("speak_threshold", a.speak_threshold))
+                if v is not None}
+    try:
+        Sampling(**sampling)
+    except ValueError as e:
+        p.error(str(e))
     if a.threads:
         import torch
 
         torch.set_num_threads(a.threads)
     serve(a.host, a.port, a.checkpoint, token=a.token, max_sessions=a.max_sessions, idle_timeout=a.idle_timeout,
-          allowed_origins=a.allowed_origins, batch=a.batch, gather_ms=a.gather_ms)
+          allowed_origins=a.allowed_origins, batch=a.batch, gather_ms=a.gather_ms, sampling=sampling)
 
 
 if __name__ == "__main__":
