@@ -68,7 +68,7 @@ class Sampling:
     def of(cls, model: "InteractionModel", **overrides) -> "Sampling":
         """The checkpoint's own decoding settings (``extra.sampling`` in its config.json, e.g. the speak threshold
         tuned on held-out data), then ``overrides``."""
-        own = getattr(model, "checkpoint_info", {}).get("sampling", {})
+        own = (getattr(model, "checkpoint_info", None) or {}).get("sampling", {})
         return cls(**(own | overrides))
 
 
