@@ -154,3 +154,14 @@ def test_window_by_window_vocoding_keeps_the_speech(model, tmp_path):
     assert voiced.mean() > 0.4
     assert np.abs(dmel.log_mel(y).numpy() - original)[voiced].mean() <= dmel.STEP / 2
     assert not eng.vocode(np.full((1, F, 80), -7.0, np.float32), [s])[s.slot].any()
+
+
+def test_perf_measures_the_steady_state(model):
+    """``microturn perf`` times ticks once the sessions' caches are full (what an hour-long session costs)."""
+    from microturn.runtime.perf import steady_after, tick_times
+
+    n = steady_after(model)
+    cfg = model.cfg
+    assert (n - 1) * cfg.layout.length < cfg.pinned + cfg.window + cfg.layout.length <= n * cfg.layout.length
+    times = tick_times(model, 2, 3, warmup=n)
+    assert len(times) == 3 and all(t > 0 for t in times)

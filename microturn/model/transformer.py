@@ -88,6 +88,7 @@ class Context:
     slot: torch.Tensor | None = None  # [n, S] its slots
     all_rows: bool = False  # the chunk covers every cache row: attend in one call
     row_list: list[int] | None = None  # rows as Python ints (for per-row views of the cache)
+    used: int = 0  # cache slots in use by any of the rows (slots fill in order): attention looks at these only
 
 
 class Attention(nn.Module):
@@ -109,7 +110,7 @@ class Attention(nn.Module):
             r = ctx.rows[:, None]
             ctx.cache.k[layer][r, :, ctx.slot] = k.transpose(1, 2)
             ctx.cache.v[layer][r, :, ctx.slot] = v.transpose(1, 2)
-            k, v = ctx.cache.k[layer], ctx.cache.v[layer]
+            k, v = ctx.cache.k[layer][:, :, : ctx.used], ctx.cache.v[layer][:, :, : ctx.used]
             if not ctx.all_rows:  # attend row by row over views of the cache: gathering rows would copy it
                 return self.o(torch.cat([
                     F.scaled_dot_product_attention(q[i : i + 1], k[r : r + 1], v[r : r + 1],
@@ -194,8 +195,9 @@ class Transformer(nn.Module):
             k_pos = cache.pos[rows].clone()
             k_pos.scatter_(1, slot, pos)
             all_rows = len(rows) == n_cache
-            ctx = Context(cos, sin, visible(pos, k_pos, cfg.window, cfg.pinned), cache, rows, slot, all_rows,
-                          None if all_rows else rows.tolist())
+            used = min(k_pos.shape[1], int(pos.max()) + 1)  # a session's slots fill in order, then the ring wraps
+            ctx = Context(cos, sin, visible(pos, k_pos[:, :used], cfg.window, cfg.pinned), cache, rows, slot,
+                          all_rows, None if all_rows else rows.tolist(), used)
         for i, b in enumerate(self.blocks):
             x = b(x, ctx, i)
         if cache is not None:

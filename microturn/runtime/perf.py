@@ -33,20 +33,30 @@ def _speech_like(rng, n) -> np.ndarray:
     return x * env
 
 
-def tick_times(model: InteractionModel, n_sessions: int, steps: int, seed: int = 0) -> list[float]:
-    """Milliseconds per batched tick with ``n_sessions`` sessions all stepping each tick."""
+def steady_after(model: InteractionModel) -> int:
+    """Micro-turns after which a session's KV cache is full (pinned prefix + window + slack): from then on a step
+    costs what it costs an hour later. Shorter sessions step faster (attention looks at the slots in use only)."""
+    cfg = model.cfg
+    return -(-(cfg.pinned + cfg.window + cfg.layout.length) // cfg.layout.length)
+
+
+def tick_times(model: InteractionModel, n_sessions: int, steps: int, seed: int = 0, warmup: int | None = None,
+               desc: str | None = None) -> list[float]:
+    """Milliseconds per batched tick with ``n_sessions`` sessions all stepping each tick, measured after
+    ``warmup`` ticks (default: until the sessions' caches are full, the steady state)."""
+    warmup = steady_after(model) + 2 if warmup is None else warmup
     eng = Engine(model, capacity=n_sessions)
     sessions = [eng.open() for _ in range(n_sessions)]
     rng = np.random.default_rng(seed)
     L = model.layout
-    audio = _speech_like(rng, L.samples * (steps + 5))
+    audio = _speech_like(rng, L.samples * (steps + warmup))
     out = []
-    for t in range(steps + 5):
+    for t in tqdm(range(steps + warmup), desc=desc or f"{n_sessions} sessions", unit="tick", leave=False):
         for s in sessions:
             s.push_audio(audio[t * L.samples : (t + 1) * L.samples])
         t0 = time.perf_counter()
         eng.tick()
-        if t >= 5:  # warm-up
+        if t >= warmup:
             out.append((time.perf_counter() - t0) * 1000)
         for s in sessions:
             s.drain()
