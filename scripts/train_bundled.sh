@@ -3,7 +3,7 @@
 #
 # Every step is deterministic for its seeds and resumable: run the script again after an interruption and it
 # goes on where it stopped (shards already written are kept; training resumes from runs/cpu/train_state.pt).
-# Time on 2 cores: data about 15 minutes, training about 3.3 hours (2 processes, ~4.1 s per step of 2 x 8
+# Time on 2 cores: data about 15 minutes, training about 3 hours (2 processes, ~4.1 s per step of 2 x 8
 # sessions), scoring a few minutes. See docs/training.md for what produced the checkpoint in the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +27,8 @@ shards data/shards/train/c --split train --per-family 128 --seed 4 --difficulty 
 shards data/shards/train/d --split train --per-family 400 --seed 5 --difficulty 0.3,1
 
 OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --preset cpu \
-    --data data/shards/train --val data/shards/val --out runs/cpu --steps 2900 --batch 8 --lr 1.5e-3 \
+    --data data/shards/train --val data/shards/val --out runs/cpu --steps 2650 --batch 8 --lr 1.5e-3 \
     --warmup 200 --eval-every 100 --ckpt-every 50 --threads 1
-$mt model bundle runs/cpu/model
+$mt model bundle runs/cpu/model --speak-threshold 0.4
 [ -d sets/test ] || $mt synth --out sets/test --per-family 12 --split test --seed 100
 $mt results --scenarios sets/test

@@ -158,8 +158,7 @@ class DevTools:
         return await self.eval(js)
 
 
-async def drive(port: int, url: str, until: str, timeout: float, camera: bool = False, typed: str | None = None,
-                answer: bool = False) -> dict:
+async def drive(port: int, url: str, until: str, timeout: float, camera: bool = False, answer: bool = False) -> dict:
     dt = await DevTools.page(port, url)
     loaded = await dt.wait_for(f"location.href === {json.dumps(url)} && document.readyState === 'complete' && "
                                "!!document.getElementById('start')", 15)
@@ -167,10 +166,6 @@ async def drive(port: int, url: str, until: str, timeout: float, camera: bool = 
     if camera:
         await dt.eval("document.getElementById('camera').checked = true")
     await dt.eval("document.getElementById('start').click()")
-    if typed is not None:  # into the page's text box, once the session runs
-        assert await dt.wait_for("state.sent > 0", 10), "the session did not start"
-        await dt.eval(f"document.getElementById('text').value = {json.dumps(typed)};"
-                      "document.getElementById('textform').requestSubmit()")
     ok = await dt.wait_for(until, timeout)
     page = await dt.eval("({transcript: document.getElementById('transcript').innerText,"
                          " status: document.getElementById('status').textContent,"
@@ -211,22 +206,19 @@ def test_page_streams_through_the_server(tmp_path):
 
 @pytest.mark.skipif(trained_checkpoint() is None, reason="needs a trained checkpoint (the bundled model or "
                                                          "MICROTURN_CHECKPOINT) to check the answer")
-@pytest.mark.parametrize("instruction", ["spoken", "typed"])
-def test_page_gets_the_answer(tmp_path, instruction):
-    """"When I say tiger, say bingo" (through the microphone, or typed into the page), then "Tiger." from the
-    microphone: "bingo" reaches the transcript, and the page's word timing puts it right after the cue."""
+def test_page_gets_the_answer(tmp_path):
+    """"When I say tiger, say bingo", then "Tiger." through the microphone: "bingo" reaches the transcript, and the
+    page's word timing puts it right after the cue."""
     from microturn.model import checkpoint
 
     app = create_app(checkpoint.load(trained_checkpoint()), max_sessions=2, model_name="trained")
-    said = "When I say tiger, say bingo." if instruction == "spoken" else ""
-    wav, spans = speech_wav(tmp_path, [(said, 2.0 if said else 3.0), ("Tiger.", 4.0)])
+    wav, spans = speech_wav(tmp_path, [("When I say tiger, say bingo.", 2.0), ("Tiger.", 4.0)])
     found = ("(() => { const w = state.words.find(w => /bingo/i.test(w.w)); if (w) window.answer = w;"
              " return !!window.answer && /bingo/i.test(document.getElementById('transcript').innerText); })()")
     with running(app) as port:
         url = f"http://127.0.0.1:{port}/"
         with chromium(url, wav) as cdp:
-            res = asyncio.run(drive(cdp, url, found, 25, typed=None if said else "When I say tiger, say bingo.",
-                                    answer=True))
+            res = asyncio.run(drive(cdp, url, found, 25, answer=True))
     assert res["ok"], res
     assert res["problems"] == [], res["problems"]
     cue_start, cue_end = spans[1]
