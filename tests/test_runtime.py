@@ -157,11 +157,18 @@ def test_window_by_window_vocoding_keeps_the_speech(model, tmp_path):
 
 
 def test_perf_measures_the_steady_state(model):
-    """``microturn perf`` times ticks once the sessions' caches are full (what an hour-long session costs)."""
+    """``microturn perf`` times ticks once the sessions' caches are full (what an hour-long session costs):
+    ``steady_after`` micro-turns fill a session's cache, two fewer do not."""
     from microturn.runtime.perf import steady_after, tick_times
 
     n = steady_after(model)
-    cfg = model.cfg
-    assert (n - 1) * cfg.layout.length < cfg.pinned + cfg.window + cfg.layout.length <= n * cfg.layout.length
-    times = tick_times(model, 2, 3, warmup=n)
-    assert len(times) == 3 and all(t > 0 for t in times)
+    eng = Engine(model, capacity=1)
+    s = eng.open()
+    audio = _audio(n * model.layout.delta)
+    for t in range(n):
+        full = bool((eng.state.cache.pos[s.slot] >= 0).all())
+        assert not full or t == n - 1, f"full after {t} of {n} micro-turns"
+        s.push_audio(audio[t * model.layout.samples : (t + 1) * model.layout.samples])
+        eng.tick()
+    assert (eng.state.cache.pos[s.slot] >= 0).all()
+    assert len(tick_times(model, 2, 3, warmup=1)) == 3

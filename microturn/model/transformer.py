@@ -59,13 +59,18 @@ class KVCache:
     pinned: int
     ring: int
 
+    @staticmethod
+    def size(cfg: ModelConfig) -> int:
+        """Slots per session: the pinned prefix, then a ring of the window plus one micro-turn of slack."""
+        return cfg.pinned + cfg.window + cfg.layout.length
+
     @classmethod
     def empty(cls, cfg: ModelConfig, batch: int, device=None, dtype=torch.float32) -> "KVCache":
-        ring = cfg.window + cfg.layout.length
-        shape = (batch, cfg.n_kv_head, cfg.pinned + ring, cfg.head_dim)
+        shape = (batch, cfg.n_kv_head, cls.size(cfg), cfg.head_dim)
         return cls([torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)],
                    [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)],
-                   torch.full((batch, cfg.pinned + ring), -1, dtype=torch.long, device=device), cfg.pinned, ring)
+                   torch.full((batch, cls.size(cfg)), -1, dtype=torch.long, device=device), cfg.pinned,
+                   cls.size(cfg) - cfg.pinned)
 
     def slots(self, pos: torch.Tensor) -> torch.Tensor:
         """Cache slot of each absolute position [B, S]."""
@@ -86,8 +91,7 @@ class Context:
     cache: KVCache | None = None
     rows: torch.Tensor | None = None  # [n] the cache rows (sessions) this chunk belongs to
     slot: torch.Tensor | None = None  # [n, S] its slots
-    all_rows: bool = False  # the chunk covers every cache row: attend in one call
-    row_list: list[int] | None = None  # rows as Python ints (for per-row views of the cache)
+    row_list: list[int] | None = None  # a subset of the cache rows, as ints (per-row views); None: every row
     used: int = 0  # cache slots in use by any of the rows (slots fill in order): attention looks at these only
 
 
@@ -111,7 +115,7 @@ class Attention(nn.Module):
             ctx.cache.k[layer][r, :, ctx.slot] = k.transpose(1, 2)
             ctx.cache.v[layer][r, :, ctx.slot] = v.transpose(1, 2)
             k, v = ctx.cache.k[layer][:, :, : ctx.used], ctx.cache.v[layer][:, :, : ctx.used]
-            if not ctx.all_rows:  # attend row by row over views of the cache: gathering rows would copy it
+            if ctx.row_list is not None:  # attend row by row over views of the cache: gathering rows would copy it
                 return self.o(torch.cat([
                     F.scaled_dot_product_attention(q[i : i + 1], k[r : r + 1], v[r : r + 1],
                                                    attn_mask=ctx.mask[i : i + 1], enable_gqa=True)
@@ -194,10 +198,9 @@ class Transformer(nn.Module):
             slot = cache.slots(pos)
             k_pos = cache.pos[rows].clone()
             k_pos.scatter_(1, slot, pos)
-            all_rows = len(rows) == n_cache
             used = min(k_pos.shape[1], int(pos.max()) + 1)  # a session's slots fill in order, then the ring wraps
             ctx = Context(cos, sin, visible(pos, k_pos[:, :used], cfg.window, cfg.pinned), cache, rows, slot,
-                          all_rows, None if all_rows else rows.tolist(), used)
+                          None if len(rows) == n_cache else rows.tolist(), used)
         for i, b in enumerate(self.blocks):
             x = b(x, ctx, i)
         if cache is not None:

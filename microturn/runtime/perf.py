@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from ..codecs.audio import SAMPLE_RATE
 from ..model.model import InteractionModel
+from ..model.transformer import KVCache
 from .session import Engine
 
 
@@ -34,24 +35,25 @@ def _speech_like(rng, n) -> np.ndarray:
 
 
 def steady_after(model: InteractionModel) -> int:
-    """Micro-turns after which a session's KV cache is full (pinned prefix + window + slack): from then on a step
-    costs what it costs an hour later. Shorter sessions step faster (attention looks at the slots in use only)."""
-    cfg = model.cfg
-    return -(-(cfg.pinned + cfg.window + cfg.layout.length) // cfg.layout.length)
+    """Micro-turns after which a session's KV cache is full (pinned prefix + window + slack; a micro-turn's last
+    out tokens go in with the next one): from then on a step costs what it costs an hour later. Shorter sessions
+    step faster (attention looks at the slots in use only)."""
+    L = model.layout
+    return -(-(KVCache.size(model.cfg) + L.n_out) // L.length)
 
 
-def tick_times(model: InteractionModel, n_sessions: int, steps: int, seed: int = 0, warmup: int | None = None,
-               desc: str | None = None) -> list[float]:
+def tick_times(model: InteractionModel, n_sessions: int, steps: int, seed: int = 0,
+               warmup: int | None = None) -> list[float]:
     """Milliseconds per batched tick with ``n_sessions`` sessions all stepping each tick, measured after
     ``warmup`` ticks (default: until the sessions' caches are full, the steady state)."""
-    warmup = steady_after(model) + 2 if warmup is None else warmup
+    warmup = steady_after(model) if warmup is None else warmup
     eng = Engine(model, capacity=n_sessions)
     sessions = [eng.open() for _ in range(n_sessions)]
     rng = np.random.default_rng(seed)
     L = model.layout
     audio = _speech_like(rng, L.samples * (steps + warmup))
     out = []
-    for t in tqdm(range(steps + warmup), desc=desc or f"{n_sessions} sessions", unit="tick", leave=False):
+    for t in tqdm(range(steps + warmup), desc=f"{n_sessions} sessions", unit="tick", leave=False):
         for s in sessions:
             s.push_audio(audio[t * L.samples : (t + 1) * L.samples])
         t0 = time.perf_counter()

@@ -73,7 +73,7 @@ class Session:
         self.answers: list[Answer] = []
         self.stats = SessionStats()
         self.closed = False
-        self._prev_mel: np.ndarray | None = None
+        self._prev_mel: np.ndarray | None = None  # the last frames of the previous window (vocoder context)
 
     # ---- input (any thread) ----
     @property
@@ -248,11 +248,11 @@ class Engine:
         out, batch, slots = {}, [], []
         for s in sessions:
             m = mel[s.slot]
-            prev, s._prev_mel = s._prev_mel, m
+            ctx, s._prev_mel = s._prev_mel, m[-VOCODER_CONTEXT:]
             if m.mean(-1).max() <= VOICED:
                 out[s.slot] = np.zeros(L.samples, np.float32)
             else:
-                ctx = prev[-VOCODER_CONTEXT:] if prev is not None else np.full_like(m[:VOCODER_CONTEXT], -7.0)
+                ctx = np.full_like(m[:VOCODER_CONTEXT], dmel.LOG_MIN) if ctx is None else ctx
                 batch.append(np.concatenate([ctx, m]))
                 slots.append(s.slot)
         if batch:
