@@ -489,3 +489,9 @@ def test_audio_frame_round_trip():
     assert P.parse_audio_frame(b) == (7, 1600, True, b"\x01\x00" * 5)
     with pytest.raises(P.ProtocolError):
         P.parse_audio_frame(b"XXXX" + b[4:])
+
+
+def test_event_messages_carry_their_kind():
+    """Events (delegation, background answers) have a field named ``kind`` beside the message ``type``."""
+    assert json.loads(P.encode("event", kind="answer", t=3, text="42")) == {"type": "event", "kind": "answer",
+                                                                            "t": 3, "text": "42"}

@@ -182,8 +182,9 @@ def jpeg_field(v) -> bytes:
 
 
 # ---------------------------------------------------------------- server messages
-def encode(kind: str, **fields) -> str:
-    """A JSON server message; non-finite floats become null so the JSON stays valid."""
+def encode(kind: str, /, **fields) -> str:
+    """A JSON server message of type ``kind`` (positional only: "event" messages carry a field named kind);
+    non-finite floats become null so the JSON stays valid."""
     return json.dumps({"type": kind, **{k: _finite(v) for k, v in fields.items()}}, separators=(",", ":"))
 
 
