@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument(f"--{f.replace('_', '-')}", dest=f, type=float)
     s.add_argument("--fsdp", action="store_true", default=None)
     s.add_argument("--no-augment", dest="augment", action="store_false", default=None)
+    s.add_argument("--mix", help="family weights, e.g. 'timespeak=3,cuespeak=2' (families not named weigh 1)")
     s.set_defaults(fn=_train)
 
     m = sub.add_parser("model", help="model utilities").add_subparsers(dest="what", required=True)

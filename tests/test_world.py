@@ -86,3 +86,24 @@ def test_shards_round_trip(tmp_path):
         assert np.abs(got["mel"] - e["mel"]).max() <= 0.3 + 1e-6
     b = collate([sh.session(i) for i in Curriculum(sh).sample(3, 1.0)], sh.families)
     assert b["valid"].shape == b["clock"].shape and b["audio"].dtype.is_floating_point is False
+
+
+def test_curriculum_mixes_families_by_weight(tmp_path):
+    from microturn.data.shards import write_shards
+    from microturn.train.data import Curriculum, Shards, parse_mix
+
+    write_shards(tmp_path, 2, seed=0, families=("turn", "pause"), workers=1, shard_size=4)
+    sh = Shards(tmp_path)
+    fams = [sh.info(i)["family"] for i in Curriculum(sh, mix=parse_mix("turn=3")).sample(4000, 1.0)]
+    assert abs(fams.count("turn") / len(fams) - 0.75) < 0.03
+    even = [sh.info(i)["family"] for i in Curriculum(sh).sample(4000, 1.0)]
+    assert abs(even.count("turn") / len(even) - 0.5) < 0.03
+    assert {sh.info(i)["family"] for i in Curriculum(sh, mix={"pause": 0.0}).sample(50, 1.0)} == {"turn"}
+    with pytest.raises(ValueError, match="do not hold: karaoke"):
+        Curriculum(sh, mix={"karaoke": 2.0})
+    for bad in ("turn", "turn=x", "turn=-1", "=2"):
+        with pytest.raises(ValueError, match="bad family weight"):
+            parse_mix(bad)
+    assert parse_mix(" timespeak=3, cuespeak=2.5 ,") == {"timespeak": 3.0, "cuespeak": 2.5}
+    with pytest.raises(ValueError, match="all zero"):
+        Curriculum(sh, mix={"pause": 0.0, "turn": 0.0})

@@ -38,7 +38,10 @@ class FlowHead(nn.Module):
         return torch.cat([a.sin(), a.cos()], -1)
 
     def velocity(self, x, s, h):  # x [N, dim], s [N], h [N, d]
-        z = self.inp(x) + self.cond(h) + self.time(self._time(s))
+        return self._velocity(x, self.cond(h) + self.time(self._time(s)))
+
+    def _velocity(self, x, c):  # c: the condition and time embedding, [N or 1, width]
+        z = self.inp(x) + c
         for b in self.blocks:
             z = z + b(z)
         return self.out(z)
@@ -61,8 +64,10 @@ class FlowHead(nn.Module):
         else:
             x = torch.randn(h.shape[0], self.dim, generator=generator, device=h.device)
         x = x * temperature
+        c = self.cond(h)  # constant over the Euler steps, like each step's time embedding (shared by the rows)
+        s = torch.arange(steps, device=h.device, dtype=h.dtype) / steps
+        te = self.time(self._time(s))
         for i in range(steps):
-            s = torch.full((h.shape[0],), i / steps, device=h.device)
-            x = x + self.velocity(x, s, h) / steps
+            x = x + self._velocity(x, c + te[i]) / steps
         mel = x.view(-1, self.frames, dmel.N_MELS) * MEL_SCALE + MEL_MEAN
         return mel.clamp(dmel.LOG_MIN, dmel.LOG_MAX)

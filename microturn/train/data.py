@@ -94,23 +94,51 @@ def collate(items: list[dict], families: list[str]) -> dict[str, torch.Tensor]:
     return batch
 
 
+def parse_mix(text: str | None) -> dict[str, float]:
+    """``"timespeak=3,cuespeak=2"`` -> {"timespeak": 3.0, "cuespeak": 2.0}; families not named weigh 1."""
+    mix = {}
+    for part in (text or "").replace(" ", "").split(","):
+        if not part:
+            continue
+        name, eq, w = part.partition("=")
+        try:
+            weight = float(w)
+        except ValueError:
+            weight = -1.0
+        if not eq or not name or not weight >= 0:
+            raise ValueError(f"bad family weight {part!r}: expected family=weight with weight >= 0, "
+                             f"e.g. 'timespeak=3,cuespeak=2'")
+        mix[name] = weight
+    return mix
+
+
 class Curriculum:
     """Samples sessions: at training progress p in [0, 1], sessions of difficulty <= 0.3 + p are eligible
-    (easy first: typed instructions, clean audio, then spoken, noisy), families mixed uniformly."""
+    (easy first: typed instructions, clean audio, then spoken, noisy). Families are drawn in proportion to ``mix``
+    (a weight per family, 1 for those not named): evenly by default."""
 
-    def __init__(self, shards: Shards, seed: int = 0, start: float = 0.3):
+    def __init__(self, shards: Shards, seed: int = 0, start: float = 0.3, mix: dict[str, float] | None = None):
         self.shards, self.start = shards, start
         self.rng = np.random.default_rng(seed)
         self.diff = np.array([s["difficulty"] for _, s in shards.index])
         fam = np.array([s["family"] for _, s in shards.index])
         self.by_family = {f: np.flatnonzero(fam == f) for f in shards.families}
+        mix = mix or {}
+        unknown = sorted(set(mix) - set(self.by_family))
+        if unknown:
+            raise ValueError(f"family weights for families the shards do not hold: {', '.join(unknown)} "
+                             f"(shards hold: {', '.join(self.by_family)})")
+        w = np.array([mix.get(f, 1.0) for f in self.by_family], np.float64)
+        if not w.sum() > 0:
+            raise ValueError("family weights are all zero")
+        self.p = w / w.sum()
 
     def sample(self, n: int, progress: float) -> list[int]:
         limit = self.start + progress
         out = []
         fams = list(self.by_family)
         for _ in range(n):
-            idx = self.by_family[fams[self.rng.integers(len(fams))]]
+            idx = self.by_family[fams[self.rng.choice(len(fams), p=self.p)]]
             ok = idx[self.diff[idx] <= limit]
             pool = ok if len(ok) else idx
             out.append(int(pool[self.rng.integers(len(pool))]))

@@ -1,9 +1,9 @@
 """``microturn train``: one script for a CPU here and for many GPUs under ``torchrun``.
 
 AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast on GPU, DDP (or FSDP for the large
-presets), a curriculum over difficulty with families mixed evenly, checkpoints that resume exactly (model,
-optimiser, step, sampler and torch RNG state), TensorBoard logs, training curves as PNG, and a progress bar with
-tokens per second. Evaluation on held-out shards (voices, speakers and sentences never trained on) reports the
+presets), a curriculum over difficulty with families mixed evenly or by given weights (``mix``), checkpoints that
+resume exactly (model, optimiser, step, sampler and torch RNG state), TensorBoard logs, training curves as PNG, and a
+progress bar with tokens per second. Evaluation on held-out shards (voices, speakers and sentences never trained on) reports the
 losses and the listening accuracy at every evaluation.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ..model import checkpoint
 from ..model.config import ModelConfig, preset
 from ..model.model import InteractionModel
 from ..stream.tokenizer import SIL, default_tokenizer
-from .data import Curriculum, Shards, augment, collate
+from .data import Curriculum, Shards, augment, collate, parse_mix
 
 
 @dataclass
@@ -49,6 +49,7 @@ class TrainConfig:
     threads: int = 0  # torch threads on CPU (0: leave the default)
     stop_at: int = 0  # stop (with a checkpoint) at this step of the schedule; the same command resumes (0: run all)
     augment: bool = True  # alter the input audio at random (train.data.augment); evaluation never does
+    mix: str = ""  # family weights, e.g. "timespeak=3,cuespeak=2" (others 1); evaluation mixes evenly
 
 
 def lr_at(step: int, c: TrainConfig) -> float:
@@ -136,7 +137,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
         [{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": c.weight_decay},
          {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}],
         lr=c.lr, betas=(0.9, 0.95), fused=dev.type == "cuda")
-    cur = Curriculum(shards, c.seed + 1000 * rank)
+    cur = Curriculum(shards, c.seed + 1000 * rank, mix=parse_mix(c.mix))
     step = 0
     state_path = out / "train_state.pt"
     if state_path.exists():  # resume exactly where the last checkpoint left off
