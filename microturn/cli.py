@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument(f"--{f}")
     for f in ("steps", "batch", "warmup", "eval_every", "ckpt_every", "seed", "threads", "stop_at"):
         s.add_argument(f"--{f.replace('_', '-')}", dest=f, type=int)
-    for f in ("lr", "min_lr", "speak_weight"):
+    for f in ("lr", "min_lr", "speak_weight", "conversations"):
         s.add_argument(f"--{f.replace('_', '-')}", dest=f, type=float)
     s.add_argument("--fsdp", action="store_true", default=None)
     s.add_argument("--no-augment", dest="augment", action="store_false", default=None)

@@ -38,7 +38,7 @@ def _weights(out):
 
 def test_interrupted_training_resumes_exactly(shards, tmp_path):
     c = TrainConfig(data=str(shards / "train"), val=str(shards / "val"), steps=4, batch=2, warmup=2, eval_every=2,
-                    ckpt_every=2, eval_batches=1, lr=1e-3)
+                    ckpt_every=2, eval_batches=1, lr=1e-3, conversations=1.0, mix="cuespeak=2")
     torch.manual_seed(0)
     train(replace(c, out=str(tmp_path / "once")), _model_cfg())
     train(replace(c, out=str(tmp_path / "twice"), stop_at=2), _model_cfg())  # interrupted after step 2

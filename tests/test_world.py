@@ -107,3 +107,30 @@ def test_curriculum_mixes_families_by_weight(tmp_path):
     assert parse_mix(" timespeak=3, cuespeak=2.5 ,") == {"timespeak": 3.0, "cuespeak": 2.5}
     with pytest.raises(ValueError, match="all zero"):
         Curriculum(sh, mix={"pause": 0.0, "turn": 0.0})
+
+
+def test_conversations_join_sessions_within_the_window(tmp_path):
+    from microturn.data.shards import write_shards
+    from microturn.train.data import LASTING, Curriculum, Shards, join, shift_clock
+
+    write_shards(tmp_path, 3, seed=0, families=("turn", "refusal", "cuespeak"), workers=1, shard_size=5)
+    sh = Shards(tmp_path)
+    cur = Curriculum(sh, seed=3)
+    longest = max(sh.info(i)["length"] for i in range(len(sh)))
+    convs = cur.conversations(40, 1.0, max_len=longest * 2)
+    assert any(len(c) > 1 for c in convs)
+    for conv in convs:
+        lengths = [sh.info(i)["length"] for i in conv]
+        assert sum(lengths) <= longest * 2 or len(conv) == 1
+        assert all(sh.info(i)["family"] not in LASTING for i in conv[:-1])  # a lasting instruction only comes last
+        items = [sh.session(i) for i in conv]
+        it = join(items)
+        assert it["family"] == items[-1]["family"]
+        assert np.array_equal(it["clock"], np.arange(sum(lengths)))
+        for k in ("audio", "out", "listen", "text_in", "mel", "video_on"):
+            assert np.array_equal(it[k], np.concatenate([x[k] for x in items])), k
+    assert [len(c) for c in Curriculum(sh, seed=3).conversations(40, 1.0, longest * 2)] == [len(c) for c in convs]
+    shifted = [shift_clock(sh.session(0), np.random.default_rng(s))["clock"] for s in range(40)]
+    assert all(np.array_equal(np.diff(c), np.ones(len(c) - 1)) for c in shifted)  # the clock still runs evenly
+    starts = {int(c[0]) for c in shifted}
+    assert 0 in starts and len(starts) > 10 and max(starts) < 18000

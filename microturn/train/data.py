@@ -78,6 +78,28 @@ def augment(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x.astype(np.uint8).reshape(audio.shape)
 
 
+# Families whose instruction stays in force to the session's end: in a conversation they only come last.
+LASTING = ("timespeak", "cuespeak", "translate", "repcount")
+CLOCK_SHIFT_MAX = 18000  # micro-turns (an hour): the furthest a session's clock is moved (``shift_clock``)
+
+
+def shift_clock(item: dict, rng: np.random.Generator) -> dict:
+    """Half of the time, start the session's clock at a random time within the first hour instead of at zero, so the
+    model reads time from clock differences and a long live session's clock is nothing new to it."""
+    if rng.random() < 0.5:
+        item["clock"] = item["clock"] + int(rng.integers(0, CLOCK_SHIFT_MAX))
+    return item
+
+
+def join(items: list[dict]) -> dict:
+    """Sessions one after another as one conversation (arrays joined in time, one clock); its family is the last's."""
+    if len(items) == 1:
+        return items[0]
+    out = {k: np.concatenate([it[k] for it in items]) for k in items[0] if k != "family"}
+    out["clock"] = np.arange(len(out["clock"]))
+    return out | {"family": items[-1]["family"]}
+
+
 def collate(items: list[dict], families: list[str]) -> dict[str, torch.Tensor]:
     """Pad sessions to the longest; ``valid`` [B, T] marks real micro-turns, ``family`` [B] indexes ``families``."""
     T = max(len(it["clock"]) for it in items)
@@ -123,6 +145,8 @@ class Curriculum:
         self.diff = np.array([s["difficulty"] for _, s in shards.index])
         fam = np.array([s["family"] for _, s in shards.index])
         self.by_family = {f: np.flatnonzero(fam == f) for f in shards.families}
+        self.lengths = np.array([s["length"] for _, s in shards.index])
+        self.free = np.flatnonzero(~np.isin(fam, LASTING))  # sessions that may come before others
         mix = mix or {}
         unknown = sorted(set(mix) - set(self.by_family))
         if unknown:
@@ -142,6 +166,22 @@ class Curriculum:
             ok = idx[self.diff[idx] <= limit]
             pool = ok if len(ok) else idx
             out.append(int(pool[self.rng.integers(len(pool))]))
+        return out
+
+    def conversations(self, n: int, progress: float, max_len: int) -> list[list[int]]:
+        """n conversations of up to ``max_len`` micro-turns: sessions of families whose instruction ends with them
+        (turn, pause, refusal, ...), then one session drawn like ``sample``; as many earlier sessions as fit."""
+        free = self.free[self.diff[self.free] <= self.start + progress]
+        out = []
+        for last in self.sample(n, progress):
+            conv, total = [last], self.lengths[last]
+            for _ in range(3):  # at most three sessions before the last
+                i = int(free[self.rng.integers(len(free))]) if len(free) else last
+                if i == last or total + self.lengths[i] > max_len:
+                    break
+                conv.insert(0, i)
+                total += self.lengths[i]
+            out.append(conv)
         return out
 
     def state_dict(self) -> dict:

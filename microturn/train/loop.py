@@ -1,8 +1,8 @@
 """``microturn train``: one script for a CPU here and for many GPUs under ``torchrun``.
 
 AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast on GPU, DDP (or FSDP for the large
-presets), a curriculum over difficulty with families mixed evenly or by given weights (``mix``), checkpoints that
-resume exactly (model, optimiser, step, sampler and torch RNG state), TensorBoard logs, training curves as PNG, and a
+presets), a curriculum over difficulty with families mixed evenly or by given weights (``mix``), batches of
+conversations (several sessions in a row, ``conversations``), random clock shifts, checkpoints that resume exactly (model, optimiser, step, sampler and torch RNG state), TensorBoard logs, training curves as PNG, and a
 progress bar with tokens per second. Evaluation on held-out shards (voices, speakers and sentences never trained on) reports the
 losses and the listening accuracy at every evaluation.
 """
@@ -24,7 +24,7 @@ from ..model import checkpoint
 from ..model.config import ModelConfig, preset
 from ..model.model import InteractionModel
 from ..stream.tokenizer import SIL, default_tokenizer
-from .data import Curriculum, Shards, augment, collate, parse_mix
+from .data import Curriculum, Shards, augment, collate, join, parse_mix, shift_clock
 
 
 @dataclass
@@ -48,8 +48,9 @@ class TrainConfig:
     fsdp: bool = False
     threads: int = 0  # torch threads on CPU (0: leave the default)
     stop_at: int = 0  # stop (with a checkpoint) at this step of the schedule; the same command resumes (0: run all)
-    augment: bool = True  # alter the input audio at random (train.data.augment); evaluation never does
+    augment: bool = True  # alter the input audio and shift the clock at random (train.data); evaluation never does
     mix: str = ""  # family weights, e.g. "timespeak=3,cuespeak=2" (others 1); evaluation mixes evenly
+    conversations: float = 0.0  # share of batches whose items are several sessions in a row (up to the window)
 
 
 def lr_at(step: int, c: TrainConfig) -> float:
@@ -177,10 +178,16 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     while step < end:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, c)
-        items = [shards.session(i) for i in cur.sample(c.batch, step / c.steps)]
+        if c.conversations and cur.rng.random() < c.conversations:
+            groups = cur.conversations(c.batch, step / c.steps, cfg.window // cfg.layout.length)
+        else:
+            groups = [[i] for i in cur.sample(c.batch, step / c.steps)]
+        items = [join([shards.session(i) for i in g]) for g in groups]
         if c.augment:  # seeded by (seed, rank, step, item): resuming needs no extra state
             for j, it in enumerate(items):
-                it["audio"] = augment(it["audio"], np.random.default_rng([c.seed, rank, step, j]))
+                rng = np.random.default_rng([c.seed, rank, step, j])
+                it["audio"] = augment(it["audio"], rng)
+                shift_clock(it, rng)
         batch = _to(collate(items, shards.families), dev)
         with amp:
             r = net(batch, speak_weight=c.speak_weight)
