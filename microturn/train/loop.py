@@ -2,8 +2,9 @@
 
 AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast on GPU, DDP (or FSDP for the large
 presets), a curriculum over difficulty with families mixed evenly or by given weights (``mix``), batches of
-conversations (several sessions in a row, ``conversations``), random clock shifts, checkpoints that resume exactly (model, optimiser, step, sampler and torch RNG state), TensorBoard logs, training curves as PNG, and a
-progress bar with tokens per second. Evaluation on held-out shards (voices, speakers and sentences never trained on) reports the
+conversations (several sessions in a row, ``conversations``), random clock shifts, checkpoints that resume exactly
+(model, optimiser, step, sampler and torch RNG state), TensorBoard logs, training curves as PNG, and a progress bar
+with tokens per second. Evaluation on held-out shards (voices, speakers and sentences never trained on) reports the
 losses and the listening accuracy at every evaluation.
 """
 from __future__ import annotations
