@@ -116,6 +116,9 @@ class InteractionModel(nn.Module):
         self.flow = FlowHead(d, L.frames, cfg.flow_width)
         self.apply(self._init)
         nn.init.zeros_(self.flow.out.weight)  # the flow starts by predicting zero velocity
+        never = torch.zeros(cfg.vocab_size, dtype=torch.bool)
+        never[list(NEVER_SAID)] = True
+        self.register_buffer("never_said", never, persistent=False)
 
     @staticmethod
     def _init(m):
@@ -245,8 +248,7 @@ class InteractionModel(nn.Module):
             elif i == L.n_out - 1:  # the budget is spent: the micro-turn ends here
                 tok = torch.full((len(live),), EOT, dtype=torch.long, device=dev)
             else:
-                masked = lg.clone()
-                masked[:, list(NEVER_SAID)] = float("-inf")
+                masked = lg.masked_fill(self.never_said, float("-inf"))
                 tok = sample(masked, sampling, [gen[j] for j in live.tolist()] if isinstance(gen, list) else gen)
             logits[live, i], toks[live, i] = lg, tok
             end = tok == EOT

@@ -87,7 +87,7 @@ class Context:
 
     cos: torch.Tensor
     sin: torch.Tensor
-    mask: torch.Tensor | None  # None: plain causal attention over the chunk itself
+    mask: torch.Tensor | None  # bool, or additive (0 / -inf: built once, not once per layer); None: plain causal
     cache: KVCache | None = None
     rows: torch.Tensor | None = None  # [n] the cache rows (sessions) this chunk belongs to
     slot: torch.Tensor | None = None  # [n, S] its slots
@@ -199,8 +199,9 @@ class Transformer(nn.Module):
             k_pos = cache.pos[rows].clone()
             k_pos.scatter_(1, slot, pos)
             used = min(k_pos.shape[1], int(pos.max()) + 1)  # a session's slots fill in order, then the ring wraps
-            ctx = Context(cos, sin, visible(pos, k_pos[:, :used], cfg.window, cfg.pinned), cache, rows, slot,
-                          None if len(rows) == n_cache else rows.tolist(), used)
+            ok = visible(pos, k_pos[:, :used], cfg.window, cfg.pinned)
+            mask = torch.zeros(ok.shape, dtype=x.dtype, device=x.device).masked_fill_(~ok, float("-inf"))
+            ctx = Context(cos, sin, mask, cache, rows, slot, None if len(rows) == n_cache else rows.tolist(), used)
         for i, b in enumerate(self.blocks):
             x = b(x, ctx, i)
         if cache is not None:
