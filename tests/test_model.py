@@ -82,7 +82,7 @@ def assert_matches_forward(model, outs, batch, rows=slice(None), atol=1e-4):
         upto = (torch.arange(L.n_out) <= (batch["out"][:, t] == EOT).int().argmax(-1)[:, None])[..., None]
         msg = lambda m: f"micro-turn {t}: {m}"  # noqa: E731
         torch.testing.assert_close(o.text_logits[rows], want * upto, atol=atol, rtol=0, msg=msg)
-        torch.testing.assert_close(o.listen_logits[rows], model.listen(h[:, t, 1 : 1 + L.n_audio]), atol=atol,
+        torch.testing.assert_close(model.listen(o.heard[rows]), model.listen(h[:, t, 1 : 1 + L.n_audio]), atol=atol,
                                    rtol=0, msg=msg)
         torch.testing.assert_close(o.cond[rows], cond[:, t], atol=atol, rtol=0, msg=msg)
 
@@ -167,7 +167,7 @@ def test_free_running_step(sampling):
         assert o.mel.shape == (2, L.frames, 80) and o.mel.dtype == torch.float32
         assert float(o.mel.min()) >= -7 and float(o.mel.max()) <= 2 and torch.isfinite(o.mel).all()
         assert o.text_logits.shape == (2, L.n_out, cfg.vocab_size)
-        assert o.listen_logits.shape == (2, L.n_audio, cfg.vocab_size)
+        assert o.heard.shape == (2, L.n_audio, cfg.d_model)
     assert state.t.tolist() == [7, 7] and state.tokens.tolist() == [7 * L.length] * 2
     assert_matches_forward(model, outs, batch | {"out": torch.stack([o.out for o in outs], 1)})
 
@@ -206,6 +206,35 @@ def test_silence_and_early_exit(monkeypatch):
     assert_matches_forward(model, outs, batch | {"out": torch.stack([o.out for o in outs], 1)})
     assert not outs[1].text_logits[:, 1:].any()  # slots after an <eot> are not computed
     assert state.tokens.tolist() == [3 * L.length] * 2 and state.length.tolist() == [3 * L.length - L.n_out] * 2
+
+
+def test_flow_head_runs_only_while_the_agent_speaks():
+    """Row 0 says a word in micro-turn 0 and is silent after; row 1 is silent throughout. The flow head generates row
+    0's windows until SPEECH_TAIL micro-turns after the word, and nothing for row 1, whose windows are silence."""
+    from microturn.codecs import dmel
+    from microturn.model.model import SPEECH_TAIL
+
+    cfg = tiny()
+    model = build(cfg)
+    forced = torch.full((2, cfg.layout.n_out), PAD)
+    forced[:, 0] = EOT
+    first = forced.clone()
+    first[0, :2] = torch.tensor([100, EOT])
+    n_turns = SPEECH_TAIL + 2
+    batch = make_batch(cfg, 2, n_turns, seed=6)
+    state = model.new_state(2)
+    sampled = []
+    sample = model.flow.sample
+    model.flow.sample = lambda cond, *a: sampled.append(len(cond)) or sample(cond, *a)
+    outs = [model.step(state, *inputs_at(batch, t), forced_out=first if t == 0 else forced,
+                       generator=torch.Generator().manual_seed(0)) for t in range(n_turns)]
+    assert sampled == [1] * SPEECH_TAIL  # row 0 from its word on, while its audio may last; row 1 never
+    for t, o in enumerate(outs):
+        assert (o.mel[1] == dmel.LOG_MIN).all()
+        assert (o.mel[0] == dmel.LOG_MIN).all() == (t >= SPEECH_TAIL)
+    assert state.quiet.tolist() == [SPEECH_TAIL] * 2
+    state.reset(torch.tensor([True, False]))
+    assert state.quiet.tolist() == [SPEECH_TAIL] * 2
 
 
 def test_state_reset_starts_over():

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..codecs import dmel
 from ..stream.layout import Layout, out_loss_mask
 from ..stream.tokenizer import BG, EOT, PAD, SIL, TYPED
 from .config import ModelConfig
@@ -22,6 +23,9 @@ from .transformer import KVCache, Transformer
 
 INPUT_KEYS = ("clock", "audio", "video", "video_on", "text_in")
 NEVER_SAID = (PAD, TYPED, BG, SIL)  # input-side tokens the agent never emits
+# Micro-turns of agent audio after a word token: the agent's words last under 0.6 s, so its audio is over three
+# windows after the word started (checked on the training shards); later windows are silence, not generated.
+SPEECH_TAIL = 4
 
 
 @dataclass
@@ -33,6 +37,7 @@ class StreamState:
     t: torch.Tensor  # [B] next micro-turn index (the clock)
     tail: torch.Tensor  # [B, n_out] the last micro-turn's out tokens
     n_tail: torch.Tensor  # [B] how many of them (its <eot> and the <pad>s after it) are still to be fed
+    quiet: torch.Tensor  # [B] micro-turns since the row last said a word (up to SPEECH_TAIL: its audio is over)
 
     def reset(self, rows: torch.Tensor | None = None):
         rows = torch.ones_like(self.length, dtype=torch.bool) if rows is None else rows
@@ -40,6 +45,7 @@ class StreamState:
         self.length[rows] = 0
         self.t[rows] = 0
         self.n_tail[rows] = 0
+        self.quiet[rows] = SPEECH_TAIL
 
     @property
     def tokens(self) -> torch.Tensor:
@@ -77,7 +83,7 @@ class StepOutput:
     out: torch.Tensor  # [B, n_out] tokens of this micro-turn (words, controls, <eot>, <pad>)
     mel: torch.Tensor | None  # [B, frames, 80] agent log-mel of the next window
     text_logits: torch.Tensor  # [B, n_out, V] the distribution each out token was drawn from
-    listen_logits: torch.Tensor  # [B, n_audio, V] what the model hears the user say
+    heard: torch.Tensor  # [B, n_audio, d] hidden states of the audio tokens: model.listen(heard) -> the user's words
     cond: torch.Tensor  # [B, d] the hidden state the mel was generated from (the one that predicted <eot>)
 
 
@@ -184,7 +190,7 @@ class InteractionModel(nn.Module):
     def new_state(self, batch: int = 1, device=None) -> StreamState:
         zeros = lambda *shape: torch.zeros(*shape, dtype=torch.long, device=device)  # noqa: E731
         return StreamState(KVCache.empty(self.cfg, batch, device=device), zeros(batch), zeros(batch),
-                           zeros(batch, self.layout.n_out), zeros(batch))
+                           zeros(batch, self.layout.n_out), zeros(batch), zeros(batch) + SPEECH_TAIL)
 
     def _run(self, state, x, rows):
         pos = state.length[rows, None] + torch.arange(x.shape[1], device=x.device)
@@ -224,7 +230,9 @@ class InteractionModel(nn.Module):
 
         A row's forward calls: its last micro-turn's tail (<eot>, <pad>s) and this micro-turn's inputs in one
         chunk, then one call per word it says. The mel comes from the state that predicted <eot>, so the tail is
-        not needed until the next micro-turn: a silent micro-turn is a single forward call."""
+        not needed until the next micro-turn: a silent micro-turn is a single forward call. The flow head runs for
+        rows that said a word in the last ``SPEECH_TAIL`` micro-turns; once the agent's audio is over, the window is
+        silence (``dmel.LOG_MIN``) without generating it."""
         L = self.layout
         B = audio.shape[0]
         dev = audio.device
@@ -262,12 +270,20 @@ class InteractionModel(nn.Module):
                 break
             h = self._run(state, self.embed.outputs(tok[:, None, None], i)[:, 0], rows[live])[:, -1]
         state.t[rows] += 1
-        mel = self.flow.sample(cond, sampling.flow_steps, sampling.flow_temperature, gen) if generate_audio else None
+        said = ((toks != EOT) & (toks != PAD)).any(-1)
+        state.quiet[rows] = torch.where(said, 0, (state.quiet[rows] + 1).clamp_max(SPEECH_TAIL))
+        mel = None
+        if generate_audio:  # only rows whose audio is not over yet run the flow head; the others' window is silence
+            mel = torch.full((n, L.frames, dmel.N_MELS), dmel.LOG_MIN, device=dev)
+            voiced = (state.quiet[rows] < SPEECH_TAIL).nonzero(as_tuple=True)[0]
+            if len(voiced):
+                g = [gen[j] for j in voiced.tolist()] if isinstance(gen, list) else gen
+                mel[voiced] = self.flow.sample(cond[voiced], sampling.flow_steps, sampling.flow_temperature, g)
 
         def full(t, fill=0):  # back to the whole batch
             o = torch.full((B,) + t.shape[1:], fill, dtype=t.dtype, device=dev)
             o[rows] = t
             return o
 
-        return StepOutput(full(toks, PAD), None if mel is None else full(mel, -7.0), full(logits),
-                          full(self.listen(h_in[:, 1 : 1 + L.n_audio])), full(cond))
+        return StepOutput(full(toks, PAD), None if mel is None else full(mel, dmel.LOG_MIN), full(logits),
+                          full(h_in[:, 1 : 1 + L.n_audio]), full(cond))
