@@ -1,17 +1,18 @@
 """Per-micro-turn streaming cost of one session, with a breakdown, on this machine.
 
 Builds the ``cpu`` preset (random weights, the tokenizer's vocabulary) and steps one session through ~300 micro-turns
-after a warm-up, for two behaviours:
+after a warm-up that fills its KV cache (the steady state of a long session), for two behaviours:
 - silence: the model ends every micro-turn at once (out = <eot>; one forward call per micro-turn, the <eot> and
-  <pad>s going in with the next micro-turn's inputs);
+  <pad>s going in with the next micro-turn's inputs; no flow head, no vocoder: the agent's audio is over);
 - speaking: the model writes n_out - 1 word tokens and <eot> every micro-turn (the most a micro-turn can cost).
 The behaviour is imposed by a bias on the text logits (random weights would babble); everything else is the real
 code path.
 
 Two measurements per behaviour:
-1. the parts, timed with ``time.perf_counter`` around the calls the real ``InteractionModel.step`` makes: encode (dMel of the 200 ms chunk + the camera frame resized for the hMLP),
-   embed (input embedders: dMel, hMLP, text, clock), transformer (the input chunk and the out-token forwards), text
-   decoding (logits + sampling), flow head (4 Euler steps), vocoder (Griffin-Lim on the window's 16 mel frames);
+1. the parts, timed with ``time.perf_counter`` around the calls the real ``InteractionModel.step`` makes: encode
+   (dMel of the 200 ms chunk + the camera frame resized for the hMLP), embed (input embedders: dMel, hMLP, text,
+   clock), transformer (the input chunk and the out-token forwards), text decoding (logits + sampling), flow head
+   (4 Euler steps), vocoder (Griffin-Lim on the window's 16 mel frames, when a frame is voiced, as in a session);
 2. end to end: encode + the real ``model.step`` + vocoder (and ``model.step`` alone).
 
     .venv/bin/python benchmarks/step.py [--threads 1 2] [--steps 300] [--json out.json]
@@ -36,7 +37,8 @@ from microturn.codecs.vocoder import GriffinLim
 from microturn.model.config import preset
 import microturn.model.model as model_mod
 from microturn.model.model import InteractionModel, Sampling
-from microturn.stream.layout import audio_tokens, video_frame
+from microturn.runtime.perf import steady_after
+from microturn.stream.layout import VOICED, audio_tokens, video_frame
 from microturn.stream.tokenizer import EOT, PAD, default_tokenizer
 
 PARTS = ("encode", "embed", "transformer", "text", "flow", "vocoder")
@@ -118,6 +120,12 @@ class Timed:
             u()
 
 
+def vocode(voc: GriffinLim, mel: torch.Tensor):
+    """As a session does: a window without a voiced frame is silence, not vocoded."""
+    if bool((mel > VOICED).any()):
+        voc(mel.numpy())
+
+
 def measure(model: InteractionModel, mode: str, steps: int, warmup: int, voc: GriffinLim) -> dict:
     word = default_tokenizer().encode_word("bingo")[0]
     behave(model, mode, word)
@@ -135,7 +143,7 @@ def measure(model: InteractionModel, mode: str, steps: int, warmup: int, voc: Gr
         timed.times["encode"] = pc() - t0
         res = model.step(state, *x, sampling=sampling)
         t0 = pc()
-        voc(res.mel[0].numpy())
+        vocode(voc, res.mel[0])
         timed.times["vocoder"] = pc() - t0
         if s >= warmup:
             for k in PARTS:
@@ -150,7 +158,7 @@ def measure(model: InteractionModel, mode: str, steps: int, warmup: int, voc: Gr
         t1 = pc()
         res = model.step(state, *x, sampling=sampling)
         t2 = pc()
-        voc(res.mel[0].numpy())
+        vocode(voc, res.mel[0])
         t3 = pc()
         if s >= warmup:
             e2e.append((t3 - t0) * 1000)
@@ -165,12 +173,13 @@ def measure(model: InteractionModel, mode: str, steps: int, warmup: int, voc: Gr
             "end_to_end_ms": stat(e2e), "session_tokens_at_end": int(state.tokens[0])}
 
 
-def run(threads: int, steps: int = 300, warmup: int = 30, name: str = "cpu") -> dict:
+def run(threads: int, steps: int = 300, warmup: int | None = None, name: str = "cpu") -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     tok = default_tokenizer()
     cfg = preset(name, vocab_size=tok.vocab_size)
     model = InteractionModel(cfg).eval()
+    warmup = steady_after(model) if warmup is None else warmup  # from then on the KV cache is full
     voc = GriffinLim()
     res = {"preset": name, "params": model.n_params(), "d_model": cfg.d_model, "layers": cfg.n_layer,
            "window": cfg.window, "pinned": cfg.pinned, "tokens_per_micro_turn": cfg.layout.length,
@@ -211,7 +220,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, nargs="*", default=[1, 2], help="torch thread counts to measure")
     p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=None, help="default: until the KV cache is full (steady state)")
     p.add_argument("--preset", default="cpu")
     p.add_argument("--json", help="write the figures to this file")
     a = p.parse_args(argv)

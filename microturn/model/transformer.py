@@ -87,7 +87,8 @@ class Context:
 
     cos: torch.Tensor
     sin: torch.Tensor
-    mask: torch.Tensor | None  # bool, or additive (0 / -inf: built once, not once per layer); None: plain causal
+    mask: torch.Tensor | None  # None: plain causal; bool [B, 1, S, Sk]; with a cache, additive (0 / -inf) and
+    # folded for grouped queries [n, 1, (n_head / n_kv_head) * S, used], built once for every layer
     cache: KVCache | None = None
     rows: torch.Tensor | None = None  # [n] the cache rows (sessions) this chunk belongs to
     slot: torch.Tensor | None = None  # [n, S] its slots
@@ -115,11 +116,15 @@ class Attention(nn.Module):
             ctx.cache.k[layer][r, :, ctx.slot] = k.transpose(1, 2)
             ctx.cache.v[layer][r, :, ctx.slot] = v.transpose(1, 2)
             k, v = ctx.cache.k[layer][:, :, : ctx.used], ctx.cache.v[layer][:, :, : ctx.used]
+            # the query heads that share a key/value head attend as one longer query (ctx.mask is folded alike)
+            q = q.reshape(B, cfg.n_kv_head, -1, cfg.head_dim)
             if ctx.row_list is not None:  # attend row by row over views of the cache: gathering rows would copy it
-                return self.o(torch.cat([
-                    F.scaled_dot_product_attention(q[i : i + 1], k[r : r + 1], v[r : r + 1],
-                                                   attn_mask=ctx.mask[i : i + 1], enable_gqa=True)
-                    for i, r in enumerate(ctx.row_list)]).transpose(1, 2).reshape(B, S, -1))
+                y = torch.cat([F.scaled_dot_product_attention(q[i : i + 1], k[r : r + 1], v[r : r + 1],
+                                                              attn_mask=ctx.mask[i : i + 1])
+                               for i, r in enumerate(ctx.row_list)])
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.mask)
+            return self.o(y.view(B, cfg.n_head, S, cfg.head_dim).transpose(1, 2).reshape(B, S, -1))
         if ctx.mask is None:  # the fused causal kernel, no mask in memory
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         else:
@@ -199,7 +204,9 @@ class Transformer(nn.Module):
             k_pos = cache.pos[rows].clone()
             k_pos.scatter_(1, slot, pos)
             used = min(k_pos.shape[1], int(pos.max()) + 1)  # a session's slots fill in order, then the ring wraps
-            ok = visible(pos, k_pos[:, :used], cfg.window, cfg.pinned)
+            ok = visible(pos, k_pos[:, :used], cfg.window, cfg.pinned)  # [n, 1, S, used]
+            g = cfg.n_head // cfg.n_kv_head  # query heads per key/value head, folded into the query length
+            ok = ok[:, :, None].expand(-1, -1, g, -1, -1).flatten(2, 3)
             mask = torch.zeros(ok.shape, dtype=x.dtype, device=x.device).masked_fill_(~ok, float("-inf"))
             ctx = Context(cos, sin, mask, cache, rows, slot, None if len(rows) == n_cache else rows.tolist(), used)
         for i, b in enumerate(self.blocks):
