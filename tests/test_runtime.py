@@ -172,3 +172,16 @@ def test_perf_measures_the_steady_state(model):
         eng.tick()
     assert (eng.state.cache.pos[s.slot] >= 0).all()
     assert len(tick_times(model, 2, 3, warmup=1)) == 3
+
+
+def test_hour_session_figures(model):
+    """The long-session run reports its drifts (the step time's against a fresh session stepped alternately with it)
+    and its clock runs on past the session's length (the paired minute at the end)."""
+    from microturn.runtime.perf import hour
+
+    h = hour(model, seconds=30.0, minute=6.0)
+    L = model.layout
+    assert len(h["step_ms"]) == int(30.0 / L.delta) and all(ms > 0 for ms in h["step_ms"])
+    assert all(np.isfinite(h[k]) for k in ("step_drift_pct", "raw_step_drift_pct", "memory_drift_pct"))
+    assert h["clock_s"] == pytest.approx(30.0 + 6.0)
+    assert [t for t, _ in h["memory"]][:2] == [0.0, 10 * L.delta]
