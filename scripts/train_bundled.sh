@@ -3,8 +3,8 @@
 #
 # Every step is deterministic for its seeds and resumable: run the script again after an interruption and it
 # goes on where it stopped (shards already written are kept; training resumes from runs/cpu/train_state.pt).
-# Time on 2 cores: data about 15 minutes, training about 3 hours (2 processes, ~4.1 s per step of 2 x 8
-# sessions), scoring a few minutes. See docs/training.md for what produced the checkpoint in the repository.
+# Time on 2 cores: data about 25 minutes, training about 6 hours (2 processes, 4-7 s per step of 2 x 8
+# sessions; conversation batches are longer), scoring a few minutes. See docs/training.md for what produced the checkpoint in the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -20,15 +20,19 @@ shards data/shards/val     --split val --per-family 16 --seed 2 --families $ALL
 shards data/shards/val/rep --split val --per-family 16 --seed 2 --families repcount
 # training shards: an easy part (typed instructions, clean audio) and harder parts (spoken, noisy, more voices);
 # the same seeds, sizes and difficulty ranges as the bundled model's data (parts a and c were stopped early then,
-# see docs/training.md, so their sessions differ in detail): about 10,900 sessions, 34 hours of audio
+# see docs/training.md, so their sessions differ in detail): about 14,400 sessions
 shards data/shards/train/a --split train --per-family 140 --seed 1 --families $ALL --difficulty 0,0.23
 shards data/shards/train/b --split train --per-family 250 --seed 3 --difficulty 0.25,1
 shards data/shards/train/c --split train --per-family 128 --seed 4 --difficulty 0.4,0.6
 shards data/shards/train/d --split train --per-family 400 --seed 5 --difficulty 0.3,1
+# more of the families that need the words understood or a long reply (3,500 sessions)
+shards data/shards/train/e --split train --per-family 500 --seed 6 --difficulty 0.3,1 \
+    --families timespeak,cuespeak,delegate,translate,turn,interrupt,user_backchannel
 
 OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --preset cpu \
-    --data data/shards/train --val data/shards/val --out runs/cpu --steps 2650 --batch 8 --lr 1.5e-3 \
-    --warmup 200 --eval-every 100 --ckpt-every 50 --threads 1
-$mt model bundle runs/cpu/model --speak-threshold 0.4
+    --data data/shards/train --val data/shards/val --out runs/cpu --steps 3850 --batch 8 --lr 1.5e-3 \
+    --warmup 200 --eval-every 100 --ckpt-every 50 --threads 1 --conversations 0.4 \
+    --mix timespeak=2.5,cuespeak=2.5,delegate=2,translate=2,interrupt=1.5,turn=1.5,user_backchannel=1.5,backchannel=0.75,refusal=0.75
+$mt model bundle runs/cpu/model --speak-threshold 0.3
 [ -d sets/test ] || $mt synth --out sets/test --per-family 12 --split test --seed 100
 $mt results --scenarios sets/test

@@ -3,9 +3,9 @@
 
 - ``test_page_streams_through_the_server``: the page's plumbing (AudioWorklet capture at 16 kHz, the WebSocket,
   playback scheduling, stats, transcript) against a tiny random model. Needs Chromium only.
-- ``test_page_gets_the_answer``: a trained model hears "When I say tiger, say bingo ... tiger" from the fake
-  microphone and the page's transcript shows "bingo". Needs Chromium and a trained checkpoint (the bundled one or
-  ``MICROTURN_CHECKPOINT``).
+- ``test_page_gets_the_answer``: a trained model hears "What colour is a monkey?" from the fake microphone and
+  the page's transcript shows its answer "brown" right after the question. Needs Chromium and a trained checkpoint
+  (the bundled one or ``MICROTURN_CHECKPOINT``).
 
 Slow (Chromium starts in seconds, the speech plays in real time): run with ``pytest -m slow tests/test_browser.py``.
 """
@@ -88,7 +88,8 @@ def speech_wav(folder: Path, parts: list[tuple[str, float]]) -> tuple[Path, list
 @contextmanager
 def chromium(url: str, wav: Path):
     """Headless Chromium on ``url`` with ``wav`` as the microphone; yields the DevTools port."""
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes may still write to the profile as it exits: a leftover file must not fail the test
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                                  f"--user-data-dir={profile}", "--remote-debugging-port=0",
                                  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
@@ -207,19 +208,19 @@ def test_page_streams_through_the_server(tmp_path):
 @pytest.mark.skipif(trained_checkpoint() is None, reason="needs a trained checkpoint (the bundled model or "
                                                          "MICROTURN_CHECKPOINT) to check the answer")
 def test_page_gets_the_answer(tmp_path):
-    """"When I say tiger, say bingo", then "Tiger." through the microphone: "bingo" reaches the transcript, and the
-    page's word timing puts it right after the cue."""
+    """"What colour is a monkey?" through the microphone: the model's answer "brown" reaches the transcript, and the
+    page's word timing puts it right after the question (the model takes the turn by itself: no VAD)."""
     from microturn.model import checkpoint
 
     app = create_app(checkpoint.load(trained_checkpoint()), max_sessions=2, model_name="trained")
-    wav, spans = speech_wav(tmp_path, [("When I say tiger, say bingo.", 2.0), ("Tiger.", 4.0)])
-    found = ("(() => { const w = state.words.find(w => /bingo/i.test(w.w)); if (w) window.answer = w;"
-             " return !!window.answer && /bingo/i.test(document.getElementById('transcript').innerText); })()")
+    wav, spans = speech_wav(tmp_path, [("", 1.0), ("What colour is a monkey?", 4.0)])
+    found = ("(() => { const w = state.words.find(w => /brown/i.test(w.w)); if (w) window.answer = w;"
+             " return !!window.answer && /brown/i.test(document.getElementById('transcript').innerText); })()")
     with running(app) as port:
         url = f"http://127.0.0.1:{port}/"
         with chromium(url, wav) as cdp:
             res = asyncio.run(drive(cdp, url, found, 25, answer=True))
     assert res["ok"], res
     assert res["problems"] == [], res["problems"]
-    cue_start, cue_end = spans[1]
-    assert cue_start < res["answer"]["start"] < cue_end + 1.5, (res["answer"], spans[1])
+    _, question_end = spans[1]
+    assert question_end - 0.5 < res["answer"]["start"] < question_end + 1.5, (res["answer"], spans[1])

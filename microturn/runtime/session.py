@@ -51,7 +51,8 @@ class TurnOutput:
 class SessionStats:
     steps: int = 0
     overruns: int = 0  # steps whose compute exceeded the micro-turn budget
-    step_ms: list[float] = field(default_factory=list)
+    # the latest steps' compute times: bounded (10 minutes), so an hour-long session's memory stays flat
+    step_ms: deque[float] = field(default_factory=lambda: deque(maxlen=3000))
 
 
 class Session:

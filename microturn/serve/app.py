@@ -145,7 +145,7 @@ class NativeConnection(Connection):
     def stats_message(self) -> str:
         c = self.client
         st = c.session.stats
-        recent = st.step_ms[-self.settings.stats_every :]
+        recent = list(st.step_ms)[-self.settings.stats_every :]
         return P.encode("stats", t=c.session.t, steps=st.steps, step_ms=round(float(np.mean(recent)), 2) if recent
                         else None, overruns=st.overruns, ahead_s=round(c.ahead_s(), 3), dropped_s=c.dropped / 16000,
                         sessions=len(self.hub.clients))
