@@ -185,3 +185,22 @@ def test_hour_session_figures(model):
     assert all(np.isfinite(h[k]) for k in ("step_drift_pct", "raw_step_drift_pct", "memory_drift_pct"))
     assert h["clock_s"] == pytest.approx(30.0 + 6.0)
     assert [t for t, _ in h["memory"]][:2] == [0.0, 10 * L.delta]
+
+
+def test_readme_python_api_runs(tmp_path, monkeypatch):
+    """The README's Python API example runs as written, on the bundled model (a question from espeak-ng)."""
+    import re
+    from pathlib import Path
+
+    from microturn.model import checkpoint
+
+    if not checkpoint.DEFAULT_CHECKPOINT.exists() or shutil.which("espeak-ng") is None:
+        pytest.skip("needs the bundled model and espeak-ng")
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    code = re.search(r"## Python API\n\n```python\n(.*?)```", readme, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    subprocess.run(["espeak-ng", "-w", "question.wav", "What is two plus three?"], check=True, capture_output=True)
+    printed = []
+    monkeypatch.setattr("builtins.print", lambda *a, **k: printed.append(a))
+    exec(compile(code, "README.md", "exec"), {})
+    assert len(printed) > 10 and isinstance(printed[-1][0], list)  # a line per micro-turn, then the words
