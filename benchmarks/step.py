@@ -38,7 +38,7 @@ from microturn.model.config import preset
 import microturn.model.model as model_mod
 from microturn.model.model import InteractionModel, Sampling
 from microturn.runtime.perf import steady_after
-from microturn.stream.layout import VOICED, audio_tokens, video_frame
+from microturn.stream.layout import audio_tokens, video_frame, voiced_frames
 from microturn.stream.tokenizer import EOT, PAD, default_tokenizer
 
 PARTS = ("encode", "embed", "transformer", "text", "flow", "vocoder")
@@ -122,7 +122,7 @@ class Timed:
 
 def vocode(voc: GriffinLim, mel: torch.Tensor):
     """As a session does: a window without a voiced frame is silence, not vocoded."""
-    if bool((mel > VOICED).any()):
+    if voiced_frames(mel.numpy()).any():
         voc(mel.numpy())
 
 

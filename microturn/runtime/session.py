@@ -22,7 +22,7 @@ from ..codecs import dmel
 from ..codecs.audio import as_mono
 from ..codecs.vocoder import get_vocoder
 from ..model.model import InteractionModel, Sampling
-from ..stream.layout import VOICED, OutputDecoder, TextQueue, audio_tokens, video_frame
+from ..stream.layout import OutputDecoder, TextQueue, audio_tokens, video_frame, voiced_frames
 from ..stream.timeline import Event
 from ..stream.tokenizer import Tokenizer, default_tokenizer
 from ..stream.words import Word
@@ -250,7 +250,7 @@ class Engine:
         for s in sessions:
             m = mel[s.slot]
             ctx, s._prev_mel = s._prev_mel, m[-VOCODER_CONTEXT:]
-            if m.mean(-1).max() <= VOICED:
+            if not voiced_frames(m).any():
                 out[s.slot] = np.zeros(L.samples, np.float32)
             else:
                 ctx = np.full_like(m[:VOCODER_CONTEXT], dmel.LOG_MIN) if ctx is None else ctx

@@ -40,6 +40,11 @@ LOOKBACK_S = (dmel.WIN - dmel.HOP) / dmel.SAMPLE_RATE  # 37.5 ms: a causal frame
 VOICED = -5.0  # a mel frame whose mean log10 value exceeds this is speech (silence decodes to -7)
 
 
+def voiced_frames(mel) -> np.ndarray:
+    """[F, 80] log-mel -> bool [F]: the frames that hold speech."""
+    return np.asarray(mel).mean(-1) > VOICED
+
+
 @dataclass(frozen=True)
 class Layout:
     delta: float = 0.2
@@ -273,7 +278,7 @@ class OutputDecoder:
                 self.said.append(tid)
         if self.word is not None:
             if mel is not None:
-                on = np.flatnonzero(np.asarray(mel).mean(-1) > VOICED)
+                on = np.flatnonzero(voiced_frames(mel))
                 if len(on):
                     # the last voiced frame ends LOOKBACK_S after the speech it heard did
                     self.word[2] = max(self.word[0] + FRAME_S, when + (on[-1] + 1) * FRAME_S - LOOKBACK_S)
