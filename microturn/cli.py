@@ -139,9 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--difficulty", default="0,1", help="shards: range of difficulty (noise, voices, typed share)")
     s.set_defaults(fn=_synth)
 
-    s = sub.add_parser("train", help="train a model from scratch on shards")
+    s = sub.add_parser("train", help="train a model on shards (from scratch, or from --init's weights)")
     for f in ("data", "val", "out", "preset"):
         s.add_argument(f"--{f}")
+    s.add_argument("--init", help="start from this checkpoint's weights (its architecture; a new optimiser and "
+                                  "schedule); ignored when --out holds a run to resume")
     for f in ("steps", "batch", "warmup", "eval_every", "ckpt_every", "seed", "threads", "stop_at"):
         s.add_argument(f"--{f.replace('_', '-')}", dest=f, type=int)
     for f in ("lr", "min_lr", "speak_weight", "conversations"):

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from microturn.codecs import audio, dmel
 from microturn.stream.layout import (FRAME_S, Layout, OutputDecoder, TextQueue, decode_outputs, encode_inputs,
                                      encode_timeline, listen_targets, out_loss_mask, out_schedule)
-from microturn.stream.timeline import Event, TextEvent, Timeline
+from microturn.stream.timeline import Event, TextEvent, Timeline, TimelineError
 from microturn.stream.tokenizer import BG, DLG, DLG_END, EOT, PAD, SIL, TYPED, default_tokenizer
 from microturn.stream.words import Word
 
@@ -131,6 +131,44 @@ def test_crowded_words_queue_in_order():
     assert out[1, :k].tolist() == ids[:k] and out[2, :k].tolist() == ids[k : 2 * k] and out[3, 0] == ids[-1]
     got, _ = decode_outputs(out, L, TOK)
     assert [(w.w, w.start) for w in got] == [(w, at(2 + i // k)) for i, w in enumerate(names)]
+
+
+def test_notes_and_timers_are_written_not_said():
+    """A note is <note> word in one micro-turn; a timer puts the micro-turns left first in every micro-turn until
+    the one that acts, and stops early when called off. Neither decodes to a word; the streaming decoder's said
+    tokens leave them out too."""
+    from microturn.stream.tokenizer import NOTE, timer
+
+    tl = Timeline(duration=3.0, words=[Word("okay", at(3), at(3) + 0.2, "agent"), Word("bingo", at(8), at(8) + 0.2,
+                                                                                       "agent")],
+                  events=[Event(at(2), "note", "tiger bingo"), Event(at(3), "timer", f"{at(8)}"),
+                          Event(at(9), "timer", f"{at(20)} {at(12)}")])
+    out = out_schedule(tl, L, TOK)
+    tiger, bingo, okay = (TOK.encode_word(w)[0] for w in ("tiger", "bingo", "okay"))
+    assert out[1, :3].tolist() == [NOTE, tiger, EOT] and out[2, :3].tolist() == [NOTE, bingo, EOT]
+    assert out[3, :3].tolist() == [timer(4), okay, EOT]  # the ack waited for the notes
+    assert [out[t, 0] for t in (4, 5, 6)] == [timer(3), timer(2), timer(1)] and out[7, 0] == bingo
+    assert [out[t, 0] for t in (8, 9, 10)] == [timer(11), timer(10), timer(9)] and out[11, 0] == EOT  # called off
+    assert ((out == EOT).sum(1) == 1).all()
+    got, _ = decode_outputs(out, L, TOK)
+    assert [(w.w, w.start) for w in got] == [("okay", at(4)), ("bingo", at(8))]
+    dec = OutputDecoder(L, TOK)
+    said = []
+    for row in out:
+        dec.push(row)
+        said += dec.said
+    assert said == [okay, bingo]
+    # a note split by a micro-turn's end (a model may write one so) is still not said
+    row = lambda *ids: np.array(list(ids) + [EOT] + [PAD] * (L.n_out - 1 - len(ids)))  # noqa: E731
+    got, _ = decode_outputs(np.stack([row(timer(5), NOTE), row(timer(4), tiger), row(okay)]), L, TOK)
+    assert [w.w for w in got] == ["okay"]
+
+
+def test_timer_events_are_checked():
+    assert Event(1.0, "timer", "4.2").timer() == (4.2, np.inf) and Event(1.0, "timer", "4.2 3").timer() == (4.2, 3.0)
+    for bad in ("", "soon", "0.5", "1 2 3", "nan"):
+        with pytest.raises(TimelineError, match="timer event"):
+            Event(1.0, "timer", bad)
 
 
 def test_streaming_decoder_equals_offline():

@@ -209,17 +209,22 @@ def test_silence_and_early_exit(monkeypatch):
 
 
 def test_flow_head_runs_only_while_the_agent_speaks():
-    """Row 0 says a word in micro-turn 0 and is silent after; row 1 is silent throughout. The flow head generates row
-    0's windows until SPEECH_TAIL micro-turns after the word, and nothing for row 1, whose windows are silence."""
+    """Row 0 says a word in micro-turn 0 and is silent after; row 1 says nothing throughout: it writes a note, then
+    counts down a timer. The flow head generates row 0's windows until SPEECH_TAIL micro-turns after the word, and
+    nothing for row 1, whose windows are silence."""
     from microturn.codecs import dmel
     from microturn.model.model import SPEECH_TAIL
+    from microturn.stream.tokenizer import NOTE, timer
 
     cfg = tiny()
     model = build(cfg)
+    word = len(SPECIALS) + 100
     forced = torch.full((2, cfg.layout.n_out), PAD)
     forced[:, 0] = EOT
+    forced[1, :2] = torch.tensor([timer(7), EOT])
     first = forced.clone()
-    first[0, :2] = torch.tensor([100, EOT])
+    first[0, :2] = torch.tensor([word, EOT])
+    first[1, :3] = torch.tensor([NOTE, word, EOT])
     n_turns = SPEECH_TAIL + 2
     batch = make_batch(cfg, 2, n_turns, seed=6)
     state = model.new_state(2)

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from microturn.codecs.audio import SAMPLE_RATE
 from microturn.stream.timeline import Event, TextEvent, Timeline, TimelineError, load_conversation
-from microturn.stream.tokenizer import (BG, DLG, DLG_END, EOT, PAD, SIL, SPECIALS, TYPED, Tokenizer,
-                                        default_tokenizer)
+from microturn.stream.tokenizer import (BG, DLG, DLG_END, EOT, MAX_TIMER, NOTE, PAD, SIL, SPECIALS, TYPED, Tokenizer,
+                                        default_tokenizer, is_timer, timer)
 from microturn.stream.words import Word
 
 PCM16_ERR = 1.5 / 32768  # written with scale 32767, read with 1 / 32768
@@ -153,8 +153,13 @@ def test_word_json():
 # --------------------------------------------------------------------------------------------------- tokenizer
 def test_specials_have_fixed_ids():
     tok = default_tokenizer()
-    assert SPECIALS == ("<pad>", "<eot>", "<dlg>", "</dlg>", "<typed>", "<bg>", "<sil>")
-    assert (PAD, EOT, DLG, DLG_END, TYPED, BG, SIL) == tuple(range(7))
+    assert SPECIALS[:8] == ("<pad>", "<eot>", "<dlg>", "</dlg>", "<typed>", "<bg>", "<sil>", "<note>")
+    assert (PAD, EOT, DLG, DLG_END, TYPED, BG, SIL, NOTE) == tuple(range(8))
+    assert SPECIALS[8:] == tuple(f"<t{k}>" for k in range(1, MAX_TIMER + 1))
+    assert [timer(k) for k in (0, 1, MAX_TIMER, MAX_TIMER + 9)] == [NOTE + 1, NOTE + 1, len(SPECIALS) - 1,
+                                                                      len(SPECIALS) - 1]
+    assert [is_timer(i) for i in (NOTE, NOTE + 1, len(SPECIALS) - 1, len(SPECIALS))] == [False, True, True, False]
+    assert tok.encode("<t3> <note>") == tok.encode("<t3> <note>") and min(tok.encode("<t3> <note>")) >= len(SPECIALS)
     for i, s in enumerate(SPECIALS):
         assert tok.hf.token_to_id(s) == i and tok.token(i) == s
     assert 256 + len(SPECIALS) <= tok.vocab_size <= 2048

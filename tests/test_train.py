@@ -15,6 +15,7 @@ from microturn.codecs import dmel
 from microturn.data.shards import write_shards
 from microturn.model import checkpoint
 from microturn.model.config import ModelConfig
+from microturn.model.model import InteractionModel
 from microturn.stream.tokenizer import default_tokenizer
 from microturn.train.data import augment
 from microturn.train.loop import TrainConfig, lr_at, train
@@ -50,6 +51,20 @@ def test_interrupted_training_resumes_exactly(shards, tmp_path):
     m = checkpoint.load(tmp_path / "twice" / "model")  # the serving checkpoint is written beside the state
     assert m.checkpoint_info["step"] == 4
     assert (tmp_path / "twice" / "curves.png").exists() and (tmp_path / "twice" / "log.jsonl").exists()
+
+
+def test_init_starts_from_a_checkpoint(shards, tmp_path):
+    """--init: the weights of a checkpoint, a new optimiser and schedule; a model of a smaller vocabulary than the
+    tokenizer's is refused."""
+    c = TrainConfig(data=str(shards / "train"), val=None, steps=2, batch=2, warmup=1, ckpt_every=2, lr=1e-3)
+    train(replace(c, out=str(tmp_path / "a")), _model_cfg())
+    train(replace(c, out=str(tmp_path / "b"), init=str(tmp_path / "a" / "model"), lr=0.0, min_lr=0.0))
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # learning rate 0: still the initial weights
+    small = ModelConfig(depth=2, vocab_size=300, flow_width=32)
+    checkpoint.save(InteractionModel(small), tmp_path / "small")
+    with pytest.raises(ValueError, match="vocabulary"):
+        train(replace(c, out=str(tmp_path / "c"), init=str(tmp_path / "small")))
 
 
 def test_lr_schedule_warms_up_and_decays():

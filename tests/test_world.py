@@ -88,6 +88,50 @@ def test_shards_round_trip(tmp_path):
     assert b["valid"].shape == b["clock"].shape and b["audio"].dtype.is_floating_point is False
 
 
+def test_shards_of_another_tokenizer_are_refused(tmp_path):
+    import json
+
+    from microturn.data.shards import write_shards
+    from microturn.train.data import Shards
+
+    write_shards(tmp_path, 1, seed=0, families=("turn",), workers=1)
+    meta = tmp_path / "shard-00000" / "sessions.json"
+    d = json.loads(meta.read_text())
+    del d["specials"]  # as written before the silent tokens
+    meta.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="special tokens.*relayout_shards"):
+        Shards(tmp_path)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lasting_instructions_are_noted_and_timed(seed):
+    """A time instruction: the word is noted once the agent has the instruction, then each micro-turn counts down by
+    one to the micro-turn that says it (and, for "every", starts again). A cue instruction: the cue and the word."""
+    from microturn.data import language as lang
+    from microturn.stream.tokenizer import NOTE, is_timer
+
+    tok, L = default_tokenizer(), Layout()
+    for family in ("timespeak", "cuespeak"):
+        s = generate(family, seed, "train", 0.6, seed)
+        out = encode_timeline(s.timeline, L, tok)["out"]
+        notes = [tok.decode([out[t, i + 1]]).strip() for t in range(len(out)) for i in range(L.n_out - 1)
+                 if out[t, i] == NOTE]
+        said = [w.w for w in s.timeline.words_of("agent") if w.w != "okay"]
+        if family == "cuespeak":
+            assert len(notes) == 2 and notes[0] in lang.CUE_WORDS and notes[1] in lang.RESPONSE_WORDS
+            assert not any(is_timer(x) for x in out.reshape(-1))
+            continue
+        assert notes == [said[0]] and set(said) == {notes[0]}
+        t_note = int(np.flatnonzero((out == NOTE).any(1))[0])
+        says = [int(t) for t in np.flatnonzero(out[:, 0] == tok.encode_word(notes[0])[0])]
+        left = [int(x) - NOTE if is_timer(x) else 0 for x in out[:, 0]]
+        assert left[t_note + 1] > 0 and not any(left[: t_note + 1])
+        for t in range(t_note + 1, says[0]):
+            assert left[t] == says[0] - t  # one less each micro-turn, 1 just before the word
+        for a, b in zip(says, says[1:]):
+            assert [left[t] for t in range(a + 1, b)] == list(range(b - a - 1, 0, -1))
+
+
 def test_curriculum_mixes_families_by_weight(tmp_path):
     from microturn.data.shards import write_shards
     from microturn.train.data import Curriculum, Shards, parse_mix

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..codecs import dmel
 from ..stream.layout import Layout, encode_timeline
-from ..stream.tokenizer import default_tokenizer
+from ..stream.tokenizer import SPECIALS, default_tokenizer
 from .world import FAMILIES, generate
 
 
@@ -68,7 +68,8 @@ def write_shards(out: str | Path, n_per_family: int, seed: int = 0, split: str =
         d.mkdir(exist_ok=True)
         for k, parts in bufs.items():
             np.save(d / f"{k}.npy", np.concatenate(parts))
-        (d / "sessions.json").write_text(json.dumps({"layout": layout.to_json(), "split": split, "sessions": infos}))
+        (d / "sessions.json").write_text(json.dumps({"layout": layout.to_json(), "split": split,
+                                                          "specials": len(SPECIALS), "sessions": infos}))
         infos, bufs, n_shard = [], {}, n_shard + 1
 
     with ProcessPoolExecutor(workers) as pool:

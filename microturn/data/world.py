@@ -8,7 +8,10 @@ Timing conventions of the targets (what the bundled model learns):
 - the agent starts a reply at the first micro-turn boundary at least ``REACT`` seconds after the user's speech ends
   (or a typed text arrives): it must hear a little silence to know the turn is over;
 - a reaction to something heard or seen (a cue, a completed rep, "stop") starts at the first boundary after it;
-- agent speech starts on micro-turn boundaries, so its words decode to the times they were spoken.
+- agent speech starts on micro-turn boundaries, so its words decode to the times they were spoken;
+- an instruction that lasts (a time, a cue) is noted once the agent has it: its words written silently after
+  ``<note>`` (``note`` events), and a time is counted down one micro-turn at a time (``timer`` events), so the
+  model carries what it was asked and when, instead of finding it again and measuring time at the moment it acts.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import numpy as np
 from ..codecs.audio import SAMPLE_RATE
 from ..stream.layout import Layout
 from ..stream.timeline import Event, TextEvent, Timeline
+from ..stream.tokenizer import default_tokenizer
 from ..stream.words import Word
 from . import language as lang
 from .speech import AGENT_VOICE, sample_voice, synthesize
@@ -83,6 +87,22 @@ class Builder:
         """An instruction by voice or typed; returns E, the time the instruction counts from."""
         self.input = self.input or ("typed" if typed else "voice")
         return self.type(text, t) if typed else self.say(text, t)[1]
+
+    def ready(self, text: str, e: float) -> float:
+        """When the agent has the whole of the instruction ``text`` that ended at e (see ``instruct``): by voice, a
+        little silence after it; typed, once its last token has reached a text_in slot. A micro-turn boundary."""
+        if self.input != "typed":
+            return boundary(e + REACT)
+        L = Layout()
+        n = 1 + len(default_tokenizer().encode(" " + text.strip()))  # <typed> and the text
+        return round((np.floor(e / L.delta + 1e-6) + np.ceil(n / L.n_text_in)) * L.delta, 6)
+
+    def note(self, words: str, t: float) -> None:
+        self.events.append(Event(t, "note", words))
+
+    def countdown(self, start: float, due: float, end: float | None = None) -> None:
+        """A timer from ``start`` to the agent's act at ``due`` (called off at ``end``)."""
+        self.events.append(Event(start, "timer", f"{due:.4f}" + ("" if end is None else f" {end:.4f}")))
 
     def agent(self, text: str, t: float) -> tuple[float, float]:
         """The agent says ``text`` from the first boundary at or after t; returns (start, end)."""
@@ -156,10 +176,12 @@ def _typed(rng, difficulty) -> bool:
     return bool(rng.random() < (0.8 - 0.3 * difficulty))
 
 
-def _maybe_ack(b: Builder, e: float) -> None:
-    """A brief "okay" after an instruction, sometimes (allowed within 2 s); after a typed one once it is read."""
-    if b.rng.random() < 0.3:
-        b.agent(lang.ACKS[0], e + (0.6 if b.input == "typed" else REACT))
+def _maybe_ack(b: Builder, e: float, after: float = 0.0) -> None:
+    """A brief "okay" after an instruction, sometimes (allowed within 2 s); after a typed one once it is read; not
+    before ``after`` (the notes the agent writes first)."""
+    t = max(after, e + (0.6 if b.input == "typed" else REACT))
+    if b.rng.random() < 0.3 and t <= e + 1.4:  # over by the end of the 2 s
+        b.agent(lang.ACKS[0], t)
 
 
 # ----------------------------------------------------------------------------------------------- families
@@ -289,22 +311,30 @@ def gen_timespeak(b: Builder):
         T = int(rng.integers(2, 31))
         text = str(rng.choice(lang.TIME_ONCE_FORMS)).format(R=r, T=lang.number_words(T))
     E = b.instruct(text, float(rng.uniform(0.3, 1.5)), typed)
-    _maybe_ack(b, E)
+    ready = b.ready(text, E)
+    b.note(r, ready)
+    _maybe_ack(b, E, after=ready + DELTA)
     times = [E + k * T for k in range(1, (int(rng.integers(2, 5)) if every else 1) + 1)]
     stop_at = None
     if every and rng.random() < 0.4:  # "Stop." ends the repetitions
         stop_at = times[-1] + T * 0.5
-    busy, rules = [(E, E + 2.0)], []
+    busy, rules, said = [(E, E + 2.0)], [], ready  # the note first, then the countdown
     for due in times:
-        b.agent(r, due)
+        start = boundary(due)  # where the agent's word starts
+        b.countdown(said + DELTA, start)
+        said, _ = b.agent(r, due)
         rules.append(say(r, due - 0.4, due + 1.0))
         busy.append((due - 0.4, due + 1.0))
     end = times[-1] + 2.0
+    called_off = None
     if stop_at is not None:
         s, se = b.say("Stop.", stop_at)
         end = se + T + 0.5  # long enough that a missed stop would show
+        called_off = boundary(se + REACT)
     elif rng.random() < 0.5 * b.difficulty and T >= 6:  # the user chats while the agent waits
         b.filler(E + 2.0, 1)
+    if every:  # the next repetition is counted down until the session ends or "Stop." is heard
+        b.countdown(said + DELTA, boundary(times[-1] + T), called_off)
     rules += silent_between(E + 2.0, end, busy)
     return end, rules
 
@@ -313,8 +343,11 @@ def gen_cuespeak(b: Builder):
     rng = b.rng
     r, c = str(rng.choice(lang.RESPONSE_WORDS)), str(rng.choice(lang.CUE_WORDS))
     typed = _typed(rng, b.difficulty)
-    E = b.instruct(str(rng.choice(lang.CUE_FORMS)).format(R=r, C=c), float(rng.uniform(0.3, 1.5)), typed)
-    _maybe_ack(b, E)
+    text = str(rng.choice(lang.CUE_FORMS)).format(R=r, C=c)
+    E = b.instruct(text, float(rng.uniform(0.3, 1.5)), typed)
+    ready = b.ready(text, E)
+    b.note(f"{c} {r}", ready)
+    _maybe_ack(b, E, after=ready + 2 * DELTA)
     t = E + float(rng.uniform(1.0, 2.5))
     n_cues = int(rng.choice([0, 1, 1, 2, 2, 3]))
     others = [w for w in lang.CUE_WORDS if w != c]

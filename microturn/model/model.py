@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..codecs import dmel
 from ..stream.layout import Layout, out_loss_mask
-from ..stream.tokenizer import BG, EOT, PAD, SIL, TYPED
+from ..stream.tokenizer import BG, EOT, NOTE, PAD, SIL, SPECIALS, TYPED
 from .config import ModelConfig
 from .embed import InputEmbed
 from .heads import FlowHead
@@ -270,7 +270,8 @@ class InteractionModel(nn.Module):
                 break
             h = self._run(state, self.embed.outputs(tok[:, None, None], i)[:, 0], rows[live])[:, -1]
         state.t[rows] += 1
-        said = ((toks != EOT) & (toks != PAD)).any(-1)
+        prev = torch.cat([torch.full_like(toks[:, :1], PAD), toks[:, :-1]], 1)
+        said = ((toks >= len(SPECIALS)) & (prev != NOTE)).any(-1)  # words, not controls, timers or notes
         state.quiet[rows] = torch.where(said, 0, (state.quiet[rows] + 1).clamp_max(SPEECH_TAIL))
         mel = None
         if generate_audio:  # only rows whose audio is not over yet run the flow head; the others' window is silence

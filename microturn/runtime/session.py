@@ -39,7 +39,8 @@ class TurnOutput:
 
     t: int  # micro-turn index; its output covers [(t + 1) * delta, (t + 2) * delta)
     tokens: list[int]
-    text: str  # the text of this micro-turn's word tokens (for live transcripts)
+    said: list[int]  # the tokens it said (no controls, delegation queries or notes)
+    text: str  # their text (for live transcripts)
     words: list[Word]  # words that became final
     events: list[Event]  # delegations made
     answers: list[Answer]  # background answers that re-entered the stream
@@ -130,8 +131,8 @@ class Session:
         for a in answers:
             if a.text:
                 self.text_due.append((self.t + 1, a.text, "bg"))
-        text = self.engine.tok.decode(self.decoder.said)
-        out = TurnOutput(self.t, [int(i) for i in tokens], text, words, events, answers, audio, 0.0)
+        said = list(self.decoder.said)
+        out = TurnOutput(self.t, [int(i) for i in tokens], said, self.engine.tok.decode(said), words, events, answers, audio, 0.0)
         self.words += words
         self.events += events
         self.answers += answers

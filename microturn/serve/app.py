@@ -128,7 +128,7 @@ class NativeConnection(Connection):
         L = self.hub.layout
         for o in outs:
             start = round((o.t + 1) * L.delta, 6)
-            text = self.spoken.push(o.tokens)
+            text = self.spoken.push(o.said)
             if text:
                 self.send(P.encode("text.delta", t=o.t, start=start, text=text))
             if o.audio is not None:

@@ -33,7 +33,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..model.model import InteractionModel, Sampling
 from ..runtime.background import Background, LocalTools
 from ..runtime.session import Engine, Session, TurnOutput
-from ..stream.tokenizer import DLG, DLG_END, EOT, PAD, SPECIALS, default_tokenizer
+from ..stream.tokenizer import default_tokenizer
 
 log = logging.getLogger("microturn.serve")
 
@@ -91,24 +91,17 @@ def bearer(ws: WebSocket) -> str | None:
 
 # ---------------------------------------------------------------- delivery helpers
 class SpokenText:
-    """The agent's spoken text per micro-turn: out tokens minus controls and minus delegation queries. A character
-    whose UTF-8 bytes span micro-turns (byte-level BPE) is held back until it is complete."""
+    """The agent's spoken text per micro-turn, from the tokens it said (``TurnOutput.said``: no controls, delegation
+    queries or notes). A character whose UTF-8 bytes span micro-turns (byte-level BPE) is held back until it is
+    complete."""
 
     HOLD = 8  # tokens held at most while waiting for the rest of a character
 
     def __init__(self, tok):
-        self.tok, self.in_query, self.pending = tok, False, []
+        self.tok, self.pending = tok, []
 
-    def push(self, tokens: list[int]) -> str:
-        for t in tokens:
-            if t in (EOT, PAD):
-                break
-            if t == DLG:
-                self.in_query = True
-            elif t == DLG_END:
-                self.in_query = False
-            elif not self.in_query and t >= len(SPECIALS):
-                self.pending.append(t)
+    def push(self, said: list[int]) -> str:
+        self.pending += said
         if not self.pending:
             return ""
         text = self.tok.decode(self.pending)

@@ -191,7 +191,7 @@ class RealtimeConnection(Connection):
     # ---- output ----
     def deliver(self, outs: list[TurnOutput]) -> None:
         for o in outs:
-            text = self.spoken.push(o.tokens)
+            text = self.spoken.push(o.said)
             audio = self.to24(o.audio) if o.audio is not None else np.zeros(0, np.float32)
             speaking = voiced(o.audio) or bool(text)
             if not speaking:

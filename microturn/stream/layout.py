@@ -14,8 +14,10 @@ constant and token distance is elapsed time:
 - text_in: typed user text (after a ``<typed>`` marker) and background-model answers (after ``<bg>``) that arrived
   in the window, queued: text longer than the slots continues in the next micro-turns; empty slots hold ``<pad>``.
 - out: what the agent does in the *next* window [(t+1)*delta, (t+2)*delta): at most ``n_out - 1`` text tokens (the
-  words it starts saying then, or a delegation ``<dlg> query </dlg>``), then ``<eot>``; the rest ``<pad>``.
-  Silence is a lone ``<eot>``. The flow head generates the window's agent mel frames from the last out slot.
+  words it starts saying then, a delegation ``<dlg> query </dlg>``, or silent notes ``<note> word``), then
+  ``<eot>``; the rest ``<pad>``. While the agent waits to do something at a time, each micro-turn's out starts with a
+  timer token ``<tk>``: k micro-turns left until the one that says it (a countdown by one per micro-turn, so the
+  model need not measure time from the clock). Silence is a lone ``<eot>``. The flow head generates the window's agent mel frames from the last out slot.
 
 A word the agent starts at second s is therefore emitted by micro-turn ``floor(s / delta) - 1`` and decodes to start
 at the beginning of the window it starts in. Targets for training: the out tokens (loss up to and including
@@ -32,7 +34,7 @@ import numpy as np
 from ..codecs import dmel
 from ..codecs.patches import PATCH, SIZE, n_patches, resize
 from .timeline import Event, Timeline
-from .tokenizer import BG, DLG, DLG_END, EOT, PAD, SIL, SPECIALS, TYPED, Tokenizer
+from .tokenizer import BG, DLG, DLG_END, EOT, NOTE, PAD, SIL, SPECIALS, TYPED, Tokenizer, is_timer, timer
 from .words import Word
 
 FRAME_S = dmel.HOP / dmel.SAMPLE_RATE  # 12.5 ms
@@ -161,15 +163,24 @@ def encode_inputs(tl: Timeline, layout: Layout, tok: Tokenizer) -> dict[str, np.
 
 
 def out_schedule(tl: Timeline, layout: Layout, tok: Tokenizer) -> np.ndarray:
-    """The agent's out tokens per micro-turn [T, n_out]: its words at their onsets, delegations at their times."""
+    """The agent's out tokens per micro-turn [T, n_out]: its words at their onsets, delegations and notes at their
+    times, and while a timer runs, the micro-turns left as the first token."""
     T = layout.n_turns(tl.duration)
+    turn = lambda s: max(0, int(np.floor(s / layout.delta + 1e-6)) - 1)  # noqa: E731  the micro-turn that emits s
     due: list[tuple[int, int, list[int]]] = []  # (micro-turn, order, tokens)
     for i, w in enumerate(sorted(tl.words_of("agent"), key=lambda w: w.start)):
-        due.append((max(0, int(np.floor(w.start / layout.delta + 1e-6)) - 1), i, tok.encode_word(w.w)))
+        due.append((turn(w.start), i, tok.encode_word(w.w)))
+    countdown = np.zeros(T, np.int64)  # micro-turns left on a running timer (0: none)
     for i, e in enumerate(tl.events):
         if e.kind == "delegate":
-            t = max(0, int(np.floor(e.t / layout.delta + 1e-6)) - 1)
-            due.append((t, -1 - i, [DLG] + tok.encode(" " + e.text.strip()) + [DLG_END]))
+            due.append((turn(e.t), -1 - i, [DLG] + tok.encode(" " + e.text.strip()) + [DLG_END]))
+        elif e.kind == "note":
+            due.append((turn(e.t), -1 - i, [x for w in e.text.split() for x in [NOTE] + tok.encode_word(w)]))
+        elif e.kind == "timer":
+            at, end = e.timer()
+            fire, stop = turn(at), min(T, turn(end) if end < np.inf else T)
+            m = np.arange(turn(e.t), min(fire, stop))
+            countdown[m] = fire - m
     due.sort(key=lambda d: (d[0], d[1] >= 0, d[1]))
     out = np.full((T, layout.n_out), PAD, np.int64)
     pending: deque[int] = deque()
@@ -178,9 +189,14 @@ def out_schedule(tl: Timeline, layout: Layout, tok: Tokenizer) -> np.ndarray:
         while k < len(due) and due[k][0] <= t:
             pending.extend(due[k][2])
             k += 1
-        n = min(layout.n_out - 1, len(pending))
-        out[t, :n] = [pending.popleft() for _ in range(n)]
-        out[t, n] = EOT
+        # a note and its word stay in one micro-turn: a note due now takes the timer's slot this once
+        row = [timer(countdown[t])] if countdown[t] and not (pending and pending[0] == NOTE) else []
+        while pending and len(row) < layout.n_out - 1:
+            if pending[0] == NOTE and len(row) == layout.n_out - 2:
+                break
+            row.append(pending.popleft())
+        out[t, : len(row)] = row
+        out[t, len(row)] = EOT
     return out
 
 
@@ -238,7 +254,8 @@ class OutputDecoder:
         self.word: list | None = None  # [start, token ids, end of its last voiced frame or None]
         self.query: list[int] | None = None
         self.asked = 0.0
-        self.said: list[int] = []  # the spoken (not delegated) tokens of the last micro-turn pushed
+        self.noting = False  # a <note> came: the next token is written, not said
+        self.said: list[int] = []  # the spoken tokens of the last micro-turn pushed (no controls, queries, notes)
 
     def _close(self, limit: float = np.inf) -> list[Word]:
         if self.word is None:
@@ -259,7 +276,13 @@ class OutputDecoder:
         for tid in (int(x) for x in out_row):
             if tid in (EOT, PAD):
                 break
-            if tid == DLG:
+            if is_timer(tid):
+                continue
+            if self.noting:
+                self.noting = False
+            elif tid == NOTE:
+                self.noting = True
+            elif tid == DLG:
                 self.query, self.asked = [], when
             elif tid == DLG_END:
                 if self.query is not None:
@@ -267,7 +290,7 @@ class OutputDecoder:
                 self.query = None
             elif self.query is not None:
                 self.query.append(tid)
-            elif tid < len(SPECIALS):
+            elif tid < len(SPECIALS):  # other controls and timers: not said
                 continue
             elif self.tok.starts_word(tid) or self.word is None:
                 words += self._close(when)

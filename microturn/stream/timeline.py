@@ -21,7 +21,7 @@ from ..codecs.audio import SAMPLE_RATE, AudioError, as_mono, load_wav, save_wav
 from .words import Word
 
 SOURCES = ("typed", "bg")  # typed user text, background-model results
-EVENT_KINDS = ("delegate", "answer")
+EVENT_KINDS = ("delegate", "answer", "note", "timer")
 
 
 class TimelineError(ValueError):
@@ -44,7 +44,11 @@ class TextEvent:
 
 @dataclass
 class Event:
-    """A background-model event: ``delegate`` (the agent hands ``query`` over) or ``answer`` (``text`` comes back)."""
+    """Something the agent does that is not speech: ``delegate`` (it hands ``text``, the query, to the background
+    model), ``answer`` (``text`` comes back), and its silent out tokens (training targets, never said): ``note``
+    (it writes each word of ``text`` after a ``<note>``, e.g. the word a pending instruction asks for) and ``timer``
+    (from ``t`` on it counts down the micro-turns to ``text`` = "due" seconds, or "due end" when the countdown is
+    called off at ``end``)."""
 
     t: float
     kind: str
@@ -54,6 +58,19 @@ class Event:
         if self.kind not in EVENT_KINDS:
             raise TimelineError(f"event kind must be one of {EVENT_KINDS}, got {self.kind!r}")
         _check_time("event t", self.t)
+        if self.kind == "timer":
+            self.timer()  # checks its text
+
+    def timer(self) -> tuple[float, float]:
+        """A timer event's (due, end) seconds (end: inf when it runs to the session's end or its due)."""
+        try:
+            v = [float(x) for x in self.text.split()]
+        except ValueError:
+            v = []
+        if len(v) not in (1, 2) or not all(np.isfinite(x) or x == np.inf for x in v) or v[0] < self.t:
+            raise TimelineError(f"timer event text must be 'due' or 'due end' seconds (due >= t = {self.t}), "
+                                f"got {self.text!r}")
+        return v[0], (v[1] if len(v) == 2 else np.inf)
 
 
 def _check_time(name, v):

@@ -6,8 +6,11 @@ Choice: a byte-level BPE (Hugging Face ``tokenizers``) trained on the task langu
 - BPE trained on our own corpus: the task words ("bingo", " seventy", " manzana") are single tokens, so an answer
   costs one or two output slots of a micro-turn, and the output cap stays small.
 - A small vocabulary keeps the embedding and text head cheap for a CPU model.
-The special tokens have fixed ids 0..6 (see ``SPECIALS``). The file lives at ``microturn/assets/tokenizer.json``
-and is rebuilt with ``microturn tokenizer`` (deterministic for the corpus).
+The special tokens have fixed ids 0..157 (see ``SPECIALS``): the stream's controls, then the agent's silent tokens,
+written in its out stream but never said: ``<note>`` (the next token is a note to itself, e.g. the word a pending
+instruction asks for) and the timers ``<t1>`` .. ``<t150>`` (micro-turns left until something it was asked to do at
+a time). The file lives at ``microturn/assets/tokenizer.json`` and is rebuilt with ``microturn tokenizer``
+(deterministic for the corpus).
 """
 from __future__ import annotations
 
@@ -17,8 +20,19 @@ from pathlib import Path
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-SPECIALS = ("<pad>", "<eot>", "<dlg>", "</dlg>", "<typed>", "<bg>", "<sil>")
-PAD, EOT, DLG, DLG_END, TYPED, BG, SIL = range(len(SPECIALS))
+MAX_TIMER = 150  # micro-turns a timer counts down from at most (30 s)
+SPECIALS = ("<pad>", "<eot>", "<dlg>", "</dlg>", "<typed>", "<bg>", "<sil>", "<note>") + tuple(
+    f"<t{k}>" for k in range(1, MAX_TIMER + 1))
+PAD, EOT, DLG, DLG_END, TYPED, BG, SIL, NOTE = range(8)
+
+
+def timer(k: int) -> int:
+    """The id of the timer token ``<tk>``: k micro-turns left (clipped to 1 .. MAX_TIMER)."""
+    return NOTE + min(max(int(k), 1), MAX_TIMER)
+
+
+def is_timer(token_id) -> bool:
+    return NOTE < token_id <= NOTE + MAX_TIMER
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "assets" / "tokenizer.json"
 VOCAB_SIZE = 2048
 

@@ -9,6 +9,7 @@ import torch
 
 from ..codecs import dmel
 from ..stream.layout import Layout
+from ..stream.tokenizer import SPECIALS
 
 ARRAYS = ("audio", "mel", "text_in", "out", "listen", "frame", "frames")
 
@@ -24,6 +25,10 @@ class Shards:
         layouts = set()
         for d in dirs:
             meta = json.loads((d / "sessions.json").read_text())
+            if meta.get("specials", 7) != len(SPECIALS):
+                raise ValueError(f"{d} was written with {meta.get('specials', 7)} special tokens, the tokenizer has "
+                                 f"{len(SPECIALS)}: render it again, or bring it up to date with "
+                                 f"scripts/relayout_shards.py")
             layouts.add(json.dumps(meta["layout"], sort_keys=True))
             arrays = {k: np.load(d / f"{k}.npy", mmap_mode="r") for k in ARRAYS if (d / f"{k}.npy").exists()}
             self.shards.append(arrays)

@@ -52,6 +52,7 @@ class TrainConfig:
     augment: bool = True  # alter the input audio and shift the clock at random (train.data); evaluation never does
     mix: str = ""  # family weights, e.g. "timespeak=3,cuespeak=2" (others 1); evaluation mixes evenly
     conversations: float = 0.0  # share of batches whose items are several sessions in a row (up to the window)
+    init: str = ""  # a checkpoint folder to start from (fine-tuning: new optimiser, schedule and curriculum)
 
 
 def lr_at(step: int, c: TrainConfig) -> float:
@@ -133,15 +134,22 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     torch.manual_seed(c.seed + rank)
     out = Path(c.out)
     shards = Shards(c.data)
-    cfg = model_cfg or preset(c.preset, vocab_size=default_tokenizer().vocab_size, layout=shards.layout)
+    state_path = out / "train_state.pt"
+    start = checkpoint.load(c.init) if c.init and not state_path.exists() else None
+    cfg = model_cfg or (start.cfg if start is not None else
+                        preset(c.preset, vocab_size=default_tokenizer().vocab_size, layout=shards.layout))
+    if cfg.vocab_size < default_tokenizer().vocab_size or cfg.layout != shards.layout:
+        raise ValueError(f"the model's vocabulary ({cfg.vocab_size} tokens) must hold the tokenizer's "
+                         f"({default_tokenizer().vocab_size}) and its layout must be the shards' ({shards.layout})")
     model = InteractionModel(cfg).to(dev)
+    if start is not None:
+        model.load_state_dict(start.state_dict())
     opt = torch.optim.AdamW(
         [{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": c.weight_decay},
          {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}],
         lr=c.lr, betas=(0.9, 0.95), fused=dev.type == "cuda")
     cur = Curriculum(shards, c.seed + 1000 * rank, mix=parse_mix(c.mix))
     step = 0
-    state_path = out / "train_state.pt"
     if state_path.exists():  # resume exactly where the last checkpoint left off
         st = torch.load(state_path, map_location=dev, weights_only=False)
         model.load_state_dict(st["model"])
