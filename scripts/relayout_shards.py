@@ -35,6 +35,8 @@ def main():
     p.add_argument("--old-specials", type=int, required=True)
     p.add_argument("--families", default="timespeak,cuespeak")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--again", action="store_true", help="lay the families out again in shards already up to date "
+                                                        "(after a change to their targets)")
     a = p.parse_args()
     shift = len(SPECIALS) - a.old_specials
     tok = default_tokenizer()
@@ -43,7 +45,7 @@ def main():
         for meta_path in sorted(Path(root).glob("**/sessions.json")):
             d = meta_path.parent
             meta = json.loads(meta_path.read_text())
-            if meta.get("specials") == len(SPECIALS):
+            if meta.get("specials") == len(SPECIALS) and not a.again:
                 print(f"{d}: up to date")
                 continue
             layout = Layout(**meta["layout"])

@@ -162,6 +162,30 @@ def test_notes_and_timers_are_written_not_said():
     row = lambda *ids: np.array(list(ids) + [EOT] + [PAD] * (L.n_out - 1 - len(ids)))  # noqa: E731
     got, _ = decode_outputs(np.stack([row(timer(5), NOTE), row(timer(4), tiger), row(okay)]), L, TOK)
     assert [w.w for w in got] == ["okay"]
+    # ... but only over the next micro-turn's timer: a note left at a micro-turn's end before a word is dropped
+    got, _ = decode_outputs(np.stack([row(timer(2), NOTE), row(tiger)]), L, TOK)
+    assert [w.w for w in got] == ["tiger"]
+
+
+def test_rehearsed_notes_fill_free_slots():
+    """While notes are rehearsed they fill the slots words and timers leave free, a note and its word together
+    unless the word can follow the next micro-turn's timer; the words said are unchanged."""
+    from microturn.stream.tokenizer import NOTE, timer
+
+    tiger, bingo = (TOK.encode_word(w)[0] for w in ("tiger", "bingo"))
+    tl = Timeline(duration=2.4, words=[Word("bingo", at(5), at(5) + 0.2, "agent")],
+                  events=[Event(at(1), "rehearse", f"tiger bingo; {at(9)}")])
+    out = out_schedule(tl, L, TOK)
+    assert [out[t, :2].tolist() for t in range(6)] == [[NOTE, tiger], [NOTE, bingo], [NOTE, tiger], [NOTE, bingo],
+                                                       [bingo, EOT], [NOTE, tiger]]  # goes on after the word
+    assert out[7, 0] == NOTE and out[8, 0] == EOT  # ... to its end
+    tl = Timeline(duration=1.6, words=[Word("bingo", at(6), at(6) + 0.2, "agent")],
+                  events=[Event(at(1), "timer", f"{at(6)}"), Event(at(1), "rehearse", f"bingo; {at(6)}")])
+    out = out_schedule(tl, L, TOK)
+    assert [out[t, :2].tolist() for t in range(6)] == [[timer(5), NOTE], [timer(4), bingo], [timer(3), NOTE],
+                                                       [timer(2), bingo], [timer(1), EOT], [bingo, EOT]]
+    got, _ = decode_outputs(out, L, TOK)
+    assert [(w.w, w.start) for w in got] == [("bingo", at(6))]
 
 
 def test_timer_events_are_checked():

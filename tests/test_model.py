@@ -224,14 +224,16 @@ def test_flow_head_runs_only_while_the_agent_speaks():
     forced[1, :2] = torch.tensor([timer(7), EOT])
     first = forced.clone()
     first[0, :2] = torch.tensor([word, EOT])
-    first[1, :3] = torch.tensor([NOTE, word, EOT])
+    first[1, :3] = torch.tensor([timer(8), NOTE, EOT])  # a note whose word follows the next micro-turn's timer
+    second = forced.clone()
+    second[1, :3] = torch.tensor([timer(7), word, EOT])
     n_turns = SPEECH_TAIL + 2
     batch = make_batch(cfg, 2, n_turns, seed=6)
     state = model.new_state(2)
     sampled = []
     sample = model.flow.sample
     model.flow.sample = lambda cond, *a: sampled.append(len(cond)) or sample(cond, *a)
-    outs = [model.step(state, *inputs_at(batch, t), forced_out=first if t == 0 else forced,
+    outs = [model.step(state, *inputs_at(batch, t), forced_out=[first, second][t] if t < 2 else forced,
                        generator=torch.Generator().manual_seed(0)) for t in range(n_turns)]
     assert sampled == [1] * SPEECH_TAIL  # row 0 from its word on, while its audio may last; row 1 never
     for t, o in enumerate(outs):

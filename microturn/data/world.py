@@ -9,9 +9,10 @@ Timing conventions of the targets (what the bundled model learns):
   (or a typed text arrives): it must hear a little silence to know the turn is over;
 - a reaction to something heard or seen (a cue, a completed rep, "stop") starts at the first boundary after it;
 - agent speech starts on micro-turn boundaries, so its words decode to the times they were spoken;
-- an instruction that lasts (a time, a cue) is noted once the agent has it: its words written silently after
-  ``<note>`` (``note`` events), and a time is counted down one micro-turn at a time (``timer`` events), so the
-  model carries what it was asked and when, instead of finding it again and measuring time at the moment it acts.
+- the words of an instruction that lasts (a time, a cue) are noted as the agent takes them in (written silently
+  after ``<note>``: ``note`` events), then rehearsed in its free out slots while the instruction lasts
+  (``rehearse``), and a time is counted down one micro-turn at a time (``timer`` events): the model carries what it
+  was asked and when a few tokens back, instead of finding it 30 s back and measuring time when it acts.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import numpy as np
 from ..codecs.audio import SAMPLE_RATE
 from ..stream.layout import Layout
 from ..stream.timeline import Event, TextEvent, Timeline
-from ..stream.tokenizer import default_tokenizer
+from ..stream.tokenizer import TYPED, default_tokenizer
 from ..stream.words import Word
 from . import language as lang
 from .speech import AGENT_VOICE, sample_voice, synthesize
@@ -86,7 +87,33 @@ class Builder:
     def instruct(self, text: str, t: float, typed: bool) -> float:
         """An instruction by voice or typed; returns E, the time the instruction counts from."""
         self.input = self.input or ("typed" if typed else "voice")
+        self.instruction = (text, t, typed)
         return self.type(text, t) if typed else self.say(text, t)[1]
+
+    def perceived(self, word: str) -> float:
+        """When the agent has taken in ``word`` of the last instruction (a micro-turn boundary): typed, once its
+        token has reached a text_in slot; by voice, once the word has been heard to its end."""
+        text, t, typed = self.instruction
+        L = Layout()
+        if typed:
+            ids = [TYPED] + default_tokenizer().encode(" " + text.strip())
+            j = ids.index(default_tokenizer().encode_word(word)[0])
+            return round((np.floor(t / L.delta + 1e-6) + j // L.n_text_in + 1) * L.delta, 6)
+        end = next(w.end for w in self.words if w.start >= t - 1e-6 and w.w.lower().strip(".,!?") == word)
+        return boundary(end + 0.05)
+
+    def remember(self, words: list[str], e: float) -> float:
+        """Note each of ``words`` of the last instruction (which ended at e) as it is taken in; returns when the
+        agent has it all (and its notes are written): from then on it rehearses them (``rehearse``)."""
+        text = self.instruction[0]
+        times = [self.perceived(w) for w in words]
+        for w, t in zip(words, times):
+            self.note(w, t)
+        return max(self.ready(text, e), max(times) + DELTA)
+
+    def rehearse(self, words: list[str], t: float, until: float | None = None) -> None:
+        """From t until ``until`` (the session's end when None), the agent's free out slots repeat its notes."""
+        self.events.append(Event(t, "rehearse", " ".join(words) + ("" if until is None else f"; {until:.4f}")))
 
     def ready(self, text: str, e: float) -> float:
         """When the agent has the whole of the instruction ``text`` that ended at e (see ``instruct``): by voice, a
@@ -311,14 +338,13 @@ def gen_timespeak(b: Builder):
         T = int(rng.integers(2, 31))
         text = str(rng.choice(lang.TIME_ONCE_FORMS)).format(R=r, T=lang.number_words(T))
     E = b.instruct(text, float(rng.uniform(0.3, 1.5)), typed)
-    ready = b.ready(text, E)
-    b.note(r, ready)
-    _maybe_ack(b, E, after=ready + DELTA)
+    ready = b.remember([r], E)
+    _maybe_ack(b, E, after=ready)
     times = [E + k * T for k in range(1, (int(rng.integers(2, 5)) if every else 1) + 1)]
     stop_at = None
     if every and rng.random() < 0.4:  # "Stop." ends the repetitions
         stop_at = times[-1] + T * 0.5
-    busy, rules, said = [(E, E + 2.0)], [], ready  # the note first, then the countdown
+    busy, rules, said = [(E, E + 2.0)], [], ready - DELTA  # counting from the micro-turn it has the instruction
     for due in times:
         start = boundary(due)  # where the agent's word starts
         b.countdown(said + DELTA, start)
@@ -335,6 +361,7 @@ def gen_timespeak(b: Builder):
         b.filler(E + 2.0, 1)
     if every:  # the next repetition is counted down until the session ends or "Stop." is heard
         b.countdown(said + DELTA, boundary(times[-1] + T), called_off)
+    b.rehearse([r], ready, called_off if every else said)
     rules += silent_between(E + 2.0, end, busy)
     return end, rules
 
@@ -345,9 +372,9 @@ def gen_cuespeak(b: Builder):
     typed = _typed(rng, b.difficulty)
     text = str(rng.choice(lang.CUE_FORMS)).format(R=r, C=c)
     E = b.instruct(text, float(rng.uniform(0.3, 1.5)), typed)
-    ready = b.ready(text, E)
-    b.note(f"{c} {r}", ready)
-    _maybe_ack(b, E, after=ready + 2 * DELTA)
+    ready = b.remember([c, r], E)
+    b.rehearse([c, r], ready)
+    _maybe_ack(b, E, after=ready)
     t = E + float(rng.uniform(1.0, 2.5))
     n_cues = int(rng.choice([0, 1, 1, 2, 2, 3]))
     others = [w for w in lang.CUE_WORDS if w != c]

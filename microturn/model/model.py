@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..codecs import dmel
 from ..stream.layout import Layout, out_loss_mask
-from ..stream.tokenizer import BG, EOT, NOTE, PAD, SIL, SPECIALS, TYPED
+from ..stream.tokenizer import BG, EOT, NOTE, PAD, SIL, SPECIALS, TYPED, is_timer
 from .config import ModelConfig
 from .embed import InputEmbed
 from .heads import FlowHead
@@ -38,6 +38,7 @@ class StreamState:
     tail: torch.Tensor  # [B, n_out] the last micro-turn's out tokens
     n_tail: torch.Tensor  # [B] how many of them (its <eot> and the <pad>s after it) are still to be fed
     quiet: torch.Tensor  # [B] micro-turns since the row last said a word (up to SPEECH_TAIL: its audio is over)
+    noting: torch.Tensor  # [B] bool: the row's last token was a <note> (its next word is written, not said)
 
     def reset(self, rows: torch.Tensor | None = None):
         rows = torch.ones_like(self.length, dtype=torch.bool) if rows is None else rows
@@ -46,6 +47,7 @@ class StreamState:
         self.t[rows] = 0
         self.n_tail[rows] = 0
         self.quiet[rows] = SPEECH_TAIL
+        self.noting[rows] = False
 
     @property
     def tokens(self) -> torch.Tensor:
@@ -190,7 +192,8 @@ class InteractionModel(nn.Module):
     def new_state(self, batch: int = 1, device=None) -> StreamState:
         zeros = lambda *shape: torch.zeros(*shape, dtype=torch.long, device=device)  # noqa: E731
         return StreamState(KVCache.empty(self.cfg, batch, device=device), zeros(batch), zeros(batch),
-                           zeros(batch, self.layout.n_out), zeros(batch), zeros(batch) + SPEECH_TAIL)
+                           zeros(batch, self.layout.n_out), zeros(batch), zeros(batch) + SPEECH_TAIL,
+                           zeros(batch).bool())
 
     def _run(self, state, x, rows):
         pos = state.length[rows, None] + torch.arange(x.shape[1], device=x.device)
@@ -216,6 +219,20 @@ class InteractionModel(nn.Module):
             h[sub] = self._run(state, xs, rows[sub])[:, m:]
         state.n_tail[rows] = 0
         return h
+
+    @staticmethod
+    def _said(state: StreamState, toks: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """[n] whether each row said a word in this micro-turn's out tokens [n, n_out]: not controls, timers or
+        noted words (the rule of ``stream.layout.OutputDecoder``: a note's word follows it, or the next micro-turn's
+        timer)."""
+        noting = state.noting[rows] & is_timer(toks[:, 0])
+        said = torch.zeros_like(noting)
+        for x in toks.unbind(1):
+            word = x >= len(SPECIALS)
+            said |= word & ~noting
+            noting = (x == NOTE) | (noting & ~word)
+        state.noting[rows] = noting
+        return said
 
     @torch.no_grad()
     def step(self, state: StreamState, audio, video, video_on, text_in, active: torch.Tensor | None = None,
@@ -270,8 +287,7 @@ class InteractionModel(nn.Module):
                 break
             h = self._run(state, self.embed.outputs(tok[:, None, None], i)[:, 0], rows[live])[:, -1]
         state.t[rows] += 1
-        prev = torch.cat([torch.full_like(toks[:, :1], PAD), toks[:, :-1]], 1)
-        said = ((toks >= len(SPECIALS)) & (prev != NOTE)).any(-1)  # words, not controls, timers or notes
+        said = self._said(state, toks, rows)
         state.quiet[rows] = torch.where(said, 0, (state.quiet[rows] + 1).clamp_max(SPEECH_TAIL))
         mel = None
         if generate_audio:  # only rows whose audio is not over yet run the flow head; the others' window is silence

@@ -164,18 +164,25 @@ def encode_inputs(tl: Timeline, layout: Layout, tok: Tokenizer) -> dict[str, np.
 
 def out_schedule(tl: Timeline, layout: Layout, tok: Tokenizer) -> np.ndarray:
     """The agent's out tokens per micro-turn [T, n_out]: its words at their onsets, delegations and notes at their
-    times, and while a timer runs, the micro-turns left as the first token."""
+    times, while a timer runs the micro-turns left as the first token, and while notes are rehearsed, their tokens in
+    the slots left free."""
     T = layout.n_turns(tl.duration)
     turn = lambda s: max(0, int(np.floor(s / layout.delta + 1e-6)) - 1)  # noqa: E731  the micro-turn that emits s
     due: list[tuple[int, int, list[int]]] = []  # (micro-turn, order, tokens)
     for i, w in enumerate(sorted(tl.words_of("agent"), key=lambda w: w.start)):
         due.append((turn(w.start), i, tok.encode_word(w.w)))
     countdown = np.zeros(T, np.int64)  # micro-turns left on a running timer (0: none)
+    recall: list[list[int] | None] = [None] * T  # the notes rehearsed in each micro-turn's free slots
     for i, e in enumerate(tl.events):
         if e.kind == "delegate":
             due.append((turn(e.t), -1 - i, [DLG] + tok.encode(" " + e.text.strip()) + [DLG_END]))
         elif e.kind == "note":
             due.append((turn(e.t), -1 - i, [x for w in e.text.split() for x in [NOTE] + tok.encode_word(w)]))
+        elif e.kind == "rehearse":
+            words, end = e.rehearsal()
+            cycle = [x for w in words for x in [NOTE] + tok.encode_word(w)]
+            for m in range(turn(e.t), min(T, turn(end) if end < np.inf else T)):
+                recall[m] = cycle
         elif e.kind == "timer":
             at, end = e.timer()
             fire, stop = turn(at), min(T, turn(end) if end < np.inf else T)
@@ -184,7 +191,7 @@ def out_schedule(tl: Timeline, layout: Layout, tok: Tokenizer) -> np.ndarray:
     due.sort(key=lambda d: (d[0], d[1] >= 0, d[1]))
     out = np.full((T, layout.n_out), PAD, np.int64)
     pending: deque[int] = deque()
-    k = 0
+    k = j = 0  # j: the next token of the rehearsal cycle
     for t in range(T):
         while k < len(due) and due[k][0] <= t:
             pending.extend(due[k][2])
@@ -195,6 +202,18 @@ def out_schedule(tl: Timeline, layout: Layout, tok: Tokenizer) -> np.ndarray:
             if pending[0] == NOTE and len(row) == layout.n_out - 2:
                 break
             row.append(pending.popleft())
+        if recall[t] is None:
+            j = 0
+        elif not pending:  # free slots repeat the notes
+            cycle = recall[t]
+            # a note may end a micro-turn only when its word follows the next micro-turn's timer (see OutputDecoder)
+            carry = (t + 1 < T and countdown[t + 1] and recall[t + 1] is cycle
+                     and not (k < len(due) and due[k][0] <= t + 1))
+            while len(row) < layout.n_out - 1:
+                if cycle[j % len(cycle)] == NOTE and len(row) == layout.n_out - 2 and not carry:
+                    break
+                row.append(cycle[j % len(cycle)])
+                j += 1
         out[t, : len(row)] = row
         out[t, len(row)] = EOT
     return out
@@ -273,6 +292,8 @@ class OutputDecoder:
         words: list[Word] = []
         events: list[Event] = []
         self.said = []
+        if self.noting and not is_timer(int(out_row[0])):
+            self.noting = False  # a note's word may follow only the next micro-turn's timer
         for tid in (int(x) for x in out_row):
             if tid in (EOT, PAD):
                 break

@@ -21,7 +21,7 @@ from ..codecs.audio import SAMPLE_RATE, AudioError, as_mono, load_wav, save_wav
 from .words import Word
 
 SOURCES = ("typed", "bg")  # typed user text, background-model results
-EVENT_KINDS = ("delegate", "answer", "note", "timer")
+EVENT_KINDS = ("delegate", "answer", "note", "rehearse", "timer")
 
 
 class TimelineError(ValueError):
@@ -46,7 +46,8 @@ class TextEvent:
 class Event:
     """Something the agent does that is not speech: ``delegate`` (it hands ``text``, the query, to the background
     model), ``answer`` (``text`` comes back), and its silent out tokens (training targets, never said): ``note``
-    (it writes each word of ``text`` after a ``<note>``, e.g. the word a pending instruction asks for) and ``timer``
+    (it writes each word of ``text`` after a ``<note>``, e.g. the word a pending instruction asks for), ``rehearse``
+    (from ``t`` on its free out slots repeat the notes of ``text`` = "words" or "words; end" seconds) and ``timer``
     (from ``t`` on it counts down the micro-turns to ``text`` = "due" seconds, or "due end" when the countdown is
     called off at ``end``)."""
 
@@ -60,6 +61,20 @@ class Event:
         _check_time("event t", self.t)
         if self.kind == "timer":
             self.timer()  # checks its text
+        if self.kind == "rehearse":
+            self.rehearsal()
+
+    def rehearsal(self) -> tuple[list[str], float]:
+        """A rehearse event's words and end (inf: the session's end)."""
+        words, _, end = self.text.partition(";")
+        try:
+            until = float(end) if end.strip() else np.inf
+        except ValueError:
+            until = -1.0
+        if not words.split() or not until >= self.t:
+            raise TimelineError(f"rehearse event text must be 'words' or 'words; end' (end >= t = {self.t}), "
+                                f"got {self.text!r}")
+        return words.split(), until
 
     def timer(self) -> tuple[float, float]:
         """A timer event's (due, end) seconds (end: inf when it runs to the session's end or its due)."""

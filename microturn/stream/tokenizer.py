@@ -31,8 +31,9 @@ def timer(k: int) -> int:
     return NOTE + min(max(int(k), 1), MAX_TIMER)
 
 
-def is_timer(token_id) -> bool:
-    return NOTE < token_id <= NOTE + MAX_TIMER
+def is_timer(token_id):
+    """Whether a token id is a timer (ints, numpy arrays and tensors alike)."""
+    return (token_id > NOTE) & (token_id <= NOTE + MAX_TIMER)
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "assets" / "tokenizer.json"
 VOCAB_SIZE = 2048
 
