@@ -60,6 +60,7 @@ class Builder:
         self.events: list[Event] = []
         self.video, self.fps = None, 5.0
         self.input: str | None = None  # how the first instruction came: "typed" or "voice"
+        self.instruction: tuple[str, float, bool] | None = None  # the last one: (text, time, typed)
         self.marks: list[float] = []  # times worth marking in pictures (the reps completing)
         self.gain = float(rng.uniform(0.5, 1.0)) if difficulty > 0.3 else 0.8
 

@@ -132,7 +132,8 @@ class Session:
             if a.text:
                 self.text_due.append((self.t + 1, a.text, "bg"))
         said = list(self.decoder.said)
-        out = TurnOutput(self.t, [int(i) for i in tokens], said, self.engine.tok.decode(said), words, events, answers, audio, 0.0)
+        out = TurnOutput(self.t, [int(i) for i in tokens], said, self.engine.tok.decode(said), words, events, answers,
+                         audio, 0.0)
         self.words += words
         self.events += events
         self.answers += answers

@@ -17,7 +17,8 @@ constant and token distance is elapsed time:
   words it starts saying then, a delegation ``<dlg> query </dlg>``, or silent notes ``<note> word``), then
   ``<eot>``; the rest ``<pad>``. While the agent waits to do something at a time, each micro-turn's out starts with a
   timer token ``<tk>``: k micro-turns left until the one that says it (a countdown by one per micro-turn, so the
-  model need not measure time from the clock). Silence is a lone ``<eot>``. The flow head generates the window's agent mel frames from the last out slot.
+  model need not measure time from the clock); while an instruction lasts, the slots left free rehearse its notes.
+  Silence is a lone ``<eot>``. The flow head generates the window's agent mel frames from the last out slot.
 
 A word the agent starts at second s is therefore emitted by micro-turn ``floor(s / delta) - 1`` and decodes to start
 at the beginning of the window it starts in. Targets for training: the out tokens (loss up to and including
