@@ -5,6 +5,7 @@ head keep every old token's row at its new id; the new specials' rows start as a
     python scripts/grow_vocab.py runs/cpu-3850/model runs/cpu-3850-v1321/model --old-specials 7
 """
 import argparse
+from dataclasses import replace
 
 import torch
 
@@ -25,7 +26,7 @@ def main():
     if old.cfg.vocab_size + added != V:
         raise SystemExit(f"{a.src}: vocabulary {old.cfg.vocab_size} + {added} new specials != the tokenizer's {V}")
     torch.manual_seed(0)
-    new = InteractionModel(type(old.cfg)(**{**old.cfg.__dict__, "vocab_size": V}))
+    new = InteractionModel(replace(old.cfg, vocab_size=V))
     sd, fresh = old.state_dict(), new.state_dict()
     for k, v in sd.items():
         if v.shape[:1] == (old.cfg.vocab_size,):  # text embedding, listening head weight and bias

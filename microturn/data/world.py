@@ -91,42 +91,38 @@ class Builder:
         self.instruction = (text, t, typed)
         return self.type(text, t) if typed else self.say(text, t)[1]
 
+    def _read_by(self, j: int) -> float:
+        """The boundary by which token j of the last (typed) instruction, after its ``<typed>``, has reached a text_in
+        slot (the queue hands out ``n_text_in`` tokens per micro-turn from the one it arrived in)."""
+        L, t = Layout(), self.instruction[1]
+        return round((np.floor(t / L.delta + 1e-6) + j // L.n_text_in + 1) * L.delta, 6)
+
     def perceived(self, word: str) -> float:
         """When the agent has taken in ``word`` of the last instruction (a micro-turn boundary): typed, once its
         token has reached a text_in slot; by voice, once the word has been heard to its end."""
         text, t, typed = self.instruction
-        L = Layout()
+        tok = default_tokenizer()
         if typed:
-            ids = [TYPED] + default_tokenizer().encode(" " + text.strip())
-            j = ids.index(default_tokenizer().encode_word(word)[0])
-            return round((np.floor(t / L.delta + 1e-6) + j // L.n_text_in + 1) * L.delta, 6)
-        end = next(w.end for w in self.words if w.start >= t - 1e-6 and w.w.lower().strip(".,!?") == word)
-        return boundary(end + 0.05)
+            return self._read_by(([TYPED] + tok.encode(" " + text.strip())).index(tok.encode_word(word)[0]))
+        ends = [w.end for w in self.words if w.start >= t - 1e-6 and w.w.lower().strip(".,!?") == word]
+        if not ends:
+            raise ValueError(f"{word!r} is not among the words heard of the instruction {text!r}")
+        return boundary(ends[0] + 0.05)
 
     def remember(self, words: list[str], e: float) -> float:
         """Note each of ``words`` of the last instruction (which ended at e) as it is taken in; returns when the
-        agent has it all (and its notes are written): from then on it rehearses them (``rehearse``)."""
-        text = self.instruction[0]
+        agent has the whole instruction and its notes are written (by voice, a little silence after it; typed, once
+        its last token is read): from then on it rehearses them (``rehearse``)."""
+        text, _, typed = self.instruction
         times = [self.perceived(w) for w in words]
         for w, t in zip(words, times):
-            self.note(w, t)
-        return max(self.ready(text, e), max(times) + DELTA)
+            self.events.append(Event(t, "note", w))
+        whole = self._read_by(len(default_tokenizer().encode(" " + text.strip()))) if typed else boundary(e + REACT)
+        return max(whole, max(times) + DELTA)
 
     def rehearse(self, words: list[str], t: float, until: float | None = None) -> None:
         """From t until ``until`` (the session's end when None), the agent's free out slots repeat its notes."""
         self.events.append(Event(t, "rehearse", " ".join(words) + ("" if until is None else f"; {until:.4f}")))
-
-    def ready(self, text: str, e: float) -> float:
-        """When the agent has the whole of the instruction ``text`` that ended at e (see ``instruct``): by voice, a
-        little silence after it; typed, once its last token has reached a text_in slot. A micro-turn boundary."""
-        if self.input != "typed":
-            return boundary(e + REACT)
-        L = Layout()
-        n = 1 + len(default_tokenizer().encode(" " + text.strip()))  # <typed> and the text
-        return round((np.floor(e / L.delta + 1e-6) + np.ceil(n / L.n_text_in)) * L.delta, 6)
-
-    def note(self, words: str, t: float) -> None:
-        self.events.append(Event(t, "note", words))
 
     def countdown(self, start: float, due: float, end: float | None = None) -> None:
         """A timer from ``start`` to the agent's act at ``due`` (called off at ``end``)."""

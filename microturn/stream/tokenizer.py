@@ -34,6 +34,8 @@ def timer(k: int) -> int:
 def is_timer(token_id):
     """Whether a token id is a timer (ints, numpy arrays and tensors alike)."""
     return (token_id > NOTE) & (token_id <= NOTE + MAX_TIMER)
+
+
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "assets" / "tokenizer.json"
 VOCAB_SIZE = 2048
 

@@ -25,8 +25,9 @@ class Shards:
         layouts = set()
         for d in dirs:
             meta = json.loads((d / "sessions.json").read_text())
-            if meta.get("specials", 7) != len(SPECIALS):
-                raise ValueError(f"{d} was written with {meta.get('specials', 7)} special tokens, the tokenizer has "
+            written = meta.get("specials", 7)  # shards from before the count was recorded had 7
+            if written != len(SPECIALS):
+                raise ValueError(f"{d} was written with {written} special tokens, the tokenizer has "
                                  f"{len(SPECIALS)}: render it again, or bring it up to date with "
                                  f"scripts/relayout_shards.py")
             layouts.add(json.dumps(meta["layout"], sort_keys=True))

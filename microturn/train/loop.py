@@ -136,11 +136,11 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     shards = Shards(c.data)
     state_path = out / "train_state.pt"
     start = checkpoint.load(c.init) if c.init and not state_path.exists() else None
-    cfg = model_cfg or (start.cfg if start is not None else
-                        preset(c.preset, vocab_size=default_tokenizer().vocab_size, layout=shards.layout))
-    if cfg.vocab_size < default_tokenizer().vocab_size or cfg.layout != shards.layout:
-        raise ValueError(f"the model's vocabulary ({cfg.vocab_size} tokens) must hold the tokenizer's "
-                         f"({default_tokenizer().vocab_size}) and its layout must be the shards' ({shards.layout})")
+    V = default_tokenizer().vocab_size
+    cfg = model_cfg or (start.cfg if start is not None else preset(c.preset, vocab_size=V, layout=shards.layout))
+    if cfg.vocab_size < V or cfg.layout != shards.layout:
+        raise ValueError(f"the model's vocabulary ({cfg.vocab_size} tokens) must hold the tokenizer's ({V}) and its "
+                         f"layout must be the shards' ({shards.layout})")
     model = InteractionModel(cfg).to(dev)
     if start is not None:
         model.load_state_dict(start.state_dict())
