@@ -188,6 +188,31 @@ def test_rehearsed_notes_fill_free_slots():
     assert [(w.w, w.start) for w in got] == [("bingo", at(6))]
 
 
+def test_recaps_mark_what_repeats():
+    """A rehearsal (a note of a word noted before) and a running timer's later values are recaps; the first notes, a
+    timer's first value, the words said and the <eot>s are not."""
+    from microturn.stream.layout import recaps
+    from microturn.stream.tokenizer import NOTE, timer
+
+    tiger, bingo = (TOK.encode_word(w)[0] for w in ("tiger", "bingo"))
+    tl = Timeline(duration=2.4, words=[Word("bingo", at(9), at(9) + 0.2, "agent")],
+                  events=[Event(at(1), "note", "tiger bingo"), Event(at(3), "timer", f"{at(9)}"),
+                          Event(at(3), "rehearse", f"tiger bingo; {at(9)}")])
+    out = out_schedule(tl, L, TOK)
+    rep = recaps(out)
+    marked = lambda t: [int(x) for x, r in zip(out[t], rep[t]) if r]  # noqa: E731
+    news = lambda t: [int(x) for x, r in zip(out[t], rep[t]) if not r and x not in (EOT, PAD)]  # noqa: E731
+    assert news(0) == [NOTE, tiger] and news(1) == [NOTE, bingo]  # the notes taken
+    assert news(2) == [timer(6)] and marked(2) == [NOTE]  # the timer starts; the rehearsal's <note> ...
+    assert marked(3) == [timer(5), tiger]  # ... has its word after the next micro-turn's timer
+    assert all(news(t) == [] for t in range(3, 8)) and news(8) == [bingo]  # what is said at the act is news
+    assert not rep[out == EOT].any()
+    # within one out array a word noted again is a recap wherever it comes (the loader marks each session on its
+    # own, before sessions are joined into conversations)
+    assert recaps(np.concatenate([out, out]))[len(out), :2].tolist() == [True, True]
+    assert recaps(out[:2]).sum() == 0
+
+
 def test_timer_events_are_checked():
     assert Event(1.0, "timer", "4.2").timer() == (4.2, np.inf) and Event(1.0, "timer", "4.2 3").timer() == (4.2, 3.0)
     for bad in ("", "soon", "0.5", "1 2 3", "nan"):

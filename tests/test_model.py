@@ -329,6 +329,20 @@ def test_moe_balance_loss_decreases():
     assert load[0] > 0.95 and load[-1] < 0.8, load  # expert 0 no longer takes every token
 
 
+def test_recap_weight_scales_the_marked_tokens():
+    """Out tokens a batch marks as recaps weigh ``speak_weight * recap_weight``; the rest are unchanged."""
+    cfg = tiny()
+    model = build(cfg, seed=2).eval()
+    batch = make_batch(cfg, 2, 5, seed=9)
+    loss = lambda b, **kw: model(b, generator=torch.Generator().manual_seed(0), **kw)["text"]  # noqa: E731
+    plain = loss(batch, speak_weight=1.0)
+    every = batch | {"recap": batch["out"] != EOT}
+    torch.testing.assert_close(loss(every, speak_weight=2.0, recap_weight=0.5), plain)
+    assert not torch.allclose(loss(every, speak_weight=2.0, recap_weight=1.0), plain)
+    none = batch | {"recap": torch.zeros_like(batch["out"], dtype=torch.bool)}
+    torch.testing.assert_close(loss(none, speak_weight=1.0, recap_weight=0.1), plain)
+
+
 # ---------------------------------------------------------------------------------------------------- golden
 def golden_losses() -> dict:
     """Losses of fixed tiny models on a fixed batch (seeds fixed, deterministic algorithms)."""

@@ -1,4 +1,5 @@
 """Training: exact resume after an interruption, the schedule, and the multi-process (DDP, gloo) path."""
+import json
 import os
 import subprocess
 import sys
@@ -39,7 +40,7 @@ def _weights(out):
 
 def test_interrupted_training_resumes_exactly(shards, tmp_path):
     c = TrainConfig(data=str(shards / "train"), val=str(shards / "val"), steps=4, batch=2, warmup=2, eval_every=2,
-                    ckpt_every=2, eval_batches=1, lr=1e-3, conversations=1.0, mix="cuespeak=2")
+                    ckpt_every=2, eval_batches=1, lr=1e-3, conversations=1.0, mix="cuespeak=2", recap_weight=0.1)
     torch.manual_seed(0)
     train(replace(c, out=str(tmp_path / "once")), _model_cfg())
     train(replace(c, out=str(tmp_path / "twice"), stop_at=2), _model_cfg())  # interrupted after step 2
@@ -51,6 +52,9 @@ def test_interrupted_training_resumes_exactly(shards, tmp_path):
     m = checkpoint.load(tmp_path / "twice" / "model")  # the serving checkpoint is written beside the state
     assert m.checkpoint_info["step"] == 4
     assert (tmp_path / "twice" / "curves.png").exists() and (tmp_path / "twice" / "log.jsonl").exists()
+    evals = [json.loads(r) for r in (tmp_path / "twice" / "log.jsonl").read_text().splitlines() if '"eval"' in r]
+    news = evals[-1]["news_acc_by_family"]  # held-out accuracy on the out tokens that carry news, per family
+    assert set(news) <= {"turn", "cuespeak"} and all(0.0 <= a <= 1.0 for a in news.values())
 
 
 def test_init_starts_from_a_checkpoint(shards, tmp_path):

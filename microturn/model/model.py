@@ -164,9 +164,12 @@ class InteractionModel(nn.Module):
         idx = (L.n_in - 1 + e)[..., None, None].expand(-1, -1, 1, h.shape[-1])
         return h.gather(2, idx)[:, :, 0]
 
-    def forward(self, batch: dict, speak_weight: float = 1.0, generator: torch.Generator | None = None) -> dict:
+    def forward(self, batch: dict, speak_weight: float = 1.0, recap_weight: float = 1.0,
+                generator: torch.Generator | None = None) -> dict:
         """Losses of a batch (see ``microturn.train.data.collate``): text (agent words and controls, up to each
-        micro-turn's <eot>), flow (agent mel), listen (user words per audio token), moe (load balance)."""
+        micro-turn's <eot>), flow (agent mel), listen (user words per audio token), moe (load balance). Out tokens
+        other than <eot> weigh ``speak_weight``; those the batch marks as recaps (``layout.recaps``) that much
+        times ``recap_weight``."""
         L = self.layout
         h = self.hidden(batch)
         B, T = h.shape[:2]
@@ -175,6 +178,8 @@ class InteractionModel(nn.Module):
         logits = self.text_logits(h[:, :, L.n_in - 1 : L.n_in - 1 + L.n_out])  # predicts out slot 0 .. n_out-1
         mask = out_loss_mask(out) & valid[..., None]
         weight = mask.float() * torch.where(out == EOT, 1.0, speak_weight)
+        if recap_weight != 1.0 and "recap" in batch:
+            weight = weight * torch.where(batch["recap"], recap_weight, 1.0)
         ce = F.cross_entropy(logits.flatten(0, 2), out.flatten(), reduction="none").view_as(weight)
         text = (ce * weight).sum((1, 2)) / weight.sum((1, 2)).clamp_min(1)  # per session [B]
         lg = self.listen(h[:, :, 1 : 1 + L.n_audio])
@@ -186,7 +191,8 @@ class InteractionModel(nn.Module):
         flow = (fl * valid).sum(1) / valid.sum(1).clamp_min(1)
         moe = self.transformer.aux_loss()
         loss = text.mean() + 0.5 * listen.mean() + flow.mean() + 0.01 * moe
-        return {"loss": loss, "text": text, "listen": listen, "flow": flow, "moe": moe, "listen_logits": lg}
+        return {"loss": loss, "text": text, "listen": listen, "flow": flow, "moe": moe, "listen_logits": lg,
+                "out_logits": logits}
 
     # ------------------------------------------------------------------ streaming
     def new_state(self, batch: int = 1, device=None) -> StreamState:

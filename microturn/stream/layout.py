@@ -220,6 +220,37 @@ def out_schedule(tl: Timeline, layout: Layout, tok: Tokenizer) -> np.ndarray:
     return out
 
 
+def recaps(out: np.ndarray) -> np.ndarray:
+    """Which of a session's out tokens [T, n_out] repeat what the agent already wrote: a running timer's values after
+    its first (each one less than the last), and a note (its ``<note>`` and its word) of a word noted before in the
+    session: a rehearsal. The rest carry news (when a note is taken and of which word, a timer's first value, what is
+    said). The training loss may weigh recaps less (``microturn train --recap-weight``): they are many and easy, and
+    at full weight they drown the few tokens that carry the instruction. A note's word is found by OutputDecoder's
+    rule: the next token, or the one after the next micro-turn's timer."""
+    rep = np.zeros(out.shape, bool)
+    noted: set[int] = set()
+    note_at = None  # the slot of a <note> whose word has not come yet
+    timed = False  # the last micro-turn ran a timer
+    for t, row in enumerate(out.tolist()):
+        if note_at is not None and not is_timer(row[0]):
+            note_at = None
+        timer_now = False
+        for k, x in enumerate(row):
+            if x in (EOT, PAD):
+                break
+            if is_timer(x):
+                rep[t, k], timer_now = timed, True
+            elif note_at is not None:
+                if x in noted:
+                    rep[note_at] = rep[t, k] = True
+                noted.add(x)
+                note_at = None
+            elif x == NOTE:
+                note_at = (t, k)
+        timed = timer_now
+    return rep
+
+
 def agent_mel(tl: Timeline, layout: Layout) -> np.ndarray:
     """The agent's log-mel per micro-turn's output window: [T, frames, 80] (window t+1 for micro-turn t)."""
     T = layout.n_turns(tl.duration)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..codecs import dmel
-from ..stream.layout import Layout
+from ..stream.layout import Layout, recaps
 from ..stream.tokenizer import SPECIALS
 
 ARRAYS = ("audio", "mel", "text_in", "out", "listen", "frame", "frames")
@@ -57,7 +57,8 @@ class Shards:
                 "audio": np.asarray(a["audio"][sl]).reshape(-1, L.n_audio, L.frames_per_token, dmel.N_MELS),
                 "video": video, "video_on": frame >= 0, "text_in": np.asarray(a["text_in"][sl], np.int64),
                 "out": np.asarray(a["out"][sl], np.int64), "listen": np.asarray(a["listen"][sl], np.int64),
-                "mel": dmel.dequantize(np.asarray(a["mel"][sl])).numpy(), "family": s["family"]}
+                "mel": dmel.dequantize(np.asarray(a["mel"][sl])).numpy(), "family": s["family"],
+                "recap": recaps(np.asarray(a["out"][sl]))}
 
 
 def augment(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -110,7 +111,9 @@ def collate(items: list[dict], families: list[str]) -> dict[str, torch.Tensor]:
     """Pad sessions to the longest; ``valid`` [B, T] marks real micro-turns, ``family`` [B] indexes ``families``."""
     T = max(len(it["clock"]) for it in items)
     batch = {}
-    for k in ("clock", "audio", "video", "video_on", "text_in", "out", "listen", "mel"):
+    for k in ("clock", "audio", "video", "video_on", "text_in", "out", "listen", "mel", "recap"):
+        if k not in items[0]:  # the recap mask is optional (sessions made outside Shards)
+            continue
         arrs = []
         for it in items:
             a = it[k]

@@ -24,7 +24,8 @@ from tqdm import tqdm
 from ..model import checkpoint
 from ..model.config import ModelConfig, preset
 from ..model.model import InteractionModel
-from ..stream.tokenizer import SIL, default_tokenizer
+from ..stream.layout import out_loss_mask
+from ..stream.tokenizer import EOT, SIL, default_tokenizer
 from .data import Curriculum, Shards, augment, collate, join, parse_mix, shift_clock
 
 
@@ -42,6 +43,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     clip: float = 1.0
     speak_weight: float = 3.0
+    recap_weight: float = 1.0  # times speak_weight for the out tokens that repeat what was written (layout.recaps)
     eval_every: int = 250
     ckpt_every: int = 250
     eval_batches: int = 8
@@ -80,10 +82,14 @@ def _to(batch: dict, dev) -> dict:
 
 @torch.no_grad()
 def evaluate(model: InteractionModel, shards: Shards, n_batches: int, batch: int, dev, seed: int = 1234) -> dict:
-    """Losses per family and listening accuracy (argmax of the listening head on user-word tokens)."""
+    """Losses per family, listening accuracy (argmax of the listening head on user-word tokens) and, per family, the
+    accuracy on the out tokens that carry news (no <eot>, no recaps: see ``layout.recaps``): a note's word when it is
+    taken, a timer's first value, the words said. Teacher-forced, and *what* rather than *when*: the likeliest token
+    but <eot>, as greedy decoding picks once it has decided to act."""
     model.eval()
     cur = Curriculum(shards, seed)
     fam_loss: dict[str, list[float]] = {}
+    news: dict[str, list[int]] = {}  # family -> [hits, tokens]
     hit = tot = 0
     totals = {"text": 0.0, "listen": 0.0, "flow": 0.0}
     for _ in range(n_batches):
@@ -98,8 +104,14 @@ def evaluate(model: InteractionModel, shards: Shards, n_batches: int, batch: int
         word = (b["listen"] != SIL) & b["valid"][..., None]
         hit += int(((pred == b["listen"]) & word).sum())
         tot += int(word.sum())
+        told = out_loss_mask(b["out"]) & b["valid"][..., None] & ~b["recap"] & (b["out"] != EOT)
+        right = (r["out_logits"].index_fill(-1, torch.tensor([EOT], device=dev), -torch.inf).argmax(-1) == b["out"]) & told
+        for f, h, n in zip(b["family"].tolist(), right.sum((1, 2)).tolist(), told.sum((1, 2)).tolist()):
+            acc = news.setdefault(shards.families[f], [0, 0])
+            acc[0], acc[1] = acc[0] + h, acc[1] + n
     model.train()
-    return totals | {"listen_acc": hit / max(1, tot), "text_by_family": {k: sum(v) / len(v) for k, v in fam_loss.items()}}
+    return totals | {"listen_acc": hit / max(1, tot), "text_by_family": {k: sum(v) / len(v) for k, v in fam_loss.items()},
+                     "news_acc_by_family": {k: h / n for k, (h, n) in news.items() if n}}
 
 
 def plot_curves(log_path: Path, png: Path):
@@ -111,14 +123,19 @@ def plot_curves(log_path: Path, png: Path):
     rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     tr = [r for r in rows if r["kind"] == "train"]
     ev = [r for r in rows if r["kind"] == "eval"]
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+    fig, ax = plt.subplots(1, 4, figsize=(20, 4))
     for k in ("text", "listen", "flow"):
         ax[0].plot([r["step"] for r in tr], [r[k] for r in tr], label=f"train {k}", alpha=0.7)
         ax[1].plot([r["step"] for r in ev], [r[k] for r in ev], label=f"held-out {k}")
     ax[2].plot([r["step"] for r in ev], [r["listen_acc"] for r in ev], label="held-out listening accuracy")
+    news = [r for r in ev if "news_acc_by_family" in r]  # logged since session 5
+    for f in sorted({f for r in news for f in r["news_acc_by_family"]}):
+        pts = [(r["step"], r["news_acc_by_family"][f]) for r in news if f in r["news_acc_by_family"]]
+        ax[3].plot(*zip(*pts), marker=".", label=f)
+    ax[3].set_title("held-out accuracy on the out tokens that carry news")
     for a in ax:
         a.set_xlabel("step")
-        a.legend()
+        a.legend(fontsize="small")
         a.grid(alpha=0.3)
     ax[0].set_yscale("log")
     ax[1].set_yscale("log")
@@ -199,7 +216,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                 shift_clock(it, rng)
         batch = _to(collate(items, shards.families), dev)
         with amp:
-            r = net(batch, speak_weight=c.speak_weight)
+            r = net(batch, speak_weight=c.speak_weight, recap_weight=c.recap_weight)
         opt.zero_grad(set_to_none=True)
         r["loss"].backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip)
@@ -229,8 +246,11 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                 log.flush()
                 for k in ("text", "listen", "flow", "listen_acc"):
                     writer.add_scalar(f"eval/{k}", e[k], step)
+                for f, a in e["news_acc_by_family"].items():
+                    writer.add_scalar(f"eval_news_acc/{f}", a, step)
+                news = " ".join(f"{f} {a:.0%}" for f, a in sorted(e["news_acc_by_family"].items()))
                 bar.write(f"step {step}: held-out text {e['text']:.3f} listen {e['listen']:.3f} "
-                          f"flow {e['flow']:.3f} listening accuracy {e['listen_acc']:.1%}")
+                          f"flow {e['flow']:.3f} listening accuracy {e['listen_acc']:.1%}; news accuracy: {news}")
                 plot_curves(out / "log.jsonl", out / "curves.png")
         if step % c.ckpt_every == 0 or step == end:
             ranks = [None] * world
