@@ -77,7 +77,7 @@ def _bench(a):
         agent, remote = make_agent("remote", clock=a.clock, url=a.url, token=a.token), {"url": a.url}
     bench(a.scenarios, agent, json_path=a.json, export_fdb=a.export_fdb, pictures=a.pictures,
           n_pictures=a.n_pictures, checkpoint=a.checkpoint, clock=a.clock, responder=a.responder,
-          families=a.families.split(",") if a.families else None, limit=a.limit,
+          families=a.families.split(",") if a.families else None, limit=a.limit, trace=a.trace,
           **({"preset": a.harness} if a.agent == "harness" else {}),
           **({"speak_threshold": a.speak_threshold} if a.agent == "model" and a.speak_threshold is not None else {}),
           **remote)
@@ -183,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--url", default=None, help="remote agent: the server's WebSocket URL "
                                               "(default ws://127.0.0.1:8000/v1/stream)")
     s.add_argument("--token", default=None, help="remote agent: the server's token (default $MICROTURN_TOKEN)")
+    s.add_argument("--trace", action="store_true", help="the JSON report also holds what the agent did in each "
+                   "scenario: its words, events and (model) the out tokens of each micro-turn, silent ones included")
     s.set_defaults(fn=_bench)
 
     s = sub.add_parser("results", help="the README's results table: the model beside the harness baselines")

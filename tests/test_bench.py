@@ -324,10 +324,18 @@ def test_harness_presets_differ_in_patience(scenario_set):
 # ----------------------------------------------------------------------------------------------- model
 def test_model_agent_end_to_end(scenario_set):
     root, _ = scenario_set
-    rep = bench(str(root), "model", model=tiny_model(), families="repcount,delegate", print_table=False)
+    rep = bench(str(root), "model", model=tiny_model(talk=True), families="repcount,delegate", print_table=False,
+                trace=True)
     assert rep["agent"] == "model" and len(rep["scenarios"]) == 2
     assert rep["compute"]["steps"] > 0 and rep["compute"]["clock"] == "simulated"
     assert json.loads(json.dumps(rep)) == rep
+    for entry in rep["scenarios"]:  # --trace: what the agent did, each word written in the micro-turn it started
+        out = entry["output"]
+        assert out["words"] and out["out"] and all(isinstance(t, int) and text for t, text in out["out"])
+        wrote = {t for t, _ in out["out"]}
+        assert all(round(start / 0.2) - 1 in wrote for _, start, _ in out["words"])
+    assert "output" not in bench(str(root), "model", model=tiny_model(), families="repcount",
+                                 print_table=False)["scenarios"][0]
 
 
 def test_model_batching_equals_one_at_a_time(scenario_set):

@@ -164,6 +164,7 @@ def test_specials_have_fixed_ids():
         assert tok.hf.token_to_id(s) == i and tok.token(i) == s
     assert 256 + len(SPECIALS) <= tok.vocab_size <= 2048
     assert tok.decode([EOT, PAD, SIL] + tok.encode("hi") + [DLG_END]) == "hi"  # decode drops controls
+    assert tok.show([timer(12), NOTE] + tok.encode(" tiger bingo") + [EOT]) == "<t12> <note> tiger bingo <eot>"
 
 
 def test_tokenizer_words():

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..codecs.audio import SAMPLE_RATE
 from ..stream.scenario import Rule, Scenario
+from ..stream.tokenizer import EOT, PAD, default_tokenizer
 from ..stream.words import Word
 from .rules import EPS, normalize
 
@@ -44,13 +45,15 @@ class AgentOutput:
     """What an agent produced for one scenario: its words and audio on the scenario's clock.
 
     ``events``: dicts with at least ``t`` and ``kind`` (delegations, background answers, the harness's turn ends and
-    barge-ins). ``stats``: per-agent figures (e.g. the model's compute per step).
+    barge-ins). ``stats``: per-agent figures (e.g. the model's compute per step). ``trace``: the model's out tokens
+    of every micro-turn that wrote more than ``<eot>``, silent notes and timers included: [micro-turn, text].
     """
 
     words: list[Word]
     audio: np.ndarray
     events: list = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+    trace: list = field(default_factory=list)
 
 
 class Agent:
@@ -280,6 +283,7 @@ class _Feed:
     stepped: int = 0  # micro-turns the engine has stepped
     t0: float = 0.0  # wall clock at second 0 of the scenario (real-time clock)
     late_ms: list[float] = field(default_factory=list)
+    trace: list = field(default_factory=list)  # [micro-turn, out tokens] (see AgentOutput)
 
     @property
     def done(self) -> bool:
@@ -308,6 +312,7 @@ class ModelAgent(Agent):
             raise ValueError(f"clock must be 'simulated' or 'realtime', got {clock!r}")
         self.model, self.checkpoint = (model, checkpoint) if model is not None else load_model(checkpoint)
         self.capacity, self.clock, self.seed, self.generate_audio = capacity, clock, seed, generate_audio
+        self.tok = default_tokenizer()
         self.sampling = Sampling.of(self.model, temperature=temperature, flow_temperature=flow_temperature,
                                     **({} if speak_threshold is None else {"speak_threshold": speak_threshold}))
         self.name = "model"
@@ -372,6 +377,9 @@ class ModelAgent(Agent):
             L = f.session.layout
             for out in f.session.drain():
                 f.stepped += 1
+                wrote = [x for x in out.tokens if x not in (EOT, PAD)]
+                if wrote:
+                    f.trace.append([out.t, self.tok.show(wrote)])
                 if out.audio is not None:
                     a = (out.t + 1) * L.samples
                     n = max(0, min(len(out.audio), len(f.agent_audio) - a))
@@ -390,7 +398,7 @@ class ModelAgent(Agent):
         if self.clock == "realtime":
             stats["late_ms"] = _spread(f.late_ms)
         words = [Word(w.w, w.start, w.end, "agent") for w in words]
-        return AgentOutput(words, f.agent_audio, sorted(events, key=lambda e: e["t"]), stats)
+        return AgentOutput(words, f.agent_audio, sorted(events, key=lambda e: e["t"]), stats, f.trace)
 
 
 def _push_window(f: _Feed, L) -> None:

@@ -33,14 +33,21 @@ AGREEMENT_WINDOW = 0.3  # a word "has voice" when the VAD hears voice within thi
 # ----------------------------------------------------------------------------------------------- the entry point
 def bench(scenarios: str, agent: str | Agent, json_path=None, export_fdb=None, pictures=None, n_pictures: int = 4,
           checkpoint: str | None = None, clock: str = "simulated", responder: str = "oracle", families=None,
-          limit: int | None = None, picture_ids=None, print_table: bool = True, **agent_options) -> dict:
-    """Run ``agent`` over the set in ``scenarios``; returns the JSON report (also written to ``json_path``)."""
+          limit: int | None = None, picture_ids=None, print_table: bool = True, trace: bool = False,
+          **agent_options) -> dict:
+    """Run ``agent`` over the set in ``scenarios``; returns the JSON report (also written to ``json_path``).
+    ``trace``: each scenario's entry also holds what the agent did (``output``: its words, events and, for the model,
+    the out tokens of each micro-turn that wrote more than <eot>, silent notes and timers included)."""
     chosen = select(read_set(scenarios), families, limit)
     runner = agent if isinstance(agent, Agent) else make_agent(agent, checkpoint=checkpoint, clock=clock,
                                                                responder=responder, **agent_options)
     outputs = runner.run_many(chosen)
     results = [rules.evaluate(s, o.words) for s, o in zip(chosen, outputs)]
     rep = rules.report(scenarios, runner.name, runner.checkpoint, results, chosen)
+    if trace:
+        for entry, o in zip(rep["scenarios"], outputs):
+            entry["output"] = {"words": [[w.w, round(w.start, 3), round(w.end, 3)] for w in o.words],
+                               "events": o.events, "out": o.trace}
     rep["audio_word_agreement"] = agreement_by_family(chosen, outputs)
     rep["agent_options"] = {"clock": clock, **({"responder": responder} if runner.name.startswith("harness") else {}),
                             **{k: v for k, v in agent_options.items() if _jsonable(v) and k != "token"}}

@@ -77,6 +77,11 @@ class Tokenizer:
     def token(self, token_id: int) -> str:
         return self.hf.id_to_token(int(token_id))
 
+    def show(self, ids) -> str:
+        """Token ids as a person reads them: special tokens by name, text as text ("<t12> <note> bingo")."""
+        return "".join(f" {self.token(i)}" if i < len(SPECIALS) else self.hf.decode([i])
+                       for i in map(int, ids)).strip()
+
 
 def train(lines, vocab_size: int = VOCAB_SIZE) -> Tokenizer:
     """Train the byte-level BPE on an iterable of lines."""
