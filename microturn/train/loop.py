@@ -105,12 +105,14 @@ def evaluate(model: InteractionModel, shards: Shards, n_batches: int, batch: int
         hit += int(((pred == b["listen"]) & word).sum())
         tot += int(word.sum())
         told = out_loss_mask(b["out"]) & b["valid"][..., None] & ~b["recap"] & (b["out"] != EOT)
-        right = (r["out_logits"].index_fill(-1, torch.tensor([EOT], device=dev), -torch.inf).argmax(-1) == b["out"]) & told
+        what = r["out_logits"].index_fill(-1, torch.tensor([EOT], device=dev), -torch.inf).argmax(-1)
+        right = (what == b["out"]) & told
         for f, h, n in zip(b["family"].tolist(), right.sum((1, 2)).tolist(), told.sum((1, 2)).tolist()):
             acc = news.setdefault(shards.families[f], [0, 0])
             acc[0], acc[1] = acc[0] + h, acc[1] + n
     model.train()
-    return totals | {"listen_acc": hit / max(1, tot), "text_by_family": {k: sum(v) / len(v) for k, v in fam_loss.items()},
+    return totals | {"listen_acc": hit / max(1, tot),
+                     "text_by_family": {k: sum(v) / len(v) for k, v in fam_loss.items()},
                      "news_acc_by_family": {k: h / n for k, (h, n) in news.items() if n}}
 
 
