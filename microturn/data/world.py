@@ -200,10 +200,12 @@ def _typed(rng, difficulty) -> bool:
     return bool(rng.random() < (0.8 - 0.3 * difficulty))
 
 
-def _maybe_ack(b: Builder, e: float, after: float = 0.0) -> None:
-    """A brief "okay" after an instruction, sometimes (allowed within 2 s); after a typed one once it is read; not
-    before ``after`` (the notes the agent writes first)."""
-    t = max(after, e + (0.6 if b.input == "typed" else REACT))
+def _maybe_ack(b: Builder, e: float) -> None:
+    """A brief "okay" after an instruction, sometimes (allowed within 2 s); after a typed one once it is read.
+    Instructions that last (a time, a cue) get none: an ack sat in the out slots where the agent rehearses its notes,
+    and a model that copies its own out stream went on rehearsing "okay" (itself a response word) and said it at the
+    act (session 5, seen with ``bench --trace``)."""
+    t = e + (0.6 if b.input == "typed" else REACT)
     if b.rng.random() < 0.3 and t <= e + 1.4:  # over by the end of the 2 s
         b.agent(lang.ACKS[0], t)
 
@@ -336,7 +338,6 @@ def gen_timespeak(b: Builder):
         text = str(rng.choice(lang.TIME_ONCE_FORMS)).format(R=r, T=lang.number_words(T))
     E = b.instruct(text, float(rng.uniform(0.3, 1.5)), typed)
     ready = b.remember([r], E)
-    _maybe_ack(b, E, after=ready)
     times = [E + k * T for k in range(1, (int(rng.integers(2, 5)) if every else 1) + 1)]
     stop_at = None
     if every and rng.random() < 0.4:  # "Stop." ends the repetitions
@@ -371,7 +372,6 @@ def gen_cuespeak(b: Builder):
     E = b.instruct(text, float(rng.uniform(0.3, 1.5)), typed)
     ready = b.remember([c, r], E)
     b.rehearse([c, r], ready)
-    _maybe_ack(b, E, after=ready)
     t = E + float(rng.uniform(1.0, 2.5))
     n_cues = int(rng.choice([0, 1, 1, 2, 2, 3]))
     others = [w for w in lang.CUE_WORDS if w != c]
