@@ -39,6 +39,12 @@ OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --
     --data data/shards/train --val data/shards/val --out runs/note --steps 950 --batch 8 --lr 1e-3 --min-lr 1e-4 \
     --warmup 50 --eval-every 100 --ckpt-every 50 --threads 1 --conversations 0.3 \
     --mix timespeak=3,cuespeak=3,delegate=1.5,translate=1.5,interrupt=1.5,turn=1.5,refusal=0.75,backchannel=0.75
+# phase 3: go on with the same run (resumed: same optimiser) on a longer schedule, conversations at 0.4, and the
+# tokens that only repeat (running timers, rehearsed notes) weighted down: about 2 h
+OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/cpu/model \
+    --data data/shards/train --val data/shards/val --out runs/note --steps 2000 --batch 8 --lr 1e-3 --min-lr 1e-4 \
+    --warmup 50 --eval-every 100 --ckpt-every 50 --threads 1 --conversations 0.4 --recap-weight 0.1 \
+    --mix timespeak=3,cuespeak=3,delegate=1.5,translate=1.5,interrupt=1.5,turn=1.5,refusal=0.75,backchannel=0.75
 $mt model bundle runs/note/model --speak-threshold 0.5
 [ -d sets/test ] || $mt synth --out sets/test --per-family 12 --split test --seed 100
 $mt results --scenarios sets/test

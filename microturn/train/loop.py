@@ -131,6 +131,7 @@ def plot_curves(log_path: Path, png: Path):
         ax[1].plot([r["step"] for r in ev], [r[k] for r in ev], label=f"held-out {k}")
     ax[2].plot([r["step"] for r in ev], [r["listen_acc"] for r in ev], label="held-out listening accuracy")
     news = [r for r in ev if "news_acc_by_family" in r]  # logged since session 5
+    ax[3].set_prop_cycle(color=plt.cm.tab20.colors)  # a colour per family (there are more than ten)
     for f in sorted({f for r in news for f in r["news_acc_by_family"]}):
         pts = [(r["step"], r["news_acc_by_family"][f]) for r in news if f in r["news_acc_by_family"]]
         ax[3].plot(*zip(*pts), marker=".", label=f)
