@@ -2,7 +2,8 @@
 family, the argmax accuracy of each kind of silent or spoken token the targets hold.
 
 - first note: the note of an instruction's word as it is taken in (typed or by voice), i.e. picking the word;
-- rehearsal: a note repeated in the free slots (copying what was written a few tokens back);
+- rehearsal: a note repeated in the free slots, copying the same word noted at most two micro-turns back
+  (``rehearsal``) or further back (``rehearsal, far``: the first rehearsal after the notes, or after an act);
 - timer, first value / later values: the micro-turns left when the countdown starts / one less each micro-turn;
 - act: at the micro-turn the agent says the word, p(speak) = 1 - p(<eot>) and whether the likeliest word is right;
 - false: the share of silent micro-turns of the wait where p(speak) > 0.3 and the likeliest token is a word.
@@ -15,16 +16,16 @@ import numpy as np
 import torch
 
 from microturn.model.checkpoint import load
-from microturn.stream.tokenizer import EOT, NOTE, SPECIALS, TYPED, default_tokenizer, is_timer
+from microturn.stream.tokenizer import EOT, NOTE, SPECIALS, TYPED, is_timer
 from microturn.train.data import Shards, collate
 
-KINDS = ("first note typed", "first note voice", "rehearsal", "timer first", "timer later", "act p(speak)",
+KINDS = ("first note typed", "first note voice", "rehearsal", "rehearsal, far", "timer first", "timer later", "act p(speak)",
          "act word", "false")
 
 
 @torch.no_grad()
 def report(model, shards: Shards, family: str, n: int) -> dict[str, list[float]]:
-    L, ack = model.layout, default_tokenizer().encode_word("okay")[0]
+    L = model.layout
     firsts = 2 if family == "cuespeak" else 1  # the notes an instruction starts with
     st: dict[str, list[float]] = {k: [] for k in KINDS}
     for i in [i for i in range(len(shards)) if shards.info(i)["family"] == family][:n]:
@@ -33,6 +34,7 @@ def report(model, shards: Shards, family: str, n: int) -> dict[str, list[float]]
         b = collate([item], shards.families)
         p = model.text_logits(model.hidden(b)[:, :, L.n_in - 1 : L.n_in - 1 + L.n_out])[0].softmax(-1)
         noting, notes, timing = False, 0, False
+        last_noted: dict[int, int] = {}  # word -> the micro-turn it was last noted
         for t, row in enumerate(b["out"][0].tolist()):
             noting = noting and is_timer(row[0])  # a note's word may follow the next micro-turn's timer
             timing = timing and is_timer(row[0])
@@ -50,9 +52,12 @@ def report(model, shards: Shards, family: str, n: int) -> dict[str, list[float]]
                 elif x == NOTE:
                     noting = True
                 elif noting:
-                    st["rehearsal" if notes >= firsts else f"first note {'typed' if typed else 'voice'}"].append(right)
-                    notes, noting = notes + 1, False
-                elif x >= len(SPECIALS) and x != ack:
+                    kind = f"first note {'typed' if typed else 'voice'}"
+                    if notes >= firsts:
+                        kind = "rehearsal" if t - last_noted.get(x, -99) <= 2 else "rehearsal, far"
+                    st[kind].append(right)
+                    notes, noting, last_noted[x] = notes + 1, False, t
+                elif x >= len(SPECIALS):  # (instructions that last get no ack since session 6)
                     st["act p(speak)"].append(float(1 - p[t, k, EOT]))
                     st["act word"].append(right)
     return st

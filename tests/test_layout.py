@@ -189,28 +189,38 @@ def test_rehearsed_notes_fill_free_slots():
 
 
 def test_recaps_mark_what_repeats():
-    """A rehearsal (a note of a word noted before) and a running timer's later values are recaps; the first notes, a
-    timer's first value, the words said and the <eot>s are not."""
+    """A running timer's later values and the steady rehearsal (a note of a word noted at most two micro-turns
+    before) are recaps; the first notes, a timer's first value, the words said, the <eot>s and a rehearsal that must
+    find its word further back (the first after the notes, the first after an act) are not."""
     from microturn.stream.layout import recaps
     from microturn.stream.tokenizer import NOTE, timer
 
     tiger, bingo = (TOK.encode_word(w)[0] for w in ("tiger", "bingo"))
-    tl = Timeline(duration=2.4, words=[Word("bingo", at(9), at(9) + 0.2, "agent")],
-                  events=[Event(at(1), "note", "tiger bingo"), Event(at(3), "timer", f"{at(9)}"),
-                          Event(at(3), "rehearse", f"tiger bingo; {at(9)}")])
+    # a time: "bingo" noted, then a timer and the rehearsal until the act
+    tl = Timeline(duration=2.4, words=[Word("bingo", at(8), at(8) + 0.2, "agent")],
+                  events=[Event(at(1), "note", "bingo"), Event(at(3), "timer", f"{at(8)}"),
+                          Event(at(3), "rehearse", f"bingo; {at(8)}")])
     out = out_schedule(tl, L, TOK)
     rep = recaps(out)
     marked = lambda t: [int(x) for x, r in zip(out[t], rep[t]) if r]  # noqa: E731
     news = lambda t: [int(x) for x, r in zip(out[t], rep[t]) if not r and x not in (EOT, PAD)]  # noqa: E731
-    assert news(0) == [NOTE, tiger] and news(1) == [NOTE, bingo]  # the notes taken
-    assert news(2) == [timer(6)] and marked(2) == [NOTE]  # the timer starts; the rehearsal's <note> ...
-    assert marked(3) == [timer(5), tiger]  # ... has its word after the next micro-turn's timer
-    assert all(news(t) == [] for t in range(3, 8)) and news(8) == [bingo]  # what is said at the act is news
-    assert not rep[out == EOT].any()
-    # within one out array a word noted again is a recap wherever it comes (the loader marks each session on its
-    # own, before sessions are joined into conversations)
-    assert recaps(np.concatenate([out, out]))[len(out), :2].tolist() == [True, True]
-    assert recaps(out[:2]).sum() == 0
+    assert news(0) == [NOTE, bingo]  # the note taken
+    assert news(2) == [timer(5), NOTE] and news(3) == [bingo] and marked(3) == [timer(4)]  # first rehearsal: far
+    assert marked(4) == [timer(3), NOTE] and marked(5) == [timer(2), bingo]  # then the steady rehearsal
+    assert news(7) == [bingo] and not rep[out == EOT].any()  # what is said at the act is news
+    # a cue: the two notes rehearsed in turn; the act breaks the rhythm, and the rehearsal after it is news again
+    tl = Timeline(duration=2.4, words=[Word("bingo", at(5), at(5) + 0.2, "agent")],
+                  events=[Event(at(0), "note", "tiger"), Event(at(1), "note", "bingo"),
+                          Event(at(2), "rehearse", "tiger bingo")])
+    out = out_schedule(tl, L, TOK)
+    rep = recaps(out)
+    assert out[4, 0] == bingo and not rep[4].any()  # the act
+    for t in (5, 6):  # the first rehearsals after the act, three micro-turns from their last notes
+        assert out[t, 1] in (tiger, bingo) and not rep[t].any()
+    assert rep[7:, :2].all() and (out[7:, 0] == NOTE).all()
+    # recaps are found within one out array (the loader marks each session on its own, before sessions are joined
+    # into conversations): its first rows alone mark the same
+    assert recaps(out[:3]).sum() == 2 and recaps(out[:2]).sum() == 0
 
 
 def test_timer_events_are_checked():

@@ -220,15 +220,18 @@ def out_schedule(tl: Timeline, layout: Layout, tok: Tokenizer) -> np.ndarray:
     return out
 
 
-def recaps(out: np.ndarray) -> np.ndarray:
-    """Which of a session's out tokens [T, n_out] repeat what the agent already wrote: a running timer's values after
-    its first (each one less than the last), and a note (its ``<note>`` and its word) of a word noted before in the
-    session: a rehearsal. The rest carry news (when a note is taken and of which word, a timer's first value, what is
-    said). The training loss may weigh recaps less (``microturn train --recap-weight``): they are many and easy, and
-    at full weight they drown the few tokens that carry the instruction. A note's word is found by OutputDecoder's
-    rule: the next token, or the one after the next micro-turn's timer."""
+def recaps(out: np.ndarray, near: int = 2) -> np.ndarray:
+    """Which of a session's out tokens [T, n_out] repeat what the agent wrote just before: a running timer's values
+    after its first (each one less than the last), and a note (its ``<note>`` and its word) of a word noted at most
+    ``near`` micro-turns earlier: the steady rehearsal. The rest carry news (when a note is taken and of which word, a
+    timer's first value, what is said, and a rehearsal that must find its word further back: the first after the
+    notes are taken, the first after an act). The training loss may weigh recaps less (``microturn train
+    --recap-weight``): they are many and easy, and at full weight they drown the few tokens that carry the
+    instruction. Session 5 counted every rehearsal as a recap; its model copied the near ones (99 %) but only half of
+    the far ones, and live a wrong first rehearsal was then copied faithfully to the act. A note's word is found by
+    OutputDecoder's rule: the next token, or the one after the next micro-turn's timer."""
     rep = np.zeros(out.shape, bool)
-    noted: set[int] = set()
+    noted: dict[int, int] = {}  # word -> the micro-turn it was last noted in
     note_at = None  # the slot of a <note> whose word has not come yet
     timed = False  # the last micro-turn ran a timer
     for t, row in enumerate(out.tolist()):
@@ -241,9 +244,9 @@ def recaps(out: np.ndarray) -> np.ndarray:
             if is_timer(x):
                 rep[t, k], timer_now = timed, True
             elif note_at is not None:
-                if x in noted:
+                if t - noted.get(x, -near - 1) <= near:
                     rep[note_at] = rep[t, k] = True
-                noted.add(x)
+                noted[x] = t
                 note_at = None
             elif x == NOTE:
                 note_at = (t, k)
