@@ -3,7 +3,7 @@
 #
 # Every step is deterministic for its seeds and resumable: run the script again after an interruption and it
 # goes on where it stopped (shards already written are kept; training resumes from runs/cpu/train_state.pt).
-# Time on 2 cores: data about 25 minutes, training about 8 hours (2 processes, 4-7 s per step of 2 x 8
+# Time on 2 cores: data about 25 minutes, training about 10 hours (2 processes, 4-7 s per step of 2 x 8
 # sessions; conversation batches are longer), scoring a few minutes. See docs/training.md for what produced the checkpoint in the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +45,12 @@ OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --
     --data data/shards/train --val data/shards/val --out runs/note --steps 2000 --batch 8 --lr 1e-3 --min-lr 1e-4 \
     --warmup 50 --eval-every 100 --ckpt-every 50 --threads 1 --conversations 0.4 --recap-weight 0.1 \
     --mix timespeak=3,cuespeak=3,delegate=1.5,translate=1.5,interrupt=1.5,turn=1.5,refusal=0.75,backchannel=0.75
-$mt model bundle runs/note/model --speak-threshold 0.5
+# phase 4: fine-tune from phase 3's model (a new optimiser and schedule), the far rehearsals weighed as news
+# (layout.recaps): about 2 h
+OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/note/model \
+    --data data/shards/train --val data/shards/val --out runs/noack --steps 1050 --batch 8 --lr 7e-4 --min-lr 5e-5 \
+    --warmup 50 --eval-every 100 --ckpt-every 50 --threads 1 --conversations 0.4 --recap-weight 0.1 \
+    --mix timespeak=3,cuespeak=3,delegate=2,translate=2,interrupt=1.5,turn=1.5,refusal=0.75,backchannel=0.75
+$mt model bundle runs/noack/model --speak-threshold 0.6
 [ -d sets/test ] || $mt synth --out sets/test --per-family 12 --split test --seed 100
 $mt results --scenarios sets/test
