@@ -19,8 +19,8 @@ from microturn.model.checkpoint import load
 from microturn.stream.tokenizer import EOT, NOTE, SPECIALS, TYPED, is_timer
 from microturn.train.data import Shards, collate
 
-KINDS = ("first note typed", "first note voice", "rehearsal", "rehearsal, far", "timer first", "timer later", "act p(speak)",
-         "act word", "false")
+KINDS = ("first note typed", "first note voice", "rehearsal", "rehearsal, far", "timer first", "timer later",
+         "act p(speak)", "act word", "false")
 
 
 @torch.no_grad()
