@@ -2,8 +2,8 @@
 family, the argmax accuracy of each kind of silent or spoken token the targets hold.
 
 - first note: the note of an instruction's word as it is taken in (typed or by voice), i.e. picking the word;
-- rehearsal: a note repeated in the free slots, copying the same word noted at most two micro-turns back
-  (``rehearsal``) or further back (``rehearsal, far``: the first rehearsal after the notes, or after an act);
+- rehearsal: a note repeated in the free slots, copying a word noted just before (``rehearsal``: a recap,
+  ``layout.recaps``) or further back (``rehearsal, far``: the first rehearsal after the notes, or after an act);
 - timer, first value / later values: the micro-turns left when the countdown starts / one less each micro-turn;
 - act: at the micro-turn the agent says the word, p(speak) = 1 - p(<eot>) and whether the likeliest word is right;
 - false: the share of silent micro-turns of the wait where p(speak) > 0.3 and the likeliest token is a word.
@@ -34,7 +34,6 @@ def report(model, shards: Shards, family: str, n: int) -> dict[str, list[float]]
         b = collate([item], shards.families)
         p = model.text_logits(model.hidden(b)[:, :, L.n_in - 1 : L.n_in - 1 + L.n_out])[0].softmax(-1)
         noting, notes, timing = False, 0, False
-        last_noted: dict[int, int] = {}  # word -> the micro-turn it was last noted
         for t, row in enumerate(b["out"][0].tolist()):
             noting = noting and is_timer(row[0])  # a note's word may follow the next micro-turn's timer
             timing = timing and is_timer(row[0])
@@ -53,10 +52,10 @@ def report(model, shards: Shards, family: str, n: int) -> dict[str, list[float]]
                     noting = True
                 elif noting:
                     kind = f"first note {'typed' if typed else 'voice'}"
-                    if notes >= firsts:
-                        kind = "rehearsal" if t - last_noted.get(x, -99) <= 2 else "rehearsal, far"
+                    if notes >= firsts:  # near: the steady rehearsal, which layout.recaps marks
+                        kind = "rehearsal" if item["recap"][t, k] else "rehearsal, far"
                     st[kind].append(right)
-                    notes, noting, last_noted[x] = notes + 1, False, t
+                    notes, noting = notes + 1, False
                 elif x >= len(SPECIALS):  # (instructions that last get no ack since session 6)
                     st["act p(speak)"].append(float(1 - p[t, k, EOT]))
                     st["act word"].append(right)
