@@ -338,6 +338,15 @@ def test_listen_targets_mark_the_user_word_under_way(lay):
     assert lt[0].tolist() == [SIL] * lay.n_audio and lt[5].tolist() == [SIL] * lay.n_audio  # the agent's word
 
 
+def test_listen_targets_do_not_hear_case():
+    """A cue said on its own is written "Rocket": its target is the word's token, as for "rocket" (the written
+    word's first token would be a capital R shared by many words)."""
+    assert TOK.encode_word("Rocket")[0] != TOK.encode_word("rocket")[0]  # else this test proves nothing
+    at = lambda w: listen_targets(Timeline(duration=0.6, words=[Word(w, 0.1, 0.5)]), L, TOK)  # noqa: E731
+    np.testing.assert_array_equal(at("Rocket"), at("rocket"))
+    assert TOK.encode_word("rocket")[0] in at("Rocket")
+
+
 def test_out_loss_mask():
     out = np.array([[EOT, PAD, PAD, PAD], [11, 12, EOT, PAD], [11, 12, 13, EOT], [EOT, EOT, PAD, PAD]])
     np.testing.assert_array_equal(out_loss_mask(out), [[1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]])

@@ -18,7 +18,7 @@ from microturn.model import checkpoint
 from microturn.model.checkpoint import CheckpointError
 from microturn.model.config import ModelConfig, preset
 from microturn.model.model import InteractionModel, Sampling
-from microturn.model.transformer import MoE
+from microturn.model.transformer import Context, MoE, rope
 from microturn.stream.tokenizer import EOT, PAD, SPECIALS
 
 torch.set_num_threads(1)  # the machine's 2 cores are shared (see test_codecs.py)
@@ -341,6 +341,38 @@ def test_recap_weight_scales_the_marked_tokens():
     assert not torch.allclose(loss(every, speak_weight=2.0, recap_weight=1.0), plain)
     none = batch | {"recap": torch.zeros_like(batch["out"], dtype=torch.bool)}
     torch.testing.assert_close(loss(none, speak_weight=1.0, recap_weight=0.1), plain)
+
+
+def test_early_listen_trains_the_lower_blocks_only():
+    """``early_listen=k`` reads the listening head off the audio tokens after the first k blocks: the same final
+    states, a tapped state that is the final norm of block k's output, and a loss whose gradient reaches blocks
+    1 .. k (and the embeddings) but none above them."""
+    cfg = tiny(depth=3)
+    model = build(cfg, seed=3).train()
+    batch = make_batch(cfg, 2, 4, seed=5)
+    final, early = model.hidden(batch, tap=2)
+    torch.testing.assert_close(final, model.hidden(batch))
+    x = model.embed(*(batch[k] for k in model_mod.INPUT_KEYS), batch["out"])
+    B, T, L, d = x.shape
+    h, pos = x.reshape(B, T * L, d), torch.arange(T * L).expand(B, -1)
+    ctx = Context(*rope(pos, cfg.head_dim), None)
+    for i, blk in enumerate(model.transformer.blocks[:2]):
+        h = blk(h, ctx, i)
+    torch.testing.assert_close(early, model.transformer.norm(h).view(B, T, L, d))
+
+    r = model(batch, early_listen=2, generator=torch.Generator().manual_seed(0))
+    assert r["listen_early"].shape == r["listen"].shape and bool((r["listen_early"] > 0).all())
+    plain = model(batch, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(r["loss"], plain["loss"] + 0.5 * r["listen_early"].mean())
+    assert float(plain["listen_early"].abs().sum()) == 0.0 and "listen_early_logits" not in plain
+    model.zero_grad()
+    r["listen_early"].mean().backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(grads[n] is None or not grads[n].any() for n in grads if n.startswith("transformer.blocks.2."))
+    assert all(grads[n] is not None and grads[n].any() for n in grads
+               if n.startswith(("transformer.blocks.0.attn", "transformer.blocks.1.mlp", "listen.", "embed.audio")))
+    with pytest.raises(ValueError, match="tap must be in 1 .. 3"):
+        model(batch, early_listen=4)
 
 
 # ---------------------------------------------------------------------------------------------------- golden

@@ -148,12 +148,14 @@ class InteractionModel(nn.Module):
         return h @ self.embed.text.weight.T  # tied to the text embedding
 
     # ------------------------------------------------------------------ training
-    def hidden(self, batch: dict) -> torch.Tensor:
-        """Teacher-forced final hidden states [B, T, L, d]."""
+    def hidden(self, batch: dict, tap: int = 0):
+        """Teacher-forced final hidden states [B, T, L, d]; with ``tap`` = k > 0, also those after the first k
+        blocks (normed), as a pair."""
         x = self.embed(*(batch[k] for k in INPUT_KEYS), batch["out"])
         B, T, L, d = x.shape
         pos = torch.arange(T * L, device=x.device).expand(B, -1)
-        return self.transformer(x.reshape(B, T * L, d), pos).view(B, T, L, d)
+        h = self.transformer(x.reshape(B, T * L, d), pos, tap=tap)
+        return tuple(y.view(B, T, L, d) for y in h) if tap else h.view(B, T, L, d)
 
     def flow_condition(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """The hidden state each micro-turn's mel is generated from [B, T, d]: the position that predicts its <eot>
@@ -164,14 +166,16 @@ class InteractionModel(nn.Module):
         idx = (L.n_in - 1 + e)[..., None, None].expand(-1, -1, 1, h.shape[-1])
         return h.gather(2, idx)[:, :, 0]
 
-    def forward(self, batch: dict, speak_weight: float = 1.0, recap_weight: float = 1.0,
+    def forward(self, batch: dict, speak_weight: float = 1.0, recap_weight: float = 1.0, early_listen: int = 0,
                 generator: torch.Generator | None = None) -> dict:
         """Losses of a batch (see ``microturn.train.data.collate``): text (agent words and controls, up to each
         micro-turn's <eot>), flow (agent mel), listen (user words per audio token), moe (load balance). Out tokens
         other than <eot> weigh ``speak_weight``; those the batch marks as recaps (``layout.recaps``) that much
-        times ``recap_weight``."""
+        times ``recap_weight``. With ``early_listen`` = k > 0 the listening head also reads the audio tokens
+        after the first k blocks (``listen_early``, same weight): a word recognised only in the last block is seen
+        by no other token (attention reads the block below), so the out slots could not note what was heard."""
         L = self.layout
-        h = self.hidden(batch)
+        h, early = self.hidden(batch, tap=early_listen) if early_listen else (self.hidden(batch), None)
         B, T = h.shape[:2]
         valid = batch.get("valid", torch.ones(B, T, dtype=torch.bool, device=h.device))
         out = batch["out"]
@@ -182,17 +186,22 @@ class InteractionModel(nn.Module):
             weight = weight * torch.where(batch["recap"], recap_weight, 1.0)
         ce = F.cross_entropy(logits.flatten(0, 2), out.flatten(), reduction="none").view_as(weight)
         text = (ce * weight).sum((1, 2)) / weight.sum((1, 2)).clamp_min(1)  # per session [B]
-        lg = self.listen(h[:, :, 1 : 1 + L.n_audio])
         lmask = valid[..., None].expand(-1, -1, L.n_audio).float()
-        lce = F.cross_entropy(lg.flatten(0, 2), batch["listen"].flatten(), reduction="none").view_as(lmask)
-        listen = (lce * lmask).sum((1, 2)) / lmask.sum((1, 2)).clamp_min(1)
+
+        def listening(states):  # the listening head on the audio tokens: logits, loss per session [B]
+            lg = self.listen(states[:, :, 1 : 1 + L.n_audio])
+            lce = F.cross_entropy(lg.flatten(0, 2), batch["listen"].flatten(), reduction="none").view_as(lmask)
+            return lg, (lce * lmask).sum((1, 2)) / lmask.sum((1, 2)).clamp_min(1)
+
+        lg, listen = listening(h)
+        lg_early, listen_early = listening(early) if early is not None else (None, torch.zeros_like(listen))
         fl = self.flow.loss(self.flow_condition(h, out).flatten(0, 1), batch["mel"].flatten(0, 1), generator)
         fl = fl.view(B, T)
         flow = (fl * valid).sum(1) / valid.sum(1).clamp_min(1)
         moe = self.transformer.aux_loss()
-        loss = text.mean() + 0.5 * listen.mean() + flow.mean() + 0.01 * moe
-        return {"loss": loss, "text": text, "listen": listen, "flow": flow, "moe": moe, "listen_logits": lg,
-                "out_logits": logits}
+        loss = text.mean() + 0.5 * (listen.mean() + listen_early.mean()) + flow.mean() + 0.01 * moe
+        return {"loss": loss, "text": text, "listen": listen, "listen_early": listen_early, "flow": flow, "moe": moe,
+                "listen_logits": lg, "out_logits": logits} | ({} if lg_early is None else {"listen_early_logits": lg_early})
 
     # ------------------------------------------------------------------ streaming
     def new_state(self, batch: int = 1, device=None) -> StreamState:

@@ -189,9 +189,11 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.d_model)
 
-    def forward(self, x, pos, cache: KVCache | None = None, rows: torch.Tensor | None = None):
+    def forward(self, x, pos, cache: KVCache | None = None, rows: torch.Tensor | None = None, tap: int = 0):
         """x [B, S, d] at absolute positions pos [B, S]. With a cache: a streaming chunk for the cache rows ``rows``
-        (default: all), stored in their slots; other rows are neither computed nor touched."""
+        (default: all), stored in their slots; other rows are neither computed nor touched. With ``tap`` = k > 0,
+        returns (out, the normed states after the first k blocks), for a training loss on what the lower layers
+        know."""
         cfg = self.cfg
         cos, sin = rope(pos, cfg.head_dim)
         if cache is None:
@@ -209,10 +211,17 @@ class Transformer(nn.Module):
             ok = ok[:, :, None].expand(-1, -1, g, -1, -1).flatten(2, 3)
             mask = torch.zeros(ok.shape, dtype=x.dtype, device=x.device).masked_fill_(~ok, float("-inf"))
             ctx = Context(cos, sin, mask, cache, rows, slot, None if len(rows) == n_cache else rows.tolist(), used)
+        tapped = None
         for i, b in enumerate(self.blocks):
             x = b(x, ctx, i)
+            if i + 1 == tap:
+                tapped = self.norm(x)
         if cache is not None:
             cache.pos[rows] = k_pos
+        if tap:
+            if tapped is None:
+                raise ValueError(f"tap must be in 1 .. {len(self.blocks)} blocks, got {tap}")
+            return self.norm(x), tapped
         return self.norm(x)
 
     def aux_loss(self) -> torch.Tensor:

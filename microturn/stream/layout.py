@@ -265,7 +265,9 @@ def agent_mel(tl: Timeline, layout: Layout) -> np.ndarray:
 
 
 def listen_targets(tl: Timeline, layout: Layout, tok: Tokenizer) -> np.ndarray:
-    """For each audio token [T, n_audio]: first token of the non-agent word covering its middle, else ``<sil>``."""
+    """For each audio token [T, n_audio]: first token of the non-agent word covering its middle, else ``<sil>``.
+    The word is lower-cased, since case is not heard: written "Rocket" (a cue said on its own) begins with the
+    token of a capital R that many words share, and would teach the listener nothing of which word it was."""
     T = layout.n_turns(tl.duration)
     span = layout.delta / layout.n_audio
     mids = (np.arange(T * layout.n_audio) + 0.5) * span
@@ -273,7 +275,7 @@ def listen_targets(tl: Timeline, layout: Layout, tok: Tokenizer) -> np.ndarray:
     for w in tl.words:
         if w.speaker == "agent":
             continue
-        ids = tok.encode_word(w.w)
+        ids = tok.encode_word(w.w.lower())
         if ids:
             target[(mids >= w.start) & (mids < w.end)] = ids[0]
     return target.reshape(T, layout.n_audio)

@@ -44,6 +44,7 @@ class TrainConfig:
     clip: float = 1.0
     speak_weight: float = 3.0
     recap_weight: float = 1.0  # times speak_weight for the out tokens that repeat what was written (layout.recaps)
+    early_listen: int = 0  # also train the listening head on the audio tokens after this many blocks (0: off)
     eval_every: int = 250
     ckpt_every: int = 250
     eval_batches: int = 8
@@ -81,8 +82,10 @@ def _to(batch: dict, dev) -> dict:
 
 
 @torch.no_grad()
-def evaluate(model: InteractionModel, shards: Shards, n_batches: int, batch: int, dev, seed: int = 1234) -> dict:
-    """Losses per family, listening accuracy (argmax of the listening head on user-word tokens) and, per family, the
+def evaluate(model: InteractionModel, shards: Shards, n_batches: int, batch: int, dev, seed: int = 1234,
+             early_listen: int = 0) -> dict:
+    """Losses per family, listening accuracy (argmax of the listening head on user-word tokens; with
+    ``early_listen``, also after that many blocks: ``listen_acc_early``) and, per family, the
     accuracy on the out tokens that carry news (no <eot>, no recaps: see ``layout.recaps``): a note's word when it is
     taken, a timer's first value, the words said. Teacher-forced, and *what* rather than *when*: the likeliest token
     but <eot>, as greedy decoding picks once it has decided to act."""
@@ -90,12 +93,12 @@ def evaluate(model: InteractionModel, shards: Shards, n_batches: int, batch: int
     cur = Curriculum(shards, seed)
     fam_loss: dict[str, list[float]] = {}
     news: dict[str, list[int]] = {}  # family -> [hits, tokens]
-    hit = tot = 0
+    hit = tot = hit_early = 0
     totals = {"text": 0.0, "listen": 0.0, "flow": 0.0}
     for _ in range(n_batches):
         items = [shards.session(i) for i in cur.sample(batch, 1.0)]
         b = _to(collate(items, shards.families), dev)
-        r = model(b)
+        r = model(b, early_listen=early_listen)
         for k in totals:
             totals[k] += float(r[k].mean()) / n_batches
         for f, v in zip(b["family"].tolist(), r["text"].tolist()):
@@ -104,6 +107,8 @@ def evaluate(model: InteractionModel, shards: Shards, n_batches: int, batch: int
         word = (b["listen"] != SIL) & b["valid"][..., None]
         hit += int(((pred == b["listen"]) & word).sum())
         tot += int(word.sum())
+        if early_listen:
+            hit_early += int(((r["listen_early_logits"].argmax(-1) == b["listen"]) & word).sum())
         told = out_loss_mask(b["out"]) & b["valid"][..., None] & ~b["recap"] & (b["out"] != EOT)
         what = r["out_logits"].index_fill(-1, torch.tensor([EOT], device=dev), -torch.inf).argmax(-1)
         right = (what == b["out"]) & told
@@ -111,7 +116,8 @@ def evaluate(model: InteractionModel, shards: Shards, n_batches: int, batch: int
             acc = news.setdefault(shards.families[f], [0, 0])
             acc[0], acc[1] = acc[0] + h, acc[1] + n
     model.train()
-    return totals | {"listen_acc": hit / max(1, tot),
+    return totals | ({"listen_acc_early": hit_early / max(1, tot)} if early_listen else {}) | {
+                     "listen_acc": hit / max(1, tot),
                      "text_by_family": {k: sum(v) / len(v) for k, v in fam_loss.items()},
                      "news_acc_by_family": {k: h / n for k, (h, n) in news.items() if n}}
 
@@ -130,6 +136,9 @@ def plot_curves(log_path: Path, png: Path):
         ax[0].plot([r["step"] for r in tr], [r[k] for r in tr], label=f"train {k}", alpha=0.7)
         ax[1].plot([r["step"] for r in ev], [r[k] for r in ev], label=f"held-out {k}")
     ax[2].plot([r["step"] for r in ev], [r["listen_acc"] for r in ev], label="held-out listening accuracy")
+    early = [(r["step"], r["listen_acc_early"]) for r in ev if "listen_acc_early" in r]
+    if early:
+        ax[2].plot(*zip(*early), label="... after the first blocks (--early-listen)")
     news = [r for r in ev if "news_acc_by_family" in r]  # logged since session 5
     ax[3].set_prop_cycle(color=plt.cm.tab20.colors)  # a colour per family (there are more than ten)
     for f in sorted({f for r in news for f in r["news_acc_by_family"]}):
@@ -219,7 +228,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                 shift_clock(it, rng)
         batch = _to(collate(items, shards.families), dev)
         with amp:
-            r = net(batch, speak_weight=c.speak_weight, recap_weight=c.recap_weight)
+            r = net(batch, speak_weight=c.speak_weight, recap_weight=c.recap_weight, early_listen=c.early_listen)
         opt.zero_grad(set_to_none=True)
         r["loss"].backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip)
@@ -235,7 +244,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
             if step % 25 == 0:
                 row = {"kind": "train", "step": step, "lr": lr_at(step, c), "loss": r["loss"].item(),
                        "text": r["text"].mean().item(), "listen": r["listen"].mean().item(),
-                       "flow": r["flow"].mean().item(), "moe": r["moe"].item(), "grad_norm": float(gnorm),
+                       "listen_early": r["listen_early"].mean().item(), "flow": r["flow"].mean().item(), "moe": r["moe"].item(), "grad_norm": float(gnorm),
                        "tokens_per_s": tps, "time": time.time()}
                 log.write(json.dumps(row) + "\n")
                 log.flush()
@@ -243,7 +252,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                     writer.add_scalar(f"train/{k}", row[k], step)
                 t_last, tok_count = now, 0
             if val is not None and (step % c.eval_every == 0 or step == c.steps):
-                e = evaluate(model, val, c.eval_batches, c.batch, dev)
+                e = evaluate(model, val, c.eval_batches, c.batch, dev, early_listen=c.early_listen)
                 row = {"kind": "eval", "step": step} | e
                 log.write(json.dumps(row) + "\n")
                 log.flush()
@@ -252,8 +261,9 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                 for f, a in e["news_acc_by_family"].items():
                     writer.add_scalar(f"eval_news_acc/{f}", a, step)
                 news = " ".join(f"{f} {a:.0%}" for f, a in sorted(e["news_acc_by_family"].items()))
+                early = f" ({e['listen_acc_early']:.1%} early)" if c.early_listen else ""
                 bar.write(f"step {step}: held-out text {e['text']:.3f} listen {e['listen']:.3f} "
-                          f"flow {e['flow']:.3f} listening accuracy {e['listen_acc']:.1%}; news accuracy: {news}")
+                          f"flow {e['flow']:.3f} listening accuracy {e['listen_acc']:.1%}{early}; news accuracy: {news}")
                 plot_curves(out / "log.jsonl", out / "curves.png")
         if step % c.ckpt_every == 0 or step == end:
             ranks = [None] * world
