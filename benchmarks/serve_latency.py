@@ -67,10 +67,13 @@ class Listener:
 
 
 async def stream(ws, x: np.ndarray, clock: dict) -> float:
-    """Send ``x`` at real-time pace in 100 ms chunks; returns the wall time the last chunk was sent."""
-    step, t0, last = int(CHUNK_S * RATE), time.perf_counter(), time.perf_counter()
-    for k, i in enumerate(range(0, len(x), step)):
-        await asyncio.sleep(max(0.0, t0 + k * CHUNK_S - time.perf_counter()))
+    """Send ``x`` at real-time pace in 100 ms chunks, each when its start is due on the session's clock
+    (``clock["t0"]``: the wall time of its first sample), so calls in a row keep the pace; returns the wall time
+    the last chunk was sent. (Until session 7 each call kept its own pace: the waits for an answer, one chunk per
+    call, sent silence as fast as the socket took it, which ran the client's clock far ahead of the server's.)"""
+    step, last = int(CHUNK_S * RATE), time.perf_counter()
+    for i in range(0, len(x), step):
+        await asyncio.sleep(max(0.0, clock["t0"] + clock["samples"] / RATE - time.perf_counter()))
         await ws.send(pcm16(x[i : i + step]))
         last = time.perf_counter()
         clock["samples"] += len(x[i : i + step])
@@ -85,7 +88,7 @@ async def turns(url: str, questions: list[tuple[str, np.ndarray]], wait: float) 
         await ws.recv()
         listener = Listener()
         task = asyncio.create_task(listener.run(ws))
-        clock = {"samples": 0}
+        clock = {"samples": 0, "t0": time.perf_counter()}
         await stream(ws, np.zeros(RATE, np.float32), clock)  # a second of silence first
         for text, x in questions:
             end = end_of_speech(x)
