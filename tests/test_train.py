@@ -71,6 +71,19 @@ def test_init_starts_from_a_checkpoint(shards, tmp_path):
         train(replace(c, out=str(tmp_path / "c"), init=str(tmp_path / "small")))
 
 
+def test_early_listen_is_trained_and_reported(shards, tmp_path):
+    """--early-listen k: the listening loss after k blocks is logged, its held-out accuracy reported; a block count
+    the model does not have is refused before training starts."""
+    c = TrainConfig(data=str(shards / "train"), val=str(shards / "val"), steps=2, batch=2, warmup=1, ckpt_every=2,
+                    eval_every=2, eval_batches=1, early_listen=1, out=str(tmp_path / "a"))
+    train(c, _model_cfg())
+    rows = [json.loads(r) for r in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    ev = [r for r in rows if r["kind"] == "eval"][-1]
+    assert 0.0 <= ev["listen_acc_early"] <= 1.0
+    with pytest.raises(ValueError, match="early_listen"):
+        train(replace(c, out=str(tmp_path / "b"), early_listen=_model_cfg().n_layer + 1), _model_cfg())
+
+
 def test_lr_schedule_warms_up_and_decays():
     c = TrainConfig(steps=100, warmup=10, lr=1.0, min_lr=0.1)
     assert lr_at(0, c) == pytest.approx(0.1) and lr_at(9, c) == pytest.approx(1.0)

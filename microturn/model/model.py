@@ -200,8 +200,9 @@ class InteractionModel(nn.Module):
         flow = (fl * valid).sum(1) / valid.sum(1).clamp_min(1)
         moe = self.transformer.aux_loss()
         loss = text.mean() + 0.5 * (listen.mean() + listen_early.mean()) + flow.mean() + 0.01 * moe
+        early_logits = {} if lg_early is None else {"listen_early_logits": lg_early}
         return {"loss": loss, "text": text, "listen": listen, "listen_early": listen_early, "flow": flow, "moe": moe,
-                "listen_logits": lg, "out_logits": logits} | ({} if lg_early is None else {"listen_early_logits": lg_early})
+                "listen_logits": lg, "out_logits": logits} | early_logits
 
     # ------------------------------------------------------------------ streaming
     def new_state(self, batch: int = 1, device=None) -> StreamState:

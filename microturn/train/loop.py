@@ -116,10 +116,10 @@ def evaluate(model: InteractionModel, shards: Shards, n_batches: int, batch: int
             acc = news.setdefault(shards.families[f], [0, 0])
             acc[0], acc[1] = acc[0] + h, acc[1] + n
     model.train()
-    return totals | ({"listen_acc_early": hit_early / max(1, tot)} if early_listen else {}) | {
-                     "listen_acc": hit / max(1, tot),
-                     "text_by_family": {k: sum(v) / len(v) for k, v in fam_loss.items()},
-                     "news_acc_by_family": {k: h / n for k, (h, n) in news.items() if n}}
+    early = {"listen_acc_early": hit_early / max(1, tot)} if early_listen else {}
+    return totals | early | {"listen_acc": hit / max(1, tot),
+                             "text_by_family": {k: sum(v) / len(v) for k, v in fam_loss.items()},
+                             "news_acc_by_family": {k: h / n for k, (h, n) in news.items() if n}}
 
 
 def plot_curves(log_path: Path, png: Path):
@@ -170,6 +170,8 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     if cfg.vocab_size < V or cfg.layout != shards.layout:
         raise ValueError(f"the model's vocabulary ({cfg.vocab_size} tokens) must hold the tokenizer's ({V}) and its "
                          f"layout must be the shards' ({shards.layout})")
+    if not 0 <= c.early_listen <= cfg.n_layer:
+        raise ValueError(f"early_listen must be 0 (off) or a block count in 1 .. {cfg.n_layer}, got {c.early_listen}")
     model = InteractionModel(cfg).to(dev)
     if start is not None:
         model.load_state_dict(start.state_dict())
