@@ -342,9 +342,9 @@ def test_listen_targets_do_not_hear_case():
     """A cue said on its own is written "Rocket": its target is the word's token, as for "rocket" (the written
     word's first token would be a capital R shared by many words)."""
     assert TOK.encode_word("Rocket")[0] != TOK.encode_word("rocket")[0]  # else this test proves nothing
-    at = lambda w: listen_targets(Timeline(duration=0.6, words=[Word(w, 0.1, 0.5)]), L, TOK)  # noqa: E731
-    np.testing.assert_array_equal(at("Rocket"), at("rocket"))
-    assert TOK.encode_word("rocket")[0] in at("Rocket")
+    heard = lambda w: listen_targets(Timeline(duration=0.6, words=[Word(w, 0.1, 0.5)]), L, TOK)  # noqa: E731
+    np.testing.assert_array_equal(heard("Rocket"), heard("rocket"))
+    assert TOK.encode_word("rocket")[0] in heard("Rocket")
 
 
 def test_out_loss_mask():

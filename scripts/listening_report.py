@@ -1,0 +1,61 @@
+"""Whether a checkpoint hears the words of spoken instructions, and how early in its blocks: teacher-forced on shards,
+the argmax accuracy of the listening head at the last audio token of each response word and cue word the user says
+in spoken time and cue sessions, read off the last block and off the states after ``--tap`` blocks (what the out
+slots above can use; ``microturn train --early-listen``), and over all other user words.
+
+    python scripts/listening_report.py microturn/assets/model --shards data/shards/val --sessions 40 --tap 3
+"""
+import argparse
+
+import torch
+
+from microturn.data import language as lang
+from microturn.model.checkpoint import load
+from microturn.stream.tokenizer import SIL, TYPED, default_tokenizer
+from microturn.train.data import Shards, collate
+
+
+@torch.no_grad()
+def report(model, shards: Shards, n: int, tap: int) -> dict[tuple[str, str], list[int]]:
+    tok = default_tokenizer()
+    kind_of = {tok.encode_word(w)[0]: "response word" for w in lang.RESPONSE_WORDS}
+    kind_of |= {tok.encode_word(w)[0]: "cue word" for w in lang.CUE_WORDS}
+    st = {(b, k): [0, 0] for b in ("last block", f"block {tap}") for k in ("response word", "cue word", "other")}
+    spoken = [i for i in range(len(shards)) if shards.info(i)["family"] in ("timespeak", "cuespeak")]
+    done = 0
+    for i in spoken:
+        item = shards.session(i)
+        if (item["text_in"] == TYPED).any():
+            continue
+        b = collate([item], shards.families)
+        r = model(b, early_listen=tap)
+        target = b["listen"][0].flatten()
+        for block, logits in (("last block", r["listen_logits"]), (f"block {tap}", r["listen_early_logits"])):
+            pred = logits[0].argmax(-1).flatten()
+            for j, g in enumerate(target.tolist()):
+                kind = kind_of.get(g, "other")
+                last = j + 1 == len(target) or target[j + 1] != g
+                if g == SIL or (kind != "other" and not last):
+                    continue  # instruction words are scored at their end, other words all through
+                st[block, kind][0] += int(pred[j] == g)
+                st[block, kind][1] += 1
+        done += 1
+        if done == n:
+            break
+    return st
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoint")
+    ap.add_argument("--shards", default="data/shards/val")
+    ap.add_argument("--sessions", type=int, default=40, help="spoken time and cue sessions")
+    ap.add_argument("--tap", type=int, default=3, help="blocks below the states read (1 .. depth - 1)")
+    a = ap.parse_args()
+    st = report(load(a.checkpoint), Shards(a.shards), a.sessions, a.tap)
+    for (block, kind), (hit, n) in st.items():
+        print(f"{block:<11} {kind:<14} {hit / max(n, 1):5.0%} of {n}")
+
+
+if __name__ == "__main__":
+    main()
