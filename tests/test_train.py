@@ -18,7 +18,7 @@ from microturn.model import checkpoint
 from microturn.model.config import ModelConfig
 from microturn.model.model import InteractionModel
 from microturn.stream.tokenizer import default_tokenizer
-from microturn.train.data import augment
+from microturn.train.data import augment, warp_channels
 from microturn.train.loop import TrainConfig, lr_at, train
 
 
@@ -109,7 +109,7 @@ def test_two_processes_with_gloo(shards, tmp_path):
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 40), st.integers(0, 2**32 - 1))
 def test_augment_keeps_the_format(turns, seed):
-    """Input augmentation: same shape and dtype, bins stay in range, silence stays silent (gain and shift never
+    """Input augmentation: same shape and dtype, bins stay in range, silence stays silent (gain and warp never
     create sound from nothing), deterministic per seed, and it does change some sessions."""
     rng = np.random.default_rng(seed)
     audio = rng.integers(0, dmel.N_BINS, (turns, 2, 8, dmel.N_MELS)).astype(np.uint8)
@@ -118,6 +118,30 @@ def test_augment_keeps_the_format(turns, seed):
     assert a.shape == audio.shape and a.dtype == np.uint8 and a.max() < dmel.N_BINS
     assert np.array_equal(a, augment(audio, np.random.default_rng(seed)))
     assert not augment(np.zeros_like(audio), np.random.default_rng(seed)).any()
+
+
+def test_warp_channels_is_a_speed_change_of_the_voice():
+    """The vocal-tract warp of dMel bins matches what really happens to a voice's spectrum when its audio is played
+    faster (formants and harmonics up by alpha) or slower: on real espeak-ng speech, the long-term spectrum of the
+    warped bins lies much closer to that of the resampled audio than the unwarped bins do (and than the opposite
+    warp); alpha 1 changes nothing."""
+    from microturn.codecs.audio import resample
+    from microturn.data.speech import Voice, synthesize
+
+    audio = synthesize("The quick brown fox jumps over the lazy dog, then runs into the forest.",
+                       Voice("espeak", "en-us", "m1")).audio
+    bins = dmel.encode(audio).reshape(-1, dmel.N_MELS).astype(np.int16)
+    assert np.array_equal(warp_channels(bins, 1.0), bins)
+
+    def spectrum(b):  # mean level per channel over the voiced frames
+        return b[b.max(-1) > 3].astype(float).mean(0)
+
+    for alpha in (1.2, 0.9):
+        faster = resample(audio, dmel.SAMPLE_RATE, round(dmel.SAMPLE_RATE / alpha))  # played at 16 kHz: x alpha
+        real = spectrum(dmel.encode(faster).reshape(-1, dmel.N_MELS))
+        err = lambda b: np.abs(spectrum(b) - real).mean()  # noqa: E731
+        assert err(warp_channels(bins, alpha)) < 0.5 * err(bins)
+        assert err(warp_channels(bins, alpha)) < 0.5 * err(warp_channels(bins, 1 / alpha))
 
 
 def test_augment_alters_inputs():

@@ -126,8 +126,10 @@ def _noted(out, tok) -> list[tuple[int, str]]:
 @pytest.mark.parametrize("seed", range(8))
 def test_lasting_instructions_are_noted_and_timed(seed):
     """A time or cue instruction: its words are noted as they are taken in, then rehearsed while it lasts; a time is
-    counted down one micro-turn at a time to the micro-turn that says the word (and, for "every", again)."""
+    counted down one micro-turn at a time to the micro-turn that says the word (and, for "every", again), from
+    5 T - TIMER_LAG for T seconds."""
     from microturn.data import language as lang
+    from microturn.data.world import TIMER_LAG
     from microturn.stream.tokenizer import NOTE, is_timer
 
     tok, L = default_tokenizer(), Layout()
@@ -148,8 +150,12 @@ def test_lasting_instructions_are_noted_and_timed(seed):
         assert notes[0][0] < first  # noted before the countdown starts
         for t in range(first, says[0]):
             assert left[t] == says[0] - t  # one less each micro-turn, 1 just before the word
-        for a, b in zip(says, says[1:]):
-            assert [left[t] for t in range(a + 1, b)] == list(range(b - a - 1, 0, -1))
+        heard = " ".join([w.w for w in s.timeline.words_of("user")] + [e.text for e in s.timeline.text]).lower()
+        T = max((k for k in range(2, 31) if f" {lang.number_words(k)} seconds" in heard.replace(",", "")),
+                key=lambda k: len(lang.number_words(k)))  # "twenty three seconds", not "three seconds"
+        assert left[first] == 5 * T - TIMER_LAG  # the first value depends on the number alone
+        for a, b in zip(says, says[1:]):  # "every": again from TIMER_LAG micro-turns after each act
+            assert [left[t] for t in range(a + 1, b)] == [0] * (TIMER_LAG - 1) + list(range(5 * T - TIMER_LAG, 0, -1))
 
 
 def test_curriculum_mixes_families_by_weight(tmp_path):

@@ -12,7 +12,9 @@ Timing conventions of the targets (what the bundled model learns):
 - the words of an instruction that lasts (a time, a cue) are noted as the agent takes them in (written silently
   after ``<note>``: ``note`` events), then rehearsed in its free out slots while the instruction lasts
   (``rehearse``), and a time is counted down one micro-turn at a time (``timer`` events): the model carries what it
-  was asked and when a few tokens back, instead of finding it 30 s back and measuring time when it acts.
+  was asked and when a few tokens back, instead of finding it 30 s back and measuring time when it acts. A countdown
+  starts ``TIMER_LAG`` micro-turns after the moment it counts from (the instruction's end or the act before), by
+  voice and typed alike, so its first value is 5 T - ``TIMER_LAG`` for T seconds: a function of the number alone.
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ from . import language as lang
 from .speech import AGENT_VOICE, sample_voice, synthesize
 
 REACT = 0.15  # seconds of silence after a user turn before the agent's reply may start
+TIMER_LAG = 8  # micro-turns from what a countdown counts from to its first value: the longest typed time
+#                instruction is read and noted by then (session 8: before, the first value also depended on how long
+#                the instruction took to read or hear, and the model learned only some of the values that made)
 DELTA = Layout().delta
 
 
@@ -342,11 +347,13 @@ def gen_timespeak(b: Builder):
     stop_at = None
     if every and rng.random() < 0.4:  # "Stop." ends the repetitions
         stop_at = times[-1] + T * 0.5
-    busy, rules, said = [(E, E + 2.0)], [], ready - DELTA  # counting from the micro-turn it has the instruction
+    busy, rules, since = [(E, E + 2.0)], [], boundary(E)  # a countdown counts from the instruction, then each act
+    if since + TIMER_LAG * DELTA < ready - 1e-6:
+        raise AssertionError(f"TIMER_LAG is too short for {text!r}: the notes are written at {ready:.2f} s")
     for due in times:
         start = boundary(due)  # where the agent's word starts
-        b.countdown(said + DELTA, start)
-        said, _ = b.agent(r, due)
+        b.countdown(since + TIMER_LAG * DELTA, start)
+        since, _ = b.agent(r, due)
         rules.append(say(r, due - 0.4, due + 1.0))
         busy.append((due - 0.4, due + 1.0))
     end = times[-1] + 2.0
@@ -358,8 +365,8 @@ def gen_timespeak(b: Builder):
     elif rng.random() < 0.5 * b.difficulty and T >= 6:  # the user chats while the agent waits
         b.filler(E + 2.0, 1)
     if every:  # the next repetition is counted down until the session ends or "Stop." is heard
-        b.countdown(said + DELTA, boundary(times[-1] + T), called_off)
-    b.rehearse([r], ready, called_off if every else said)
+        b.countdown(since + TIMER_LAG * DELTA, boundary(times[-1] + T), called_off)
+    b.rehearse([r], ready, called_off if every else since)
     rules += silent_between(E + 2.0, end, busy)
     return end, rules
 

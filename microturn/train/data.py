@@ -61,17 +61,31 @@ class Shards:
                 "recap": recaps(np.asarray(a["out"][sl]))}
 
 
+WARP = (0.83, 1.2)  # the range of vocal-tract scaling ``augment`` draws from (log-uniform)
+_MEL_CENTRES = np.linspace(dmel.hz_to_mel(dmel.F_MIN), dmel.hz_to_mel(dmel.F_MAX), dmel.N_MELS + 2)[1:-1]
+
+
+def warp_channels(x: np.ndarray, alpha: float) -> np.ndarray:
+    """Scale the frequency axis of dMel bins [..., 80] by ``alpha`` (vocal tract length perturbation, Jaitly & Hinton
+    2013): channel j takes the level at frequency f_j / alpha (linear between channels, the edge channels beyond the
+    range), so alpha > 1 moves formants and harmonics up, as a shorter vocal tract would. Silence stays silence."""
+    src = dmel.hz_to_mel(dmel.mel_to_hz(_MEL_CENTRES) / alpha)
+    pos = np.clip((src - _MEL_CENTRES[0]) / (_MEL_CENTRES[1] - _MEL_CENTRES[0]), 0, dmel.N_MELS - 1)
+    lo = np.floor(pos).astype(int)
+    hi, frac = np.minimum(lo + 1, dmel.N_MELS - 1), (pos - lo).astype(np.float32)
+    return np.rint(x[..., lo] * (1 - frac) + x[..., hi] * frac).astype(x.dtype)
+
+
 def augment(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Randomly alter a session's input dMel bins [T, A, F, 80] (uint8) so the model hears more voices and rooms
-    than the shards hold: a shift of the whole spectrum by up to 2 mel bands (a longer or shorter vocal tract), a
-    gain of one level (6 dB) up or down, and SpecAugment-style masks (a band of up to 8 mel bins, and a few spans
-    of up to 6 frames, set to silence). The targets are untouched."""
+    than the shards hold: three times in four a new vocal tract (``warp_channels``, a scale drawn log-uniformly from
+    ``WARP``: about the step from a man's formants to a woman's), a gain of one level (6 dB) up or down, and
+    SpecAugment-style masks (a band of up to 8 mel bins, and a few spans of up to 6 frames, set to silence). The
+    targets are untouched. Session 8 measured why voices matter most: session 7's model labelled 81 % of the word
+    tokens of fresh sessions in training voices right, and 45 % of those in held-out voices."""
     x = audio.reshape(-1, audio.shape[-1]).astype(np.int16)  # [frames, 80]
-    shift = int(rng.integers(-2, 3)) if rng.random() < 0.5 else 0
-    if shift > 0:
-        x = np.concatenate([np.repeat(x[:, :1], shift, 1), x[:, :-shift]], 1)
-    elif shift < 0:
-        x = np.concatenate([x[:, -shift:], np.repeat(x[:, -1:], -shift, 1)], 1)
+    if rng.random() < 0.75:
+        x = warp_channels(x, float(np.exp(rng.uniform(*np.log(WARP)))))
     if rng.random() < 0.5:
         x = np.where(x > 0, np.clip(x + rng.choice([-1, 1]), 0, dmel.N_BINS - 1), x)
     if rng.random() < 0.5:
