@@ -26,7 +26,7 @@ def _synth(a):
     from .data.synth import run
 
     run(out=a.out, per_family=a.per_family, seed=a.seed, families=a.families, split=a.split, shards=a.shards,
-        workers=a.workers, difficulty=a.difficulty)
+        workers=a.workers, difficulty=a.difficulty, generated_voices=a.generated_voices)
 
 
 def _train(a):
@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shards", action="store_true", help="write training shards instead of a scenario set")
     s.add_argument("--workers", type=int, default=None)
     s.add_argument("--difficulty", default="0,1", help="shards: range of difficulty (noise, voices, typed share)")
+    s.add_argument("--generated-voices", type=float, default=0.0,
+                   help="training shards: the chance that a user's espeak-ng voice is a generated variant")
     s.set_defaults(fn=_synth)
 
     s = sub.add_parser("train", help="train a model on shards (from scratch, or from --init's weights)")

@@ -131,6 +131,34 @@ def test_every_catalogue_identity_renders():
         assert synthesize("hello", Voice("flite", name)).duration > 0.2, name
 
 
+def _f0(audio: np.ndarray) -> float:
+    """Median pitch (Hz) of the loud 64 ms frames, by autocorrelation."""
+    f0 = []
+    for i in range(0, len(audio) - 1024, 512):
+        x = audio[i : i + 1024].astype(np.float64)
+        if np.abs(x).mean() > 0.02:
+            c = np.correlate(x, x, "full")[1023:]
+            lo, hi = SAMPLE_RATE // 400, SAMPLE_RATE // 60
+            f0.append(SAMPLE_RATE / (lo + np.argmax(c[lo:hi])))
+    return float(np.median(f0))
+
+
+def test_generated_variants_are_voices_of_their_own():
+    """A generated variant "~N" is deterministic, keeps its base voice's accent and timings, and sounds as its file
+    says: the measured pitch of six generated voices ranks as their drawn pitch registers do (men and women)."""
+    text = "The quick brown fox jumps over the lazy dog."
+    register = {n: int(sp.generated_variant(n).split("\npitch ")[1].split()[0]) for n in range(6)}
+    pitch = {n: _f0(synthesize(text, Voice("espeak", "en-us", f"~{n}")).audio) for n in range(6)}
+    assert sorted(register, key=register.get) == sorted(pitch, key=pitch.get)
+    assert max(pitch.values()) > 1.6 * min(pitch.values())
+    a = synthesize(text, Voice("espeak", "en-gb-scotland", "~3", rate=1.1))
+    assert np.array_equal(a.audio, synthesize(text, Voice("espeak", "en-gb-scotland", "~3", rate=1.1)).audio)
+    assert [w.w for w in a.words] == split_words(text) and all(w.end > w.start for w in a.words)
+    assert not np.array_equal(a.audio[:8000], synthesize(text, Voice("espeak", "en-us", "~3", rate=1.1)).audio[:8000])
+    assert Voice.from_id("espeak:en-gb-scotland+~3:r1.10") == Voice("espeak", "en-gb-scotland", "~3", rate=1.1)
+    assert sp.generated_variant(3) == sp.generated_variant(3) != sp.generated_variant(4)
+
+
 def test_splits_are_disjoint_and_hold_out_voices():
     ident = {split: {v.identity for v in voices(split)} for split in sp.SPLITS}
     assert not ident["train"] & ident["val"] and not ident["train"] & ident["test"] and not ident["val"] & ident["test"]
@@ -173,6 +201,11 @@ def test_voice_ids_round_trip_and_hash():
     (lambda: Voice("flite", "bob"), "unknown flite voice 'bob'"),
     (lambda: Voice("espeak", "en-us", "nosuchvariant"), "unknown espeak-ng variant"),
     (lambda: Voice("flite", "kal", "f1"), "no variants"),
+    (lambda: Voice("flite", "kal", "~3"), "no variants"),
+    (lambda: Voice("espeak", "en-us", "~x"), "unknown espeak-ng variant"),
+    (lambda: Voice("espeak", "en-us", "~-1"), "unknown espeak-ng variant"),
+    (lambda: Voice("espeak", "en-us", "~007"), "unknown espeak-ng variant"),
+    (lambda: Voice("espeak", "en-us", f"~{2**31}"), "unknown espeak-ng variant"),
     (lambda: Voice("espeak", "en-us", pitch=5.0), "pitch 5.0 is outside"),
     (lambda: Voice("espeak", "en-us", rate=float("nan")), "rate must be a finite number"),
     (lambda: Voice("espeak", "en-us", word_gap=-1), "word_gap"),

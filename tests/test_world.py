@@ -72,13 +72,14 @@ def test_shards_round_trip(tmp_path):
     from microturn.data.shards import write_shards
     from microturn.train.data import Curriculum, Shards, collate
 
-    write_shards(tmp_path, 2, seed=0, families=("turn", "repcount"), workers=1, shard_size=3)
+    write_shards(tmp_path, 2, seed=0, families=("turn", "repcount"), workers=1, shard_size=3, generated_voices=0.9)
     sh = Shards(tmp_path)
     assert len(sh) == 4 and sh.families == ["repcount", "turn"]
     tok, L = default_tokenizer(), Layout()
     for i in range(len(sh)):
         info, got = sh.info(i), sh.session(i)
-        s = generate(info["family"], 0, "train", info["difficulty"], info["index"])
+        assert info["generated_voices"] == 0.9  # recorded: the session can be made again from its info
+        s = generate(info["family"], 0, "train", info["difficulty"], info["index"], info["generated_voices"])
         e = encode_timeline(s.timeline, L, tok)
         for k in ("out", "text_in", "listen", "audio", "video_on"):
             assert np.array_equal(got[k], e[k]), k
@@ -156,6 +157,35 @@ def test_lasting_instructions_are_noted_and_timed(seed):
         assert left[first] == 5 * T - TIMER_LAG  # the first value depends on the number alone
         for a, b in zip(says, says[1:]):  # "every": again from TIMER_LAG micro-turns after each act
             assert [left[t] for t in range(a + 1, b)] == [0] * (TIMER_LAG - 1) + list(range(5 * T - TIMER_LAG, 0, -1))
+
+
+def test_generated_voices_change_only_the_voice():
+    """With generated_voices the user's espeak-ng voice may be a generated variant: drawn from a stream of its own,
+    so the session is otherwise the same (its words, typed text, rules' kinds); training only."""
+    from dataclasses import replace
+
+    from microturn.data.speech import Voice
+
+    changed = 0
+    for i in range(12):
+        a = generate("cuespeak", 9, "train", 0.7, i)
+        b = generate("cuespeak", 9, "train", 0.7, i, generated_voices=1.0)
+        va, vb = Voice.from_id(a.timeline.meta["voice"]), Voice.from_id(b.timeline.meta["voice"])
+        assert [w.w for w in a.timeline.words_of("user")] == [w.w for w in b.timeline.words_of("user")]
+        assert [e.text for e in a.timeline.text] == [e.text for e in b.timeline.text]
+        assert [r["kind"] for r in a.expect] == [r["kind"] for r in b.expect]
+        if va.engine == "espeak":
+            assert vb.variant.startswith("~") and replace(vb, variant=va.variant) == va
+            changed += 1
+        else:
+            assert va == vb  # flite voices have no variants
+    assert changed >= 6
+    same = generate("cuespeak", 9, "train", 0.7, 0, generated_voices=0.0)
+    assert same.timeline.meta["voice"] == generate("cuespeak", 9, "train", 0.7, 0).timeline.meta["voice"]
+    for bad, match in ((dict(split="test", generated_voices=0.5), "training only"),
+                       (dict(split="train", generated_voices=1.5), "chance in")):
+        with pytest.raises(ValueError, match=match):
+            generate("turn", 0, index=0, **bad)
 
 
 def test_curriculum_mixes_families_by_weight(tmp_path):

@@ -18,7 +18,7 @@ Timing conventions of the targets (what the bundled model learns):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from ..stream.timeline import Event, TextEvent, Timeline
 from ..stream.tokenizer import TYPED, default_tokenizer
 from ..stream.words import Word
 from . import language as lang
-from .speech import AGENT_VOICE, sample_voice, synthesize
+from .speech import AGENT_VOICE, GENERATED_MAX, sample_voice, synthesize
 
 REACT = 0.15  # seconds of silence after a user turn before the agent's reply may start
 TIMER_LAG = 8  # micro-turns from what a countdown counts from to its first value: the longest typed time
@@ -55,9 +55,12 @@ def boundary(t: float, delta: float = DELTA) -> float:
 class Builder:
     """Places user speech, typed text, agent speech, background events and video on one clock."""
 
-    def __init__(self, rng: np.random.Generator, split: str, difficulty: float = 1.0):
+    def __init__(self, rng: np.random.Generator, split: str, difficulty: float = 1.0, generated_voices: float = 0.0,
+                 voice_rng: np.random.Generator | None = None):
         self.rng, self.split, self.difficulty = rng, split, difficulty
         self.voice = sample_voice(rng, split)
+        if generated_voices and self.voice.engine == "espeak" and voice_rng.random() < generated_voices:
+            self.voice = replace(self.voice, variant=f"~{int(voice_rng.integers(GENERATED_MAX))}")
         self.user = np.zeros(0, np.float32)
         self.agent_audio = np.zeros(0, np.float32)
         self.words: list[Word] = []
@@ -490,12 +493,22 @@ GENERATORS = {
 FAMILIES = tuple(GENERATORS)
 
 
-def generate(family: str, seed: int, split: str = "train", difficulty: float = 1.0, index: int = 0) -> Session:
-    """One session of ``family``, deterministic for (family, seed, split, difficulty)."""
+def generate(family: str, seed: int, split: str = "train", difficulty: float = 1.0, index: int = 0,
+             generated_voices: float = 0.0) -> Session:
+    """One session of ``family``, deterministic for (family, seed, split, difficulty, index, generated_voices).
+
+    ``generated_voices``: the chance that the user's espeak-ng voice gets a generated variant (``speech.
+    generated_variant``: a voice of its own) instead of its catalogue variant; training only. The choice is drawn
+    from a stream of its own, so the session is otherwise the one drawn without it (its words, text, noise, times
+    drawn; the times that follow the user's speech move with its length)."""
     if family not in GENERATORS:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
-    rng = np.random.default_rng([seed, FAMILIES.index(family), index, ["train", "val", "test"].index(split)])
-    b = Builder(rng, split, difficulty)
+    if not 0.0 <= generated_voices <= 1.0:
+        raise ValueError(f"generated_voices is a chance in [0, 1], got {generated_voices}")
+    if generated_voices and split != "train":
+        raise ValueError(f"generated voices are for training only; the {split} split keeps its held-out voices")
+    key = [seed, FAMILIES.index(family), index, ["train", "val", "test"].index(split)]
+    b = Builder(np.random.default_rng(key), split, difficulty, generated_voices, np.random.default_rng(key + [1]))
     res = GENERATORS[family](b)
     duration, rules = res[0], res[1]
     delay = res[2] if len(res) > 2 else None
