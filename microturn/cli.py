@@ -26,7 +26,8 @@ def _synth(a):
     from .data.synth import run
 
     run(out=a.out, per_family=a.per_family, seed=a.seed, families=a.families, split=a.split, shards=a.shards,
-        workers=a.workers, difficulty=a.difficulty, generated_voices=a.generated_voices)
+        workers=a.workers, difficulty=a.difficulty, generated_voices=a.generated_voices,
+        generated_accents=a.generated_accents)
 
 
 def _train(a):
@@ -139,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--difficulty", default="0,1", help="shards: range of difficulty (noise, voices, typed share)")
     s.add_argument("--generated-voices", type=float, default=0.0,
                    help="training shards: the chance that a user's espeak-ng voice is a generated variant")
+    s.add_argument("--generated-accents", type=float, default=0.0,
+                   help="training shards: the chance that a generated voice also has a generated accent")
     s.set_defaults(fn=_synth)
 
     s = sub.add_parser("train", help="train a model on shards (from scratch, or from --init's weights)")

@@ -25,7 +25,7 @@ from microturn.stream.tokenizer import SPECIALS, default_tokenizer
 def _relay(job):
     info, split, layout = job
     s = generate(info["family"], info["seed"], split, info["difficulty"], info["index"],
-                 info.get("generated_voices", 0.0))
+                 info.get("generated_voices", 0.0), info.get("generated_accents", 0.0))
     out = out_schedule(s.timeline, layout, default_tokenizer())
     return info["start"], out
 

@@ -159,6 +159,9 @@ def test_generated_variants_are_voices_of_their_own():
     assert not np.array_equal(a.audio[:8000], synthesize(text, Voice("espeak", "en-us", "~3", rate=1.1)).audio[:8000])
     assert Voice.from_id("espeak:en-gb-scotland+~3:r1.10") == Voice("espeak", "en-gb-scotland", "~3", rate=1.1)
     assert sp.generated_variant(3) == sp.generated_variant(3) != sp.generated_variant(4)
+    accented = synthesize(text, Voice("espeak", "en-gb-scotland", "~a3", rate=1.1))  # the same voice, an accent
+    assert [w.w for w in accented.words] == split_words(text) and not np.array_equal(accented.audio, a.audio)
+    assert "replace" in sp.generated_accent(3) and sp.generated_accent(3) == sp.generated_accent(3)
 
 
 def test_splits_are_disjoint_and_hold_out_voices():
@@ -205,6 +208,8 @@ def test_voice_ids_round_trip_and_hash():
     (lambda: Voice("flite", "kal", "f1"), "no variants"),
     (lambda: Voice("flite", "kal", "~3"), "no variants"),
     (lambda: Voice("espeak", "en-us", "~x"), "unknown espeak-ng variant"),
+    (lambda: Voice("espeak", "en-us", "~a"), "unknown espeak-ng variant"),
+    (lambda: Voice("espeak", "en-us", "~b3"), "unknown espeak-ng variant"),
     (lambda: Voice("espeak", "en-us", "~-1"), "unknown espeak-ng variant"),
     (lambda: Voice("espeak", "en-us", "~007"), "unknown espeak-ng variant"),
     (lambda: Voice("espeak", "en-us", f"~{2**31}"), "unknown espeak-ng variant"),

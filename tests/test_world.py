@@ -180,10 +180,13 @@ def test_generated_voices_change_only_the_voice():
         else:
             assert va == vb  # flite voices have no variants
     assert changed >= 6
+    accented = Voice.from_id(generate("cuespeak", 9, "train", 0.7, 1, 1.0, generated_accents=1.0).timeline.meta["voice"])
+    assert accented.engine == "flite" or accented.variant.startswith("~a")
     same = generate("cuespeak", 9, "train", 0.7, 0, generated_voices=0.0)
     assert same.timeline.meta["voice"] == generate("cuespeak", 9, "train", 0.7, 0).timeline.meta["voice"]
     for bad, match in ((dict(split="test", generated_voices=0.5), "training only"),
-                       (dict(split="train", generated_voices=1.5), "chance in")):
+                       (dict(split="train", generated_voices=1.5), "chance in"),
+                       (dict(split="train", generated_accents=0.5), "set generated_voices too")):
         with pytest.raises(ValueError, match=match):
             generate("turn", 0, index=0, **bad)
 

@@ -68,7 +68,7 @@ from microturn.stream.words import Word
 
 __all__ = [
     "AGENT_VOICE", "ENGINES", "ESPEAK_VOICES", "FLITE_VOICES", "MARGIN", "SPLITS", "Speech", "Voice",
-    "generated_variant", "sample_voice", "split_words", "synthesize", "voices",
+    "generated_accent", "generated_variant", "sample_voice", "split_words", "synthesize", "voices",
 ]
 
 MARGIN = 0.05          # seconds of audio kept before the first word and after the last
@@ -152,8 +152,38 @@ GENERATED_MAX = 2**31  # generated variants are "~0" .. "~2147483647"
 
 
 def _is_generated(variant: str) -> bool:
-    return variant.startswith("~") and variant[1:].isdigit() and int(variant[1:]) < GENERATED_MAX \
-        and variant[1:] == str(int(variant[1:]))
+    """"~N": generated voice N; "~aN": the same voice with a generated accent."""
+    num = variant[2:] if variant.startswith("~a") else variant[1:]
+    return variant.startswith("~") and num.isdigit() and int(num) < GENERATED_MAX and num == str(int(num))
+
+
+# Accent changes a generated accent draws from: vowels moved to a neighbour, th-stopping (the kinds of "replace"
+# lines espeak-ng's own English accents are made of; replacements a base voice's phonemes lack change nothing).
+_ACCENT_REPLACEMENTS = (("a", "a/"), ("a", "A:"), ("A:", "a"), ("0", "O:"), ("0", "A:"), ("O:", "0"), ("V", "@"),
+                        ("V", "U"), ("u:", "U"), ("U", "u:"), ("I", "i"), ("i", "I"), ("e", "E"), ("eI", "e"),
+                        ("oU", "O:"), ("oU", "o@"), ("aI", "aI2"), ("aI", "OI"), ("aU", "a"), ("3:", "@"),
+                        ("@", "a#"), ("@", "V"), ("e@", "E"), ("i@", "i"), ("T", "t"), ("D", "d"))
+_ACCENT_TABLES = ("en", "en-us", "en-rp", "en-wi", "en-sc")  # the training bases' phoneme tables
+_ACCENT_RULES = (2, 3, 5, 6, 7, 8)  # the dictionary rule groups the training bases select
+
+
+def generated_accent(n: int) -> str:
+    """The accent lines of generated variant "~aN" (deterministic): a few vowel or consonant replacements, and
+    sometimes another training base's phoneme table, dictionary rule groups or syllable lengths. New pronunciations
+    of the training accents' sounds; the held-out accents' own tables and rules are never used."""
+    rng = np.random.default_rng([int(n), 9])
+    lines = []
+    if rng.random() < 0.3:
+        lines.append(f"phonemes {rng.choice(_ACCENT_TABLES)}")
+    if rng.random() < 0.4:
+        rules = rng.choice(_ACCENT_RULES, size=int(rng.integers(1, 4)), replace=False)
+        lines.append("dictrules " + " ".join(str(int(r)) for r in sorted(rules)))
+    if rng.random() < 0.4:
+        lines.append("stressLength " + " ".join(str(int(v)) for v in rng.integers(120, 300, 8)))
+    for i in rng.choice(len(_ACCENT_REPLACEMENTS), size=int(rng.integers(1, 6)), replace=False):
+        a, b = _ACCENT_REPLACEMENTS[i]
+        lines.append(f"replace {rng.choice(['00', '03'])} {a} {b}")
+    return "\n".join(lines) + "\n"
 
 
 def generated_variant(n: int) -> str:
@@ -162,8 +192,7 @@ def generated_variant(n: int) -> str:
     silenced), formant strengths and bandwidths, a pitch register, flutter and roughness, and sometimes a voicing or
     consonant level, a spectral tilt (``tone``), breathiness, stress offsets or one of the Klatt synthesisers the
     training catalogue uses (1, 3, 5): the kinds of settings espeak-ng's own variants are made of, over ranges that
-    span them. Training voices beyond the catalogue's (session 8: session 7's model heard 81 % of the word tokens of
-    new sentences in training voices, 38 % in held-out ones)."""
+    span them: training voices beyond the catalogue's."""
     rng = np.random.default_rng([int(n), 8])
     female = rng.random() < 0.5
     tract = rng.uniform(1.04, 1.2) if female else rng.uniform(0.88, 1.04)
@@ -206,7 +235,9 @@ def _generated_voice_file(base: str, variant: str) -> bytes:
         text = "\n".join(line for line in lang[0].read_text().splitlines() if not line.startswith("name "))
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(text + "\n" + generated_variant(int(variant[1:])))
+        accent = variant.startswith("~a")
+        n = int(variant[2:] if accent else variant[1:])
+        tmp.write_text(text + "\n" + generated_variant(n) + (generated_accent(n) if accent else ""))
         os.replace(tmp, path)  # atomic: parallel workers may write the same file
     return str(path).encode()
 
@@ -225,7 +256,8 @@ class Voice:
 
     engine: "espeak" or "flite".  name: a base voice of that engine (``ESPEAK_VOICES``, ``FLITE_VOICES``).
     variant: an espeak-ng variant ("f1", "m3", "klatt", "grandpa", ...), "" for none; or "~N", the variant generated
-        from the number N (``generated_variant``: a vocal tract, voice and pitch of its own); flite has none.
+        from the number N (``generated_variant``: a vocal tract, voice and pitch of its own), "~aN" the same with a
+        generated accent (``generated_accent``); flite has none.
     pitch: multiplier on the voice's mean pitch (espeak: pitch parameter 50 + 50*log2(pitch); flite: f0_shift;
         flite's rms cannot change pitch). range: multiplier on pitch movement (espeak only; 0 = monotone).
     rate: speaking speed relative to the engine's default (espeak: 175 wpm * rate; flite: duration_stretch / rate).

@@ -56,11 +56,13 @@ class Builder:
     """Places user speech, typed text, agent speech, background events and video on one clock."""
 
     def __init__(self, rng: np.random.Generator, split: str, difficulty: float = 1.0, generated_voices: float = 0.0,
-                 voice_rng: np.random.Generator | None = None):
+                 voice_rng: np.random.Generator | None = None, generated_accents: float = 0.0):
         self.rng, self.split, self.difficulty = rng, split, difficulty
         self.voice = sample_voice(rng, split)
         if generated_voices and self.voice.engine == "espeak" and voice_rng.random() < generated_voices:
-            self.voice = replace(self.voice, variant=f"~{int(voice_rng.integers(GENERATED_MAX))}")
+            n = int(voice_rng.integers(GENERATED_MAX))
+            accent = generated_accents and voice_rng.random() < generated_accents
+            self.voice = replace(self.voice, variant=f"~a{n}" if accent else f"~{n}")
         self.user = np.zeros(0, np.float32)
         self.agent_audio = np.zeros(0, np.float32)
         self.words: list[Word] = []
@@ -494,21 +496,26 @@ FAMILIES = tuple(GENERATORS)
 
 
 def generate(family: str, seed: int, split: str = "train", difficulty: float = 1.0, index: int = 0,
-             generated_voices: float = 0.0) -> Session:
-    """One session of ``family``, deterministic for (family, seed, split, difficulty, index, generated_voices).
+             generated_voices: float = 0.0, generated_accents: float = 0.0) -> Session:
+    """One session of ``family``, deterministic for its arguments.
 
     ``generated_voices``: the chance that the user's espeak-ng voice gets a generated variant (``speech.
-    generated_variant``: a voice of its own) instead of its catalogue variant; training only. The choice is drawn
-    from a stream of its own, so the session is otherwise the one drawn without it (its words, text, noise, times
-    drawn; the times that follow the user's speech move with its length)."""
+    generated_variant``: a voice of its own) instead of its catalogue variant; ``generated_accents``: the chance
+    that such a voice also speaks with a generated accent (``speech.generated_accent``). Training only. The choices
+    are drawn from a stream of their own, so the session is otherwise the one drawn without them (its words, text,
+    noise, times drawn; the times that follow the user's speech move with its length)."""
     if family not in GENERATORS:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
-    if not 0.0 <= generated_voices <= 1.0:
-        raise ValueError(f"generated_voices is a chance in [0, 1], got {generated_voices}")
+    for name, p in (("generated_voices", generated_voices), ("generated_accents", generated_accents)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} is a chance in [0, 1], got {p}")
+    if generated_accents and not generated_voices:
+        raise ValueError("generated accents are spoken by generated voices: set generated_voices too")
     if generated_voices and split != "train":
         raise ValueError(f"generated voices are for training only; the {split} split keeps its held-out voices")
     key = [seed, FAMILIES.index(family), index, ["train", "val", "test"].index(split)]
-    b = Builder(np.random.default_rng(key), split, difficulty, generated_voices, np.random.default_rng(key + [1]))
+    b = Builder(np.random.default_rng(key), split, difficulty, generated_voices, np.random.default_rng(key + [1]),
+                generated_accents)
     res = GENERATORS[family](b)
     duration, rules = res[0], res[1]
     delay = res[2] if len(res) > 2 else None

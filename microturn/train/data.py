@@ -81,8 +81,9 @@ def augment(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     than the shards hold: three times in four a new vocal tract (``warp_channels``, a scale drawn log-uniformly from
     ``WARP``: about the step from a man's formants to a woman's), a gain of one level (6 dB) up or down, and
     SpecAugment-style masks (a band of up to 8 mel bins, and a few spans of up to 6 frames, set to silence). The
-    targets are untouched. Session 8 measured why voices matter most: session 7's model labelled 81 % of the word
-    tokens of fresh sessions in training voices right, and 45 % of those in held-out voices."""
+    targets are untouched. The warp is there for the held-out voices most unlike the training ones: session 7's model
+    heard 37 % of the task-word tokens of flite's held-out awb (a man's voice; the training split's one voice of its
+    kind, slt, is a woman's) against 69 % for held-out espeak-ng voices (``scripts/voices_report.py``)."""
     x = audio.reshape(-1, audio.shape[-1]).astype(np.int16)  # [frames, 80]
     if rng.random() < 0.75:
         x = warp_channels(x, float(np.exp(rng.uniform(*np.log(WARP)))))
