@@ -62,10 +62,10 @@ OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --
     --warmup 50 --eval-every 100 --ckpt-every 50 --threads 1 --conversations 0.4 --recap-weight 0.1 --early-listen 3 \
     --mix timespeak=3,cuespeak=3,delegate=2,translate=2,interrupt=1.5,turn=1.5,refusal=0.75,backchannel=0.75
 # phase 6: fine-tune from phase 5's model with the generated voices (part f), the vocal-tract warp of the input
-# (train.data.augment) and countdowns that start TIMER_LAG micro-turns after the instruction (session 8)
+# (train.data.augment) and countdowns whose first value is a function of the number (world.TIMER_LAG, session 8)
 OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/early/model \
-    --data data/shards/train --val data/shards/val --out runs/voices --steps 900 --batch 8 --lr 7e-4 --min-lr 5e-5 \
-    --warmup 50 --eval-every 100 --ckpt-every 50 --threads 1 --conversations 0.4 --recap-weight 0.1 --early-listen 3 \
+    --data data/shards/train --val data/shards/val --out runs/voices --steps 600 --batch 8 --lr 5e-4 --min-lr 5e-5 \
+    --warmup 30 --eval-every 150 --ckpt-every 50 --threads 1 --conversations 0.4 --recap-weight 0.1 --early-listen 3 \
     --mix timespeak=4,cuespeak=3,delegate=2,translate=2,interrupt=1.5,turn=1.5,refusal=0.75,backchannel=0.75
 $mt model bundle runs/voices/model --speak-threshold 0.6
 [ -d sets/test ] || $mt synth --out sets/test --per-family 12 --split test --seed 100

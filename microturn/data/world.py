@@ -13,8 +13,9 @@ Timing conventions of the targets (what the bundled model learns):
   after ``<note>``: ``note`` events), then rehearsed in its free out slots while the instruction lasts
   (``rehearse``), and a time is counted down one micro-turn at a time (``timer`` events): the model carries what it
   was asked and when a few tokens back, instead of finding it 30 s back and measuring time when it acts. A countdown
-  starts ``TIMER_LAG`` micro-turns after the moment it counts from (the instruction's end or the act before), by
-  voice and typed alike, so its first value is 5 T - ``TIMER_LAG`` for T seconds: a function of the number alone.
+  starts ``TIMER_LAG`` micro-turns after the moment it counts from (a spoken instruction's end or the act before: 1;
+  a typed instruction's arrival: 4, time to read its number), so its first value is 5 T - 1 (spoken) or 5 T - 4
+  (typed) for T seconds: a function of the number alone.
 """
 from __future__ import annotations
 
@@ -31,9 +32,10 @@ from . import language as lang
 from .speech import AGENT_VOICE, GENERATED_MAX, sample_voice, synthesize
 
 REACT = 0.15  # seconds of silence after a user turn before the agent's reply may start
-TIMER_LAG = 8  # micro-turns from what a countdown counts from to its first value: the longest typed time
-#                instruction is read and noted by then (session 8: before, the first value also depended on how long
-#                the instruction took to read or hear, and the model learned only some of the values that made)
+TIMER_LAG = {"voice": 1, "typed": 4}  # micro-turns from what a countdown counts from to its first value (session 8:
+#   before, a countdown started once every note was written, so its first value also depended on how long the
+#   instruction took to read or hear, some 60 values of which the model learned only some; these lags give the values
+#   it had learned most often, 5 T - 1 by voice and 5 T - 4 typed)
 DELTA = Layout().delta
 
 
@@ -352,13 +354,17 @@ def gen_timespeak(b: Builder):
     stop_at = None
     if every and rng.random() < 0.4:  # "Stop." ends the repetitions
         stop_at = times[-1] + T * 0.5
-    busy, rules, since = [(E, E + 2.0)], [], boundary(E)  # a countdown counts from the instruction, then each act
-    if since + TIMER_LAG * DELTA < ready - 1e-6:
-        raise AssertionError(f"TIMER_LAG is too short for {text!r}: the notes are written at {ready:.2f} s")
+    busy, rules = [(E, E + 2.0)], []
+    lag = TIMER_LAG["typed" if typed else "voice"] * DELTA  # a countdown counts from the instruction, then each act
+    since = boundary(E)
+    number = lang.number_words(T).split()[-1]
+    if since + lag < b.perceived(number) - 1e-6:
+        raise AssertionError(f"TIMER_LAG is too short for {text!r}: {number!r} is taken in later")
     for due in times:
         start = boundary(due)  # where the agent's word starts
-        b.countdown(since + TIMER_LAG * DELTA, start)
+        b.countdown(since + lag, start)
         since, _ = b.agent(r, due)
+        lag = TIMER_LAG["voice"] * DELTA
         rules.append(say(r, due - 0.4, due + 1.0))
         busy.append((due - 0.4, due + 1.0))
     end = times[-1] + 2.0
@@ -370,7 +376,7 @@ def gen_timespeak(b: Builder):
     elif rng.random() < 0.5 * b.difficulty and T >= 6:  # the user chats while the agent waits
         b.filler(E + 2.0, 1)
     if every:  # the next repetition is counted down until the session ends or "Stop." is heard
-        b.countdown(since + TIMER_LAG * DELTA, boundary(times[-1] + T), called_off)
+        b.countdown(since + lag, boundary(times[-1] + T), called_off)
     b.rehearse([r], ready, called_off if every else since)
     rules += silent_between(E + 2.0, end, busy)
     return end, rules
