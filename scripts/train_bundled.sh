@@ -3,7 +3,7 @@
 #
 # Every step is deterministic for its seeds and resumable: run the script again after an interruption and it
 # goes on where it stopped (shards already written are kept; training resumes from runs/cpu/train_state.pt).
-# Time on 2 cores: data about 25 minutes, training about 13 hours (2 processes, 4-7 s per step of 2 x 8
+# Time on 2 cores: data about 30 minutes, training about 14 hours (2 processes, 4-7 s per step of 2 x 8
 # sessions; conversation batches are longer), scoring a few minutes. See docs/training.md for what produced the checkpoint in the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,8 +20,9 @@ shards data/shards/val     --split val --per-family 16 --seed 2 --families $ALL
 shards data/shards/val/rep --split val --per-family 16 --seed 2 --families repcount
 # training shards: an easy part (typed instructions, clean audio) and harder parts (spoken, noisy, more voices);
 # the same seeds, sizes and difficulty ranges as the bundled model's data (parts a and c were stopped early then,
-# see docs/training.md, so their sessions differ in detail; and phases 1-4 of the bundled model heard listening
-# targets in the written case, lower-cased since session 7): about 14,400 sessions
+# see docs/training.md, so their sessions differ in detail; phases 1-4 of the bundled model heard listening
+# targets in the written case, lower-cased since session 7; and phases 1-5 saw countdowns that started once the
+# notes were written, started at a fixed lag since session 8): about 14,400 sessions
 shards data/shards/train/a --split train --per-family 140 --seed 1 --families $ALL --difficulty 0,0.23
 shards data/shards/train/b --split train --per-family 250 --seed 3 --difficulty 0.25,1
 shards data/shards/train/c --split train --per-family 128 --seed 4 --difficulty 0.4,0.6
@@ -61,7 +62,7 @@ OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --
     --data data/shards/train --val data/shards/val --out runs/early --steps 800 --batch 8 --lr 7e-4 --min-lr 5e-5 \
     --warmup 50 --eval-every 100 --ckpt-every 50 --threads 1 --conversations 0.4 --recap-weight 0.1 --early-listen 3 \
     --mix timespeak=3,cuespeak=3,delegate=2,translate=2,interrupt=1.5,turn=1.5,refusal=0.75,backchannel=0.75
-# phase 6: fine-tune from phase 5's model with the generated voices (part f), the vocal-tract warp of the input
+# phase 6: fine-tune from phase 5's model with the generated voices (parts f, g), the vocal-tract warp of the input
 # (train.data.augment) and countdowns whose first value is a function of the number (world.TIMER_LAG, session 8)
 OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/early/model \
     --data data/shards/train --val data/shards/val --out runs/voices --steps 600 --batch 8 --lr 5e-4 --min-lr 5e-5 \
