@@ -15,10 +15,13 @@ from collections import defaultdict
 import torch
 
 from microturn.data import language as lang
-from microturn.data.speech import _ESPEAK_VARIANTS, Voice
+from microturn.data.speech import Voice, voices
 from microturn.model.checkpoint import load
 from microturn.stream.tokenizer import SIL, default_tokenizer
 from microturn.train.data import Shards, collate
+
+
+TRAINING_VARIANTS = {v.variant for v in voices("train")}
 
 
 def groups(voice_id: str) -> list[str]:
@@ -26,7 +29,7 @@ def groups(voice_id: str) -> list[str]:
     if v.engine == "flite":
         return ["flite", f"flite {v.name}"]
     kind = ("generated, accent" if v.variant.startswith("~a") else "generated") if v.variant.startswith("~") else \
-        "catalogue" if v.variant in _ESPEAK_VARIANTS["train"] else "held-out variant"
+        "catalogue" if v.variant in TRAINING_VARIANTS else "held-out variant"
     return ["espeak", f"espeak {v.name}", f"espeak, {kind}"]
 
 
