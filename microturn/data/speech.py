@@ -151,10 +151,13 @@ def _espeak_variants() -> frozenset:
 GENERATED_MAX = 2**31  # generated variants are "~0" .. "~2147483647"
 
 
-def _is_generated(variant: str) -> bool:
-    """"~N": generated voice N; "~aN": the same voice with a generated accent."""
-    num = variant[2:] if variant.startswith("~a") else variant[1:]
-    return variant.startswith("~") and num.isdigit() and int(num) < GENERATED_MAX and num == str(int(num))
+def _generated(variant: str) -> tuple[int, bool] | None:
+    """(N, accent) for a generated variant, "~N" (voice N) or "~aN" (voice N with a generated accent); else None."""
+    accent = variant.startswith("~a")
+    num = variant[2:] if accent else variant[1:]
+    if variant.startswith("~") and num.isdigit() and num == str(int(num)) and int(num) < GENERATED_MAX:
+        return int(num), accent
+    return None
 
 
 # Accent changes a generated accent draws from: vowels moved to a neighbour, th-stopping (the kinds of "replace"
@@ -226,17 +229,16 @@ def generated_variant(n: int) -> str:
 def _generated_voice_file(base: str, variant: str) -> bytes:
     """A voice file for espeak_SetVoiceByFile: the base voice's language file, then the generated variant's lines
     (written once per process user under /tmp; espeak-ng takes a path of at most 59 bytes)."""
-    data = _espeak_data_dir()
-    lang = [p for p in (data / "lang").rglob("*") if p.is_file() and p.name.lower() == base] if data else []
-    if not lang:
-        raise RuntimeError(f"espeak-ng's language file for {base!r} not found (is espeak-ng-data installed?)")
     path = Path(f"/tmp/mt-voices-{os.getuid()}") / f"{base}{variant}"
-    if not path.exists():
+    if not path.exists():  # the language file is looked up only then: synthesis calls this every time
+        data = _espeak_data_dir()
+        lang = [p for p in (data / "lang").rglob("*") if p.is_file() and p.name.lower() == base] if data else []
+        if not lang:
+            raise RuntimeError(f"espeak-ng's language file for {base!r} not found (is espeak-ng-data installed?)")
         text = "\n".join(line for line in lang[0].read_text().splitlines() if not line.startswith("name "))
+        n, accent = _generated(variant)
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        accent = variant.startswith("~a")
-        n = int(variant[2:] if accent else variant[1:])
         tmp.write_text(text + "\n" + generated_variant(n) + (generated_accent(n) if accent else ""))
         os.replace(tmp, path)  # atomic: parallel workers may write the same file
     return str(path).encode()
@@ -282,7 +284,7 @@ class Voice:
             raise ValueError(f"voice variant must be a string, got {self.variant!r}")
         if self.engine == "flite" and self.variant:
             raise ValueError(f"flite voices have no variants, got {self.variant!r}")
-        if self.variant and not _is_generated(self.variant) and self.variant not in _espeak_variants():
+        if self.variant and not _generated(self.variant) and self.variant not in _espeak_variants():
             raise ValueError(f"unknown espeak-ng variant {self.variant!r} (see espeak-ng-data/voices/!v, or "
                              f"'~N' for generated variant N)")
         for name, bounds in (("pitch", PITCH_BOUNDS), ("range", RANGE_BOUNDS), ("rate", RATE_BOUNDS)):
@@ -473,7 +475,7 @@ class _Espeak:
     @staticmethod
     def _configure(lib, voice: Voice):
         spec = voice.name + (f"+{voice.variant}" if voice.variant else "")
-        if _is_generated(voice.variant):
+        if _generated(voice.variant):
             if lib.espeak_SetVoiceByFile(_generated_voice_file(voice.name, voice.variant)) != 0:
                 raise RuntimeError(f"espeak-ng could not load the generated voice {spec!r}")
         elif lib.espeak_SetVoiceByName(spec.encode()) != 0:
