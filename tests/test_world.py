@@ -160,6 +160,36 @@ def test_lasting_instructions_are_noted_and_timed(seed):
             assert [left[t] for t in range(a + 1, b)] == list(range(5 * T - 1, 0, -1))
 
 
+def test_delegated_answers_are_held_until_said():
+    """The background model's answer is noted word by word once read (one micro-turn each) and rehearsed until the
+    agent says it, when there is time before it is said; otherwise it is said straight from what was read. Either
+    way the out tokens say it at the words' onsets (no note delays a word)."""
+    tok, L, held = default_tokenizer(), Layout(), 0
+    for i in range(16):
+        s = generate("delegate", 3, "train", 0.7, i)
+        out = encode_timeline(s.timeline, L, tok)["out"]
+        answer = next(e.text for e in s.timeline.text if e.source == "bg")
+        arrives = next(e.t for e in s.timeline.text if e.source == "bg")
+        said = [w for w in s.timeline.words_of("agent") if w.start > arrives]
+        assert " ".join(w.w for w in said) == answer
+        first = int(np.floor(said[0].start / L.delta + 1e-6)) - 1  # the micro-turn that says the answer
+        notes = _noted(out, tok)
+        if not notes:
+            continue
+        held += 1
+        words = answer.split()
+        assert [w for _, w in notes[: len(words)]] == words  # noted in order, one per micro-turn
+        assert [t for t, _ in notes[: len(words)]] == list(range(notes[0][0], notes[0][0] + len(words)))
+        assert notes[0][0] >= int(np.floor(arrives / L.delta))  # no sooner than the micro-turn that reads it
+        assert all(t < first for t, _ in notes)  # rehearsed until the answer is said, not after
+        cycle = [w for _, w in notes[len(words):]]
+        assert cycle == (words * len(cycle))[: len(cycle)]
+        words_out, _ = decode_outputs(out, L, tok)
+        window = lambda ws: [(w.w, int(np.floor(w.start / L.delta + 1e-6))) for w in ws]  # noqa: E731
+        assert window(words_out) == window(s.timeline.words_of("agent"))
+    assert 3 <= held <= 13
+
+
 def test_generated_voices_change_only_the_voice():
     """With generated_voices the user's espeak-ng voice may be a generated variant: drawn from a stream of its own,
     so the session is otherwise the same (its words, typed text, rules' kinds); training only."""

@@ -26,7 +26,7 @@ import numpy as np
 from ..codecs.audio import SAMPLE_RATE
 from ..stream.layout import Layout
 from ..stream.timeline import Event, TextEvent, Timeline
-from ..stream.tokenizer import TYPED, default_tokenizer
+from ..stream.tokenizer import BG, TYPED, default_tokenizer
 from ..stream.words import Word
 from . import language as lang
 from .speech import AGENT_VOICE, GENERATED_MAX, sample_voice, synthesize
@@ -103,10 +103,12 @@ class Builder:
         self.instruction = (text, t, typed)
         return self.type(text, t) if typed else self.say(text, t)[1]
 
-    def _read_by(self, j: int) -> float:
-        """The boundary by which token j of the last (typed) instruction, after its ``<typed>``, has reached a text_in
-        slot (the queue hands out ``n_text_in`` tokens per micro-turn from the one it arrived in)."""
-        L, t = Layout(), self.instruction[1]
+    @staticmethod
+    def _read_by(j: int, t: float) -> float:
+        """The boundary by which token j of a text that arrived at t, after its ``<typed>`` or ``<bg>``, has reached a
+        text_in slot (the queue, empty before, hands out ``n_text_in`` tokens per micro-turn from the one it arrived
+        in)."""
+        L = Layout()
         return round((np.floor(t / L.delta + 1e-6) + j // L.n_text_in + 1) * L.delta, 6)
 
     def perceived(self, word: str) -> float:
@@ -115,7 +117,7 @@ class Builder:
         text, t, typed = self.instruction
         tok = default_tokenizer()
         if typed:
-            return self._read_by(([TYPED] + tok.encode(" " + text.strip())).index(tok.encode_word(word)[0]))
+            return self._read_by(([TYPED] + tok.encode(" " + text.strip())).index(tok.encode_word(word)[0]), t)
         ends = [w.end for w in self.words if w.start >= t - 1e-6 and w.w.lower().strip(".,!?") == word]
         if not ends:
             raise ValueError(f"{word!r} is not among the words heard of the instruction {text!r}")
@@ -125,12 +127,29 @@ class Builder:
         """Note each of ``words`` of the last instruction (which ended at e) as it is taken in; returns when the
         agent has the whole instruction and its notes are written (by voice, a little silence after it; typed, once
         its last token is read): from then on it rehearses them (``rehearse``)."""
-        text, _, typed = self.instruction
+        text, at, typed = self.instruction
         times = [self.perceived(w) for w in words]
         for w, t in zip(words, times):
             self.events.append(Event(t, "note", w))
-        whole = self._read_by(len(default_tokenizer().encode(" " + text.strip()))) if typed else boundary(e + REACT)
+        whole = self._read_by(len(default_tokenizer().encode(" " + text.strip())), at) if typed else boundary(e + REACT)
         return max(whole, max(times) + DELTA)
+
+    def hold(self, answer: str, arrives: float, said: float) -> None:
+        """The background model's ``answer`` arrives at ``arrives`` and the agent says it from the boundary ``said``.
+        When there is time to note its words before then (one per micro-turn, each once it is read), the agent notes
+        them and rehearses them until it says them, as it does an instruction's words; otherwise it says them straight
+        from what it has just read."""
+        tok, words = default_tokenizer(), answer.split()
+        ids, j, times = [BG] + tok.encode(" " + answer.strip()), 0, []
+        for w in words:
+            j = ids.index(tok.encode_word(w)[0], j + 1)
+            times.append(round(float(max(self._read_by(j, arrives), times[-1] + DELTA if times else 0.0)), 6))
+        if times[-1] > said - DELTA + 1e-6:
+            return
+        for w, t in zip(words, times):
+            self.events.append(Event(t, "note", w))
+        if times[-1] + DELTA < said - 1e-6:
+            self.rehearse(words, round(times[-1] + DELTA, 6), said)
 
     def rehearse(self, words: list[str], t: float, until: float | None = None) -> None:
         """From t until ``until`` (the session's end when None), the agent's free out slots repeat its notes."""
@@ -465,6 +484,7 @@ def gen_delegate(b: Builder):
     # the answer is said once it is back and the user has been silent for 0.5 s
     t = max(arrives + 0.2, max((e for _, e in talk), default=0.0) + 0.5)
     b.agent(answer, t)
+    b.hold(answer, arrives, boundary(t))
     rules = [say(answer, E + delay, t + 3.0)] + [silent(s + 0.3, e) for s, e in talk if e - s > 0.4]
     return t + 3.0, rules, delay
 
