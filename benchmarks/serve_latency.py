@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ import numpy as np
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import CHUNK_S, RATE, espeak, free_port, pcm16, start_server  # noqa: E402
+from serve_load import CHUNK_S, RATE, espeak, free_port, pcm16, start_server, stop_server  # noqa: E402
 
 from microturn.data.language import question_and_answer  # noqa: E402
 from microturn.serve import protocol as P  # noqa: E402
@@ -131,11 +130,7 @@ def main(argv=None) -> dict:
     try:
         rows = asyncio.run(turns(f"ws://127.0.0.1:{port}/v1/stream", questions, a.wait))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     wall = [r["wall_ms"] for r in rows if r["wall_ms"] is not None]
     strm = [r["stream_ms"] for r in rows if r["stream_ms"] is not None]
     trained = (info.get("model") or {}).get("trained")

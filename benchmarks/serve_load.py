@@ -84,6 +84,14 @@ def start_server(port: int, a) -> tuple[subprocess.Popen, dict]:
     raise RuntimeError("the server did not start within 120 s")
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -206,11 +214,7 @@ def main(argv=None) -> dict:
               file=sys.stderr)
         results, memory = asyncio.run(load(a, port, proc.pid, tracks))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     out = report(a, info, results, memory)
     print(json.dumps(out, indent=1))
     if a.json:
