@@ -33,6 +33,10 @@ shards data/shards/train/e --split train --per-family 500 --seed 6 --difficulty 
 # new voices (session 8): 9,600 sessions, 80 % of their espeak-ng voices generated variants of their own
 shards data/shards/train/f --split train --per-family 400 --seed 7 --difficulty 0.3,1 --generated-voices 0.8
 shards data/shards/train/g --split train --per-family 400 --seed 8 --difficulty 0.3,1 --generated-voices 0.8
+# generated accents (session 9): 4,000 sessions of the families that need the words understood, half of their
+# generated voices with an accent of their own
+shards data/shards/train/h --split train --per-family 500 --seed 9 --difficulty 0.3,1 --generated-voices 0.8 \
+    --generated-accents 0.5 --families timespeak,cuespeak,delegate,translate,refusal,turn,interrupt,user_backchannel
 
 OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --preset cpu \
     --data data/shards/train --val data/shards/val --out runs/cpu --steps 3850 --batch 8 --lr 1.5e-3 \
@@ -68,6 +72,11 @@ OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --
     --data data/shards/train --val data/shards/val --out runs/voices --steps 600 --batch 8 --lr 5e-4 --min-lr 5e-5 \
     --warmup 30 --eval-every 150 --ckpt-every 50 --threads 1 --conversations 0.4 --recap-weight 0.1 --early-listen 3 \
     --mix timespeak=4,cuespeak=3,delegate=2,translate=2,interrupt=1.5,turn=1.5,refusal=0.75,backchannel=0.75
-$mt model bundle runs/voices/model --speak-threshold 0.6
+# phase 7: fine-tune from phase 6's model with part h and the background answers held in notes (session 9)
+OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/voices/model \
+    --data data/shards/train --val data/shards/val --out runs/s9 --steps 900 --batch 8 --lr 4e-4 --min-lr 4e-5 \
+    --warmup 30 --eval-every 150 --ckpt-every 50 --threads 1 --conversations 0.4 --recap-weight 0.1 --early-listen 3 \
+    --mix timespeak=4,cuespeak=3,delegate=3,translate=2,interrupt=1.5,turn=1.5,refusal=0.75,backchannel=0.75
+$mt model bundle runs/s9/model --speak-threshold 0.6
 [ -d sets/test ] || $mt synth --out sets/test --per-family 12 --split test --seed 100
 $mt results --scenarios sets/test
