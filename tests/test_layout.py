@@ -223,6 +223,26 @@ def test_recaps_mark_what_repeats():
     assert recaps(out[:3]).sum() == 2 and recaps(out[:2]).sum() == 0
 
 
+def test_rehearsal_where_a_heard_word_ends_is_news():
+    """With the listening targets, the first out token of the micro-turn in which a heard word ends, and of the one
+    after (where an act on a cue would be), is never a recap: going on rehearsing there is a decision. Nothing else
+    changes."""
+    from microturn.stream.layout import listen_targets, recaps, word_ends
+    from microturn.stream.tokenizer import NOTE
+
+    tl = Timeline(duration=3.0, words=[Word("apple", at(6) + 0.02, at(7) + 0.1, "user"),
+                                       Word("river", at(7) + 0.12, at(8) + 0.08, "user")],
+                  events=[Event(at(0), "note", "tiger"), Event(at(1), "note", "bingo"),
+                          Event(at(2), "rehearse", "tiger bingo")])
+    out, heard = out_schedule(tl, L, TOK), listen_targets(tl, L, TOK)
+    assert np.flatnonzero(word_ends(heard)).tolist() == [7, 8]
+    plain, decided = recaps(out), recaps(out, heard)
+    assert (out[4:, 0] == NOTE).all() and plain[4:, :2].all()  # the steady rehearsal
+    assert np.flatnonzero(plain[:, 0] != decided[:, 0]).tolist() == [7, 8, 9]
+    assert (plain[:, 1:] == decided[:, 1:]).all()
+    assert not word_ends(np.full((4, L.n_audio), SIL)).any()
+
+
 def test_timer_events_are_checked():
     assert Event(1.0, "timer", "4.2").timer() == (4.2, np.inf) and Event(1.0, "timer", "4.2 3").timer() == (4.2, 3.0)
     for bad in ("", "soon", "0.5", "1 2 3", "nan"):

@@ -220,7 +220,15 @@ def out_schedule(tl: Timeline, layout: Layout, tok: Tokenizer) -> np.ndarray:
     return out
 
 
-def recaps(out: np.ndarray, near: int = 2) -> np.ndarray:
+def word_ends(heard: np.ndarray) -> np.ndarray:
+    """[T] bool: the micro-turns in which a heard word ends, from the listening targets [T, n_audio]
+    (``listen_targets``): its last audio token, followed by ``<sil>`` or another word."""
+    flat = heard.reshape(-1)
+    end = (flat != SIL) & (np.append(flat[1:], SIL) != flat)
+    return end.reshape(heard.shape).any(1)
+
+
+def recaps(out: np.ndarray, heard: np.ndarray | None = None, near: int = 2) -> np.ndarray:
     """Which of a session's out tokens [T, n_out] repeat what the agent wrote just before: a running timer's values
     after its first (each one less than the last), and a note (its ``<note>`` and its word) of a word noted at most
     ``near`` micro-turns earlier: the steady rehearsal. The rest carry news (when a note is taken and of which word, a
@@ -229,7 +237,14 @@ def recaps(out: np.ndarray, near: int = 2) -> np.ndarray:
     --recap-weight``): they are many and easy, and at full weight they drown the few tokens that carry the
     instruction. Session 5 counted every rehearsal as a recap; its model copied the near ones (99 %) but only half of
     the far ones, and live a wrong first rehearsal was then copied faithfully to the act. A note's word is found by
-    OutputDecoder's rule: the next token, or the one after the next micro-turn's timer."""
+    OutputDecoder's rule: the next token, or the one after the next micro-turn's timer.
+
+    With ``heard`` (the listening targets [T, n_audio]) the first token of the micro-turn in which a heard word ends,
+    and of the one after, is never a recap: these are the moments to act on a cue, and going on with the rehearsal
+    there is the decision not to, worth as much as acting. Session 8's model, with those rehearsals weighed down
+    tenfold against the act, learned to hedge: teacher-forced on training shards it put the response word first after
+    70 % of the other cue words said (and after 54 % of the cues), and live it failed 11 of 12 validation cue
+    scenarios, with the instruction noted right in most."""
     rep = np.zeros(out.shape, bool)
     noted: dict[int, int] = {}  # word -> the micro-turn it was last noted in
     note_at = None  # the slot of a <note> whose word has not come yet
@@ -251,6 +266,9 @@ def recaps(out: np.ndarray, near: int = 2) -> np.ndarray:
             elif x == NOTE:
                 note_at = (t, k)
         timed = timer_now
+    if heard is not None:
+        ends = word_ends(heard)
+        rep[ends | np.append(False, ends[:-1]), 0] = False
     return rep
 
 

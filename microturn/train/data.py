@@ -53,12 +53,12 @@ class Shards:
         video = np.zeros((s["length"], L.video_size, L.video_size, 3), np.uint8)
         if (frame >= 0).any():
             video[frame >= 0] = a["frames"][frame[frame >= 0]]
+        out, listen = np.asarray(a["out"][sl], np.int64), np.asarray(a["listen"][sl], np.int64)
         return {"clock": np.arange(s["length"]),
                 "audio": np.asarray(a["audio"][sl]).reshape(-1, L.n_audio, L.frames_per_token, dmel.N_MELS),
                 "video": video, "video_on": frame >= 0, "text_in": np.asarray(a["text_in"][sl], np.int64),
-                "out": np.asarray(a["out"][sl], np.int64), "listen": np.asarray(a["listen"][sl], np.int64),
-                "mel": dmel.dequantize(np.asarray(a["mel"][sl])).numpy(), "family": s["family"],
-                "recap": recaps(np.asarray(a["out"][sl]))}
+                "out": out, "listen": listen, "mel": dmel.dequantize(np.asarray(a["mel"][sl])).numpy(),
+                "family": s["family"], "recap": recaps(out, listen)}
 
 
 WARP = (0.83, 1.2)  # the range of vocal-tract scaling ``augment`` draws from (log-uniform)
