@@ -221,11 +221,10 @@ def out_schedule(tl: Timeline, layout: Layout, tok: Tokenizer) -> np.ndarray:
 
 
 def word_ends(heard: np.ndarray) -> np.ndarray:
-    """[T] bool: the micro-turns in which a heard word ends, from the listening targets [T, n_audio]
-    (``listen_targets``): its last audio token, followed by ``<sil>`` or another word."""
+    """[T, n_audio] bool: the audio tokens where a heard word ends, from the listening targets [T, n_audio]
+    (``listen_targets``): its last token, followed by ``<sil>`` or another word."""
     flat = heard.reshape(-1)
-    end = (flat != SIL) & (np.append(flat[1:], SIL) != flat)
-    return end.reshape(heard.shape).any(1)
+    return ((flat != SIL) & (np.append(flat[1:], SIL) != flat)).reshape(heard.shape)
 
 
 def recaps(out: np.ndarray, heard: np.ndarray | None = None, near: int = 2) -> np.ndarray:
@@ -242,9 +241,9 @@ def recaps(out: np.ndarray, heard: np.ndarray | None = None, near: int = 2) -> n
     With ``heard`` (the listening targets [T, n_audio]) the first token of the micro-turn in which a heard word ends,
     and of the one after, is never a recap: these are the moments to act on a cue, and going on with the rehearsal
     there is the decision not to, worth as much as acting. Session 8's model, with those rehearsals weighed down
-    tenfold against the act, learned to hedge: teacher-forced on training shards it put the response word first after
-    70 % of the other cue words said (and after 54 % of the cues), and live it failed 11 of 12 validation cue
-    scenarios, with the instruction noted right in most."""
+    tenfold against the act, did not tell a cue from the other cue words: teacher-forced on training shards it put the
+    response word first there after 54 % of the cues and 58 % of the other cue words said (``scripts/cue_report.py``),
+    and live it failed 11 of 12 validation cue scenarios, most with the instruction noted right."""
     rep = np.zeros(out.shape, bool)
     noted: dict[int, int] = {}  # word -> the micro-turn it was last noted in
     note_at = None  # the slot of a <note> whose word has not come yet
@@ -267,7 +266,7 @@ def recaps(out: np.ndarray, heard: np.ndarray | None = None, near: int = 2) -> n
                 note_at = (t, k)
         timed = timer_now
     if heard is not None:
-        ends = word_ends(heard)
+        ends = word_ends(heard).any(1)
         rep[ends | np.append(False, ends[:-1]), 0] = False
     return rep
 
