@@ -148,3 +148,22 @@ def test_augment_alters_inputs():
     audio = np.random.default_rng(0).integers(1, dmel.N_BINS, (50, 2, 8, dmel.N_MELS)).astype(np.uint8)
     changed = [not np.array_equal(augment(audio, np.random.default_rng(s)), audio) for s in range(20)]
     assert sum(changed) >= 15
+
+
+def test_cue_report_scores_the_decisions(tmp_path):
+    """scripts/cue_report.py on a model that writes its targets: it acts on every cue and on no other cue word."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    import cue_report
+
+    from microturn.train.data import Shards
+
+    write_shards(tmp_path, 6, seed=3, families=("cuespeak",), workers=1)
+    V = default_tokenizer().vocab_size
+
+    class Targets(torch.nn.Module):
+        def forward(self, batch):
+            return {"out_logits": torch.nn.functional.one_hot(batch["out"], V).float()}
+
+    got = cue_report.decisions(Targets(), Shards(tmp_path), 6)
+    assert got["cue"][1] >= 2 and got["other cue word"][1] >= 2
+    assert got["cue"][0] == got["cue"][1] and got["other cue word"][0] == 0
