@@ -3,7 +3,7 @@
 #
 # Every step is deterministic for its seeds and resumable: run the script again after an interruption and it
 # goes on where it stopped (shards already written are kept; training resumes from runs/cpu/train_state.pt).
-# Time on 2 cores: data about 30 minutes, training about 14 hours (2 processes, 4-7 s per step of 2 x 8
+# Time on 2 cores: data about 35 minutes, training about 16 hours (2 processes, 4-7 s per step of 2 x 8
 # sessions; conversation batches are longer), scoring a few minutes. See docs/training.md for what produced the checkpoint in the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,8 @@ shards data/shards/val/rep --split val --per-family 16 --seed 2 --families repco
 # the same seeds, sizes and difficulty ranges as the bundled model's data (parts a and c were stopped early then,
 # see docs/training.md, so their sessions differ in detail; phases 1-4 of the bundled model heard listening
 # targets in the written case, lower-cased since session 7; and phases 1-5 saw countdowns that started once the
-# notes were written, started at a fixed lag since session 8): about 14,400 sessions
+# notes were written, started at a fixed lag since session 8; and phases 1-6 saw background answers said without
+# being noted, held in notes since session 9): about 14,400 sessions
 shards data/shards/train/a --split train --per-family 140 --seed 1 --families $ALL --difficulty 0,0.23
 shards data/shards/train/b --split train --per-family 250 --seed 3 --difficulty 0.25,1
 shards data/shards/train/c --split train --per-family 128 --seed 4 --difficulty 0.4,0.6
