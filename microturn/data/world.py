@@ -84,7 +84,8 @@ class Builder:
         track[i : i + len(audio)] += gain * audio
         return track
 
-    def say(self, text: str, t: float, speaker: str = "user", voice=None, gain: float | None = None) -> tuple[float, float]:
+    def say(self, text: str, t: float, speaker: str = "user", voice=None,
+            gain: float | None = None) -> tuple[float, float]:
         """User (or another speaker) says ``text`` starting at t; returns (first word start, last word end)."""
         sp = synthesize(text, voice or self.voice)
         g = self.gain if gain is None else gain
