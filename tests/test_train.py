@@ -151,7 +151,8 @@ def test_augment_alters_inputs():
 
 
 def test_cue_report_scores_the_decisions(tmp_path):
-    """scripts/cue_report.py on a model that writes its targets: it acts on every cue and on no other cue word."""
+    """scripts/cue_report.py on a model that writes its targets: it acts on every cue and on no other cue word, and
+    names every cue-list word heard."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
     import cue_report
 
@@ -162,8 +163,10 @@ def test_cue_report_scores_the_decisions(tmp_path):
 
     class Targets(torch.nn.Module):
         def forward(self, batch):
-            return {"out_logits": torch.nn.functional.one_hot(batch["out"], V).float()}
+            one_hot = torch.nn.functional.one_hot
+            return {"out_logits": one_hot(batch["out"], V).float(), "listen_logits": one_hot(batch["listen"], V).float()}
 
     got = cue_report.decisions(Targets(), Shards(tmp_path), 6)
     assert got["cue"][1] >= 2 and got["other cue word"][1] >= 2
     assert got["cue"][0] == got["cue"][1] and got["other cue word"][0] == 0
+    assert got["heard"] == [got["cue"][1] + got["other cue word"][1]] * 2
