@@ -286,7 +286,7 @@ class Voice:
             raise ValueError(f"flite voices have no variants, got {self.variant!r}")
         if self.variant and not _generated(self.variant) and self.variant not in _espeak_variants():
             raise ValueError(f"unknown espeak-ng variant {self.variant!r} (see espeak-ng-data/voices/!v, or "
-                             f"'~N' for generated variant N)")
+                             f"'~N' or '~aN' for generated variant N, without or with an accent)")
         for name, bounds in (("pitch", PITCH_BOUNDS), ("range", RANGE_BOUNDS), ("rate", RATE_BOUNDS)):
             object.__setattr__(self, name, _check_bounds(name, getattr(self, name), bounds))
         if isinstance(self.word_gap, bool) or not isinstance(self.word_gap, (int, np.integer)) \
