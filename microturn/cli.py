@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "schedule); ignored when --out holds a run to resume")
     for f in ("steps", "batch", "warmup", "eval_every", "ckpt_every", "seed", "threads", "stop_at", "early_listen"):
         s.add_argument(f"--{f.replace('_', '-')}", dest=f, type=int)
-    for f in ("lr", "min_lr", "speak_weight", "recap_weight", "conversations"):
+    for f in ("lr", "min_lr", "speak_weight", "recap_weight", "task_listen", "conversations"):
         s.add_argument(f"--{f.replace('_', '-')}", dest=f, type=float)
     s.add_argument("--fsdp", action="store_true", default=None)
     s.add_argument("--no-augment", dest="augment", action="store_false", default=None)

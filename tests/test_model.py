@@ -343,6 +343,25 @@ def test_recap_weight_scales_the_marked_tokens():
     torch.testing.assert_close(loss(none, speak_weight=1.0, recap_weight=0.1), plain)
 
 
+def test_listen_weight_weighs_each_listening_target_by_its_token():
+    """The listening loss per session is the mean of the targets' cross entropies weighted by ``listen_weight``
+    [vocab]: uniform weights change nothing, others weigh the chosen tokens up."""
+    cfg = tiny()
+    model = build(cfg, seed=3).eval()
+    batch = make_batch(cfg, 2, 5, seed=4)
+    run = lambda **kw: model(batch, generator=torch.Generator().manual_seed(0), **kw)  # noqa: E731
+    plain = run()
+    torch.testing.assert_close(run(listen_weight=torch.full((cfg.vocab_size,), 2.5))["listen"], plain["listen"])
+    w = torch.ones(cfg.vocab_size)
+    w[batch["listen"][0, 0, 0]] = 4.0  # weigh up one token the first session hears
+    got = run(listen_weight=w)["listen"]
+    ce = torch.nn.functional.cross_entropy(plain["listen_logits"].flatten(0, 2), batch["listen"].flatten(),
+                                           reduction="none").view_as(batch["listen"])  # [B, T, n_audio]
+    tw = w[batch["listen"]]
+    torch.testing.assert_close(got, (ce * tw).sum((1, 2)) / tw.sum((1, 2)))
+    assert not torch.allclose(got, plain["listen"])
+
+
 def test_early_listen_trains_the_lower_blocks_only():
     """``early_listen=k`` reads the listening head off the audio tokens after the first k blocks: the same final
     states, a tapped state that is the final norm of block k's output, and a loss whose gradient reaches blocks

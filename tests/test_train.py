@@ -19,7 +19,7 @@ from microturn.model.config import ModelConfig
 from microturn.model.model import InteractionModel
 from microturn.stream.tokenizer import default_tokenizer
 from microturn.train.data import augment, warp_channels
-from microturn.train.loop import TrainConfig, lr_at, train
+from microturn.train.loop import TrainConfig, lr_at, task_word_mask, train
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,22 @@ def test_early_listen_is_trained_and_reported(shards, tmp_path):
     assert 0.0 <= ev["listen_acc_early"] <= 1.0
     with pytest.raises(ValueError, match="early_listen"):
         train(replace(c, out=str(tmp_path / "b"), early_listen=_model_cfg().n_layer + 1), _model_cfg())
+
+
+def test_task_listen_weighs_the_task_words_and_reports_them(shards, tmp_path):
+    """--task-listen w: the task words' listening targets (each word's first token) weigh w; the held-out accuracy
+    on them is reported; a weight that is not positive is refused."""
+    tok = default_tokenizer()
+    mask = task_word_mask(tok, tok.vocab_size)
+    assert mask[tok.encode_word("banana")[0]] and mask[tok.encode_word("seventy")[0]]
+    assert not mask[tok.encode_word("bought")[0]] and not mask[tok.encode_word("kitchen")[0]]  # filler talk
+    c = TrainConfig(data=str(shards / "train"), val=str(shards / "val"), steps=2, batch=2, warmup=1, ckpt_every=2,
+                    eval_every=2, eval_batches=1, task_listen=3.0, out=str(tmp_path / "a"))
+    train(c, _model_cfg())
+    ev = [json.loads(r) for r in (tmp_path / "a" / "log.jsonl").read_text().splitlines() if '"eval"' in r][-1]
+    assert 0.0 <= ev["listen_acc_task"] <= 1.0
+    with pytest.raises(ValueError, match="task_listen"):
+        train(replace(c, out=str(tmp_path / "b"), task_listen=0.0), _model_cfg())
 
 
 def test_lr_schedule_warms_up_and_decays():

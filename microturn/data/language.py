@@ -67,6 +67,15 @@ HOLDING = ("let me check", "one moment", "let me see")
 OTHER_NAMES = ("Sam", "Anna", "Tom", "Maria", "Leo", "Kate")
 
 
+def task_words() -> list[str]:
+    """The words whose hearing decides a task (lower case): response and cue words, numbers, the English words
+    translated, colours, and the content words of the instruction forms. What the listening loss may weigh up."""
+    forms = ("say when whenever every time hear in after wait then seconds count reps many translate spanish plus "
+             "minus times hold stop colour number mhm yeah okay right")
+    words = [*RESPONSE_WORDS, *CUE_WORDS, *ONES, *TENS[2:], "hundred", *SPANISH, *OBJECT_COLOURS.values()]
+    return sorted(set(words + forms.split()))
+
+
 # --- Filler talk: a small grammar. Train and held-out splits use disjoint nouns, verbs and places. ---
 _LEX = {
     "train": dict(

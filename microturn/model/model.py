@@ -167,13 +167,14 @@ class InteractionModel(nn.Module):
         return h.gather(2, idx)[:, :, 0]
 
     def forward(self, batch: dict, speak_weight: float = 1.0, recap_weight: float = 1.0, early_listen: int = 0,
-                generator: torch.Generator | None = None) -> dict:
+                listen_weight: torch.Tensor | None = None, generator: torch.Generator | None = None) -> dict:
         """Losses of a batch (see ``microturn.train.data.collate``): text (agent words and controls, up to each
         micro-turn's <eot>), flow (agent mel), listen (user words per audio token), moe (load balance). Out tokens
         other than <eot> weigh ``speak_weight``; those the batch marks as recaps (``layout.recaps``) that much
         times ``recap_weight``. With ``early_listen`` = k > 0 the listening head also reads the audio tokens
         after the first k blocks (``listen_early``, same weight): a word recognised only in the last block is seen
-        by no other token (attention reads the block below), so the out slots could not note what was heard."""
+        by no other token (attention reads the block below), so the out slots could not note what was heard.
+        ``listen_weight`` [vocab] weighs each listening target by its token (e.g. the task words up)."""
         L = self.layout
         h, early = self.hidden(batch, tap=early_listen) if early_listen else (self.hidden(batch), None)
         B, T = h.shape[:2]
@@ -187,6 +188,8 @@ class InteractionModel(nn.Module):
         ce = F.cross_entropy(logits.flatten(0, 2), out.flatten(), reduction="none").view_as(weight)
         text = (ce * weight).sum((1, 2)) / weight.sum((1, 2)).clamp_min(1)  # per session [B]
         lmask = valid[..., None].expand(-1, -1, L.n_audio).float()
+        if listen_weight is not None:
+            lmask = lmask * listen_weight[batch["listen"]]
 
         def listening(states):  # the listening head on the audio tokens: logits, loss per session [B]
             lg = self.listen(states[:, :, 1 : 1 + L.n_audio])

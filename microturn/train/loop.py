@@ -23,9 +23,10 @@ from tqdm import tqdm
 
 from ..model import checkpoint
 from ..model.config import ModelConfig, preset
+from ..data.language import task_words
 from ..model.model import InteractionModel
 from ..stream.layout import out_loss_mask
-from ..stream.tokenizer import EOT, SIL, default_tokenizer
+from ..stream.tokenizer import EOT, SIL, Tokenizer, default_tokenizer
 from .data import Curriculum, Shards, augment, collate, join, parse_mix, shift_clock
 
 
@@ -45,6 +46,7 @@ class TrainConfig:
     speak_weight: float = 3.0
     recap_weight: float = 1.0  # times speak_weight for the out tokens that repeat what was written (layout.recaps)
     early_listen: int = 0  # also train the listening head on the audio tokens after this many blocks (0: off)
+    task_listen: float = 1.0  # weight of the task words (data.language.task_words) in the listening loss
     eval_every: int = 250
     ckpt_every: int = 250
     eval_batches: int = 8
@@ -56,6 +58,13 @@ class TrainConfig:
     mix: str = ""  # family weights, e.g. "timespeak=3,cuespeak=2" (others 1); evaluation mixes evenly
     conversations: float = 0.0  # share of batches whose items are several sessions in a row (up to the window)
     init: str = ""  # a checkpoint folder to start from (fine-tuning: new optimiser, schedule and curriculum)
+
+
+def task_word_mask(tok: Tokenizer, vocab_size: int) -> torch.Tensor:
+    """[vocab] bool: the listening targets of the task words (each word's first token, as ``listen_targets``)."""
+    mask = torch.zeros(vocab_size, dtype=torch.bool)
+    mask[[tok.encode_word(w)[0] for w in task_words()]] = True
+    return mask
 
 
 def lr_at(step: int, c: TrainConfig) -> float:
@@ -84,8 +93,9 @@ def _to(batch: dict, dev) -> dict:
 @torch.no_grad()
 def evaluate(model: InteractionModel, shards: Shards, n_batches: int, batch: int, dev, seed: int = 1234,
              early_listen: int = 0) -> dict:
-    """Losses per family, listening accuracy (argmax of the listening head on user-word tokens; with
-    ``early_listen``, also after that many blocks: ``listen_acc_early``) and, per family, the
+    """Losses per family, listening accuracy (argmax of the listening head on user-word tokens; on the task words
+    alone: ``listen_acc_task``; with ``early_listen``, also after that many blocks: ``listen_acc_early``) and, per
+    family, the
     accuracy on the out tokens that carry news (no <eot>, no recaps: see ``layout.recaps``): a note's word when it is
     taken, a timer's first value, the words said. Teacher-forced, and *what* rather than *when*: the likeliest token
     but <eot>, as greedy decoding picks once it has decided to act."""
@@ -93,7 +103,8 @@ def evaluate(model: InteractionModel, shards: Shards, n_batches: int, batch: int
     cur = Curriculum(shards, seed)
     fam_loss: dict[str, list[float]] = {}
     news: dict[str, list[int]] = {}  # family -> [hits, tokens]
-    hit = tot = hit_early = 0
+    hit = tot = hit_early = hit_task = tot_task = 0
+    task = task_word_mask(default_tokenizer(), model.cfg.vocab_size).to(dev)
     totals = {"text": 0.0, "listen": 0.0, "flow": 0.0}
     for _ in range(n_batches):
         items = [shards.session(i) for i in cur.sample(batch, 1.0)]
@@ -107,6 +118,9 @@ def evaluate(model: InteractionModel, shards: Shards, n_batches: int, batch: int
         word = (b["listen"] != SIL) & b["valid"][..., None]
         hit += int(((pred == b["listen"]) & word).sum())
         tot += int(word.sum())
+        task_word = word & task[b["listen"]]
+        hit_task += int(((pred == b["listen"]) & task_word).sum())
+        tot_task += int(task_word.sum())
         if early_listen:
             hit_early += int(((r["listen_early_logits"].argmax(-1) == b["listen"]) & word).sum())
         told = out_loss_mask(b["out"]) & b["valid"][..., None] & ~b["recap"] & (b["out"] != EOT)
@@ -117,7 +131,7 @@ def evaluate(model: InteractionModel, shards: Shards, n_batches: int, batch: int
             acc[0], acc[1] = acc[0] + h, acc[1] + n
     model.train()
     early = {"listen_acc_early": hit_early / max(1, tot)} if early_listen else {}
-    return totals | early | {"listen_acc": hit / max(1, tot),
+    return totals | early | {"listen_acc": hit / max(1, tot), "listen_acc_task": hit_task / max(1, tot_task),
                              "text_by_family": {k: sum(v) / len(v) for k, v in fam_loss.items()},
                              "news_acc_by_family": {k: h / n for k, (h, n) in news.items() if n}}
 
@@ -139,6 +153,9 @@ def plot_curves(log_path: Path, png: Path):
     early = [(r["step"], r["listen_acc_early"]) for r in ev if "listen_acc_early" in r]
     if early:
         ax[2].plot(*zip(*early), label="... after the first blocks (--early-listen)")
+    task = [(r["step"], r["listen_acc_task"]) for r in ev if "listen_acc_task" in r]  # logged since session 10
+    if task:
+        ax[2].plot(*zip(*task), label="... on the task words")
     news = [r for r in ev if "news_acc_by_family" in r]  # logged since session 5
     ax[3].set_prop_cycle(color=plt.cm.tab20.colors)  # a colour per family (there are more than ten)
     for f in sorted({f for r in news for f in r["news_acc_by_family"]}):
@@ -173,6 +190,12 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     if not 0 <= c.early_listen <= cfg.n_layer:
         raise ValueError(f"early_listen must be 0 (off) or a block count in 1 .. {cfg.n_layer}, got {c.early_listen}")
     model = InteractionModel(cfg).to(dev)
+    listen_weight = None
+    if c.task_listen != 1.0:
+        if c.task_listen <= 0:
+            raise ValueError(f"task_listen must be a positive weight, got {c.task_listen}")
+        listen_weight = 1.0 + (c.task_listen - 1.0) * task_word_mask(default_tokenizer(), cfg.vocab_size).float()
+        listen_weight = listen_weight.to(dev)
     if start is not None:
         model.load_state_dict(start.state_dict())
     opt = torch.optim.AdamW(
@@ -230,7 +253,8 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                 shift_clock(it, rng)
         batch = _to(collate(items, shards.families), dev)
         with amp:
-            r = net(batch, speak_weight=c.speak_weight, recap_weight=c.recap_weight, early_listen=c.early_listen)
+            r = net(batch, speak_weight=c.speak_weight, recap_weight=c.recap_weight, early_listen=c.early_listen,
+                    listen_weight=listen_weight)
         opt.zero_grad(set_to_none=True)
         r["loss"].backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip)
@@ -258,14 +282,15 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                 row = {"kind": "eval", "step": step} | e
                 log.write(json.dumps(row) + "\n")
                 log.flush()
-                for k in ("text", "listen", "flow", "listen_acc"):
+                for k in ("text", "listen", "flow", "listen_acc", "listen_acc_task"):
                     writer.add_scalar(f"eval/{k}", e[k], step)
                 for f, a in e["news_acc_by_family"].items():
                     writer.add_scalar(f"eval_news_acc/{f}", a, step)
                 news = " ".join(f"{f} {a:.0%}" for f, a in sorted(e["news_acc_by_family"].items()))
                 early = f" ({e['listen_acc_early']:.1%} early)" if c.early_listen else ""
                 bar.write(f"step {step}: held-out text {e['text']:.3f} listen {e['listen']:.3f} "
-                          f"flow {e['flow']:.3f} listening accuracy {e['listen_acc']:.1%}{early}; news accuracy: {news}")
+                          f"flow {e['flow']:.3f} listening accuracy {e['listen_acc']:.1%}{early} "
+                          f"(task words {e['listen_acc_task']:.1%}); news accuracy: {news}")
                 plot_curves(out / "log.jsonl", out / "curves.png")
         if step % c.ckpt_every == 0 or step == end:
             ranks = [None] * world
