@@ -509,6 +509,14 @@ def test_checkpoint_errors(tmp_path):
     assert checkpoint.DEFAULT_CHECKPOINT.name == "model" and checkpoint.DEFAULT_CHECKPOINT.parent.name == "assets"
 
 
+def test_the_bundled_model_fits_in_the_repository():
+    """The bundled checkpoint ships in git: under 25 MB (decimal) in all, its weights in bfloat16."""
+    files = list(checkpoint.DEFAULT_CHECKPOINT.iterdir())
+    assert files and sum(f.stat().st_size for f in files) < 25_000_000
+    assert json.loads((checkpoint.DEFAULT_CHECKPOINT / "config.json").read_text())["extra"]["stored_as"] == \
+        "bfloat16"
+
+
 # --------------------------------------------------------------------------------------------- each head learns
 def test_each_head_learns_one_batch():
     cfg = tiny()
