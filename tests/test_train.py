@@ -186,3 +186,25 @@ def test_cue_report_scores_the_decisions(tmp_path):
     assert got["cue"][1] >= 2 and got["other cue word"][1] >= 2
     assert got["cue"][0] == got["cue"][1] and got["other cue word"][0] == 0
     assert got["heard"] == [got["cue"][1] + got["other cue word"][1]] * 2
+
+
+def test_drop_sessions_takes_a_family_out_of_the_shards(shards, tmp_path):
+    """scripts/drop_sessions.py: the reader no longer sees the family's sessions, the others read back as before, the
+    old list is kept, and a second drop of the same shards is refused."""
+    import shutil
+
+    from microturn.train.data import Shards
+
+    root = tmp_path / "train"
+    shutil.copytree(shards / "train", root)
+    before = Shards(root)
+    turns = {before.info(k)["id"]: before.session(k)["out"] for k in range(len(before))
+             if before.info(k)["family"] == "turn"}
+    script = [sys.executable, str(Path(__file__).parents[1] / "scripts" / "drop_sessions.py"), str(root)]
+    subprocess.run(script + ["--families", "cuespeak"], check=True, capture_output=True)
+    after = Shards(root)
+    assert after.families == ["turn"] and len(after) == len(turns)
+    assert all(np.array_equal(after.session(k)["out"], turns[after.info(k)["id"]]) for k in range(len(after)))
+    assert list(root.glob("**/sessions.before-drop.json"))
+    again = subprocess.run(script + ["--families", "turn"], capture_output=True, text=True)
+    assert again.returncode != 0 and "dropped from before" in again.stderr

@@ -5,7 +5,7 @@ import pytest
 
 from microturn.bench.rules import evaluate
 from microturn.data.synth import to_scenario, write_scenario_set
-from microturn.data.world import FAMILIES, boundary, generate
+from microturn.data.world import FAMILIES, RESUME_GAP, boundary, generate
 from microturn.stream.layout import Layout, decode_outputs, encode_timeline
 from microturn.stream.scenario import read_set
 from microturn.stream.tokenizer import default_tokenizer
@@ -188,6 +188,32 @@ def test_delegated_answers_are_held_until_said():
         window = lambda ws: [(w.w, int(np.floor(w.start / L.delta + 1e-6))) for w in ws]  # noqa: E731
         assert window(words_out) == window(s.timeline.words_of("agent"))
     assert 3 <= held <= 13
+
+
+def test_the_agent_pauses_at_a_backchannel_as_at_an_interruption_and_goes_on():
+    """A user's backchannel: the agent falls silent at the first boundary 0.1 s after its onset, as for an
+    interruption (it cannot tell them apart yet), and goes on from the first boundary after it has heard it, saying
+    again the item it was cut in; the silence stays within RESUME_GAP (the rule allows 0.8 s)."""
+    paused = 0
+    for i in range(12):
+        s = generate("user_backchannel", 5, "train", 0.5, i)
+        bc = [w for w in s.timeline.words if w.speaker == "user"][-1]
+        stop, resume = boundary(bc.start + 0.1), boundary(bc.end + 0.05)
+        agent = s.timeline.words_of("agent")
+        before = [w for w in agent if w.start < stop]
+        after = [w for w in agent if w.start >= stop]
+        if after[0].start != resume:  # talked straight through: only when the pause would be too long
+            assert resume - min(before[-1].end, stop) > RESUME_GAP
+            continue
+        paused += 1
+        assert before[-1].end <= stop + 0.03  # silent from the stop (the cut fades out in 20 ms)
+        assert resume - min(before[-1].end, stop) <= RESUME_GAP + 1e-6
+        items = [w.w for w in agent]
+        k = len(before)
+        cut = before[-1].end > stop + 1e-6
+        assert items[k] == (items[k - 1] if cut else items[k])  # the cut item again, or the next
+        assert len(set(items)) == len(items) - cut  # no item lost or said twice otherwise
+    assert paused >= 8
 
 
 def test_generated_voices_change_only_the_voice():

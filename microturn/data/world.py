@@ -8,6 +8,8 @@ Timing conventions of the targets (what the bundled model learns):
 - the agent starts a reply at the first micro-turn boundary at least ``REACT`` seconds after the user's speech ends
   (or a typed text arrives): it must hear a little silence to know the turn is over;
 - a reaction to something heard or seen (a cue, a completed rep, "stop") starts at the first boundary after it;
+- the user talking over the agent stops it at the first boundary 0.1 s after the onset, before the word can be told
+  (an interruption or a backchannel alike); after a backchannel, once heard, it goes on where it was cut;
 - agent speech starts on micro-turn boundaries, so its words decode to the times they were spoken;
 - the words of an instruction that lasts (a time, a cue) are noted as the agent takes them in (written silently
   after ``<note>``: ``note`` events), then rehearsed in its free out slots while the instruction lasts
@@ -37,6 +39,7 @@ TIMER_LAG = {"voice": 1, "typed": 4}  # micro-turns from what a countdown counts
 #   instruction took to read or hear, some 60 values of which the model learned only some; these lags give the values
 #   it had learned most often, 5 T - 1 by voice and 5 T - 4 typed)
 DELTA = Layout().delta
+RESUME_GAP = 0.6  # seconds of silence at most when the agent pauses at a user's backchannel and goes on (rule: 0.8)
 
 
 @dataclass
@@ -293,15 +296,17 @@ def _agent_talks(b: Builder) -> tuple[str, list[str]]:
     return request, items
 
 
-def _speak_items(b: Builder, items: list[str], t: float, stop_at: float = np.inf) -> float:
-    """The agent says items one by one from t, starting none at or after ``stop_at``; returns its last end."""
-    end = t
+def _speak_items(b: Builder, items: list[str], t: float, stop_at: float = np.inf) -> tuple[float, int]:
+    """The agent says items one by one from t, starting none at or after ``stop_at``; returns its last end and how
+    many items it started."""
+    end, n = t, 0
     for it in items:
         if boundary(t) >= stop_at:
             break
         _, end = b.agent(it, t)
+        n += 1
         t = end + float(b.rng.uniform(0.05, 0.2))
-    return end
+    return end, n
 
 
 def gen_interrupt(b: Builder):
@@ -330,13 +335,23 @@ def gen_interrupt(b: Builder):
 
 
 def gen_user_backchannel(b: Builder):
+    """The user backchannels while the agent talks. The agent falls silent at the overlap, as it does for an
+    interruption (``gen_interrupt``: it cannot yet tell which it is), and goes on once it has heard a backchannel:
+    it says the item it was cut in again, or the next. Where that pause would last longer than ``RESUME_GAP`` (a long
+    backchannel), it talks straight through."""
     rng = b.rng
     request, items = _agent_talks(b)
     _, e = b.say(request, float(rng.uniform(0.3, 1.0)))
     start = boundary(e + REACT)
-    end = _speak_items(b, items, start)
-    bc = start + float(rng.uniform(1.2, max(1.3, min(4.0, end - start - 2.5))))
-    s, be = b.say(str(rng.choice(lang.USER_BACKCHANNELS)), bc)
+    s, be = b.say(str(rng.choice(lang.USER_BACKCHANNELS)), start + float(rng.uniform(1.2, 2.5 if len(items) <= 10
+                                                                                       else 4.0)))
+    stop, resume = boundary(s + 0.1), boundary(be + 0.05)  # stop: as for an interruption; resume: once heard
+    end, n = _speak_items(b, items, start, stop_at=stop)
+    if resume - min(end, stop) <= RESUME_GAP:
+        b.cut_agent(stop)
+        end, _ = _speak_items(b, items[n - (end > stop) :], resume)
+    else:
+        end, _ = _speak_items(b, items[n:], end + float(rng.uniform(0.05, 0.2)))
     return end + 1.0, [{"kind": "no_gap", "window": [round(s - 0.5, 3), round(be + 1.0, 3)], "gap": 0.8}]
 
 

@@ -1,0 +1,39 @@
+"""Take the sessions of some families out of training shards, in place, after a change to how those families are
+generated (write their new sessions as a new part with ``microturn synth --shards``):
+
+    python scripts/drop_sessions.py data/shards/train data/shards/val --families user_backchannel
+
+Only each shard's ``sessions.json`` changes (the reader finds a session by its start and length, so the arrays stay
+as they are); the old list is kept beside it as ``sessions.before-drop.json``, and a shard dropped from before is
+left alone. Shards written from scratch by today's generators need none of this.
+"""
+import argparse
+import json
+from pathlib import Path
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("roots", nargs="+")
+    p.add_argument("--families", required=True, help="comma-separated families whose sessions are taken out")
+    a = p.parse_args()
+    fams = set(a.families.split(","))
+    for root in a.roots:
+        paths = sorted(Path(root).glob("**/sessions.json"))
+        if not paths:
+            raise SystemExit(f"no shards under {root}")
+        for path in paths:
+            backup = path.with_name("sessions.before-drop.json")
+            meta = json.loads(path.read_text())
+            kept = [s for s in meta["sessions"] if s["family"] not in fams]
+            if len(kept) == len(meta["sessions"]):
+                continue
+            if backup.exists():
+                raise SystemExit(f"{backup} exists: {path.parent} was dropped from before; restore it first")
+            backup.write_text(path.read_text())
+            print(f"{path.parent}: {len(meta['sessions']) - len(kept)} of {len(meta['sessions'])} sessions taken out")
+            path.write_text(json.dumps(meta | {"sessions": kept}))
+
+
+if __name__ == "__main__":
+    main()
