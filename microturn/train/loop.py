@@ -21,9 +21,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from ..data.language import task_words
 from ..model import checkpoint
 from ..model.config import ModelConfig, preset
-from ..data.language import task_words
 from ..model.model import InteractionModel
 from ..stream.layout import out_loss_mask
 from ..stream.tokenizer import EOT, SIL, Tokenizer, default_tokenizer
@@ -95,10 +95,9 @@ def evaluate(model: InteractionModel, shards: Shards, n_batches: int, batch: int
              early_listen: int = 0) -> dict:
     """Losses per family, listening accuracy (argmax of the listening head on user-word tokens; on the task words
     alone: ``listen_acc_task``; with ``early_listen``, also after that many blocks: ``listen_acc_early``) and, per
-    family, the
-    accuracy on the out tokens that carry news (no <eot>, no recaps: see ``layout.recaps``): a note's word when it is
-    taken, a timer's first value, the words said. Teacher-forced, and *what* rather than *when*: the likeliest token
-    but <eot>, as greedy decoding picks once it has decided to act."""
+    family, the accuracy on the out tokens that carry news (no <eot>, no recaps: see ``layout.recaps``): a note's
+    word when it is taken, a timer's first value, the words said. Teacher-forced, and *what* rather than *when*: the
+    likeliest token but <eot>, as greedy decoding picks once it has decided to act."""
     model.eval()
     cur = Curriculum(shards, seed)
     fam_loss: dict[str, list[float]] = {}
