@@ -94,6 +94,6 @@ OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --
     --data data/shards/train --val data/shards/val --out runs/s12 --steps 800 --batch 8 --lr 4e-4 --min-lr 4e-5 \
     --warmup 30 --eval-every 200 --ckpt-every 50 --threads 1 --conversations 0.4 --recap-weight 0.1 --early-listen 3 \
     --task-listen 3 --mix $mix,user_backchannel=1.5
-$mt model bundle runs/s12/model --speak-threshold THRESHOLD
+$mt model bundle runs/s12/model --speak-threshold 0.6
 [ -d sets/test ] || $mt synth --out sets/test --per-family 12 --split test --seed 100
 $mt results --scenarios sets/test
