@@ -4,8 +4,9 @@ generated (write their new sessions as a new part with ``microturn synth --shard
     python scripts/drop_sessions.py data/shards/train data/shards/val --families user_backchannel
 
 Only each shard's ``sessions.json`` changes (the reader finds a session by its start and length, so the arrays stay
-as they are); the old list is kept beside it as ``sessions.before-drop.json``, and a shard dropped from before is
-left alone. Shards written from scratch by today's generators need none of this.
+as they are); the old list is kept beside it as ``sessions.before-drop-FAMILIES.json`` (session 10 named its backups
+``sessions.before-drop.json``), and a drop whose backup is already there is refused, so no backup is overwritten.
+Shards written from scratch by today's generators need none of this.
 """
 import argparse
 import json
@@ -23,13 +24,14 @@ def main():
         if not paths:
             raise SystemExit(f"no shards under {root}")
         for path in paths:
-            backup = path.with_name("sessions.before-drop.json")
+            backup = path.with_name(f"sessions.before-drop-{'-'.join(sorted(fams))}.json")
             meta = json.loads(path.read_text())
             kept = [s for s in meta["sessions"] if s["family"] not in fams]
             if len(kept) == len(meta["sessions"]):
                 continue
             if backup.exists():
-                raise SystemExit(f"{backup} exists: {path.parent} was dropped from before; restore it first")
+                raise SystemExit(f"{backup} exists: {path.parent} was dropped from before; restore it, or move the "
+                                 "backup away")
             backup.write_text(path.read_text())
             print(f"{path.parent}: {len(meta['sessions']) - len(kept)} of {len(meta['sessions'])} sessions taken out")
             path.write_text(json.dumps(meta | {"sessions": kept}))

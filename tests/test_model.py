@@ -244,6 +244,23 @@ def test_flow_head_runs_only_while_the_agent_speaks():
     assert state.quiet.tolist() == [SPEECH_TAIL] * 2
 
 
+def test_heard_and_noted_words_are_not_said():
+    """The step's rule for what was said (it runs the flow head): a word after <note> or <heard> is written, not
+    said, also over the next micro-turn's timer; a word alone is said."""
+    from types import SimpleNamespace
+
+    from microturn.model.model import InteractionModel
+    from microturn.stream.tokenizer import HEARD, NOTE, timer
+
+    word = len(SPECIALS) + 100
+    rows = torch.arange(4)
+    state = SimpleNamespace(noting=torch.zeros(4, dtype=torch.bool))
+    first = torch.tensor([[HEARD, word, EOT], [NOTE, word, EOT], [word, EOT, PAD], [timer(3), HEARD, EOT]])
+    assert InteractionModel._said(state, first, rows).tolist() == [False, False, True, False]
+    second = torch.tensor([[word, EOT, PAD], [EOT, PAD, PAD], [EOT, PAD, PAD], [timer(2), word, EOT]])
+    assert InteractionModel._said(state, second, rows).tolist() == [True, False, False, False]
+
+
 def test_state_reset_starts_over():
     cfg = tiny()
     model = build(cfg)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from microturn.codecs.audio import SAMPLE_RATE
 from microturn.stream.timeline import Event, TextEvent, Timeline, TimelineError, load_conversation
-from microturn.stream.tokenizer import (BG, DLG, DLG_END, EOT, MAX_TIMER, NOTE, PAD, SIL, SPECIALS, TYPED, Tokenizer,
+from microturn.stream.tokenizer import (BG, DLG, DLG_END, EOT, HEARD, MAX_TIMER, NOTE, PAD, SIL, SPECIALS, TYPED, Tokenizer,
                                         default_tokenizer, is_timer, timer)
 from microturn.stream.words import Word
 
@@ -155,16 +155,18 @@ def test_specials_have_fixed_ids():
     tok = default_tokenizer()
     assert SPECIALS[:8] == ("<pad>", "<eot>", "<dlg>", "</dlg>", "<typed>", "<bg>", "<sil>", "<note>")
     assert (PAD, EOT, DLG, DLG_END, TYPED, BG, SIL, NOTE) == tuple(range(8))
-    assert SPECIALS[8:] == tuple(f"<t{k}>" for k in range(1, MAX_TIMER + 1))
-    assert [timer(k) for k in (0, 1, MAX_TIMER, MAX_TIMER + 9)] == [NOTE + 1, NOTE + 1, len(SPECIALS) - 1,
-                                                                      len(SPECIALS) - 1]
-    assert [is_timer(i) for i in (NOTE, NOTE + 1, len(SPECIALS) - 1, len(SPECIALS))] == [False, True, True, False]
+    assert SPECIALS[8:] == tuple(f"<t{k}>" for k in range(1, MAX_TIMER + 1)) + ("<heard>",)
+    assert SPECIALS[HEARD] == "<heard>" and not is_timer(HEARD)
+    assert [timer(k) for k in (0, 1, MAX_TIMER, MAX_TIMER + 9)] == [NOTE + 1, NOTE + 1, HEARD - 1, HEARD - 1]
+    assert [is_timer(i) for i in (NOTE, NOTE + 1, HEARD - 1, HEARD, len(SPECIALS))] == [False, True, True, False,
+                                                                                          False]
     assert min(tok.encode("<t3> <note>")) >= len(SPECIALS)  # typed, they are text, not the silent tokens
     for i, s in enumerate(SPECIALS):
         assert tok.hf.token_to_id(s) == i and tok.token(i) == s
     assert 256 + len(SPECIALS) <= tok.vocab_size <= 2048
     assert tok.decode([EOT, PAD, SIL] + tok.encode("hi") + [DLG_END]) == "hi"  # decode drops controls
     assert tok.show([timer(12), NOTE] + tok.encode(" tiger bingo") + [EOT]) == "<t12> <note> tiger bingo <eot>"
+    assert tok.show([HEARD] + tok.encode(" pencil")) == "<heard> pencil"
 
 
 def test_tokenizer_words():

@@ -17,7 +17,7 @@ from microturn.data.shards import write_shards
 from microturn.model import checkpoint
 from microturn.model.config import ModelConfig
 from microturn.model.model import InteractionModel
-from microturn.stream.tokenizer import default_tokenizer
+from microturn.stream.tokenizer import EOT, default_tokenizer
 from microturn.train.data import augment, warp_channels
 from microturn.train.loop import TrainConfig, lr_at, task_word_mask, train
 
@@ -167,8 +167,8 @@ def test_augment_alters_inputs():
 
 
 def test_cue_report_scores_the_decisions(tmp_path):
-    """scripts/cue_report.py on a model that writes its targets: it acts on every cue and on no other cue word, and
-    names every cue-list word heard."""
+    """scripts/cue_report.py on a model that writes its targets: it notes every cue-list word heard, right, and
+    nothing else, and acts after every cue and after no other cue word; a model that never speaks scores none."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
     import cue_report
 
@@ -179,18 +179,25 @@ def test_cue_report_scores_the_decisions(tmp_path):
 
     class Targets(torch.nn.Module):
         def forward(self, batch):
-            one_hot = torch.nn.functional.one_hot
-            return {"out_logits": one_hot(batch["out"], V).float(), "listen_logits": one_hot(batch["listen"], V).float()}
+            return {"out_logits": torch.nn.functional.one_hot(batch["out"], V).float()}
+
+    class Silent(torch.nn.Module):
+        def forward(self, batch):
+            return {"out_logits": torch.nn.functional.one_hot(torch.full_like(batch["out"], EOT), V).float()}
 
     got = cue_report.decisions(Targets(), Shards(tmp_path), 6)
-    assert got["cue"][1] >= 2 and got["other cue word"][1] >= 2
-    assert got["cue"][0] == got["cue"][1] and got["other cue word"][0] == 0
-    assert got["heard"] == [got["cue"][1] + got["other cue word"][1]] * 2
+    cues, others = got["response first after the cue"], got["response first after another cue word"]
+    assert cues[1] >= 2 and others[1] >= 2 and cues[0] == cues[1] and others[0] == 0
+    assert got["<heard> first"] == got["heard word right"] == [cues[1] + others[1]] * 2
+    assert got["<heard> first elsewhere"][0] == 0 and got["<heard> first elsewhere"][1] > 50
+    silent = cue_report.decisions(Silent(), Shards(tmp_path), 6)
+    assert all(hits == 0 and n == got[k][1] for k, (hits, n) in silent.items())
 
 
 def test_drop_sessions_takes_a_family_out_of_the_shards(shards, tmp_path):
     """scripts/drop_sessions.py: the reader no longer sees the family's sessions, the others read back as before, the
-    old list is kept, and a second drop of the same shards is refused."""
+    old list is kept, a later drop of another family keeps its own, and a drop that would overwrite a backup is
+    refused."""
     import shutil
 
     from microturn.train.data import Shards
@@ -205,6 +212,11 @@ def test_drop_sessions_takes_a_family_out_of_the_shards(shards, tmp_path):
     after = Shards(root)
     assert after.families == ["turn"] and len(after) == len(turns)
     assert all(np.array_equal(after.session(k)["out"], turns[after.info(k)["id"]]) for k in range(len(after)))
-    assert list(root.glob("**/sessions.before-drop.json"))
-    again = subprocess.run(script + ["--families", "turn"], capture_output=True, text=True)
+    backups = list(root.glob("**/sessions.before-drop-cuespeak.json"))
+    assert backups
+    subprocess.run(script + ["--families", "turn"], check=True, capture_output=True)
+    assert len(Shards(root)) == 0 and list(root.glob("**/sessions.before-drop-turn.json"))
+    for b in backups:  # restored, then dropped again: its backup would be overwritten
+        (b.parent / "sessions.json").write_text(b.read_text())
+    again = subprocess.run(script + ["--families", "cuespeak"], capture_output=True, text=True)
     assert again.returncode != 0 and "dropped from before" in again.stderr

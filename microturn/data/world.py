@@ -7,7 +7,11 @@ shards use the whole timeline; scenario sets keep only the user side and the rul
 Timing conventions of the targets (what the bundled model learns):
 - the agent starts a reply at the first micro-turn boundary at least ``REACT`` seconds after the user's speech ends
   (or a typed text arrives): it must hear a little silence to know the turn is over;
-- a reaction to something heard or seen (a cue, a completed rep, "stop") starts at the first boundary after it;
+- a reaction to something heard or seen (a cue, a completed rep, "stop") starts at the first boundary after it,
+  except a cue's: while the agent waits on a cue it notes each cue-list word it hears at that boundary (``<heard>
+  pencil``: ``heard`` events) and says the response one micro-turn later if the word was the cue, so that telling
+  the cue from the other cue words is a comparison of two tokens it wrote, the rehearsed ``<note> tiger`` and the
+  heard ``<heard> tiger`` (session 10's model, deciding straight from the audio, did not tell them apart);
 - the user talking over the agent stops it at the first boundary 0.1 s after the onset, before the word can be told
   (an interruption or a backchannel alike); after a backchannel, once heard, it goes on where it was cut;
 - agent speech starts on micro-turn boundaries, so its words decode to the times they were spoken;
@@ -434,21 +438,27 @@ def gen_cuespeak(b: Builder):
     for p in plan:
         word = c if p == "cue" else str(rng.choice(others))
         if p == "filler":
-            _, t = b.say(lang.filler_sentence(rng, b.split), t)
+            sentence = lang.filler_sentence(rng, b.split)
         elif rng.random() < 0.4:
-            _, t = b.say(word.capitalize() + ".", t)
-            cue_end = t
+            sentence = word.capitalize() + "."
         else:
             ws = lang.filler_sentence(rng, b.split).rstrip(".").split()
             k = int(rng.integers(1, len(ws) + 1))
             sentence = " ".join(ws[:k] + [word] + ws[k:]) + "."
-            s, t = b.say(sentence, t)
-            cue_end = [w for w in b.words if w.speaker == "user" and w.start >= s - 1e-6][k].end
-        if p == "cue":
-            b.agent(r, cue_end + 0.05)
-            rules.append(say(r, cue_end, cue_end + 1.0))
-            busy.append((cue_end, cue_end + 1.0))
-            t = max(t, cue_end + 0.8)
+        s, t = b.say(sentence, t)
+        # the agent notes each cue-list word it hears (a filler may hold one too), then says the response if it
+        # was the cue
+        for w in [w for w in b.words if w.speaker == "user" and w.start >= s - 1e-6]:
+            name = w.w.lower().strip(".,!?")
+            if name not in lang.CUE_WORDS:
+                continue
+            heard = boundary(w.end + 0.05)
+            b.events.append(Event(heard, "heard", name))
+            if name == c:
+                b.agent(r, heard + DELTA)
+                rules.append(say(r, w.end, w.end + 1.0))
+                busy.append((w.end, w.end + 1.0))
+                t = max(t, w.end + 0.8)
         t += float(rng.uniform(0.5, 1.5))
     end = t + 1.5
     rules += silent_between(E + 2.0, end, busy)

@@ -8,8 +8,10 @@ Choice: a byte-level BPE (Hugging Face ``tokenizers``) trained on the task langu
 - A small vocabulary keeps the embedding and text head cheap for a CPU model.
 The special tokens have fixed ids 0..157 (see ``SPECIALS``): the stream's controls, then the agent's silent tokens,
 written in its out stream but never said: ``<note>`` (the next token is a note to itself, e.g. the word a pending
-instruction asks for) and the timers ``<t1>`` .. ``<t150>`` (micro-turns left until something it was asked to do at
-a time). The file lives at ``microturn/assets/tokenizer.json`` and is rebuilt with ``microturn tokenizer``
+instruction asks for), the timers ``<t1>`` .. ``<t149>`` (micro-turns left until something it was asked to do at
+a time) and ``<heard>`` (the next token notes a word it has just heard: while it waits on a cue, each cue-list word
+the user says, so that whether it was the cue becomes a comparison of two tokens it wrote). ``<heard>`` took the id
+of ``<t150>``, which no session ever used (a timer starts once the instruction is taken in, under 30 s before). The file lives at ``microturn/assets/tokenizer.json`` and is rebuilt with ``microturn tokenizer``
 (deterministic for the corpus).
 """
 from __future__ import annotations
@@ -20,10 +22,11 @@ from pathlib import Path
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-MAX_TIMER = 150  # micro-turns a timer counts down from at most (30 s)
+MAX_TIMER = 149  # micro-turns a timer counts down from at most (just under 30 s)
 SPECIALS = ("<pad>", "<eot>", "<dlg>", "</dlg>", "<typed>", "<bg>", "<sil>", "<note>") + tuple(
-    f"<t{k}>" for k in range(1, MAX_TIMER + 1))
+    f"<t{k}>" for k in range(1, MAX_TIMER + 1)) + ("<heard>",)
 PAD, EOT, DLG, DLG_END, TYPED, BG, SIL, NOTE = range(8)
+HEARD = NOTE + MAX_TIMER + 1
 
 
 def timer(k: int) -> int:
