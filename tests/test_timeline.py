@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from microturn.codecs.audio import SAMPLE_RATE
 from microturn.stream.timeline import Event, TextEvent, Timeline, TimelineError, load_conversation
-from microturn.stream.tokenizer import (BG, DLG, DLG_END, EOT, HEARD, MAX_TIMER, NOTE, PAD, SIL, SPECIALS, TYPED, Tokenizer,
-                                        default_tokenizer, is_timer, timer)
+from microturn.stream.tokenizer import (BG, DLG, DLG_END, EOT, HEARD, MAX_TIMER, NOTE, PAD, SIL, SPECIALS, TYPED,
+                                        Tokenizer, default_tokenizer, is_timer, timer)
 from microturn.stream.words import Word
 
 PCM16_ERR = 1.5 / 32768  # written with scale 32767, read with 1 / 32768

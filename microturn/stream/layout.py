@@ -15,10 +15,11 @@ constant and token distance is elapsed time:
   in the window, queued: text longer than the slots continues in the next micro-turns; empty slots hold ``<pad>``.
 - out: what the agent does in the *next* window [(t+1)*delta, (t+2)*delta): at most ``n_out - 1`` text tokens (the
   words it starts saying then, a delegation ``<dlg> query </dlg>``, silent notes ``<note> word``, or a word it has
-  just heard ``<heard> word``), then ``<eot>``; the rest ``<pad>``. While the agent waits to do something at a time, each micro-turn's out starts with a
-  timer token ``<tk>``: k micro-turns left until the one that says it (a countdown by one per micro-turn, so the
-  model need not measure time from the clock); while an instruction lasts, the slots left free rehearse its notes.
-  Silence is a lone ``<eot>``. The flow head generates the window's agent mel frames from the last out slot.
+  just heard ``<heard> word``), then ``<eot>``; the rest ``<pad>``. While the agent waits to do something at a time,
+  each micro-turn's out starts with a timer token ``<tk>``: k micro-turns left until the one that says it (a
+  countdown by one per micro-turn, so the model need not measure time from the clock); while an instruction lasts,
+  the slots left free rehearse its notes. Silence is a lone ``<eot>``. The flow head generates the window's agent
+  mel frames from the last out slot.
 
 A word the agent starts at second s is therefore emitted by micro-turn ``floor(s / delta) - 1`` and decodes to start
 at the beginning of the window it starts in. Targets for training: the out tokens (loss up to and including
@@ -165,8 +166,8 @@ def encode_inputs(tl: Timeline, layout: Layout, tok: Tokenizer) -> dict[str, np.
 
 def out_schedule(tl: Timeline, layout: Layout, tok: Tokenizer) -> np.ndarray:
     """The agent's out tokens per micro-turn [T, n_out]: its words at their onsets, delegations, notes and heard
-    words (``<heard> pencil``) at their times, while a timer runs the micro-turns left as the first token, and while notes are rehearsed, their tokens in
-    the slots left free."""
+    words (``<heard> pencil``) at their times, while a timer runs the micro-turns left as the first token, and while
+    notes are rehearsed, their tokens in the slots left free."""
     T = layout.n_turns(tl.duration)
     turn = lambda s: max(0, int(np.floor(s / layout.delta + 1e-6)) - 1)  # noqa: E731  the micro-turn that emits s
     due: list[tuple[int, int, list[int]]] = []  # (micro-turn, order, tokens)
@@ -232,8 +233,8 @@ def recaps(out: np.ndarray, heard: np.ndarray | None = None, near: int = 2) -> n
     """Which of a session's out tokens [T, n_out] repeat what the agent wrote just before: a running timer's values
     after its first (each one less than the last), and a note (its ``<note>`` and its word) of a word noted at most
     ``near`` micro-turns earlier: the steady rehearsal. The rest carry news (when a note is taken and of which word, a
-    heard word, a timer's first value, what is said, and a rehearsal that must find its word further back: the first after the
-    notes are taken, the first after an act). The training loss may weigh recaps less (``microturn train
+    heard word, a timer's first value, what is said, and a rehearsal that must find its word further back: the first
+    after the notes are taken, the first after an act). The training loss may weigh recaps less (``microturn train
     --recap-weight``): they are many and easy, and at full weight they drown the few tokens that carry the
     instruction. Session 5 counted every rehearsal as a recap; its model copied the near ones (99 %) but only half of
     the far ones, and live a wrong first rehearsal was then copied faithfully to the act. A note's word is found by

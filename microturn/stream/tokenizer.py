@@ -11,8 +11,9 @@ written in its out stream but never said: ``<note>`` (the next token is a note t
 instruction asks for), the timers ``<t1>`` .. ``<t149>`` (micro-turns left until something it was asked to do at
 a time) and ``<heard>`` (the next token notes a word it has just heard: while it waits on a cue, each cue-list word
 the user says, so that whether it was the cue becomes a comparison of two tokens it wrote). ``<heard>`` took the id
-of ``<t150>``, which no session ever used (a timer starts once the instruction is taken in, under 30 s before). The file lives at ``microturn/assets/tokenizer.json`` and is rebuilt with ``microturn tokenizer``
-(deterministic for the corpus).
+of ``<t150>``, which no session ever used (a timer starts once the instruction is taken in, under 30 s before).
+The file lives at ``microturn/assets/tokenizer.json`` and is rebuilt with ``microturn tokenizer`` (deterministic
+for the corpus).
 """
 from __future__ import annotations
 
