@@ -89,11 +89,15 @@ def assert_matches_forward(model, outs, batch, rows=slice(None), atol=1e-4):
 
 # ------------------------------------------------------------------------------------ streaming == training
 @pytest.mark.parametrize("kw,T", [(dict(), 8), (dict(), 20), (dict(window=1024, pinned=0), 6),
-                                  (dict(n_experts=4, top_k=2), 8)],
-                         ids=["window-wraps", "window-wraps-twice", "no-window", "moe"])
+                                  (dict(n_experts=4, top_k=2), 8), (dict(audio_conv=3), 8)],
+                         ids=["window-wraps", "window-wraps-twice", "no-window", "moe", "audio-conv"])
 def test_step_equals_training_forward(kw, T):
     cfg = tiny(**kw)
     model = build(cfg)
+    if cfg.audio_conv:  # its branches start at zero: give them weights, so the frames before a token count
+        with torch.no_grad():
+            for c in model.embed.audio.conv.convs:
+                c.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(c.dilation[0]))
     batch = make_batch(cfg, 2, T)
     L = cfg.layout
     assert T * L.length > cfg.pinned + cfg.window or cfg.window > T * L.length  # which path is under test
@@ -104,11 +108,15 @@ def test_step_equals_training_forward(kw, T):
         assert o.mel is None
 
 
-def test_batched_sessions_with_active_mask():
-    """Three sessions stepped as one batch; a row that is inactive on a step must not move. Each row equals its
-    own unbatched run (and the training forward of its session)."""
-    cfg = tiny()
+@pytest.mark.parametrize("audio_conv", [0, 2])
+def test_batched_sessions_with_active_mask(audio_conv):
+    """Three sessions stepped as one batch; a row that is inactive on a step must not move (nor its audio
+    front-end's past frames). Each row equals its own unbatched run (and the training forward of its session)."""
+    cfg = tiny(audio_conv=audio_conv)
     model = build(cfg)
+    for c in model.embed.audio.conv.convs if audio_conv else []:
+        with torch.no_grad():
+            c.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(c.dilation[0]))
     active = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
                            [1, 0, 1, 1, 0, 0, 1, 1, 1, 1],
                            [0, 0, 0, 1, 1, 1, 1, 0, 1, 1]], dtype=torch.bool)
@@ -520,6 +528,11 @@ def test_checkpoint_errors(tmp_path):
     fails(variant("deeper", json.dumps(meta | {"depth": 3})), "missing tensors: transformer.blocks.2.")
     fails(variant("moe", json.dumps(meta | {"n_experts": 2})), "missing tensors:", "unexpected tensors:",
           "transformer.blocks.0.mlp.up.weight")
+    fails(variant("conv", json.dumps(meta | {"audio_conv": 1})), "missing tensors: embed.audio.conv.convs.0.")
+    fails(variant("badconv", json.dumps(meta | {"audio_conv": -1})), "audio_conv must be a non-negative integer")
+    # a field added after version 1 may be absent: written before it, the checkpoint means its old value
+    older = checkpoint.load(variant("older", json.dumps({k: v for k, v in meta.items() if k != "audio_conv"})))
+    assert older.cfg.audio_conv == 0
     if not (checkpoint.DEFAULT_CHECKPOINT / "config.json").exists():
         with pytest.raises(CheckpointError, match="no bundled model"):
             checkpoint.load_default()

@@ -18,7 +18,7 @@ from microturn.model import checkpoint
 from microturn.model.config import ModelConfig
 from microturn.model.model import InteractionModel
 from microturn.stream.tokenizer import EOT, default_tokenizer
-from microturn.train.data import augment, warp_channels
+from microturn.train.data import augment, collate, warp_channels
 from microturn.train.loop import TrainConfig, lr_at, task_word_mask, train
 
 
@@ -69,6 +69,27 @@ def test_init_starts_from_a_checkpoint(shards, tmp_path):
     checkpoint.save(InteractionModel(small), tmp_path / "small")
     with pytest.raises(ValueError, match="vocabulary"):
         train(replace(c, out=str(tmp_path / "c"), init=str(tmp_path / "small")))
+
+
+def test_audio_conv_is_added_to_an_init_model_that_starts_as_it_was(shards, tmp_path):
+    """--audio-conv n with --init: the model gets the front-end's layers, starting at zero, so it computes what
+    the checkpoint did; training moves them; its checkpoint keeps them; changing their number is refused."""
+    from microturn.train.data import Shards
+
+    c = TrainConfig(data=str(shards / "train"), val=None, steps=2, batch=2, warmup=1, ckpt_every=2, lr=1e-3)
+    train(replace(c, out=str(tmp_path / "a")), _model_cfg())
+    train(replace(c, out=str(tmp_path / "b"), init=str(tmp_path / "a" / "model"), audio_conv=2, lr=0.0, min_lr=0.0))
+    a, b = checkpoint.load(tmp_path / "a" / "model").eval(), checkpoint.load(tmp_path / "b" / "model").eval()
+    assert a.cfg.audio_conv == 0 and b.cfg.audio_conv == 2
+    ds = Shards(shards / "train")
+    batch = collate([ds.session(0)], ds.families)
+    with torch.no_grad():
+        torch.testing.assert_close(a.hidden(batch), b.hidden(batch), atol=0, rtol=0)
+    train(replace(c, out=str(tmp_path / "c"), init=str(tmp_path / "a" / "model"), audio_conv=2))
+    conv = checkpoint.load(tmp_path / "c" / "model").embed.audio.conv.convs
+    assert all(x.weight.abs().sum() > 0 for x in conv)
+    with pytest.raises(ValueError, match="audio_conv"):
+        train(replace(c, out=str(tmp_path / "d"), init=str(tmp_path / "c" / "model"), audio_conv=3))
 
 
 def test_early_listen_is_trained_and_reported(shards, tmp_path):

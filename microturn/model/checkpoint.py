@@ -1,8 +1,9 @@
 """Model checkpoints: a folder with ``model.safetensors`` (the weights) and ``config.json`` (how to build them).
 
 ``config.json`` = the fields of ``ModelConfig.to_json()`` plus ``{"format": "microturn-model", "version": 1}`` plus
-anything the caller adds (training step, data, ...) under ``"extra"``. ``load`` checks everything before building a model and
-says exactly what is wrong: a missing or malformed file, unknown config fields, missing or unexpected tensors, a
+anything the caller adds (training step, data, ...) under ``"extra"``; fields added later (``LATER_FIELDS``) may be
+absent and then mean what checkpoints written before them were. ``load`` checks everything before building a model
+and says exactly what is wrong: a missing or malformed file, unknown config fields, missing or unexpected tensors, a
 tensor whose shape does not match the config.
 
 The text head is tied to ``embed.text.weight`` by computation (``h @ W.T``), not by a second parameter, so the state
@@ -25,6 +26,7 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "model"
 _RESERVED = ("format", "version", "extra")
+LATER_FIELDS = {"audio_conv": 0}  # config fields added after version 1, with the value a checkpoint without them means
 
 
 class CheckpointError(ValueError):
@@ -99,7 +101,7 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict]:
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{cfile}: unsupported checkpoint version {meta.get('version')!r} "
                               f"(this microturn reads version {VERSION})")
-    fields = {k: v for k, v in meta.items() if k not in _RESERVED}
+    fields = LATER_FIELDS | {k: v for k, v in meta.items() if k not in _RESERVED}
     lacking = [k for k in ModelConfig.__dataclass_fields__ if k not in fields]
     if isinstance(fields.get("layout"), dict):
         lacking += [f"layout.{k}" for k in Layout.__dataclass_fields__ if k not in fields["layout"]]
@@ -109,7 +111,7 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict]:
         cfg = ModelConfig.from_json(fields)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{cfile}: bad model config: {e}") from None
-    for name in ("depth", "vocab_size", "n_experts", "top_k", "window", "pinned", "flow_width"):
+    for name in ("depth", "vocab_size", "n_experts", "top_k", "window", "pinned", "flow_width", "audio_conv"):
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise CheckpointError(f"{cfile}: config field {name} must be a non-negative integer, got {v!r}")

@@ -15,6 +15,7 @@ class ModelConfig:
     window: int = 1800  # sliding attention window in tokens (40 s at 9 tokens per 200 ms)
     pinned: int = 270  # tokens at the session start that stay visible forever (instructions): 30 micro-turns
     flow_width: int = 256
+    audio_conv: int = 0  # causal convolution layers over the audio frames before they form tokens (0: none)
     layout: Layout = field(default_factory=Layout)
 
     @property

@@ -26,19 +26,57 @@ class ClockEmbed(nn.Module):
         return self.proj(torch.cat([a.sin(), a.cos()], -1).float())
 
 
+class FrameConv(nn.Module):
+    """Causal convolutions over the stream of 12.5 ms frame vectors, kernel 3, dilations 1, 2, 4, ..., each a
+    residual branch: a frame sees ``context`` frames before it, across token and micro-turn boundaries, so the
+    sounds a word is made of are put together before the transformer (which sees two tokens per micro-turn among
+    the text and video). Valid convolutions: ``context`` more frames in than out. The branches start at zero, so a
+    model given them (``microturn train --audio-conv``) starts as it was."""
+
+    def __init__(self, d: int, layers: int):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv1d(d, d, 3, dilation=2**i) for i in range(layers))
+        for c in self.convs:
+            nn.init.zeros_(c.weight)
+            nn.init.zeros_(c.bias)
+        self.context = sum(2 * c.dilation[0] for c in self.convs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, context + n, d] -> [N, n, d]
+        y = x.transpose(1, 2)
+        for conv in self.convs:
+            z = conv(F.gelu(y))
+            y = y[..., -z.shape[-1] :] + z
+        return y.transpose(1, 2)
+
+
 class DMelEmbed(nn.Module):
     """A frame is the sum of one learned vector per (channel, bin) (an EmbeddingBag over its 80 (channel, bin)
-    pairs); a token concatenates ``frames_per_token`` frame vectors and projects them to the model width."""
+    pairs); with ``conv`` layers the frame vectors then go through ``FrameConv``; a token concatenates
+    ``frames_per_token`` frame vectors and projects them to the model width."""
 
-    def __init__(self, d: int, frames_per_token: int):
+    def __init__(self, d: int, frames_per_token: int, conv: int = 0):
         super().__init__()
         self.frame = nn.EmbeddingBag(dmel.N_MELS * dmel.N_BINS, d, mode="sum")
+        self.conv = FrameConv(d, conv) if conv else None
         self.token = nn.Linear(frames_per_token * d, d)
         self.register_buffer("offset", torch.arange(dmel.N_MELS) * dmel.N_BINS, persistent=False)
 
-    def forward(self, bins: torch.Tensor) -> torch.Tensor:  # [..., F, 80] uint8 -> [..., d]
+    @property
+    def context(self) -> int:
+        """Frames of the past each token's frames need (the convolutions' reach): 0 without them."""
+        return self.conv.context if self.conv is not None else 0
+
+    def forward(self, bins: torch.Tensor, past: torch.Tensor | None = None) -> torch.Tensor:
+        """bins [B, T, A, F, 80] uint8 (T micro-turns of A tokens of F frames, in time order) and the ``context``
+        frames before them, past [B, context, 80] (the session's start: zeros) -> [B, T, A, d]."""
         idx = bins.long() + self.offset  # the (channel, bin) pair of each value
-        frames = self.frame(idx.reshape(-1, dmel.N_MELS)).view(*bins.shape[:-1], -1)  # [..., F, d]
+        frames = self.frame(idx.reshape(-1, dmel.N_MELS)).view(*bins.shape[:-1], -1)  # [B, T, A, F, d]
+        if self.conv is not None:
+            B, d = bins.shape[0], frames.shape[-1]
+            if past is None:
+                past = bins.new_zeros(B, self.context, dmel.N_MELS)
+            before = self.frame((past.long() + self.offset).reshape(-1, dmel.N_MELS)).view(B, -1, d)
+            frames = self.conv(torch.cat([before, frames.reshape(B, -1, d)], 1)).view_as(frames)
         return self.token(F.gelu(frames).flatten(-2))
 
 
@@ -68,22 +106,22 @@ class HMLP(nn.Module):
 class InputEmbed(nn.Module):
     """Embeds every slot of a micro-turn block; returns [B, T, layout.length, d]."""
 
-    def __init__(self, layout: Layout, d: int, vocab: int):
+    def __init__(self, layout: Layout, d: int, vocab: int, audio_conv: int = 0):
         super().__init__()
         self.layout = layout
         self.clock = ClockEmbed(d)
-        self.audio = DMelEmbed(d, layout.frames_per_token)
+        self.audio = DMelEmbed(d, layout.frames_per_token, audio_conv)
         self.video = HMLP(d, layout.patch) if layout.video else None
         self.merge = nn.Linear(layout.n_patches * d, d) if layout.video else None  # a frame's patches -> one token
         self.no_video = nn.Parameter(torch.zeros(d))
         self.text = nn.Embedding(vocab, d)
         self.slot = nn.Parameter(torch.randn(layout.length, d) * 0.02)
 
-    def inputs(self, clock, audio, video, video_on, text_in) -> torch.Tensor:
+    def inputs(self, clock, audio, video, video_on, text_in, audio_past=None) -> torch.Tensor:
         """clock [B, T] int; audio [B, T, A, F, 80] uint8; video [B, T, S, S, 3] uint8; video_on [B, T] bool;
-        text_in [B, T, K] -> [B, T, n_in, d]."""
+        text_in [B, T, K]; audio_past: the audio frames before these (``DMelEmbed``) -> [B, T, n_in, d]."""
         L = self.layout
-        parts = [self.clock(clock * L.delta)[:, :, None], self.audio(audio)]
+        parts = [self.clock(clock * L.delta)[:, :, None], self.audio(audio, audio_past)]
         if L.video:
             v = self.no_video.expand(*video.shape[:2], 1, -1)
             if bool(video_on.any()):  # only frames that are there go through the hMLP

@@ -39,6 +39,7 @@ class StreamState:
     n_tail: torch.Tensor  # [B] how many of them (its <eot> and the <pad>s after it) are still to be fed
     quiet: torch.Tensor  # [B] micro-turns since the row last said a word (up to SPEECH_TAIL: its audio is over)
     noting: torch.Tensor  # [B] bool: the row's last token was a <note> or <heard> (its next word is written, not said)
+    audio_past: torch.Tensor  # [B, context, 80] uint8: the last audio frames heard, the audio front-end's context
 
     def reset(self, rows: torch.Tensor | None = None):
         rows = torch.ones_like(self.length, dtype=torch.bool) if rows is None else rows
@@ -48,6 +49,7 @@ class StreamState:
         self.n_tail[rows] = 0
         self.quiet[rows] = SPEECH_TAIL
         self.noting[rows] = False
+        self.audio_past[rows] = 0
 
     @property
     def tokens(self) -> torch.Tensor:
@@ -118,7 +120,7 @@ class InteractionModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         L, d = cfg.layout, cfg.d_model
-        self.embed = InputEmbed(L, d, cfg.vocab_size)
+        self.embed = InputEmbed(L, d, cfg.vocab_size, cfg.audio_conv)
         self.transformer = Transformer(cfg)
         self.listen = nn.Linear(d, cfg.vocab_size)
         self.flow = FlowHead(d, L.frames, cfg.flow_width)
@@ -212,7 +214,7 @@ class InteractionModel(nn.Module):
         zeros = lambda *shape: torch.zeros(*shape, dtype=torch.long, device=device)  # noqa: E731
         return StreamState(KVCache.empty(self.cfg, batch, device=device), zeros(batch), zeros(batch),
                            zeros(batch, self.layout.n_out), zeros(batch), zeros(batch) + SPEECH_TAIL,
-                           zeros(batch).bool())
+                           zeros(batch).bool(), zeros(batch, self.embed.audio.context, dmel.N_MELS).to(torch.uint8))
 
     def _run(self, state, x, rows):
         pos = state.length[rows, None] + torch.arange(x.shape[1], device=x.device)
@@ -277,8 +279,11 @@ class InteractionModel(nn.Module):
         if forced_out is not None and not bool((forced_out[rows] == EOT).any(-1).all()):
             raise ValueError("forced_out: every active row needs an <eot> among its out tokens")
         gen = [generator[i] for i in rows.tolist()] if isinstance(generator, list) else generator
+        past = state.audio_past[rows]
         x = self.embed.inputs(state.t[rows, None], audio[rows, None], video[rows, None], video_on[rows, None],
-                              text_in[rows, None])[:, 0]
+                              text_in[rows, None], past)[:, 0]
+        if past.shape[1]:
+            state.audio_past[rows] = torch.cat([past, audio[rows].flatten(1, 2)], 1)[:, -past.shape[1] :]
         h_in = self._feed_inputs(state, x, rows)
         toks = torch.full((n, L.n_out), PAD, dtype=torch.long, device=dev)
         logits = torch.zeros(n, L.n_out, self.cfg.vocab_size, device=dev)

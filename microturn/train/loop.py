@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +58,8 @@ class TrainConfig:
     mix: str = ""  # family weights, e.g. "timespeak=3,cuespeak=2" (others 1); evaluation mixes evenly
     conversations: float = 0.0  # share of batches whose items are several sessions in a row (up to the window)
     init: str = ""  # a checkpoint folder to start from (fine-tuning: new optimiser, schedule and curriculum)
+    audio_conv: int = 0  # convolution layers in the audio front-end (model.embed.FrameConv); added to an --init
+    #   model without them, starting at zero (0: the preset's, or the --init model's)
 
 
 def task_word_mask(tok: Tokenizer, vocab_size: int) -> torch.Tensor:
@@ -183,6 +185,11 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     start = checkpoint.load(c.init) if c.init and not state_path.exists() else None
     V = default_tokenizer().vocab_size
     cfg = model_cfg or (start.cfg if start is not None else preset(c.preset, vocab_size=V, layout=shards.layout))
+    if c.audio_conv and cfg.audio_conv != c.audio_conv:
+        if cfg.audio_conv:
+            raise ValueError(f"audio_conv: the model already has {cfg.audio_conv} front-end layers; it can only be "
+                             f"given them when it has none, not changed to {c.audio_conv}")
+        cfg = replace(cfg, audio_conv=c.audio_conv)
     if cfg.vocab_size < V or cfg.layout != shards.layout:
         raise ValueError(f"the model's vocabulary ({cfg.vocab_size} tokens) must hold the tokenizer's ({V}) and its "
                          f"layout must be the shards' ({shards.layout})")
@@ -196,7 +203,11 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
         listen_weight = 1.0 + (c.task_listen - 1.0) * task_word_mask(default_tokenizer(), cfg.vocab_size).float()
         listen_weight = listen_weight.to(dev)
     if start is not None:
-        model.load_state_dict(start.state_dict())
+        missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
+        added = "embed.audio.conv." if cfg.audio_conv != start.cfg.audio_conv else None
+        if unexpected or [k for k in missing if not (added and k.startswith(added))]:
+            raise ValueError(f"--init {c.init}: weights that do not fit the model (missing {missing}, unexpected "
+                             f"{unexpected})")
     opt = torch.optim.AdamW(
         [{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": c.weight_decay},
          {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}],
