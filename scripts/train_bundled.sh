@@ -43,11 +43,6 @@ shards data/shards/train/h --split train --per-family 500 --seed 9 --difficulty 
 # they already pause
 shards data/shards/train/i --split train --per-family 2400 --seed 10 --difficulty 0.3,1 --generated-voices 0.8 \
     --generated-accents 0.5 --families user_backchannel
-# the cue-list words heard noted, the cue answered a micro-turn later (session 11): 2,700 sessions. The bundled
-# model's parts a-h were written before, so their cuespeak sessions were taken out (scripts/drop_sessions.py, and
-# likewise from the validation shards, with 16 new ones in data/shards/val/cue); written today, they already do it
-shards data/shards/train/j --split train --per-family 2700 --seed 11 --difficulty 0.3,1 --generated-voices 0.8 \
-    --generated-accents 0.5 --families cuespeak
 
 OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --preset cpu \
     --data data/shards/train --val data/shards/val --out runs/cpu --steps 3850 --batch 8 --lr 1.5e-3 \
