@@ -149,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument(f"--{f}")
     s.add_argument("--init", help="start from this checkpoint's weights (its architecture; a new optimiser and "
                                   "schedule); ignored when --out holds a run to resume")
-    for f in ("steps", "batch", "warmup", "eval_every", "ckpt_every", "seed", "threads", "stop_at", "early_listen",
-              "audio_conv"):
+    for f in ("steps", "batch", "warmup", "eval_every", "ckpt_every", "seed", "threads", "workers", "stop_at",
+              "early_listen", "audio_conv"):
         s.add_argument(f"--{f.replace('_', '-')}", dest=f, type=int)
     for f in ("lr", "min_lr", "speak_weight", "recap_weight", "task_listen", "conversations"):
         s.add_argument(f"--{f.replace('_', '-')}", dest=f, type=float)

@@ -92,6 +92,19 @@ def test_audio_conv_is_added_to_an_init_model_that_starts_as_it_was(shards, tmp_
         train(replace(c, out=str(tmp_path / "d"), init=str(tmp_path / "c" / "model"), audio_conv=3))
 
 
+def test_a_run_from_an_init_model_resumes_with_its_architecture(shards, tmp_path):
+    """A fine-tuning run interrupted and started again keeps the --init model's architecture (here one with the
+    audio front-end, which the preset lacks) rather than the preset's."""
+    c = TrainConfig(data=str(shards / "train"), val=None, steps=2, batch=2, warmup=1, ckpt_every=1, lr=1e-3)
+    train(replace(c, out=str(tmp_path / "a")), _model_cfg())
+    train(replace(c, out=str(tmp_path / "b"), init=str(tmp_path / "a" / "model"), audio_conv=2))
+    fine = replace(c, out=str(tmp_path / "c"), init=str(tmp_path / "b" / "model"))
+    train(replace(fine, stop_at=1))
+    train(fine)  # resumes: the preset has no front-end, the run's model does
+    m = checkpoint.load(tmp_path / "c" / "model")
+    assert m.cfg.audio_conv == 2 and m.cfg.depth == _model_cfg().depth and m.checkpoint_info["step"] == 2
+
+
 def test_early_listen_is_trained_and_reported(shards, tmp_path):
     """--early-listen k: the listening loss after k blocks is logged, its held-out accuracy reported; a block count
     the model does not have is refused before training starts."""
@@ -121,6 +134,41 @@ def test_task_listen_weighs_the_task_words_and_reports_them(shards, tmp_path):
         train(replace(c, out=str(tmp_path / "b"), task_listen=0.0), _model_cfg())
 
 
+def test_batches_are_a_pure_function_of_seed_rank_and_step(shards):
+    """A step's batch is the same however it is made (again, in another process): resuming and loading ahead need no
+    sampler state. Another rank or step draws another batch."""
+    from microturn.train.data import Curriculum, Shards, StepBatches
+
+    sh = Shards(shards / "train")
+
+    def batches(rank, seed=0):
+        return StepBatches(sh, Curriculum(sh, seed=99), batch=3, steps=8, seed=seed, rank=rank, conversations=0.5,
+                           augment=True, max_len=400)
+
+    def same(a, b):
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    b = batches(0)
+    assert same(b[5], batches(0)[5])
+    loader = torch.utils.data.DataLoader(b, batch_size=None, sampler=range(3, 6), num_workers=2)
+    assert all(same(x, b[i]) for x, i in zip(loader, range(3, 6)))  # made in worker processes: the same batches
+    assert not all(same(b[i], batches(1)[i]) for i in range(4))
+    assert not all(same(b[i], b[i + 1]) for i in range(4))
+    assert not all(same(b[i], batches(0, seed=1)[i]) for i in range(4))
+
+
+def test_workers_train_the_same_model(shards, tmp_path):
+    """--workers N: batches made in worker processes train exactly the weights made in the training process."""
+    c = TrainConfig(data=str(shards / "train"), val=None, steps=3, batch=2, warmup=1, ckpt_every=3, lr=1e-3,
+                    conversations=0.5)
+    torch.manual_seed(0)
+    train(replace(c, out=str(tmp_path / "a")), _model_cfg())
+    torch.manual_seed(0)
+    train(replace(c, out=str(tmp_path / "b"), workers=2), _model_cfg())
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_lr_schedule_warms_up_and_decays():
     c = TrainConfig(steps=100, warmup=10, lr=1.0, min_lr=0.1)
     assert lr_at(0, c) == pytest.approx(0.1) and lr_at(9, c) == pytest.approx(1.0)
@@ -140,7 +188,7 @@ def test_two_processes_with_gloo(shards, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert checkpoint.load(tmp_path / "ddp" / "model").checkpoint_info["step"] == 2
     ranks = torch.load(tmp_path / "ddp" / "train_state.pt", weights_only=False)["ranks"]
-    assert len(ranks) == 2 and ranks[0]["sampler"] != ranks[1]["sampler"]  # each rank resumes its own data order
+    assert len(ranks) == 2  # each rank's random state is kept
 
 
 @settings(max_examples=40, deadline=None)

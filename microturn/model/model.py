@@ -200,7 +200,9 @@ class InteractionModel(nn.Module):
 
         lg, listen = listening(h)
         lg_early, listen_early = listening(early) if early is not None else (None, torch.zeros_like(listen))
-        fl = self.flow.loss(self.flow_condition(h, out).flatten(0, 1), batch["mel"].flatten(0, 1), generator)
+        mel = batch["mel"]  # the agent's speech: dMel bins (uint8, as shards hold them) or their levels
+        mel = dmel.dequantize(mel) if mel.dtype == torch.uint8 else mel
+        fl = self.flow.loss(self.flow_condition(h, out).flatten(0, 1), mel.flatten(0, 1), generator)
         fl = fl.view(B, T)
         flow = (fl * valid).sum(1) / valid.sum(1).clamp_min(1)
         moe = self.transformer.aux_loss()

@@ -57,7 +57,7 @@ class Shards:
         return {"clock": np.arange(s["length"]),
                 "audio": np.asarray(a["audio"][sl]).reshape(-1, L.n_audio, L.frames_per_token, dmel.N_MELS),
                 "video": video, "video_on": frame >= 0, "text_in": np.asarray(a["text_in"][sl], np.int64),
-                "out": out, "listen": listen, "mel": dmel.dequantize(np.asarray(a["mel"][sl])).numpy(),
+                "out": out, "listen": listen, "mel": np.asarray(a["mel"][sl]),  # bins: the model reads either
                 "family": s["family"], "recap": recaps(out, listen)}
 
 
@@ -123,18 +123,22 @@ def join(items: list[dict]) -> dict:
 
 
 def collate(items: list[dict], families: list[str]) -> dict[str, torch.Tensor]:
-    """Pad sessions to the longest; ``valid`` [B, T] marks real micro-turns, ``family`` [B] indexes ``families``."""
+    """Pad sessions to the longest; ``valid`` [B, T] marks real micro-turns, ``family`` [B] indexes ``families``.
+    Video frames that are off are left blank (the model never reads them; most sessions have none on)."""
     T = max(len(it["clock"]) for it in items)
     batch = {}
     for k in ("clock", "audio", "video", "video_on", "text_in", "out", "listen", "mel", "recap"):
         if k not in items[0]:  # the recap mask is optional (sessions made outside Shards)
             continue
-        arrs = []
-        for it in items:
-            a = it[k]
-            pad = np.zeros((T - len(a),) + a.shape[1:], a.dtype)
-            arrs.append(np.concatenate([a, pad]))
-        batch[k] = torch.from_numpy(np.stack(arrs))
+        a0 = items[0][k]
+        arr = np.zeros((len(items), T) + a0.shape[1:], a0.dtype)
+        for i, it in enumerate(items):
+            if k == "video":
+                on = np.flatnonzero(it["video_on"])
+                arr[i, on] = it[k][on]
+            else:
+                arr[i, : len(it[k])] = it[k]
+        batch[k] = torch.from_numpy(arr)
     batch["valid"] = torch.from_numpy(np.stack([np.arange(T) < len(it["clock"]) for it in items]))
     batch["family"] = torch.tensor([families.index(it["family"]) for it in items])
     return batch
@@ -181,26 +185,30 @@ class Curriculum:
             raise ValueError("family weights are all zero")
         self.p = w / w.sum()
 
-    def sample(self, n: int, progress: float) -> list[int]:
+    def sample(self, n: int, progress: float, rng: np.random.Generator | None = None) -> list[int]:
+        """n session indices (drawn with ``rng``, or the sampler's own)."""
+        rng = rng or self.rng
         limit = self.start + progress
         out = []
         fams = list(self.by_family)
         for _ in range(n):
-            idx = self.by_family[fams[self.rng.choice(len(fams), p=self.p)]]
+            idx = self.by_family[fams[rng.choice(len(fams), p=self.p)]]
             ok = idx[self.diff[idx] <= limit]
             pool = ok if len(ok) else idx
-            out.append(int(pool[self.rng.integers(len(pool))]))
+            out.append(int(pool[rng.integers(len(pool))]))
         return out
 
-    def conversations(self, n: int, progress: float, max_len: int) -> list[list[int]]:
+    def conversations(self, n: int, progress: float, max_len: int,
+                      rng: np.random.Generator | None = None) -> list[list[int]]:
         """n conversations of up to ``max_len`` micro-turns: sessions of families whose instruction ends with them
         (turn, pause, refusal, ...), then one session drawn like ``sample``; as many earlier sessions as fit."""
+        rng = rng or self.rng
         free = self.free[self.diff[self.free] <= self.start + progress]
         out = []
-        for last in self.sample(n, progress):
+        for last in self.sample(n, progress, rng):
             conv, total = [last], self.lengths[last]
             for _ in range(3):  # at most three sessions before the last
-                i = int(free[self.rng.integers(len(free))]) if len(free) else last
+                i = int(free[rng.integers(len(free))]) if len(free) else last
                 if i == last or total + self.lengths[i] > max_len:
                     break
                 conv.insert(0, i)
@@ -208,8 +216,35 @@ class Curriculum:
             out.append(conv)
         return out
 
-    def state_dict(self) -> dict:
-        return {"rng": self.rng.bit_generator.state}
 
-    def load_state_dict(self, d: dict):
-        self.rng.bit_generator.state = d["rng"]
+
+class StepBatches(torch.utils.data.Dataset):
+    """Training batch number ``step``, a pure function of (seed, rank, step): sessions drawn by the curriculum at
+    progress step / steps, a share ``conversations`` of the batches made of several sessions in a row (up to
+    ``max_len`` micro-turns), and, with ``augment``, each item's audio altered and its clock shifted. Being pure, the
+    batches can be made ahead of time in worker processes (a DataLoader with ``num_workers``), and an interrupted run
+    resumes with no sampler state."""
+
+    def __init__(self, shards: Shards, cur: Curriculum, *, batch: int, steps: int, seed: int, rank: int,
+                 conversations: float, augment: bool, max_len: int):
+        self.shards, self.cur, self.batch, self.steps = shards, cur, batch, steps
+        self.seed, self.rank, self.conversations, self.augment, self.max_len = seed, rank, conversations, augment, \
+            max_len
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.rank, step])
+        progress = step / self.steps
+        if self.conversations and rng.random() < self.conversations:
+            groups = self.cur.conversations(self.batch, progress, self.max_len, rng)
+        else:
+            groups = [[i] for i in self.cur.sample(self.batch, progress, rng)]
+        items = [join([self.shards.session(i) for i in g]) for g in groups]
+        if self.augment:
+            for j, it in enumerate(items):
+                item_rng = np.random.default_rng([self.seed, self.rank, step, j])
+                it["audio"] = augment(it["audio"], item_rng)
+                shift_clock(it, item_rng)
+        return collate(items, self.shards.families)

@@ -2,8 +2,9 @@
 
 AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast on GPU, DDP (or FSDP for the large
 presets), a curriculum over difficulty with families mixed evenly or by given weights (``mix``), batches of
-conversations (several sessions in a row, ``conversations``), random clock shifts, checkpoints that resume exactly
-(model, optimiser, step, sampler and torch RNG state), TensorBoard logs, training curves as PNG, and a progress bar
+conversations (several sessions in a row, ``conversations``), random clock shifts, batches made ahead in worker
+processes (``workers``; each batch is a pure function of seed, rank and step), checkpoints that resume exactly
+(model, optimiser, step and torch RNG state), TensorBoard logs, training curves as PNG, and a progress bar
 with tokens per second. Evaluation on held-out shards (voices, speakers and sentences never trained on) reports the
 losses and the listening accuracy at every evaluation.
 """
@@ -16,7 +17,6 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
@@ -27,7 +27,7 @@ from ..model.config import ModelConfig, preset
 from ..model.model import InteractionModel
 from ..stream.layout import out_loss_mask
 from ..stream.tokenizer import EOT, SIL, Tokenizer, default_tokenizer
-from .data import Curriculum, Shards, augment, collate, join, parse_mix, shift_clock
+from .data import Curriculum, Shards, StepBatches, collate, parse_mix
 
 
 @dataclass
@@ -53,6 +53,7 @@ class TrainConfig:
     seed: int = 0
     fsdp: bool = False
     threads: int = 0  # torch threads on CPU (0: leave the default)
+    workers: int = 0  # processes that make batches ahead of the training step (0: made in the training process)
     stop_at: int = 0  # stop (with a checkpoint) at this step of the schedule; the same command resumes (0: run all)
     augment: bool = True  # alter the input audio and shift the clock at random (train.data); evaluation never does
     mix: str = ""  # family weights, e.g. "timespeak=3,cuespeak=2" (others 1); evaluation mixes evenly
@@ -183,6 +184,8 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     shards = Shards(c.data)
     state_path = out / "train_state.pt"
     start = checkpoint.load(c.init) if c.init and not state_path.exists() else None
+    if model_cfg is None and state_path.exists():  # a resumed run keeps its architecture (an --init's, say)
+        model_cfg = checkpoint.read_config(out / "model")[0]
     V = default_tokenizer().vocab_size
     cfg = model_cfg or (start.cfg if start is not None else preset(c.preset, vocab_size=V, layout=shards.layout))
     if c.audio_conv and cfg.audio_conv != c.audio_conv:
@@ -212,15 +215,14 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
         [{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": c.weight_decay},
          {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}],
         lr=c.lr, betas=(0.9, 0.95), fused=dev.type == "cuda")
-    cur = Curriculum(shards, c.seed + 1000 * rank, mix=parse_mix(c.mix))
+    cur = Curriculum(shards, mix=parse_mix(c.mix))
     step = 0
     if state_path.exists():  # resume exactly where the last checkpoint left off
-        st = torch.load(state_path, map_location=dev, weights_only=False)
+        st = torch.load(state_path, map_location="cpu", weights_only=False)  # the RNG state stays a CPU tensor
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
-        ranks = st["ranks"] if "ranks" in st else [{"sampler": st["sampler"][0], "rng": st["rng"]}]
-        if rank < len(ranks):  # each rank resumes its own data order and noise
-            cur.load_state_dict(ranks[rank]["sampler"])
+        ranks = st["ranks"] if "ranks" in st else [{"rng": st["rng"]}]
+        if rank < len(ranks):  # each rank resumes its own noise (its batches follow from the step alone)
             torch.set_rng_state(ranks[rank]["rng"])
         # else: a rank the checkpoint did not have (a run resumed on more processes) keeps its fresh seeds
         step = st["step"]
@@ -248,20 +250,15 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     t_last, tok_count = time.perf_counter(), 0
     model.train()
     end = min(c.steps, c.stop_at) if c.stop_at else c.steps
-    while step < end:
+    batches = StepBatches(shards, cur, batch=c.batch, steps=c.steps, seed=c.seed, rank=rank,
+                          conversations=c.conversations, augment=c.augment, max_len=cfg.window // cfg.layout.length)
+    loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(step, end), num_workers=c.workers,
+                                         pin_memory=dev.type == "cuda", prefetch_factor=4 if c.workers else None,
+                                         generator=torch.Generator().manual_seed(c.seed))  # not the model's RNG
+    for batch in loader:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, c)
-        if c.conversations and cur.rng.random() < c.conversations:
-            groups = cur.conversations(c.batch, step / c.steps, cfg.window // cfg.layout.length)
-        else:
-            groups = [[i] for i in cur.sample(c.batch, step / c.steps)]
-        items = [join([shards.session(i) for i in g]) for g in groups]
-        if c.augment:  # seeded by (seed, rank, step, item): resuming needs no extra state
-            for j, it in enumerate(items):
-                rng = np.random.default_rng([c.seed, rank, step, j])
-                it["audio"] = augment(it["audio"], rng)
-                shift_clock(it, rng)
-        batch = _to(collate(items, shards.families), dev)
+        batch = _to(batch, dev)
         with amp:
             r = net(batch, speak_weight=c.speak_weight, recap_weight=c.recap_weight, early_listen=c.early_listen,
                     listen_weight=listen_weight)
@@ -304,7 +301,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                 plot_curves(out / "log.jsonl", out / "curves.png")
         if step % c.ckpt_every == 0 or step == end:
             ranks = [None] * world
-            mine = {"sampler": cur.state_dict(), "rng": torch.get_rng_state()}
+            mine = {"rng": torch.get_rng_state()}
             if world > 1:
                 dist.all_gather_object(ranks, mine)
             else:
@@ -318,7 +315,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
 
 
 def save_state(out: Path, model, opt, ranks: list[dict], step: int, c: TrainConfig):
-    """Atomic checkpoint: the full training state (with every rank's sampler and random state), plus the model
+    """Atomic checkpoint: the full training state (with every rank's random state), plus the model
     alone as safetensors for serving."""
     tmp = out / "train_state.pt.tmp"
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "ranks": ranks, "step": step}, tmp)

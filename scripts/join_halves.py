@@ -1,0 +1,19 @@
+"""Put a checkpoint that came back from scripts/train_gpu.sh in halves (model-0/1.safetensors) together again.
+
+    python scripts/join_halves.py FOLDER_WITH_HALVES CHECKPOINT_FOLDER
+"""
+import shutil
+import sys
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from microturn.model import checkpoint
+
+src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+w = load_file(src / "model-0.safetensors") | load_file(src / "model-1.safetensors")
+dst.mkdir(parents=True, exist_ok=True)
+save_file(w, dst / checkpoint.WEIGHTS, metadata={"format": checkpoint.FORMAT, "version": str(checkpoint.VERSION)})
+shutil.copy(src / "config.json", dst / checkpoint.CONFIG)
+m = checkpoint.load(dst)  # checks every tensor against the config
+print(f"{dst}: {m.n_params():,} parameters, step {m.checkpoint_info['step']}")
