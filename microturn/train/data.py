@@ -187,7 +187,7 @@ class Curriculum:
 
     def sample(self, n: int, progress: float, rng: np.random.Generator | None = None) -> list[int]:
         """n session indices (drawn with ``rng``, or the sampler's own)."""
-        rng = rng or self.rng
+        rng = self.rng if rng is None else rng
         limit = self.start + progress
         out = []
         fams = list(self.by_family)
@@ -202,7 +202,7 @@ class Curriculum:
                       rng: np.random.Generator | None = None) -> list[list[int]]:
         """n conversations of up to ``max_len`` micro-turns: sessions of families whose instruction ends with them
         (turn, pause, refusal, ...), then one session drawn like ``sample``; as many earlier sessions as fit."""
-        rng = rng or self.rng
+        rng = self.rng if rng is None else rng
         free = self.free[self.diff[self.free] <= self.start + progress]
         out = []
         for last in self.sample(n, progress, rng):
@@ -217,7 +217,6 @@ class Curriculum:
         return out
 
 
-
 class StepBatches(torch.utils.data.Dataset):
     """Training batch number ``step``, a pure function of (seed, rank, step): sessions drawn by the curriculum at
     progress step / steps, a share ``conversations`` of the batches made of several sessions in a row (up to
@@ -227,9 +226,8 @@ class StepBatches(torch.utils.data.Dataset):
 
     def __init__(self, shards: Shards, cur: Curriculum, *, batch: int, steps: int, seed: int, rank: int,
                  conversations: float, augment: bool, max_len: int):
-        self.shards, self.cur, self.batch, self.steps = shards, cur, batch, steps
-        self.seed, self.rank, self.conversations, self.augment, self.max_len = seed, rank, conversations, augment, \
-            max_len
+        self.shards, self.cur, self.batch, self.steps, self.max_len = shards, cur, batch, steps, max_len
+        self.seed, self.rank, self.conversations, self.augment = seed, rank, conversations, augment
 
     def __len__(self) -> int:
         return self.steps
