@@ -27,7 +27,7 @@ def _synth(a):
 
     run(out=a.out, per_family=a.per_family, seed=a.seed, families=a.families, split=a.split, shards=a.shards,
         workers=a.workers, difficulty=a.difficulty, generated_voices=a.generated_voices,
-        generated_accents=a.generated_accents)
+        generated_accents=a.generated_accents, cue_drill=a.cue_drill)
 
 
 def _train(a):
@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training shards: the chance that a user's espeak-ng voice is a generated variant")
     s.add_argument("--generated-accents", type=float, default=0.0,
                    help="training shards: the chance that a generated voice also has a generated accent")
+    s.add_argument("--cue-drill", type=float, default=0.0,
+                   help="training shards: the chance that a cuespeak session is a drill, with several times the "
+                        "cue-list words to act on or not")
     s.set_defaults(fn=_synth)
 
     s = sub.add_parser("train", help="train a model on shards (from scratch, or from --init's weights)")

@@ -6,7 +6,12 @@ later if the word was the cue; so the report splits the decision in its two part
   (``<heard>`` given) names the word right; and how often it puts ``<heard>`` first anywhere else (false alarms);
 - comparing: in the micro-turn after, how often it puts the response word first after the cue (the target acts)
   and after the other cue-list words (the target goes on rehearsing), the heard word given. A model that compares
-  fires on nearly all of the first and nearly none of the second.
+  fires on nearly all of the first and nearly none of the second;
+- reading: the same moments with the heard word swapped, in the out stream the model reads, for the cue and for
+  another cue-list word, the audio left as it is. A model whose decision reads the heard word acts on the first and
+  not on the second; one that decides from the audio alone, or not at all, scores the two alike. Session 12's
+  model (runs/s16) did not read it: the response first 75 % against 86 % (no swap), and a mean probability of the
+  response words of 0.575 with either swap, on the validation shards.
 
     python scripts/cue_report.py microturn/assets/model --shards data/shards/val/cue --sessions 16
 
@@ -16,11 +21,12 @@ a cue-list word ends: session 8's model 54 % after cues and 58 % after other cue
 """
 import argparse
 
+import numpy as np
 import torch
 
 from microturn.data import language as lang
 from microturn.model.checkpoint import load
-from microturn.stream.tokenizer import HEARD, default_tokenizer
+from microturn.stream.tokenizer import HEARD, NOTE, default_tokenizer
 from microturn.train.data import Shards, collate
 
 
@@ -28,17 +34,34 @@ def decisions(model, shards: Shards, n: int) -> dict[str, list[int]]:
     """[hits, count] per measure over the first ``n`` cuespeak sessions of ``shards`` (see the module docstring)."""
     tok = default_tokenizer()
     responses = {tok.encode_word(w)[0] for w in lang.RESPONSE_WORDS}
+    cue_words = [tok.encode_word(w)[0] for w in lang.CUE_WORDS]
     got = {k: [0, 0] for k in ("<heard> first", "heard word right", "<heard> first elsewhere",
-                               "response first after the cue", "response first after another cue word")}
+                               "response first after the cue", "response first after another cue word",
+                               "response first, heard word made the cue", "response first, heard word made another")}
     sessions = [i for i in range(len(shards)) if shards.info(i)["family"] == "cuespeak"][:n]
+    rng = np.random.default_rng(0)
+
+    def predict(item):
+        with torch.no_grad():
+            return model(collate([item], shards.families))["out_logits"][0].argmax(-1).numpy()  # [T, n_out]
+
     for i in sessions:
         item = shards.session(i)
         out = item["out"]
         rows = [t for t in range(len(out) - 1) if out[t, 0] == HEARD]
         said = [int(out[t, 0]) for t in range(len(out)) if out[t, 0] in responses]
-        with torch.no_grad():
-            res = model(collate([item], shards.families))
-        pred = res["out_logits"][0].argmax(-1).numpy()  # [T, n_out], each slot given the targets before it
+        noted = [int(out[t, 1]) for t in range(len(out)) if out[t, 0] == NOTE and out[t, 1] in cue_words]
+        pred = predict(item)  # each slot given the targets before it
+        if noted:  # the reading test: every heard word swapped, for the cue, then for another cue-list word
+            for key, word in (("made the cue", lambda: noted[0]),
+                              ("made another", lambda: int(rng.choice([w for w in cue_words if w != noted[0]])))):
+                swapped = out.copy()
+                for t in rows:
+                    swapped[t, 1] = word()
+                p = predict(item | {"out": swapped})
+                for t in rows:
+                    got[f"response first, heard word {key}"][0] += int(p[t + 1, 0] in responses)
+                    got[f"response first, heard word {key}"][1] += 1
         for t in range(len(out)):
             key = "<heard> first" if t in rows else "<heard> first elsewhere"
             got[key][0] += int(pred[t, 0] == HEARD)

@@ -17,7 +17,7 @@ from microturn.data.shards import write_shards
 from microturn.model import checkpoint
 from microturn.model.config import ModelConfig
 from microturn.model.model import InteractionModel
-from microturn.stream.tokenizer import EOT, default_tokenizer
+from microturn.stream.tokenizer import EOT, HEARD, NOTE, default_tokenizer
 from microturn.train.data import augment, collate, warp_channels
 from microturn.train.loop import TrainConfig, lr_at, task_word_mask, train
 
@@ -261,6 +261,23 @@ def test_cue_report_scores_the_decisions(tmp_path):
     assert got["<heard> first elsewhere"][0] == 0 and got["<heard> first elsewhere"][1] > 50
     silent = cue_report.decisions(Silent(), Shards(tmp_path), 6)
     assert all(hits == 0 and n == got[k][1] for k, (hits, n) in silent.items())
+    made = got["response first, heard word made the cue"], got["response first, heard word made another"]
+    assert made[0][1] == made[1][1] == cues[1] + others[1]
+
+    bingo = default_tokenizer().encode_word("bingo")[0]
+
+    class Reader(torch.nn.Module):  # says "bingo" after a heard word it noted before (only the cue is noted)
+        def forward(self, batch):
+            out = batch["out"][0]
+            logits = torch.nn.functional.one_hot(torch.full_like(batch["out"], EOT), V).float()
+            for t in range(len(out) - 1):
+                if out[t, 0] == HEARD and (out[:t, 1][out[:t, 0] == NOTE] == out[t, 1]).any():
+                    logits[0, t + 1, 0, bingo] = 2.0
+            return {"out_logits": logits}
+
+    read = cue_report.decisions(Reader(), Shards(tmp_path), 6)
+    assert read["response first, heard word made the cue"] == [made[0][1]] * 2
+    assert read["response first, heard word made another"] == [0, made[1][1]]
 
 
 def test_drop_sessions_takes_a_family_out_of_the_shards(shards, tmp_path):

@@ -280,6 +280,33 @@ def test_generated_voices_change_only_the_voice():
         with pytest.raises(ValueError, match=match):
             generate("turn", 0, index=0, **bad)
 
+def test_cue_drills_hold_many_decisions_and_leave_other_sessions_alone():
+    """cue_drill: a cuespeak session is a drill (timeline meta "drill") with 3-5 cues acted on and 3 or more other
+    cue-list words heard and let pass; the sessions that are not drills, and other families, are the ones drawn
+    without the option; training only."""
+    from microturn.data.language import CUE_WORDS
+
+    drills = 0
+    for i in range(4):
+        s = generate("cuespeak", 9, "train", 0.7, i, cue_drill=0.5)
+        plain = generate("cuespeak", 9, "train", 0.7, i)
+        if not s.timeline.meta.get("drill"):
+            assert [w.w for w in s.timeline.words] == [w.w for w in plain.timeline.words]
+            continue
+        drills += 1
+        heard = [e.text for e in s.timeline.events if e.kind == "heard"]
+        acts = [r for r in s.expect if r["kind"] == "say"]
+        assert 3 <= len(acts) and len(heard) - len(acts) >= 3 and set(heard) <= set(CUE_WORDS)
+        plain_heard = [e for e in plain.timeline.events if e.kind == "heard"]
+        assert len(heard) > len(plain_heard)
+    assert drills >= 1
+    turn = generate("turn", 9, "train", 0.7, 0, cue_drill=1.0)
+    assert [w.w for w in turn.timeline.words] == [w.w for w in generate("turn", 9, "train", 0.7, 0).timeline.words]
+    for bad, match in ((dict(split="val", cue_drill=0.5), "training only"), (dict(cue_drill=2.0), "chance in")):
+        with pytest.raises(ValueError, match=match):
+            generate("cuespeak", 0, **bad)
+
+
 
 def test_curriculum_mixes_families_by_weight(tmp_path):
     from microturn.data.shards import write_shards

@@ -81,6 +81,7 @@ class Builder:
         self.input: str | None = None  # how the first instruction came: "typed" or "voice"
         self.instruction: tuple[str, float, bool] | None = None  # the last one: (text, time, typed)
         self.marks: list[float] = []  # times worth marking in pictures (the reps completing)
+        self.drill = False  # training only: a cue session with several times the cue-list words (generate(cue_drill))
         self.gain = float(rng.uniform(0.5, 1.0)) if difficulty > 0.3 else 0.8
 
     @staticmethod
@@ -430,9 +431,12 @@ def gen_cuespeak(b: Builder):
     ready = b.remember([c, r], E)
     b.rehearse([c, r], ready)
     t = E + float(rng.uniform(1.0, 2.5))
-    n_cues = int(rng.choice([0, 1, 1, 2, 2, 3]))
     others = [w for w in lang.CUE_WORDS if w != c]
-    plan = ["cue"] * n_cues + ["distractor"] * int(rng.integers(0, 3)) + ["filler"] * int(rng.integers(0, 2))
+    if b.drill:  # many decisions in one session: 3-5 cues among 3-6 other cue-list words
+        plan = ["cue"] * int(rng.integers(3, 6)) + ["distractor"] * int(rng.integers(3, 7)) + ["filler"]
+    else:
+        n_cues = int(rng.choice([0, 1, 1, 2, 2, 3]))
+        plan = ["cue"] * n_cues + ["distractor"] * int(rng.integers(0, 3)) + ["filler"] * int(rng.integers(0, 2))
     rng.shuffle(plan)
     busy, rules = [(E, E + 2.0)], []
     for p in plan:
@@ -548,28 +552,36 @@ FAMILIES = tuple(GENERATORS)
 
 
 def generate(family: str, seed: int, split: str = "train", difficulty: float = 1.0, index: int = 0,
-             generated_voices: float = 0.0, generated_accents: float = 0.0) -> Session:
+             generated_voices: float = 0.0, generated_accents: float = 0.0, cue_drill: float = 0.0) -> Session:
     """One session of ``family``, deterministic for its arguments.
 
     ``generated_voices``: the chance that the user's espeak-ng voice gets a generated variant (``speech.
     generated_variant``: a voice of its own) instead of its catalogue variant; ``generated_accents``: the chance
     that such a voice also speaks with a generated accent (``speech.generated_accent``). Training only. The choices
     are drawn from a stream of their own, so the session is otherwise the one drawn without them (its words, text,
-    noise, times drawn; the times that follow the user's speech move with its length)."""
+    noise, times drawn; the times that follow the user's speech move with its length).
+
+    ``cue_drill``: the chance that a cuespeak session is a drill, with 3-5 cues among 3-6 other cue-list words
+    (against 0-3 and 0-2), so that it holds several times the decisions to act or not (training only; whether it is
+    one is drawn from a stream of its own, and a session that is not one is the one drawn without the option)."""
     if family not in GENERATORS:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
-    for name, p in (("generated_voices", generated_voices), ("generated_accents", generated_accents)):
+    for name, p in (("generated_voices", generated_voices), ("generated_accents", generated_accents),
+                    ("cue_drill", cue_drill)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} is a chance in [0, 1], got {p}")
     if generated_accents and not generated_voices:
         raise ValueError("generated accents are spoken by generated voices: set generated_voices too")
     if generated_voices and split != "train":
         raise ValueError(f"generated voices are for training only; the {split} split keeps its held-out voices")
+    if cue_drill and split != "train":
+        raise ValueError(f"cue drills are for training only; the {split} split keeps the scenario families' sessions")
     key = [seed, FAMILIES.index(family), index, ["train", "val", "test"].index(split)]
     b = Builder(np.random.default_rng(key), split, difficulty, generated_voices, np.random.default_rng(key + [1]),
                 generated_accents)
+    b.drill = family == "cuespeak" and bool(cue_drill) and np.random.default_rng(key + [2]).random() < cue_drill
     res = GENERATORS[family](b)
     duration, rules = res[0], res[1]
     delay = res[2] if len(res) > 2 else None
-    tl = b.finish(duration, {"family": family})
+    tl = b.finish(duration, {"family": family} | ({"drill": True} if b.drill else {}))
     return Session(f"{family}-{index:05d}", family, tl, rules, delay, {"rep_times": b.marks} if b.marks else {})
