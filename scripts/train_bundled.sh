@@ -3,7 +3,7 @@
 #
 # Every step is deterministic for its seeds and resumable: run the script again after an interruption and it
 # goes on where it stopped (shards already written are kept; training resumes from runs/cpu/train_state.pt).
-# Time on 2 cores: data about 35 minutes, training about 16 hours (2 processes, 4-7 s per step of 2 x 8
+# Time on 2 cores: data about 45 minutes, training about 23 h 30 min (2 processes, 4-15 s per step of 2 x 8
 # sessions; conversation batches are longer), scoring a few minutes. See docs/training.md for what produced the checkpoint in the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -94,6 +94,27 @@ OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --
     --data data/shards/train --val data/shards/val --out runs/s12 --steps 800 --batch 8 --lr 4e-4 --min-lr 4e-5 \
     --warmup 30 --eval-every 200 --ckpt-every 50 --threads 1 --conversations 0.4 --recap-weight 0.1 --early-listen 3 \
     --task-listen 3 --mix $mix,user_backchannel=1.5
-$mt model bundle runs/s12/model --speak-threshold 0.6
+# phase 9 (sessions 11-13): cues written as heard words (<heard> pencil), an audio front-end, cue drills. The cue
+# sessions of parts a-h and of the validation shards were written before heard words, so they were taken out
+shards data/shards/train/j --split train --per-family 2700 --seed 11 --difficulty 0.3,1 --generated-voices 0.8 \
+    --generated-accents 0.5 --families cuespeak
+shards data/shards/val/cue --split val --per-family 16 --seed 3 --families cuespeak
+shards data/shards/train/k --split train --per-family 2400 --seed 13 --difficulty 0.3,1 --generated-voices 0.8 \
+    --generated-accents 0.5 --cue-drill 1.0 --families cuespeak
+.venv/bin/python scripts/drop_sessions.py data/shards/train/{a,b,c,d,e,f,g,h} data/shards/val/shard-00000 \
+    --families cuespeak
+train() {  # out, init, steps, stop-at, lr, min-lr, warmup, mix, then more options
+  OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --init "$2/model" \
+      --data data/shards/train --val data/shards/val --out "$1" --steps "$3" --stop-at "$4" --batch 8 --lr "$5" \
+      --min-lr "$6" --warmup "$7" --eval-every 200 --ckpt-every 50 --threads 1 --conversations 0.4 \
+      --recap-weight 0.1 --early-listen 3 --task-listen 3 --mix "$8" "${@:9}"
+}
+mix=$mix,user_backchannel=1.5
+train runs/s13 runs/s12 800 100 3e-4 3e-5 30 $mix               # before part j (stopped at 100)
+train runs/s14 runs/s13 750 50 4e-4 4e-5 30 ${mix/cuespeak=3/cuespeak=5}    # with part j (stopped at 50)
+train runs/s15 runs/s14 600 0 4e-4 4e-5 30 ${mix/cuespeak=3/cuespeak=5} --audio-conv 3
+train runs/s16 runs/s15 800 0 3e-4 3e-5 20 ${mix/cuespeak=3/cuespeak=6}
+train runs/s17 runs/s16 500 400 4e-4 4e-5 20 ${mix/cuespeak=3/cuespeak=10}  # with part k (stopped at 400)
+$mt model bundle runs/s17/model --speak-threshold 0.6
 [ -d sets/test ] || $mt synth --out sets/test --per-family 12 --split test --seed 100
 $mt results --scenarios sets/test

@@ -150,14 +150,14 @@ def plot_curves(log_path: Path, png: Path):
     fig, ax = plt.subplots(1, 4, figsize=(20, 4))
     for k in ("text", "listen", "flow"):
         ax[0].plot([r["step"] for r in tr], [r[k] for r in tr], label=f"train {k}", alpha=0.7)
-        ax[1].plot([r["step"] for r in ev], [r[k] for r in ev], label=f"held-out {k}")
-    ax[2].plot([r["step"] for r in ev], [r["listen_acc"] for r in ev], label="held-out listening accuracy")
+        ax[1].plot([r["step"] for r in ev], [r[k] for r in ev], marker=".", label=f"held-out {k}")
+    ax[2].plot([r["step"] for r in ev], [r["listen_acc"] for r in ev], marker=".", label="held-out listening accuracy")
     early = [(r["step"], r["listen_acc_early"]) for r in ev if "listen_acc_early" in r]
     if early:
-        ax[2].plot(*zip(*early), label="... after the first blocks (--early-listen)")
+        ax[2].plot(*zip(*early), marker=".", label="... after the first blocks (--early-listen)")
     task = [(r["step"], r["listen_acc_task"]) for r in ev if "listen_acc_task" in r]  # logged since session 10
     if task:
-        ax[2].plot(*zip(*task), label="... on the task words")
+        ax[2].plot(*zip(*task), marker=".", label="... on the task words")
     news = [r for r in ev if "news_acc_by_family" in r]  # logged since session 5
     ax[3].set_prop_cycle(color=plt.cm.tab20.colors)  # a colour per family (there are more than ten)
     for f in sorted({f for r in news for f in r["news_acc_by_family"]}):
