@@ -27,7 +27,8 @@ def average(paths: list[str], weights: list[float]) -> InteractionModel:
     models = [checkpoint.load(p) for p in paths]
     base = max(models, key=lambda m: m.cfg.audio_conv)
     for p, m in zip(paths, models):
-        if replace(m.cfg, audio_conv=base.cfg.audio_conv) != base.cfg or m.cfg.audio_conv not in (0, base.cfg.audio_conv):
+        same_but_front_end = replace(m.cfg, audio_conv=base.cfg.audio_conv) == base.cfg
+        if not same_but_front_end or m.cfg.audio_conv not in (0, base.cfg.audio_conv):
             raise SystemExit(f"{p}: its architecture differs from the others' ({m.cfg} against {base.cfg})")
     out = InteractionModel(base.cfg)
     target = out.state_dict()

@@ -10,8 +10,9 @@ later if the word was the cue; so the report splits the decision in its two part
 - reading: the same moments with the heard word swapped, in the out stream the model reads, for the cue and for
   another cue-list word, the audio left as it is. A model whose decision reads the heard word acts on the first and
   not on the second; one that decides from the audio alone, or not at all, scores the two alike. Session 12's
-  model (runs/s16) did not read it: the response first 75 % against 86 % (no swap), and a mean probability of the
-  response words of 0.575 with either swap, on the validation shards.
+  model (runs/s16) did not read it: on the validation shards, the response first after 77.6 % of the heard words
+  with either swap, and the response words' mean probability 57.4 % against 57.6 % (session 13's bundled model:
+  42.9 / 44.9 % and 50.5 / 50.6 %).
 
     python scripts/cue_report.py microturn/assets/model --shards data/shards/val/cue --sessions 16
 
@@ -30,20 +31,24 @@ from microturn.stream.tokenizer import HEARD, NOTE, default_tokenizer
 from microturn.train.data import Shards, collate
 
 
-def decisions(model, shards: Shards, n: int) -> dict[str, list[int]]:
-    """[hits, count] per measure over the first ``n`` cuespeak sessions of ``shards`` (see the module docstring)."""
+def decisions(model, shards: Shards, n: int) -> dict[str, list[float]]:
+    """[hits, count] per measure over the first ``n`` cuespeak sessions of ``shards`` (see the module docstring); for
+    the response mass, hits sum the probability the model gives the response words."""
     tok = default_tokenizer()
     responses = {tok.encode_word(w)[0] for w in lang.RESPONSE_WORDS}
     cue_words = [tok.encode_word(w)[0] for w in lang.CUE_WORDS]
     got = {k: [0, 0] for k in ("<heard> first", "heard word right", "<heard> first elsewhere",
                                "response first after the cue", "response first after another cue word",
-                               "response first, heard word made the cue", "response first, heard word made another")}
+                               "response first, heard word made the cue", "response first, heard word made another",
+                               "response mass, heard word made the cue", "response mass, heard word made another")}
     sessions = [i for i in range(len(shards)) if shards.info(i)["family"] == "cuespeak"][:n]
     rng = np.random.default_rng(0)
 
+    resp = sorted(responses)
+
     def predict(item):
         with torch.no_grad():
-            return model(collate([item], shards.families))["out_logits"][0].argmax(-1).numpy()  # [T, n_out]
+            return model(collate([item], shards.families))["out_logits"][0]  # [T, n_out, V]
 
     for i in sessions:
         item = shards.session(i)
@@ -51,17 +56,20 @@ def decisions(model, shards: Shards, n: int) -> dict[str, list[int]]:
         rows = [t for t in range(len(out) - 1) if out[t, 0] == HEARD]
         said = [int(out[t, 0]) for t in range(len(out)) if out[t, 0] in responses]
         noted = [int(out[t, 1]) for t in range(len(out)) if out[t, 0] == NOTE and out[t, 1] in cue_words]
-        pred = predict(item)  # each slot given the targets before it
+        pred = predict(item).argmax(-1).numpy()  # each slot given the targets before it
         if noted:  # the reading test: every heard word swapped, for the cue, then for another cue-list word
             for key, word in (("made the cue", lambda: noted[0]),
                               ("made another", lambda: int(rng.choice([w for w in cue_words if w != noted[0]])))):
                 swapped = out.copy()
                 for t in rows:
                     swapped[t, 1] = word()
-                p = predict(item | {"out": swapped})
+                logits = predict(item | {"out": swapped})
+                p = logits.argmax(-1).numpy()
                 for t in rows:
                     got[f"response first, heard word {key}"][0] += int(p[t + 1, 0] in responses)
                     got[f"response first, heard word {key}"][1] += 1
+                    got[f"response mass, heard word {key}"][0] += float(logits[t + 1, 0].softmax(-1)[resp].sum())
+                    got[f"response mass, heard word {key}"][1] += 1
         for t in range(len(out)):
             key = "<heard> first" if t in rows else "<heard> first elsewhere"
             got[key][0] += int(pred[t, 0] == HEARD)

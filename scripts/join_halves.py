@@ -10,7 +10,12 @@ from safetensors.torch import load_file, save_file
 
 from microturn.model import checkpoint
 
+if len(sys.argv) != 3:
+    sys.exit(f"usage: {sys.argv[0]} FOLDER_WITH_HALVES CHECKPOINT_FOLDER")
 src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+missing = [n for n in ("model-0.safetensors", "model-1.safetensors", "config.json") if not (src / n).exists()]
+if missing:
+    sys.exit(f"{src} lacks {', '.join(missing)}: not a folder that scripts/train_gpu.sh returned")
 w = load_file(src / "model-0.safetensors") | load_file(src / "model-1.safetensors")
 dst.mkdir(parents=True, exist_ok=True)
 save_file(w, dst / checkpoint.WEIGHTS, metadata={"format": checkpoint.FORMAT, "version": str(checkpoint.VERSION)})

@@ -260,7 +260,9 @@ def test_cue_report_scores_the_decisions(tmp_path):
     assert got["<heard> first"] == got["heard word right"] == [cues[1] + others[1]] * 2
     assert got["<heard> first elsewhere"][0] == 0 and got["<heard> first elsewhere"][1] > 50
     silent = cue_report.decisions(Silent(), Shards(tmp_path), 6)
-    assert all(hits == 0 and n == got[k][1] for k, (hits, n) in silent.items())
+    assert all(n == got[k][1] for k, (hits, n) in silent.items())
+    assert all(hits == 0 for k, (hits, n) in silent.items() if "mass" not in k)
+    assert all(hits < 0.05 * n for k, (hits, n) in silent.items() if "mass" in k)  # near none: <eot> takes it
     made = got["response first, heard word made the cue"], got["response first, heard word made another"]
     assert made[0][1] == made[1][1] == cues[1] + others[1]
 
@@ -272,12 +274,15 @@ def test_cue_report_scores_the_decisions(tmp_path):
             logits = torch.nn.functional.one_hot(torch.full_like(batch["out"], EOT), V).float()
             for t in range(len(out) - 1):
                 if out[t, 0] == HEARD and (out[:t, 1][out[:t, 0] == NOTE] == out[t, 1]).any():
-                    logits[0, t + 1, 0, bingo] = 2.0
+                    logits[0, t + 1, 0, bingo] = 10.0
             return {"out_logits": logits}
 
     read = cue_report.decisions(Reader(), Shards(tmp_path), 6)
     assert read["response first, heard word made the cue"] == [made[0][1]] * 2
     assert read["response first, heard word made another"] == [0, made[1][1]]
+    mass = read["response mass, heard word made the cue"][0], read["response mass, heard word made another"][0]
+    assert mass[0] > 2 * mass[1]  # the mass follows the swap only for a model that reads the heard word
+    assert got["response mass, heard word made the cue"] == got["response mass, heard word made another"]
 
 
 def test_drop_sessions_takes_a_family_out_of_the_shards(shards, tmp_path):

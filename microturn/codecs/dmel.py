@@ -76,9 +76,9 @@ def dequantize(bins: torch.Tensor | np.ndarray) -> torch.Tensor:
     b = bins if isinstance(bins, torch.Tensor) else torch.from_numpy(np.array(bins))
     if b.ndim < 2 or b.shape[-1] != N_MELS:
         raise ValueError(f"dMel bins must have shape [..., frames, {N_MELS}], got {tuple(b.shape)}")
-    lo, hi = torch.aminmax(b) if b.numel() else (0, 0)
-    if int(hi) >= N_BINS or int(lo) < 0:
-        raise ValueError(f"dMel bins must lie in [0, {N_BINS - 1}], got a {int(hi) if int(hi) >= N_BINS else int(lo)}")
+    lo, hi = (int(x) for x in torch.aminmax(b)) if b.numel() else (0, 0)
+    if hi >= N_BINS or lo < 0:
+        raise ValueError(f"dMel bins must lie in [0, {N_BINS - 1}], got a {hi if hi >= N_BINS else lo}")
     return LOG_MIN + b.float() * STEP
 
 

@@ -65,8 +65,9 @@ class Builder:
     """Places user speech, typed text, agent speech, background events and video on one clock."""
 
     def __init__(self, rng: np.random.Generator, split: str, difficulty: float = 1.0, generated_voices: float = 0.0,
-                 voice_rng: np.random.Generator | None = None, generated_accents: float = 0.0):
+                 voice_rng: np.random.Generator | None = None, generated_accents: float = 0.0, drill: bool = False):
         self.rng, self.split, self.difficulty = rng, split, difficulty
+        self.drill = drill  # training only: a cue session with several times the cue-list words (generate(cue_drill))
         self.voice = sample_voice(rng, split)
         if generated_voices and self.voice.engine == "espeak" and voice_rng.random() < generated_voices:
             n = int(voice_rng.integers(GENERATED_MAX))
@@ -81,7 +82,6 @@ class Builder:
         self.input: str | None = None  # how the first instruction came: "typed" or "voice"
         self.instruction: tuple[str, float, bool] | None = None  # the last one: (text, time, typed)
         self.marks: list[float] = []  # times worth marking in pictures (the reps completing)
-        self.drill = False  # training only: a cue session with several times the cue-list words (generate(cue_drill))
         self.gain = float(rng.uniform(0.5, 1.0)) if difficulty > 0.3 else 0.8
 
     @staticmethod
@@ -577,9 +577,9 @@ def generate(family: str, seed: int, split: str = "train", difficulty: float = 1
     if cue_drill and split != "train":
         raise ValueError(f"cue drills are for training only; the {split} split keeps the scenario families' sessions")
     key = [seed, FAMILIES.index(family), index, ["train", "val", "test"].index(split)]
+    drill = family == "cuespeak" and bool(cue_drill) and np.random.default_rng(key + [2]).random() < cue_drill
     b = Builder(np.random.default_rng(key), split, difficulty, generated_voices, np.random.default_rng(key + [1]),
-                generated_accents)
-    b.drill = family == "cuespeak" and bool(cue_drill) and np.random.default_rng(key + [2]).random() < cue_drill
+                generated_accents, drill)
     res = GENERATORS[family](b)
     duration, rules = res[0], res[1]
     delay = res[2] if len(res) > 2 else None
