@@ -1,24 +1,25 @@
-"""How a checkpoint handles cues, teacher-forced on the cuespeak sessions of shards. Since session 11 the agent
-writes each cue-list word it hears while it waits on a cue (``<heard> pencil``) and says the response one micro-turn
-later if the word was the cue; so the report splits the decision in its two parts:
+"""How a checkpoint handles cues, teacher-forced on the cuespeak sessions of shards. Since session 14 the agent
+writes one heard token for each cue-list word it hears while it waits on a cue (``<heard:pencil>``) and, if the word
+was the cue, says the response in the next slot of the same micro-turn; so the report splits the decision in its
+two parts:
 
-- hearing: at the micro-turns where the target writes a heard word, how often the model puts ``<heard>`` first, and
-  (``<heard>`` given) names the word right; and how often it puts ``<heard>`` first anywhere else (false alarms);
-- comparing: in the micro-turn after, how often it puts the response word first after the cue (the target acts)
-  and after the other cue-list words (the target goes on rehearsing), the heard word given. A model that compares
-  fires on nearly all of the first and nearly none of the second;
-- reading: the same moments with the heard word swapped, in the out stream the model reads, for the cue and for
-  another cue-list word, the audio left as it is. A model whose decision reads the heard word acts on the first and
-  not on the second; one that decides from the audio alone, or not at all, scores the two alike. Session 12's
-  model (runs/s16) did not read it: on the validation shards, the response first after 77.6 % of the heard words
-  with either swap, and the response words' mean probability 57.4 % against 57.6 % (session 13's bundled model:
-  42.9 / 44.9 % and 50.5 / 50.6 %).
+- hearing: at the micro-turns where the target writes a heard token, how often the model puts a heard token first,
+  and the right one; and how often it puts a heard token first anywhere else (false alarms);
+- comparing: in the next slot, the heard token given, how often it puts the response word there after the cue (the
+  target acts) and after the other cue-list words (the target ends the micro-turn). A model that compares fires on
+  nearly all of the first and nearly none of the second;
+- reading: the same moments with the heard token swapped, in the out stream the model reads, for the cue's and for
+  another cue-list word's, the audio left as it is. A model whose decision reads the heard token acts on the first
+  and not on the second; one that decides from the audio alone, or not at all, scores the two alike.
 
     python scripts/cue_report.py microturn/assets/model --shards data/shards/val/cue --sessions 16
 
-Before session 11 the model decided straight from the audio, and this report measured the response word first where
-a cue-list word ends: session 8's model 54 % after cues and 58 % after other cue words (training part h), session
-10's 21 % and 20 % on the validation shards: it did not tell them apart.
+Sessions 11-13 wrote ``<heard> pencil`` (two tokens) and acted a micro-turn later; their models did not read the
+heard word: session 12's (runs/s16) put the response first after 77.6 % of the heard words with either swap, the
+response words' mean probability 57.4 % against 57.6 % (session 13's bundled model: 42.9 / 44.9 % and 50.5 /
+50.6 %). Before session 11 the model decided straight from the audio, and this report measured the response word
+first where a cue-list word ends: session 8's model 54 % after cues and 58 % after other cue words (training part
+h), session 10's 21 % and 20 % on the validation shards: it did not tell them apart.
 """
 import argparse
 
@@ -27,7 +28,7 @@ import torch
 
 from microturn.data import language as lang
 from microturn.model.checkpoint import load
-from microturn.stream.tokenizer import HEARD, NOTE, default_tokenizer
+from microturn.stream.tokenizer import NOTE, default_tokenizer, heard, is_heard
 from microturn.train.data import Shards, collate
 
 
@@ -35,16 +36,14 @@ def decisions(model, shards: Shards, n: int) -> dict[str, list[float]]:
     """[hits, count] per measure over the first ``n`` cuespeak sessions of ``shards`` (see the module docstring); for
     the response mass, hits sum the probability the model gives the response words."""
     tok = default_tokenizer()
-    responses = {tok.encode_word(w)[0] for w in lang.RESPONSE_WORDS}
-    cue_words = [tok.encode_word(w)[0] for w in lang.CUE_WORDS]
-    got = {k: [0, 0] for k in ("<heard> first", "heard word right", "<heard> first elsewhere",
+    resp = sorted({tok.encode_word(w)[0] for w in lang.RESPONSE_WORDS})
+    as_heard = {tok.encode_word(w)[0]: heard(w) for w in lang.CUE_WORDS}  # a noted cue word -> its heard token
+    got = {k: [0, 0] for k in ("heard token first", "heard word right", "heard token first elsewhere",
                                "response first after the cue", "response first after another cue word",
                                "response first, heard word made the cue", "response first, heard word made another",
                                "response mass, heard word made the cue", "response mass, heard word made another")}
     sessions = [i for i in range(len(shards)) if shards.info(i)["family"] == "cuespeak"][:n]
     rng = np.random.default_rng(0)
-
-    resp = sorted(responses)
 
     def predict(item):
         with torch.no_grad():
@@ -53,33 +52,31 @@ def decisions(model, shards: Shards, n: int) -> dict[str, list[float]]:
     for i in sessions:
         item = shards.session(i)
         out = item["out"]
-        rows = [t for t in range(len(out) - 1) if out[t, 0] == HEARD]
-        said = [int(out[t, 0]) for t in range(len(out)) if out[t, 0] in responses]
-        noted = [int(out[t, 1]) for t in range(len(out)) if out[t, 0] == NOTE and out[t, 1] in cue_words]
+        rows = [t for t in range(len(out)) if is_heard(out[t, 0])]
+        noted = [as_heard[int(out[t, 1])] for t in range(len(out)) if out[t, 0] == NOTE and out[t, 1] in as_heard]
         pred = predict(item).argmax(-1).numpy()  # each slot given the targets before it
-        if noted:  # the reading test: every heard word swapped, for the cue, then for another cue-list word
-            for key, word in (("made the cue", lambda: noted[0]),
-                              ("made another", lambda: int(rng.choice([w for w in cue_words if w != noted[0]])))):
+        if noted:  # the reading test: every heard token swapped, for the cue's, then for another cue-list word's
+            others = [h for h in as_heard.values() if h != noted[0]]
+            for key, word in (("made the cue", lambda: noted[0]), ("made another", lambda: int(rng.choice(others)))):
                 swapped = out.copy()
                 for t in rows:
-                    swapped[t, 1] = word()
+                    swapped[t, 0] = word()
                 logits = predict(item | {"out": swapped})
                 p = logits.argmax(-1).numpy()
                 for t in rows:
-                    got[f"response first, heard word {key}"][0] += int(p[t + 1, 0] in responses)
+                    got[f"response first, heard word {key}"][0] += int(p[t, 1] in resp)
                     got[f"response first, heard word {key}"][1] += 1
-                    got[f"response mass, heard word {key}"][0] += float(logits[t + 1, 0].softmax(-1)[resp].sum())
+                    got[f"response mass, heard word {key}"][0] += float(logits[t, 1].softmax(-1)[resp].sum())
                     got[f"response mass, heard word {key}"][1] += 1
         for t in range(len(out)):
-            key = "<heard> first" if t in rows else "<heard> first elsewhere"
-            got[key][0] += int(pred[t, 0] == HEARD)
+            key = "heard token first" if t in rows else "heard token first elsewhere"
+            got[key][0] += int(is_heard(pred[t, 0]))
             got[key][1] += 1
         for t in rows:
-            got["heard word right"][0] += int(pred[t, 1] == out[t, 1])
+            got["heard word right"][0] += int(pred[t, 0] == out[t, 0])
             got["heard word right"][1] += 1
-            acts = bool(said) and out[t + 1, 0] == said[0]
-            key = "response first after the cue" if acts else "response first after another cue word"
-            got[key][0] += int(pred[t + 1, 0] in responses)
+            key = "response first after the cue" if out[t, 1] in resp else "response first after another cue word"
+            got[key][0] += int(pred[t, 1] in resp)
             got[key][1] += 1
     return got
 

@@ -1,13 +1,18 @@
-"""Bring training shards written before the silent tokens (``<note>``, timers) up to date, in place:
+"""Bring training shards written with an older tokenizer or older targets up to date, in place:
 
-- every token id of the byte-level BPE moves up by the number of specials added (``--old-specials``);
-- the out targets of the families whose targets changed (``--families``, default timespeak and cuespeak) are laid
-  out again from their sessions, which are regenerated from (family, seed, split, difficulty, index): deterministic,
-  so the audio and every other array stay as they are (checked: same length, same words said).
+- every token id of the byte-level BPE moves up by the number of specials added since the shard was written (its
+  ``sessions.json`` records ``specials``; ``--old-specials`` for shards older than that record);
+- the sessions of the families whose targets changed (``--families``, default cuespeak) are rendered again from
+  (family, seed, split, difficulty, index, voices, accents, drill), which is deterministic: their user audio must
+  come out the same bytes and the agent the same words, or the script stops; their out tokens, agent mel and the
+  other token arrays are overwritten.
 
-    python scripts/relayout_shards.py data/shards/train data/shards/val --old-specials 7
+    python scripts/relayout_shards.py data/shards/train data/shards/val
 
-Shards written by today's ``microturn synth --shards`` need none of this.
+Session 4 (timers and notes: 7 -> 158 specials) laid out timespeak and cuespeak again; session 14 (one heard token
+per cue-list word, 158 -> 187 specials, the response in the heard word's micro-turn) cuespeak. A shard is marked
+up to date only once its sessions are all rendered again, so an interrupted run is simply run again. Shards written
+by today's ``microturn synth --shards`` need none of this.
 """
 import argparse
 import json
@@ -17,64 +22,80 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from microturn.data.world import generate
-from microturn.stream.layout import Layout, decode_outputs, out_schedule
+from microturn.data.shards import _render
+from microturn.stream.layout import Layout, decode_outputs
 from microturn.stream.tokenizer import SPECIALS, default_tokenizer
 
+TOKEN_ARRAYS = ("text_in", "out", "listen")
 
-def _relay(job):
-    info, split, layout = job
-    s = generate(info["family"], info["seed"], split, info["difficulty"], info["index"],
-                 info.get("generated_voices", 0.0), info.get("generated_accents", 0.0))
-    out = out_schedule(s.timeline, layout, default_tokenizer())
-    return info["start"], out
+
+def _job(info: dict, split: str, layout: Layout):
+    return (info["family"], info["seed"], split, info["difficulty"], info["index"], layout,
+            info.get("generated_voices", 0.0), info.get("generated_accents", 0.0), 1.0 if info.get("drill") else 0.0)
+
+
+def _words(out, layout, tok, two_token_heard: bool = False) -> list[str]:
+    """The agent's said words (the ack "okay" aside, which session 6 dropped); ``two_token_heard``: the out tokens
+    were laid out before session 14, when ``<heard>`` (id 157, now ``<heard:apple>``) came before its word."""
+    out = np.array(out)
+    if two_token_heard:
+        flat = out.reshape(-1)
+        flat[1:][flat[:-1] == 157] = 157
+    return [w.w for w in decode_outputs(out, layout, tok)[0] if w.w != "okay"]
+
+
+def update(d: Path, old_specials: int, families: set[str], workers: int, again: bool = False) -> str:
+    meta_path = d / "sessions.json"
+    meta = json.loads(meta_path.read_text())
+    old = meta.get("specials", old_specials)
+    if old != len(SPECIALS):
+        shift = len(SPECIALS) - old
+        for k in TOKEN_ARRAYS:
+            arr = np.load(d / f"{k}.npy", mmap_mode="r+")
+            arr[arr >= old] += shift
+            arr.flush()
+        meta |= {"specials": len(SPECIALS), "pending": sorted(families), "pending_from": old}  # targets not yet
+        meta_path.write_text(json.dumps(meta))
+    elif not meta.get("pending") and not again:
+        return "up to date"
+    fams, was = set(meta.pop("pending", None) or families), meta.pop("pending_from", len(SPECIALS))
+    sessions = [s for s in meta["sessions"] if s["family"] in fams]
+    layout, tok = Layout(**meta["layout"]), default_tokenizer()
+    arrays = {k: np.load(d / f"{k}.npy", mmap_mode="r+") for k in ("audio", "mel", *TOKEN_ARRAYS)}
+    jobs = [_job(s, meta["split"], layout) for s in sessions]
+    with ProcessPoolExecutor(workers) as ex:
+        for s, (_, new) in zip(sessions, tqdm(ex.map(_render, jobs, chunksize=4), total=len(jobs), desc=str(d))):
+            a, n = s["start"], s["length"]
+            rows = slice(a, a + n)
+            if len(new["out"]) != n or not np.array_equal(new["audio"], arrays["audio"][rows]):
+                raise SystemExit(f"{d}: {s['id']} rendered again to other user audio ({len(new['out'])} micro-turns, "
+                                 f"not {n}): the generator is no longer the one that wrote it")
+            if np.array_equal(arrays["out"][rows], new["out"]):  # done before an interruption
+                continue
+            if _words(arrays["out"][rows], layout, tok, was == 158) != _words(new["out"], layout, tok):
+                raise SystemExit(f"{d}: {s['id']} rendered again with other agent words")
+            for k in ("mel", *TOKEN_ARRAYS):
+                arrays[k][rows] = new[k]
+    for arr in arrays.values():
+        arr.flush()
+    meta_path.write_text(json.dumps(meta))
+    return f"ids at {len(SPECIALS)} specials (from {old}), {len(sessions)} {'/'.join(sorted(fams))} sessions " \
+           "rendered again"
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("roots", nargs="+")
-    p.add_argument("--old-specials", type=int, required=True)
-    p.add_argument("--families", default="timespeak,cuespeak")
+    p.add_argument("--old-specials", type=int, default=7, help="the specials of shards that do not record theirs")
+    p.add_argument("--families", default="cuespeak")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--again", action="store_true", help="lay the families out again in shards already up to date "
+    p.add_argument("--again", action="store_true", help="render the families again in shards already up to date "
                                                         "(after a change to their targets)")
     a = p.parse_args()
-    shift = len(SPECIALS) - a.old_specials
-    tok = default_tokenizer()
-    fams = set(a.families.split(","))
     for root in a.roots:
         for meta_path in sorted(Path(root).glob("**/sessions.json")):
-            d = meta_path.parent
-            meta = json.loads(meta_path.read_text())
-            if meta.get("specials") == len(SPECIALS) and not a.again:
-                print(f"{d}: up to date")
-                continue
-            layout = Layout(**meta["layout"])
-            if not meta.get("ids_moved"):
-                for k in ("text_in", "out", "listen"):
-                    arr = np.load(d / f"{k}.npy", mmap_mode="r+")
-                    arr[arr >= a.old_specials] += shift
-                    arr.flush()
-                meta["ids_moved"] = True
-                meta_path.write_text(json.dumps(meta))
-            out = np.load(d / "out.npy", mmap_mode="r+")
-            split = meta["split"]
-            sessions = [s for s in meta["sessions"] if s["family"] in fams]
-            jobs = [(s, split, layout) for s in sessions]
-            with ProcessPoolExecutor(a.workers) as ex:
-                for (start, new), s in zip(tqdm(ex.map(_relay, jobs, chunksize=4), total=len(jobs), desc=str(d)), sessions):
-                    n = s["length"]
-                    if len(new) != n:
-                        raise SystemExit(f"{d}: {s['id']} regenerated to {len(new)} micro-turns, not {n}")
-                    old_words = [w.w for w in decode_outputs(np.asarray(out[start:start + n]), layout, tok)[0]]
-                    new_words = [w.w for w in decode_outputs(new, layout, tok)[0]]
-                    if [w for w in old_words if w != "okay"] != [w for w in new_words if w != "okay"]:
-                        raise SystemExit(f"{d}: {s['id']} regenerated differently: {old_words} vs {new_words}")
-                    out[start:start + n] = new
-            out.flush()
-            meta["specials"] = len(SPECIALS)
-            meta_path.write_text(json.dumps(meta))
-            print(f"{d}: ids moved up by {shift}, {len(jobs)} sessions laid out again")
+            done = update(meta_path.parent, a.old_specials, set(a.families.split(",")), a.workers, a.again)
+            print(f"{meta_path.parent}: {done}")
 
 
 if __name__ == "__main__":

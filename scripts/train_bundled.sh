@@ -115,6 +115,11 @@ train runs/s14 runs/s13 750 50 4e-4 4e-5 30 ${mix/cuespeak=3/cuespeak=5}    # wi
 train runs/s15 runs/s14 600 0 4e-4 4e-5 30 ${mix/cuespeak=3/cuespeak=5} --audio-conv 3
 train runs/s16 runs/s15 800 0 3e-4 3e-5 20 ${mix/cuespeak=3/cuespeak=6}
 train runs/s17 runs/s16 500 400 4e-4 4e-5 20 ${mix/cuespeak=3/cuespeak=10}  # with part k (stopped at 400)
+# phase 10 (session 14): one heard token per cue-list word (<heard:pencil>), the response in the same micro-turn.
+# Here the shards are today's from the start; session 14 carried runs/s17 at step 400 over with
+# `scripts/grow_vocab.py runs/s17-400/model runs/s17-v1350/model --old-specials 158 --heard-from 157` and brought
+# the shards up to date with `scripts/relayout_shards.py data/shards/train data/shards/val`
+train runs/s18 runs/s17 400 0 4e-4 4e-5 20 ${mix/cuespeak=3/cuespeak=10}
 $mt model bundle runs/s17/model --speak-threshold 0.6
 [ -d sets/test ] || $mt synth --out sets/test --per-family 12 --split test --seed 100
 $mt results --scenarios sets/test

@@ -244,24 +244,24 @@ def test_rehearsal_where_a_heard_word_ends_is_news():
 
 
 def test_heard_words_are_written_not_said_and_are_news():
-    """A heard word is <heard> word in one micro-turn, even with a timer running (it takes the timer's slot, as a
-    note does); it never decodes to a word, the streaming decoder leaves it out of the said tokens, it is never a
-    recap, and the rehearsal it interrupts goes on where it was."""
+    """A heard word is one token, <heard:word>, after a running timer; the response said at the same time follows
+    it in the same micro-turn; it never decodes to a word, the streaming decoder leaves it out of the said tokens,
+    it is never a recap, and the rehearsal it interrupts goes on where it was."""
     from microturn.stream.layout import recaps
-    from microturn.stream.tokenizer import HEARD, NOTE, timer
+    from microturn.stream.tokenizer import NOTE, heard, timer
 
     tiger, bingo, pencil = (TOK.encode_word(w)[0] for w in ("tiger", "bingo", "pencil"))
-    tl = Timeline(duration=3.0, words=[Word("bingo", at(10), at(10) + 0.2, "agent")],
+    tl = Timeline(duration=3.0, words=[Word("bingo", at(9), at(9) + 0.2, "agent")],
                   events=[Event(at(1), "rehearse", "tiger bingo"), Event(at(6), "heard", "pencil"),
                           Event(at(9), "heard", "tiger")])
     out = out_schedule(tl, L, TOK)
     assert [out[t, :3].tolist() for t in range(4, 10)] == [
-        [NOTE, tiger, EOT], [HEARD, pencil, EOT], [NOTE, bingo, EOT], [NOTE, tiger, EOT], [HEARD, tiger, EOT],
-        [bingo, EOT, PAD]]
+        [NOTE, tiger, EOT], [heard("pencil"), EOT, PAD], [NOTE, bingo, EOT], [NOTE, tiger, EOT],
+        [heard("tiger"), bingo, EOT], [NOTE, bingo, EOT]]
     rep = recaps(out)
     assert not rep[5].any() and not rep[8].any() and rep[4, :2].all()
     got, _ = decode_outputs(out, L, TOK)
-    assert [(w.w, w.start) for w in got] == [("bingo", at(10))]
+    assert [(w.w, w.start) for w in got] == [("bingo", at(9))]
     dec, said = OutputDecoder(L, TOK), []
     for row in out:
         dec.push(row)
@@ -269,7 +269,7 @@ def test_heard_words_are_written_not_said_and_are_news():
     assert said == [bingo]
     tl = Timeline(duration=1.2, events=[Event(at(1), "timer", f"{at(5)}"), Event(at(3), "heard", "pencil")])
     out = out_schedule(tl, L, TOK)
-    assert out[2, :3].tolist() == [HEARD, pencil, EOT] and out[3, 0] == timer(1)
+    assert out[2, :3].tolist() == [timer(2), heard("pencil"), EOT] and out[3, 0] == timer(1)
 
 
 def test_timer_events_are_checked():

@@ -253,18 +253,18 @@ def test_flow_head_runs_only_while_the_agent_speaks():
 
 
 def test_heard_and_noted_words_are_not_said():
-    """The step's rule for what was said (it runs the flow head): a word after <note> or <heard> is written, not
-    said, also over the next micro-turn's timer; a word alone is said."""
+    """The step's rule for what was said (it runs the flow head): a word after <note> is written, not said, also
+    over the next micro-turn's timer; a heard token is silent and the word after it is said."""
     from types import SimpleNamespace
 
     from microturn.model.model import InteractionModel
-    from microturn.stream.tokenizer import HEARD, NOTE, timer
+    from microturn.stream.tokenizer import NOTE, heard, timer
 
     word = len(SPECIALS) + 100
     rows = torch.arange(4)
     state = SimpleNamespace(noting=torch.zeros(4, dtype=torch.bool))
-    first = torch.tensor([[HEARD, word, EOT], [NOTE, word, EOT], [word, EOT, PAD], [timer(3), HEARD, EOT]])
-    assert InteractionModel._said(state, first, rows).tolist() == [False, False, True, False]
+    first = torch.tensor([[heard("tiger"), word, EOT], [NOTE, word, EOT], [word, EOT, PAD], [timer(3), NOTE, EOT]])
+    assert InteractionModel._said(state, first, rows).tolist() == [True, False, True, False]
     second = torch.tensor([[word, EOT, PAD], [EOT, PAD, PAD], [EOT, PAD, PAD], [timer(2), word, EOT]])
     assert InteractionModel._said(state, second, rows).tolist() == [True, False, False, False]
 
@@ -640,3 +640,39 @@ def test_average_checkpoints_mixes_the_weights_and_counts_a_missing_front_end_as
         average_checkpoints.average([str(tmp_path / "a"), str(tmp_path / "c")], [0.5, 0.5])
     with pytest.raises(SystemExit, match="sum to 1"):
         average_checkpoints.average([str(tmp_path / "a"), str(tmp_path / "b")], [0.5, 0.6])
+
+
+def test_grow_vocab_keeps_every_old_row_and_starts_heard_tokens_from_the_two_they_replace(tmp_path):
+    """scripts/grow_vocab.py: a checkpoint for a tokenizer with 29 fewer specials (session 13's, ``<heard>`` at id
+    157) keeps each old token's rows at its new id; with --heard-from each <heard:w> embedding starts as (<heard> + w)
+    / sqrt 2; a vocabulary that does not add up is refused."""
+    import math
+    import sys
+
+    from microturn.stream.tokenizer import CUE_WORDS, default_tokenizer, heard
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    import grow_vocab
+
+    tok = default_tokenizer()
+    old_specials, added = 158, len(SPECIALS) - 158
+    old = build(tiny(vocab_size=tok.vocab_size - added), seed=3)
+    checkpoint.save(old, tmp_path / "old")
+    new = grow_vocab.grow(str(tmp_path / "old"), old_specials, heard_from=157)
+    so, sn = old.state_dict(), new.state_dict()
+    assert new.cfg.vocab_size == tok.vocab_size
+    for k in ("embed.text.weight", "listen.weight", "listen.bias"):
+        torch.testing.assert_close(sn[k][len(SPECIALS):], so[k][old_specials:])
+        torch.testing.assert_close(sn[k][:157], so[k][:157])
+    emb, old_emb = sn["embed.text.weight"], so["embed.text.weight"]
+    for w in CUE_WORDS:
+        want = (old_emb[157] + old_emb[tok.encode_word(w)[0] - added]) / math.sqrt(2)
+        torch.testing.assert_close(emb[heard(w)], want)
+    assert not torch.equal(emb[heard("apple")], emb[heard("pirate")])
+    for k, v in so.items():
+        if v.shape[:1] != (old.cfg.vocab_size,):
+            torch.testing.assert_close(sn[k], v)
+    with pytest.raises(SystemExit, match="new specials"):
+        grow_vocab.grow(str(tmp_path / "old"), 150)
+    with pytest.raises(SystemExit, match="heard-from"):
+        grow_vocab.grow(str(tmp_path / "old"), old_specials, heard_from=400)

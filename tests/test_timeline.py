@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from microturn.codecs.audio import SAMPLE_RATE
 from microturn.stream.timeline import Event, TextEvent, Timeline, TimelineError, load_conversation
-from microturn.stream.tokenizer import (BG, DLG, DLG_END, EOT, HEARD, MAX_TIMER, NOTE, PAD, SIL, SPECIALS, TYPED,
-                                        Tokenizer, default_tokenizer, is_timer, timer)
+from microturn.stream.tokenizer import (BG, CUE_WORDS, DLG, DLG_END, EOT, HEARD, MAX_TIMER, NOTE, PAD, SIL, SPECIALS,
+                                        TYPED, Tokenizer, default_tokenizer, heard, is_heard, is_timer, timer)
 from microturn.stream.words import Word
 
 PCM16_ERR = 1.5 / 32768  # written with scale 32767, read with 1 / 32768
@@ -155,8 +155,9 @@ def test_specials_have_fixed_ids():
     tok = default_tokenizer()
     assert SPECIALS[:8] == ("<pad>", "<eot>", "<dlg>", "</dlg>", "<typed>", "<bg>", "<sil>", "<note>")
     assert (PAD, EOT, DLG, DLG_END, TYPED, BG, SIL, NOTE) == tuple(range(8))
-    assert SPECIALS[8:] == tuple(f"<t{k}>" for k in range(1, MAX_TIMER + 1)) + ("<heard>",)
-    assert SPECIALS[HEARD] == "<heard>" and not is_timer(HEARD)
+    assert SPECIALS[8:] == tuple(f"<t{k}>" for k in range(1, MAX_TIMER + 1)) + tuple(
+        f"<heard:{w}>" for w in CUE_WORDS)
+    assert SPECIALS[HEARD] == "<heard:apple>" and not is_timer(HEARD) and len(CUE_WORDS) == 30
     assert [timer(k) for k in (0, 1, MAX_TIMER, MAX_TIMER + 9)] == [NOTE + 1, NOTE + 1, HEARD - 1, HEARD - 1]
     assert [is_timer(i) for i in (NOTE, NOTE + 1, HEARD - 1, HEARD, len(SPECIALS))] == [False, True, True, False,
                                                                                           False]
@@ -166,7 +167,12 @@ def test_specials_have_fixed_ids():
     assert 256 + len(SPECIALS) <= tok.vocab_size <= 2048
     assert tok.decode([EOT, PAD, SIL] + tok.encode("hi") + [DLG_END]) == "hi"  # decode drops controls
     assert tok.show([timer(12), NOTE] + tok.encode(" tiger bingo") + [EOT]) == "<t12> <note> tiger bingo <eot>"
-    assert tok.show([HEARD] + tok.encode(" pencil")) == "<heard> pencil"
+    assert tok.show([heard("Pencil."), heard("pirate")] + tok.encode(" pencil")) == \
+        "<heard:pencil> <heard:pirate> pencil"
+    assert [is_heard(i) for i in (HEARD - 1, HEARD, heard("pirate"), heard("pirate") + 1)] == [False, True, True,
+                                                                                                  False]
+    with pytest.raises(ValueError, match="not a cue-list word"):
+        heard("bingo")
 
 
 def test_tokenizer_words():

@@ -17,7 +17,7 @@ from microturn.data.shards import write_shards
 from microturn.model import checkpoint
 from microturn.model.config import ModelConfig
 from microturn.model.model import InteractionModel
-from microturn.stream.tokenizer import EOT, HEARD, NOTE, default_tokenizer
+from microturn.stream.tokenizer import CUE_WORDS, EOT, HEARD, NOTE, default_tokenizer, is_heard
 from microturn.train.data import augment, collate, warp_channels
 from microturn.train.loop import TrainConfig, lr_at, task_word_mask, train
 
@@ -257,8 +257,8 @@ def test_cue_report_scores_the_decisions(tmp_path):
     got = cue_report.decisions(Targets(), Shards(tmp_path), 6)
     cues, others = got["response first after the cue"], got["response first after another cue word"]
     assert cues[1] >= 2 and others[1] >= 2 and cues[0] == cues[1] and others[0] == 0
-    assert got["<heard> first"] == got["heard word right"] == [cues[1] + others[1]] * 2
-    assert got["<heard> first elsewhere"][0] == 0 and got["<heard> first elsewhere"][1] > 50
+    assert got["heard token first"] == got["heard word right"] == [cues[1] + others[1]] * 2
+    assert got["heard token first elsewhere"][0] == 0 and got["heard token first elsewhere"][1] > 50
     silent = cue_report.decisions(Silent(), Shards(tmp_path), 6)
     assert all(n == got[k][1] for k, (hits, n) in silent.items())
     assert all(hits == 0 for k, (hits, n) in silent.items() if "mass" not in k)
@@ -272,9 +272,11 @@ def test_cue_report_scores_the_decisions(tmp_path):
         def forward(self, batch):
             out = batch["out"][0]
             logits = torch.nn.functional.one_hot(torch.full_like(batch["out"], EOT), V).float()
-            for t in range(len(out) - 1):
-                if out[t, 0] == HEARD and (out[:t, 1][out[:t, 0] == NOTE] == out[t, 1]).any():
-                    logits[0, t + 1, 0, bingo] = 10.0
+            for t in range(len(out)):
+                if is_heard(out[t, 0]):
+                    word = CUE_WORDS[int(out[t, 0]) - HEARD]
+                    if (out[:t, 1][out[:t, 0] == NOTE] == default_tokenizer().encode_word(word)[0]).any():
+                        logits[0, t, 1, bingo] = 10.0
             return {"out_logits": logits}
 
     read = cue_report.decisions(Reader(), Shards(tmp_path), 6)
@@ -311,3 +313,59 @@ def test_drop_sessions_takes_a_family_out_of_the_shards(shards, tmp_path):
         (b.parent / "sessions.json").write_text(b.read_text())
     again = subprocess.run(script + ["--families", "cuespeak"], capture_output=True, text=True)
     assert again.returncode != 0 and "dropped from before" in again.stderr
+
+
+def test_relayout_shards_moves_ids_and_renders_the_changed_family_again(tmp_path):
+    """scripts/relayout_shards.py on shards made to look written with 5 fewer specials and older cue targets:
+    the BPE ids move up, the cue sessions' out tokens and agent mel are rendered again (the other families' left
+    as they are), the result is today's shards; a reader refuses shards left half done, and a session whose user
+    audio no longer renders the same stops the script."""
+    import shutil
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    import relayout_shards
+
+    from microturn.stream.tokenizer import SPECIALS
+    from microturn.train.data import Shards
+
+    write_shards(tmp_path / "now", 2, seed=5, families=("cuespeak", "turn"), workers=1)
+    d = next((tmp_path / "now").glob("**/sessions.json")).parent
+    want = {k: np.load(d / f"{k}.npy") for k in ("out", "mel", "text_in", "listen", "audio")}
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "now", old)
+    od = old / d.relative_to(tmp_path / "now")
+    meta = json.loads((od / "sessions.json").read_text())
+    cue = [s for s in meta["sessions"] if s["family"] == "cuespeak"]
+    mel, out = np.load(od / "mel.npy", mmap_mode="r+"), np.load(od / "out.npy", mmap_mode="r+")
+    for s in cue:  # older targets: no heard tokens, another agent track
+        mel[s["start"]: s["start"] + s["length"]] = 0
+        for t in range(s["start"], s["start"] + s["length"]):
+            if is_heard(out[t, 0]):
+                out[t] = np.append(out[t, 1:], 0)
+    assert not is_heard(out).any() and is_heard(want["out"]).sum() >= 2
+    mel.flush()
+    out.flush()
+    for k in ("out", "text_in", "listen"):
+        arr = np.load(od / f"{k}.npy", mmap_mode="r+")
+        arr[arr >= len(SPECIALS)] -= 5
+        arr.flush()
+    (od / "sessions.json").write_text(json.dumps(meta | {"specials": len(SPECIALS) - 5}))
+    with pytest.raises(ValueError, match="special tokens"):
+        Shards(old)
+    half = tmp_path / "half"
+    shutil.copytree(old, half)
+    hd = half / d.relative_to(tmp_path / "now")
+    audio = np.load(hd / "audio.npy", mmap_mode="r+")
+    audio[cue[0]["start"]] ^= 1
+    audio.flush()
+    with pytest.raises(SystemExit, match="other user audio"):
+        relayout_shards.update(hd, 7, {"cuespeak"}, workers=1)
+    with pytest.raises(ValueError, match="not yet rendered again"):
+        Shards(half)
+
+    assert "2 cuespeak sessions" in relayout_shards.update(od, 7, {"cuespeak"}, workers=1)
+    for k, v in want.items():
+        assert np.array_equal(np.load(od / f"{k}.npy"), v), k
+    assert json.loads((od / "sessions.json").read_text()) == json.loads((d / "sessions.json").read_text())
+    assert relayout_shards.update(od, 7, {"cuespeak"}, workers=1) == "up to date"
+    assert len(Shards(old)) == 4

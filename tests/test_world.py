@@ -162,12 +162,12 @@ def test_lasting_instructions_are_noted_and_timed(seed):
             assert [left[t] for t in range(a + 1, b)] == list(range(5 * T - 1, 0, -1))
 
 
-def test_cue_list_words_heard_are_noted_and_the_cue_answered_a_micro_turn_later():
-    """While the agent waits on a cue, each cue-list word the user says is written ``<heard> word`` in the
-    micro-turn that reacts to its end, and only those words; the response word follows in the next micro-turn after
+def test_cue_list_words_heard_are_noted_and_the_cue_answered_in_the_same_micro_turn():
+    """While the agent waits on a cue, each cue-list word the user says is written ``<heard:word>`` first in the
+    micro-turn that reacts to its end, and only those words; the response word follows it in the next slot after
     the cue and never after another cue word."""
     from microturn.data import language as lang
-    from microturn.stream.tokenizer import HEARD
+    from microturn.stream.tokenizer import heard, is_heard
 
     tok, L, seen = default_tokenizer(), Layout(), {"cue": 0, "other": 0}
     for i in range(12):
@@ -178,12 +178,13 @@ def test_cue_list_words_heard_are_noted_and_the_cue_answered_a_micro_turn_later(
         after = (notes[1][0] + 1) * L.delta  # both words of the instruction noted
         spoken = [w for w in s.timeline.words_of("user") if w.start > after and w.w.strip(".,!?").lower()
                   in lang.CUE_WORDS]
-        rows = [t for t in range(len(out)) if out[t, 0] == HEARD]
+        rows = [t for t in range(len(out)) if is_heard(out[t, 0])]
         assert rows == [round(boundary(w.end + 0.05) / L.delta) - 1 for w in spoken]
+        assert not is_heard(out[:, 1:]).any()
         for t, w in zip(rows, spoken):
             word = w.w.strip(".,!?").lower()
-            assert tok.decode(out[t, 1:2]).strip() == word
-            answered = out[t + 1, 0] == tok.encode_word(r)[0]
+            assert out[t, 0] == heard(word)
+            answered = out[t, 1] == tok.encode_word(r)[0]
             assert answered == (word == c)
             seen["cue" if word == c else "other"] += 1
     assert seen["cue"] > 3 and seen["other"] > 3

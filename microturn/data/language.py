@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..stream.tokenizer import CUE_WORDS  # noqa: F401  (the tokenizer has a heard token for each)
+
 RESPONSE_WORDS = ("yes no now go stop beep hello okay ready done left right up down jump breathe switch time bingo "
                   "hey").split()
-CUE_WORDS = ("apple banana orange river mountain window tiger guitar pencil rocket garden yellow purple camera dragon "
-             "silver winter summer coffee button doctor island monkey planet rabbit candle bottle forest butter "
-             "pirate").split()
 ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen " \
        "seventeen eighteen nineteen".split()
 TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()

@@ -8,10 +8,12 @@ Timing conventions of the targets (what the bundled model learns):
 - the agent starts a reply at the first micro-turn boundary at least ``REACT`` seconds after the user's speech ends
   (or a typed text arrives): it must hear a little silence to know the turn is over;
 - a reaction to something heard or seen (a cue, a completed rep, "stop") starts at the first boundary after it,
-  except a cue's: while the agent waits on a cue it notes each cue-list word it hears at that boundary (``<heard>
-  pencil``: ``heard`` events) and says the response one micro-turn later if the word was the cue, so that telling
-  the cue from the other cue words is a comparison of two tokens it wrote, the rehearsed ``<note> tiger`` and the
-  heard ``<heard> tiger`` (session 10's model, deciding straight from the audio, did not tell them apart);
+  a cue's included: while the agent waits on a cue it notes each cue-list word it hears at that boundary
+  (``<heard:pencil>``: ``heard`` events) and says the response right after, in the same micro-turn, if the word
+  was the cue, so that telling the cue from the other cue words is a comparison of two tokens it wrote, the
+  rehearsed ``<note> tiger`` and the heard ``<heard:tiger>``, read by the very slot that acts (session 10's model,
+  deciding straight from the audio, did not tell them apart; sessions 11-13's, acting a micro-turn after a
+  two-token ``<heard> tiger``, did not read it);
 - the user talking over the agent stops it at the first boundary 0.1 s after the onset, before the word can be told
   (an interruption or a backchannel alike); after a backchannel, once heard, it goes on where it was cut;
 - agent speech starts on micro-turn boundaries, so its words decode to the times they were spoken;
@@ -459,7 +461,7 @@ def gen_cuespeak(b: Builder):
             heard = boundary(w.end + 0.05)
             b.events.append(Event(heard, "heard", name))
             if name == c:
-                b.agent(r, heard + DELTA)
+                b.agent(r, heard)
                 rules.append(say(r, w.end, w.end + 1.0))
                 busy.append((w.end, w.end + 1.0))
                 t = max(t, w.end + 0.8)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..codecs import dmel
 from ..stream.layout import Layout, out_loss_mask
-from ..stream.tokenizer import BG, EOT, HEARD, NOTE, PAD, SIL, SPECIALS, TYPED, is_timer
+from ..stream.tokenizer import BG, EOT, NOTE, PAD, SIL, SPECIALS, TYPED, is_timer
 from .config import ModelConfig
 from .embed import InputEmbed
 from .heads import FlowHead
@@ -38,7 +38,7 @@ class StreamState:
     tail: torch.Tensor  # [B, n_out] the last micro-turn's out tokens
     n_tail: torch.Tensor  # [B] how many of them (its <eot> and the <pad>s after it) are still to be fed
     quiet: torch.Tensor  # [B] micro-turns since the row last said a word (up to SPEECH_TAIL: its audio is over)
-    noting: torch.Tensor  # [B] bool: the row's last token was a <note> or <heard> (its next word is written, not said)
+    noting: torch.Tensor  # [B] bool: the row's last token was a <note> (its next word is written, not said)
     audio_past: torch.Tensor  # [B, context, 80] uint8: the last audio frames heard, the audio front-end's context
 
     def reset(self, rows: torch.Tensor | None = None):
@@ -253,7 +253,7 @@ class InteractionModel(nn.Module):
         for x in toks.unbind(1):
             word = x >= len(SPECIALS)
             said |= word & ~noting
-            noting = (x == NOTE) | (x == HEARD) | (noting & ~word)
+            noting = (x == NOTE) | (noting & ~word)
         state.noting[rows] = noting
         return said
 

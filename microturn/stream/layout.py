@@ -14,8 +14,9 @@ constant and token distance is elapsed time:
 - text_in: typed user text (after a ``<typed>`` marker) and background-model answers (after ``<bg>``) that arrived
   in the window, queued: text longer than the slots continues in the next micro-turns; empty slots hold ``<pad>``.
 - out: what the agent does in the *next* window [(t+1)*delta, (t+2)*delta): at most ``n_out - 1`` text tokens (the
-  words it starts saying then, a delegation ``<dlg> query </dlg>``, silent notes ``<note> word``, or a word it has
-  just heard ``<heard> word``), then ``<eot>``; the rest ``<pad>``. While the agent waits to do something at a time,
+  words it starts saying then, a delegation ``<dlg> query </dlg>``, silent notes ``<note> word``, or a cue-list word
+  it has just heard, ``<heard:word>``, which the response to a cue follows in the same micro-turn), then ``<eot>``;
+  the rest ``<pad>``. While the agent waits to do something at a time,
   each micro-turn's out starts with a timer token ``<tk>``: k micro-turns left until the one that says it (a
   countdown by one per micro-turn, so the model need not measure time from the clock); while an instruction lasts,
   the slots left free rehearse its notes. Silence is a lone ``<eot>``. The flow head generates the window's agent
@@ -36,7 +37,7 @@ import numpy as np
 from ..codecs import dmel
 from ..codecs.patches import PATCH, SIZE, n_patches, resize
 from .timeline import Event, Timeline
-from .tokenizer import BG, DLG, DLG_END, EOT, HEARD, NOTE, PAD, SIL, SPECIALS, TYPED, Tokenizer, is_timer, timer
+from .tokenizer import BG, DLG, DLG_END, EOT, NOTE, PAD, SIL, SPECIALS, TYPED, Tokenizer, heard, is_timer, timer
 from .words import Word
 
 FRAME_S = dmel.HOP / dmel.SAMPLE_RATE  # 12.5 ms
@@ -166,7 +167,7 @@ def encode_inputs(tl: Timeline, layout: Layout, tok: Tokenizer) -> dict[str, np.
 
 def out_schedule(tl: Timeline, layout: Layout, tok: Tokenizer) -> np.ndarray:
     """The agent's out tokens per micro-turn [T, n_out]: its words at their onsets, delegations, notes and heard
-    words (``<heard> pencil``) at their times, while a timer runs the micro-turns left as the first token, and while
+    words (``<heard:pencil>``) at their times (before words said in the same micro-turn), while a timer runs the micro-turns left as the first token, and while
     notes are rehearsed, their tokens in the slots left free."""
     T = layout.n_turns(tl.duration)
     turn = lambda s: max(0, int(np.floor(s / layout.delta + 1e-6)) - 1)  # noqa: E731  the micro-turn that emits s
@@ -178,9 +179,10 @@ def out_schedule(tl: Timeline, layout: Layout, tok: Tokenizer) -> np.ndarray:
     for i, e in enumerate(tl.events):
         if e.kind == "delegate":
             due.append((turn(e.t), -1 - i, [DLG] + tok.encode(" " + e.text.strip()) + [DLG_END]))
-        elif e.kind in ("note", "heard"):
-            mark = NOTE if e.kind == "note" else HEARD
-            due.append((turn(e.t), -1 - i, [x for w in e.text.split() for x in [mark] + tok.encode_word(w)]))
+        elif e.kind == "note":
+            due.append((turn(e.t), -1 - i, [x for w in e.text.split() for x in [NOTE] + tok.encode_word(w)]))
+        elif e.kind == "heard":
+            due.append((turn(e.t), -1 - i, [heard(w) for w in e.text.split()]))
         elif e.kind == "rehearse":
             words, end = e.rehearsal()
             cycle = [x for w in words for x in [NOTE] + tok.encode_word(w)]
@@ -199,10 +201,10 @@ def out_schedule(tl: Timeline, layout: Layout, tok: Tokenizer) -> np.ndarray:
         while k < len(due) and due[k][0] <= t:
             pending.extend(due[k][2])
             k += 1
-        # a note (or heard word) and its word stay in one micro-turn: one due now takes the timer's slot this once
-        row = [timer(countdown[t])] if countdown[t] and not (pending and pending[0] in (NOTE, HEARD)) else []
+        # a note and its word stay in one micro-turn: one due now takes the timer's slot this once
+        row = [timer(countdown[t])] if countdown[t] and not (pending and pending[0] == NOTE) else []
         while pending and len(row) < layout.n_out - 1:
-            if pending[0] in (NOTE, HEARD) and len(row) == layout.n_out - 2:
+            if pending[0] == NOTE and len(row) == layout.n_out - 2:
                 break
             row.append(pending.popleft())
         if recall[t] is None:
@@ -233,7 +235,7 @@ def recaps(out: np.ndarray, heard: np.ndarray | None = None, near: int = 2) -> n
     """Which of a session's out tokens [T, n_out] repeat what the agent wrote just before: a running timer's values
     after its first (each one less than the last), and a note (its ``<note>`` and its word) of a word noted at most
     ``near`` micro-turns earlier: the steady rehearsal. The rest carry news (when a note is taken and of which word, a
-    heard word, a timer's first value, what is said, and a rehearsal that must find its word further back: the first
+    heard token, a timer's first value, what is said, and a rehearsal that must find its word further back: the first
     after the notes are taken, the first after an act). The training loss may weigh recaps less (``microturn train
     --recap-weight``): they are many and easy, and at full weight they drown the few tokens that carry the
     instruction. Session 5 counted every rehearsal as a recap; its model copied the near ones (99 %) but only half of
@@ -250,7 +252,6 @@ def recaps(out: np.ndarray, heard: np.ndarray | None = None, near: int = 2) -> n
     noted: dict[int, int] = {}  # word -> the micro-turn it was last noted in
     note_at = None  # the slot of a <note> whose word has not come yet
     timed = False  # the last micro-turn ran a timer
-    hearing = False  # a <heard> came: its word (news, never a recap) is next
     for t, row in enumerate(out.tolist()):
         if note_at is not None and not is_timer(row[0]):
             note_at = None
@@ -260,8 +261,6 @@ def recaps(out: np.ndarray, heard: np.ndarray | None = None, near: int = 2) -> n
                 break
             if is_timer(x):
                 rep[t, k], timer_now = timed, True
-            elif hearing or x == HEARD:
-                hearing = x == HEARD
             elif note_at is not None:
                 if t - noted.get(x, -near - 1) <= near:
                     rep[note_at] = rep[t, k] = True
@@ -360,7 +359,7 @@ class OutputDecoder:
                 continue
             if self.noting:
                 self.noting = False
-            elif tid in (NOTE, HEARD):
+            elif tid == NOTE:
                 self.noting = True
             elif tid == DLG:
                 self.query, self.asked = [], when

@@ -47,8 +47,9 @@ class Event:
     """Something the agent does that is not speech: ``delegate`` (it hands ``text``, the query, to the background
     model), ``answer`` (``text`` comes back), and its silent out tokens (training targets, never said): ``note``
     (it writes each word of ``text`` after a ``<note>``: the words of an instruction that lasts, or of a background
-    answer it holds until it may say it), ``heard`` (it writes ``text``, a word it has just heard, after a
-``<heard>``: while it waits on a cue, each cue-list word the user says), ``rehearse`` (from ``t`` on its free out slots repeat the notes of
+    answer it holds until it may say it), ``heard`` (it writes the heard token of ``text``, a cue-list word it has just
+    heard, ``<heard:pencil>``: while it waits on a cue, each one the user says), ``rehearse`` (from ``t`` on its free
+    out slots repeat the notes of
     ``text`` = "words" or "words; end" seconds) and ``timer`` (from ``t`` on it counts down the micro-turns to
     ``text`` = "due" seconds, or "due end" when the countdown is called off at ``end``)."""
 

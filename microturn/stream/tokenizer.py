@@ -6,12 +6,14 @@ Choice: a byte-level BPE (Hugging Face ``tokenizers``) trained on the task langu
 - BPE trained on our own corpus: the task words ("bingo", " seventy", " manzana") are single tokens, so an answer
   costs one or two output slots of a micro-turn, and the output cap stays small.
 - A small vocabulary keeps the embedding and text head cheap for a CPU model.
-The special tokens have fixed ids 0..157 (see ``SPECIALS``): the stream's controls, then the agent's silent tokens,
+The special tokens have fixed ids 0..186 (see ``SPECIALS``): the stream's controls, then the agent's silent tokens,
 written in its out stream but never said: ``<note>`` (the next token is a note to itself, e.g. the word a pending
 instruction asks for), the timers ``<t1>`` .. ``<t149>`` (micro-turns left until something it was asked to do at
-a time) and ``<heard>`` (the next token notes a word it has just heard: while it waits on a cue, each cue-list word
-the user says, so that whether it was the cue becomes a comparison of two tokens it wrote). ``<heard>`` took the id
-of ``<t150>``, which no session ever used (a timer starts once the instruction is taken in, under 30 s before).
+a time) and one heard token per cue-list word, ``<heard:apple>`` .. ``<heard:pirate>`` (``CUE_WORDS``: while it
+waits on a cue, each cue-list word the user says, so that whether it was the cue is read straight off one token it
+wrote and the response can follow in the next slot). Sessions 11-13 wrote ``<heard> apple``, two tokens, and
+acted a micro-turn later: the decision sat two hops from the heard word, and their models never read it
+(``scripts/cue_report.py``). The first heard token took the id of ``<heard>``, itself the unused ``<t150>``'s.
 The file lives at ``microturn/assets/tokenizer.json`` and is rebuilt with ``microturn tokenizer`` (deterministic
 for the corpus).
 """
@@ -24,10 +26,14 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 MAX_TIMER = 149  # micro-turns a timer counts down from at most (just under 30 s)
+# The words a cue may be (the task language's cue list, shared/spec/tasks.md): each has its own heard token.
+CUE_WORDS = ("apple banana orange river mountain window tiger guitar pencil rocket garden yellow purple camera dragon "
+             "silver winter summer coffee button doctor island monkey planet rabbit candle bottle forest butter "
+             "pirate").split()
 SPECIALS = ("<pad>", "<eot>", "<dlg>", "</dlg>", "<typed>", "<bg>", "<sil>", "<note>") + tuple(
-    f"<t{k}>" for k in range(1, MAX_TIMER + 1)) + ("<heard>",)
+    f"<t{k}>" for k in range(1, MAX_TIMER + 1)) + tuple(f"<heard:{w}>" for w in CUE_WORDS)
 PAD, EOT, DLG, DLG_END, TYPED, BG, SIL, NOTE = range(8)
-HEARD = NOTE + MAX_TIMER + 1
+HEARD = NOTE + MAX_TIMER + 1  # <heard:apple>, the first heard token
 
 
 def timer(k: int) -> int:
@@ -38,6 +44,19 @@ def timer(k: int) -> int:
 def is_timer(token_id):
     """Whether a token id is a timer (ints, numpy arrays and tensors alike)."""
     return (token_id > NOTE) & (token_id <= NOTE + MAX_TIMER)
+
+
+def heard(word: str) -> int:
+    """The id of the heard token ``<heard:word>`` of a cue-list word (any case, trailing punctuation ignored)."""
+    name = word.lower().strip(".,!?")
+    if name not in CUE_WORDS:
+        raise ValueError(f"{word!r} is not a cue-list word; heard tokens exist for {', '.join(CUE_WORDS)}")
+    return HEARD + CUE_WORDS.index(name)
+
+
+def is_heard(token_id):
+    """Whether a token id is a heard token (ints, numpy arrays and tensors alike)."""
+    return (token_id >= HEARD) & (token_id < HEARD + len(CUE_WORDS))
 
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "assets" / "tokenizer.json"

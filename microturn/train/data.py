@@ -30,6 +30,9 @@ class Shards:
                 raise ValueError(f"{d} was written with {written} special tokens, the tokenizer has "
                                  f"{len(SPECIALS)}: render it again, or bring it up to date with "
                                  f"scripts/relayout_shards.py")
+            if meta.get("pending"):
+                raise ValueError(f"{d}: its {', '.join(meta['pending'])} sessions are not yet rendered again for "
+                                 f"the tokenizer's ids; run scripts/relayout_shards.py again to finish")
             layouts.add(json.dumps(meta["layout"], sort_keys=True))
             arrays = {k: np.load(d / f"{k}.npy", mmap_mode="r") for k in ARRAYS if (d / f"{k}.npy").exists()}
             self.shards.append(arrays)
