@@ -110,6 +110,13 @@ def test_local_tools_calculator():
         calc("the meaning of life")
 
 
+def test_engine_refuses_a_model_of_another_vocabulary():
+    """A checkpoint trained for another tokenizer would decode every word wrong: refused with the way out."""
+    other = InteractionModel(ModelConfig(depth=2, vocab_size=default_tokenizer().vocab_size - 29, flow_width=32))
+    with pytest.raises(ValueError, match="grow_vocab"):
+        Engine(other, capacity=1, generate_audio=False)
+
+
 def test_push_text_rejects_empty(model):
     s = Engine(model, capacity=1, generate_audio=False).open()
     with pytest.raises(ValueError):

@@ -170,6 +170,10 @@ class Engine:
         self.model = model.eval()
         self.layout = model.layout
         self.tok = tok or default_tokenizer()
+        if model.cfg.vocab_size != self.tok.vocab_size:
+            raise ValueError(f"the model writes {model.cfg.vocab_size} token ids but the tokenizer has "
+                             f"{self.tok.vocab_size}: it was trained for another vocabulary (carry a checkpoint "
+                             f"over to this one with scripts/grow_vocab.py, then fine-tune it)")
         self.capacity, self.generate_audio, self.simulated = capacity, generate_audio, simulated
         self.sampling = sampling or Sampling.of(model)  # default: the checkpoint's own decoding settings
         self.device = next(model.parameters()).device
