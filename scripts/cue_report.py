@@ -37,7 +37,7 @@ def decisions(model, shards: Shards, n: int) -> dict[str, list[float]]:
     the response mass, hits sum the probability the model gives the response words."""
     tok = default_tokenizer()
     resp = sorted({tok.encode_word(w)[0] for w in lang.RESPONSE_WORDS})
-    as_heard = {tok.encode_word(w)[0]: heard(w) for w in lang.CUE_WORDS}  # a noted cue word -> its heard token
+    cue_list = [heard(w) for w in lang.CUE_WORDS]
     got = {k: [0, 0] for k in ("heard token first", "heard word right", "heard token first elsewhere",
                                "response first after the cue", "response first after another cue word",
                                "response first, heard word made the cue", "response first, heard word made another",
@@ -53,10 +53,10 @@ def decisions(model, shards: Shards, n: int) -> dict[str, list[float]]:
         item = shards.session(i)
         out = item["out"]
         rows = [t for t in range(len(out)) if is_heard(out[t, 0])]
-        noted = [as_heard[int(out[t, 1])] for t in range(len(out)) if out[t, 0] == NOTE and out[t, 1] in as_heard]
+        noted = [int(out[t, 1]) for t in range(len(out)) if out[t, 0] == NOTE and is_heard(out[t, 1])]  # the cue
         pred = predict(item).argmax(-1).numpy()  # each slot given the targets before it
         if noted:  # the reading test: every heard token swapped, for the cue's, then for another cue-list word's
-            others = [h for h in as_heard.values() if h != noted[0]]
+            others = [h for h in cue_list if h != noted[0]]
             for key, word in (("made the cue", lambda: noted[0]), ("made another", lambda: int(rng.choice(others)))):
                 swapped = out.copy()
                 for t in rows:

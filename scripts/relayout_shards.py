@@ -10,7 +10,8 @@
     python scripts/relayout_shards.py data/shards/train data/shards/val
 
 Session 4 (timers and notes: 7 -> 158 specials) laid out timespeak and cuespeak again; session 14 (one heard token
-per cue-list word, 158 -> 187 specials, the response in the heard word's micro-turn) cuespeak. A shard is marked
+per cue-list word, 158 -> 187 specials, the response in the heard word's micro-turn) cuespeak, then cuespeak again
+with ``--again`` (the cue noted as its heard token). A shard is marked
 up to date only once its sessions are all rendered again, so an interrupted run is simply run again. Shards written
 by today's ``microturn synth --shards`` need none of this.
 """

@@ -14,7 +14,7 @@ from microturn.codecs import audio, dmel
 from microturn.stream.layout import (FRAME_S, Layout, OutputDecoder, TextQueue, decode_outputs, encode_inputs,
                                      encode_timeline, listen_targets, out_loss_mask, out_schedule)
 from microturn.stream.timeline import Event, TextEvent, Timeline, TimelineError
-from microturn.stream.tokenizer import BG, DLG, DLG_END, EOT, PAD, SIL, TYPED, default_tokenizer
+from microturn.stream.tokenizer import BG, DLG, DLG_END, EOT, PAD, SIL, TYPED, default_tokenizer, heard
 from microturn.stream.words import Word
 
 torch.set_num_threads(1)  # the machine's 2 cores are shared (see test_codecs.py)
@@ -141,11 +141,11 @@ def test_notes_and_timers_are_written_not_said():
 
     tl = Timeline(duration=3.0, words=[Word("okay", at(3), at(3) + 0.2, "agent"), Word("bingo", at(8), at(8) + 0.2,
                                                                                        "agent")],
-                  events=[Event(at(2), "note", "tiger bingo"), Event(at(3), "timer", f"{at(8)}"),
+                  events=[Event(at(2), "note", "seven bingo"), Event(at(3), "timer", f"{at(8)}"),
                           Event(at(9), "timer", f"{at(20)} {at(12)}")])
     out = out_schedule(tl, L, TOK)
-    tiger, bingo, okay = (TOK.encode_word(w)[0] for w in ("tiger", "bingo", "okay"))
-    assert out[1, :3].tolist() == [NOTE, tiger, EOT] and out[2, :3].tolist() == [NOTE, bingo, EOT]
+    seven, bingo, okay = (TOK.encode_word(w)[0] for w in ("seven", "bingo", "okay"))
+    assert out[1, :3].tolist() == [NOTE, seven, EOT] and out[2, :3].tolist() == [NOTE, bingo, EOT]
     assert out[3, :3].tolist() == [timer(4), okay, EOT]  # the ack waited for the notes
     assert [out[t, 0] for t in (4, 5, 6)] == [timer(3), timer(2), timer(1)] and out[7, 0] == bingo
     assert [out[t, 0] for t in (8, 9, 10)] == [timer(11), timer(10), timer(9)] and out[11, 0] == EOT  # called off
@@ -160,11 +160,11 @@ def test_notes_and_timers_are_written_not_said():
     assert said == [okay, bingo]
     # a note split by a micro-turn's end (a model may write one so) is still not said
     row = lambda *ids: np.array(list(ids) + [EOT] + [PAD] * (L.n_out - 1 - len(ids)))  # noqa: E731
-    got, _ = decode_outputs(np.stack([row(timer(5), NOTE), row(timer(4), tiger), row(okay)]), L, TOK)
+    got, _ = decode_outputs(np.stack([row(timer(5), NOTE), row(timer(4), seven), row(okay)]), L, TOK)
     assert [w.w for w in got] == ["okay"]
     # ... but only over the next micro-turn's timer: a note left at a micro-turn's end before a word is dropped
-    got, _ = decode_outputs(np.stack([row(timer(2), NOTE), row(tiger)]), L, TOK)
-    assert [w.w for w in got] == ["tiger"]
+    got, _ = decode_outputs(np.stack([row(timer(2), NOTE), row(seven)]), L, TOK)
+    assert [w.w for w in got] == ["seven"]
 
 
 def test_rehearsed_notes_fill_free_slots():
@@ -172,7 +172,7 @@ def test_rehearsed_notes_fill_free_slots():
     unless the word can follow the next micro-turn's timer; the words said are unchanged."""
     from microturn.stream.tokenizer import NOTE, timer
 
-    tiger, bingo = (TOK.encode_word(w)[0] for w in ("tiger", "bingo"))
+    tiger, bingo = heard("tiger"), TOK.encode_word("bingo")[0]  # a cue-list word is noted as its heard token
     tl = Timeline(duration=2.4, words=[Word("bingo", at(5), at(5) + 0.2, "agent")],
                   events=[Event(at(1), "rehearse", f"tiger bingo; {at(9)}")])
     out = out_schedule(tl, L, TOK)
@@ -195,7 +195,7 @@ def test_recaps_mark_what_repeats():
     from microturn.stream.layout import recaps
     from microturn.stream.tokenizer import NOTE, timer
 
-    tiger, bingo = (TOK.encode_word(w)[0] for w in ("tiger", "bingo"))
+    tiger, bingo = heard("tiger"), TOK.encode_word("bingo")[0]  # a cue-list word is noted as its heard token
     # a time: "bingo" noted, then a timer and the rehearsal until the act
     tl = Timeline(duration=2.4, words=[Word("bingo", at(8), at(8) + 0.2, "agent")],
                   events=[Event(at(1), "note", "bingo"), Event(at(3), "timer", f"{at(8)}"),
@@ -246,17 +246,18 @@ def test_rehearsal_where_a_heard_word_ends_is_news():
 def test_heard_words_are_written_not_said_and_are_news():
     """A heard word is one token, <heard:word>, after a running timer; the response said at the same time follows
     it in the same micro-turn; it never decodes to a word, the streaming decoder leaves it out of the said tokens,
-    it is never a recap, and the rehearsal it interrupts goes on where it was."""
+    it is never a recap, and the rehearsal it interrupts goes on where it was. A noted cue-list word is its heard
+    token."""
     from microturn.stream.layout import recaps
-    from microturn.stream.tokenizer import NOTE, heard, timer
+    from microturn.stream.tokenizer import NOTE, timer
 
-    tiger, bingo, pencil = (TOK.encode_word(w)[0] for w in ("tiger", "bingo", "pencil"))
+    bingo = TOK.encode_word("bingo")[0]
     tl = Timeline(duration=3.0, words=[Word("bingo", at(9), at(9) + 0.2, "agent")],
                   events=[Event(at(1), "rehearse", "tiger bingo"), Event(at(6), "heard", "pencil"),
                           Event(at(9), "heard", "tiger")])
     out = out_schedule(tl, L, TOK)
     assert [out[t, :3].tolist() for t in range(4, 10)] == [
-        [NOTE, tiger, EOT], [heard("pencil"), EOT, PAD], [NOTE, bingo, EOT], [NOTE, tiger, EOT],
+        [NOTE, heard("tiger"), EOT], [heard("pencil"), EOT, PAD], [NOTE, bingo, EOT], [NOTE, heard("tiger"), EOT],
         [heard("tiger"), bingo, EOT], [NOTE, bingo, EOT]]
     rep = recaps(out)
     assert not rep[5].any() and not rep[8].any() and rep[4, :2].all()

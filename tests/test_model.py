@@ -676,3 +676,16 @@ def test_grow_vocab_keeps_every_old_row_and_starts_heard_tokens_from_the_two_the
         grow_vocab.grow(str(tmp_path / "old"), 150)
     with pytest.raises(SystemExit, match="heard-from"):
         grow_vocab.grow(str(tmp_path / "old"), old_specials, heard_from=400)
+
+
+def test_not_acting_on_a_heard_word_weighs_as_much_as_acting():
+    """The text loss weighs the <eot> right after a heard token (the decision not to act on it) like a word, other
+    <eot>s at 1: a model that cannot tell a cue from another cue-list word then gains nothing by acting on both."""
+    from microturn.model.model import out_weights
+    from microturn.stream.tokenizer import heard
+
+    word = len(SPECIALS) + 5
+    out = torch.tensor([[heard("tiger"), EOT, PAD], [EOT, PAD, PAD], [heard("pirate"), word, EOT], [word, EOT, PAD]])
+    w = out_weights(out, 3.0)
+    assert w[:, :2].tolist() == [[3, 3], [1, 3], [3, 3], [3, 1]] and w[2, 2] == 1
+    assert out_weights(out[None], 2.0).shape == (1, 4, 3)

@@ -108,8 +108,8 @@ def test_shards_of_another_tokenizer_are_refused(tmp_path):
 
 def _noted(out, tok) -> list[tuple[int, str]]:
     """(micro-turn, word) of every noted word, by OutputDecoder's rule (a note's word follows it, or the next
-    micro-turn's timer)."""
-    from microturn.stream.tokenizer import EOT, NOTE, SPECIALS, is_timer
+    micro-turn's timer); a cue-list word is noted as its heard token."""
+    from microturn.stream.tokenizer import CUE_WORDS, EOT, HEARD, NOTE, SPECIALS, is_heard, is_timer
 
     noting, got = False, []
     for t, row in enumerate(out):
@@ -119,9 +119,9 @@ def _noted(out, tok) -> list[tuple[int, str]]:
                 break
             if x == NOTE:
                 noting = True
-            elif x >= len(SPECIALS):
+            elif x >= len(SPECIALS) or is_heard(x):
                 if noting:
-                    got.append((t, tok.decode([x]).strip()))
+                    got.append((t, CUE_WORDS[x - HEARD] if is_heard(x) else tok.decode([x]).strip()))
                 noting = False
     return got
 
@@ -167,7 +167,7 @@ def test_cue_list_words_heard_are_noted_and_the_cue_answered_in_the_same_micro_t
     micro-turn that reacts to its end, and only those words; the response word follows it in the next slot after
     the cue and never after another cue word."""
     from microturn.data import language as lang
-    from microturn.stream.tokenizer import heard, is_heard
+    from microturn.stream.tokenizer import NOTE, heard, is_heard
 
     tok, L, seen = default_tokenizer(), Layout(), {"cue": 0, "other": 0}
     for i in range(12):
@@ -180,7 +180,7 @@ def test_cue_list_words_heard_are_noted_and_the_cue_answered_in_the_same_micro_t
                   in lang.CUE_WORDS]
         rows = [t for t in range(len(out)) if is_heard(out[t, 0])]
         assert rows == [round(boundary(w.end + 0.05) / L.delta) - 1 for w in spoken]
-        assert not is_heard(out[:, 1:]).any()
+        assert not (is_heard(out[:, 1:]) & (out[:, :-1] != NOTE)).any()  # elsewhere only as the cue's note
         for t, w in zip(rows, spoken):
             word = w.w.strip(".,!?").lower()
             assert out[t, 0] == heard(word)

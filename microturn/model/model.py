@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..codecs import dmel
 from ..stream.layout import Layout, out_loss_mask
-from ..stream.tokenizer import BG, EOT, NOTE, PAD, SIL, SPECIALS, TYPED, is_timer
+from ..stream.tokenizer import BG, EOT, NOTE, PAD, SIL, SPECIALS, TYPED, is_heard, is_timer
 from .config import ModelConfig
 from .embed import InputEmbed
 from .heads import FlowHead
@@ -80,6 +80,16 @@ class Sampling:
         tuned on held-out data), then ``overrides``."""
         own = (getattr(model, "checkpoint_info", None) or {}).get("sampling", {})
         return cls(**(own | overrides))
+
+
+def out_weights(out: torch.Tensor, speak_weight: float) -> torch.Tensor:
+    """The text loss's weight of each out token [..., n_out]: ``speak_weight`` for words and silent tokens, 1 for
+    ``<eot>``, except the ``<eot>`` right after a heard token, the decision not to act on it, which weighs as much
+    as acting (at 1 against 3, a model that cannot tell a cue from the other cue-list words gains by acting on all:
+    session 14's acted after 94 % of either in training drills)."""
+    decide = torch.zeros_like(out, dtype=torch.bool)
+    decide[..., 1:] = is_heard(out[..., :-1])
+    return torch.where((out == EOT) & ~decide, 1.0, speak_weight)
 
 
 @dataclass
@@ -172,7 +182,7 @@ class InteractionModel(nn.Module):
                 listen_weight: torch.Tensor | None = None, generator: torch.Generator | None = None) -> dict:
         """Losses of a batch (see ``microturn.train.data.collate``): text (agent words and controls, up to each
         micro-turn's <eot>), flow (agent mel), listen (user words per audio token), moe (load balance). Out tokens
-        other than <eot> weigh ``speak_weight``; those the batch marks as recaps (``layout.recaps``) that much
+        other than <eot>, and an <eot> right after a heard token (not acting on it), weigh ``speak_weight``; those the batch marks as recaps (``layout.recaps``) that much
         times ``recap_weight``. With ``early_listen`` = k > 0 the listening head also reads the audio tokens
         after the first k blocks (``listen_early``, same weight): a word recognised only in the last block is seen
         by no other token (attention reads the block below), so the out slots could not note what was heard.
@@ -184,7 +194,7 @@ class InteractionModel(nn.Module):
         out = batch["out"]
         logits = self.text_logits(h[:, :, L.n_in - 1 : L.n_in - 1 + L.n_out])  # predicts out slot 0 .. n_out-1
         mask = out_loss_mask(out) & valid[..., None]
-        weight = mask.float() * torch.where(out == EOT, 1.0, speak_weight)
+        weight = mask.float() * out_weights(out, speak_weight)
         if recap_weight != 1.0 and "recap" in batch:
             weight = weight * torch.where(batch["recap"], recap_weight, 1.0)
         ce = F.cross_entropy(logits.flatten(0, 2), out.flatten(), reduction="none").view_as(weight)
@@ -251,7 +261,7 @@ class InteractionModel(nn.Module):
         noting = state.noting[rows] & is_timer(toks[:, 0])
         said = torch.zeros_like(noting)
         for x in toks.unbind(1):
-            word = x >= len(SPECIALS)
+            word = (x >= len(SPECIALS)) | is_heard(x)  # what a note holds (a cue-list word as its heard token)
             said |= word & ~noting
             noting = (x == NOTE) | (noting & ~word)
         state.noting[rows] = noting
