@@ -11,7 +11,7 @@ Timing conventions of the targets (what the bundled model learns):
   a cue's included: while the agent waits on a cue it notes each cue-list word it hears at that boundary
   (``<heard:pencil>``: ``heard`` events) and says the response right after, in the same micro-turn, if the word
   was the cue, so that telling the cue from the other cue words is a comparison of two tokens it wrote, the
-  rehearsed ``<note> tiger`` and the heard ``<heard:tiger>``, read by the very slot that acts (session 10's model,
+  rehearsed ``<note> <heard:tiger>`` and the heard ``<heard:tiger>``, read by the very slot that acts (session 10's model,
   deciding straight from the audio, did not tell them apart; sessions 11-13's, acting a micro-turn after a
   two-token ``<heard> tiger``, did not read it);
 - the user talking over the agent stops it at the first boundary 0.1 s after the onset, before the word can be told

@@ -182,10 +182,11 @@ class InteractionModel(nn.Module):
                 listen_weight: torch.Tensor | None = None, generator: torch.Generator | None = None) -> dict:
         """Losses of a batch (see ``microturn.train.data.collate``): text (agent words and controls, up to each
         micro-turn's <eot>), flow (agent mel), listen (user words per audio token), moe (load balance). Out tokens
-        other than <eot>, and an <eot> right after a heard token (not acting on it), weigh ``speak_weight``; those the batch marks as recaps (``layout.recaps``) that much
-        times ``recap_weight``. With ``early_listen`` = k > 0 the listening head also reads the audio tokens
-        after the first k blocks (``listen_early``, same weight): a word recognised only in the last block is seen
-        by no other token (attention reads the block below), so the out slots could not note what was heard.
+        other than <eot>, and an <eot> right after a heard token (not acting on it), weigh ``speak_weight``
+        (``out_weights``); those the batch marks as recaps (``layout.recaps``) that much times ``recap_weight``.
+        With ``early_listen`` = k > 0 the listening head also reads the audio tokens after the first k blocks
+        (``listen_early``, same weight): a word recognised only in the last block is seen by no other token
+        (attention reads the block below), so the out slots could not note what was heard.
         ``listen_weight`` [vocab] weighs each listening target by its token (e.g. the task words up)."""
         L = self.layout
         h, early = self.hidden(batch, tap=early_listen) if early_listen else (self.hidden(batch), None)
