@@ -119,7 +119,8 @@ train runs/s17 runs/s16 500 400 4e-4 4e-5 20 ${mix/cuespeak=3/cuespeak=10}  # wi
 # Here the shards are today's from the start; session 14 carried runs/s17 at step 400 over with
 # `scripts/grow_vocab.py runs/s17-400/model runs/s17-v1350/model --old-specials 158 --heard-from 157` and brought
 # the shards up to date with `scripts/relayout_shards.py data/shards/train data/shards/val`
-train runs/s18 runs/s17 400 0 4e-4 4e-5 20 ${mix/cuespeak=3/cuespeak=10}
-$mt model bundle runs/s17/model --speak-threshold 0.6
+train runs/s18 runs/s17 400 100 4e-4 4e-5 20 ${mix/cuespeak=3/cuespeak=10}  # stopped at 100; notes changed
+train runs/s19 runs/s18 300 0 4e-4 4e-5 20 ${mix/cuespeak=3/cuespeak=10}
+$mt model bundle runs/s19/model --speak-threshold 0.6
 [ -d sets/test ] || $mt synth --out sets/test --per-family 12 --split test --seed 100
 $mt results --scenarios sets/test
