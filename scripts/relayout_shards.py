@@ -23,16 +23,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from microturn.data.shards import _render
+from microturn.data.shards import render_again
 from microturn.stream.layout import Layout, decode_outputs
 from microturn.stream.tokenizer import SPECIALS, default_tokenizer
 
 TOKEN_ARRAYS = ("text_in", "out", "listen")
-
-
-def _job(info: dict, split: str, layout: Layout):
-    return (info["family"], info["seed"], split, info["difficulty"], info["index"], layout,
-            info.get("generated_voices", 0.0), info.get("generated_accents", 0.0), 1.0 if info.get("drill") else 0.0)
 
 
 def _words(out, layout, tok, two_token_heard: bool = False) -> list[str]:
@@ -63,11 +58,11 @@ def update(d: Path, old_specials: int, families: set[str], workers: int, again: 
     sessions = [s for s in meta["sessions"] if s["family"] in fams]
     layout, tok = Layout(**meta["layout"]), default_tokenizer()
     arrays = {k: np.load(d / f"{k}.npy", mmap_mode="r+") for k in ("audio", "mel", *TOKEN_ARRAYS)}
-    jobs = [_job(s, meta["split"], layout) for s in sessions]
     with ProcessPoolExecutor(workers) as ex:
-        for s, (_, new) in zip(sessions, tqdm(ex.map(_render, jobs, chunksize=4), total=len(jobs), desc=str(d))):
-            a, n = s["start"], s["length"]
-            rows = slice(a, a + n)
+        again = ex.map(render_again, sessions, [meta["split"]] * len(sessions), [layout] * len(sessions), chunksize=4)
+        for s, new in zip(sessions, tqdm(again, total=len(sessions), desc=str(d))):
+            n = s["length"]
+            rows = slice(s["start"], s["start"] + n)
             if len(new["out"]) != n or not np.array_equal(new["audio"], arrays["audio"][rows]):
                 raise SystemExit(f"{d}: {s['id']} rendered again to other user audio ({len(new['out'])} micro-turns, "
                                  f"not {n}): the generator is no longer the one that wrote it")

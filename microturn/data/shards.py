@@ -44,6 +44,14 @@ def _render(job) -> tuple[dict, dict]:
     return info, arrays
 
 
+def render_again(info: dict, split: str, layout: Layout) -> dict:
+    """The arrays of a session a shard lists (its ``info`` in ``sessions.json``), rendered again by today's
+    generators and layout (deterministic: ``scripts/relayout_shards.py`` checks the user audio comes out the same)."""
+    drill = 1.0 if info.get("drill") else 0.0
+    return _render((info["family"], info["seed"], split, info["difficulty"], info["index"], layout,
+                    info.get("generated_voices", 0.0), info.get("generated_accents", 0.0), drill))[1]
+
+
 def write_shards(out: str | Path, n_per_family: int, seed: int = 0, split: str = "train",
                  families=FAMILIES, layout: Layout = Layout(), shard_size: int = 512, workers: int | None = None,
                  difficulty: tuple[float, float] = (0.0, 1.0), generated_voices: float = 0.0,

@@ -169,8 +169,8 @@ def encode_inputs(tl: Timeline, layout: Layout, tok: Tokenizer) -> dict[str, np.
 def note(word: str, tok: Tokenizer) -> list[int]:
     """A note of a word: ``<note>`` and the word, a cue-list word as its heard token (``<note> <heard:tiger>``), so
     that a cue heard later is the very token noted: telling it from the other cue-list words is spotting a token
-    written before, which attention does at once (session 14: with the cue noted as " tiger", its model acted after
-    94 % of the other cue-list words heard in training drills, as after 94 % of the cues, 100 steps in)."""
+    written before, the plainest match for attention (session 14: with the cue noted as " tiger", its model acted
+    after 94 % of the other cue-list words heard in training drills, as after 94 % of the cues, 100 steps in)."""
     name = word.lower().strip(".,!?")
     return [NOTE, heard(name)] if name in CUE_WORDS else [NOTE] + tok.encode_word(word)
 
