@@ -540,11 +540,35 @@ def test_checkpoint_errors(tmp_path):
 
 
 def test_the_bundled_model_fits_in_the_repository():
-    """The bundled checkpoint ships in git: under 25 MB (decimal) in all, its weights in bfloat16."""
+    """The bundled checkpoint ships in git: under 25 MB (decimal) in all, its weights in the 16-bit type its config
+    names."""
+    from safetensors import safe_open
+
     files = list(checkpoint.DEFAULT_CHECKPOINT.iterdir())
     assert files and sum(f.stat().st_size for f in files) < 25_000_000
-    assert json.loads((checkpoint.DEFAULT_CHECKPOINT / "config.json").read_text())["extra"]["stored_as"] == \
-        "bfloat16"
+    stored = json.loads((checkpoint.DEFAULT_CHECKPOINT / "config.json").read_text())["extra"]["stored_as"]
+    assert stored in ("float16", "bfloat16")
+    with safe_open(str(checkpoint.DEFAULT_CHECKPOINT / "model.safetensors"), "pt") as f:
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+    assert dtypes == {"F16" if stored == "float16" else "BF16"}
+
+
+def test_16_bit_weights_load_close_and_overflow_is_refused(tmp_path):
+    """float16 keeps more of each weight than bfloat16 (the bundled model is stored in it), and a weight beyond its
+    range is refused, never written as infinity."""
+    model = build(tiny(), seed=3)
+    ref = {k: v.clone() for k, v in model.state_dict().items()}
+    err = {}
+    for dt in (torch.float16, torch.bfloat16):
+        back = checkpoint.load(checkpoint.save(model, tmp_path / str(dt), dtype=dt)).state_dict()
+        err[dt] = max(float((back[k] - ref[k]).abs().max()) for k in ref if ref[k].is_floating_point())
+    assert 0 < err[torch.float16] < err[torch.bfloat16] / 4
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = 1e6
+    with pytest.raises(CheckpointError, match="overflow"):
+        checkpoint.save(model, tmp_path / "big", dtype=torch.float16)
+    assert not (tmp_path / "big" / "model.safetensors").exists()
+    checkpoint.save(model, tmp_path / "wide", dtype=torch.bfloat16)  # bfloat16 holds float32's range
 
 
 # --------------------------------------------------------------------------------------------- each head learns
@@ -689,3 +713,17 @@ def test_not_acting_on_a_heard_word_weighs_as_much_as_acting():
     w = out_weights(out, 3.0)
     assert w[:, :2].tolist() == [[3, 3], [1, 3], [3, 3], [3, 1]] and w[2, 2] == 1
     assert out_weights(out[None], 2.0).shape == (1, 4, 3)
+
+
+def test_model_bundle_stores_float16_with_its_threshold(tmp_path, capsys):
+    """`microturn model bundle` writes float16 weights by default (bfloat16 on request) and the speak threshold."""
+    from microturn.cli import main
+
+    src = checkpoint.save(build(tiny(), seed=4), tmp_path / "src")
+    for dtype, args in (("float16", []), ("bfloat16", ["--dtype", "bfloat16"])):
+        argv = ["model", "bundle", str(src), "--out", str(tmp_path / dtype), "--speak-threshold", "0.6", *args]
+        assert main(argv) == 0
+        extra = checkpoint.read_config(tmp_path / dtype)[1]
+        assert extra["stored_as"] == dtype and extra["sampling"] == {"speak_threshold": 0.6}
+        assert f"weights in {dtype}" in capsys.readouterr().out
+    assert checkpoint.load(tmp_path / "float16").state_dict().keys() == checkpoint.load(src).state_dict().keys()

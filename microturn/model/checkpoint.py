@@ -53,8 +53,9 @@ def _unwrap(model) -> InteractionModel:
 def save(model, path: str | Path, extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:
     """Write ``model.safetensors`` and ``config.json`` into the folder ``path`` (created if needed).
 
-    ``dtype``: store floating-point weights in this type (e.g. ``torch.bfloat16`` halves the file; ``load``
-    converts back to the model's float32).
+    ``dtype``: store floating-point weights in this type (``torch.float16`` or ``torch.bfloat16`` halves the file;
+    ``load`` converts back to the model's float32). A weight the type cannot hold (beyond float16's range) is
+    refused rather than stored as infinity.
     ``extra``: JSON-serialisable information stored in ``config.json`` under ``"extra"`` (training step, ...).
     Both files are written to temporary names first and renamed, so a crash never leaves half a checkpoint.
     """
@@ -65,6 +66,11 @@ def save(model, path: str | Path, extra: dict | None = None, dtype: torch.dtype 
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous()
                for k, v in model.state_dict().items()}
+    state = model.state_dict()
+    lost = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()
+            and torch.isfinite(state[k]).all()]
+    if lost:
+        raise CheckpointError(f"{_names(lost)} overflow {dtype}: store the weights in a wider type")
     meta = model.cfg.to_json() | {"format": FORMAT, "version": VERSION}
     if extra:
         meta["extra"] = extra
