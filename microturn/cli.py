@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="default: microturn/assets/model")
     s.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"],
                    help="how the weights are stored (float16, the default, keeps 3 more bits of each weight than "
-                        "bfloat16, so the bundled model decides closer to its float32 checkpoint)")
+                        "bfloat16, so the bundled model's probabilities stay closer to its float32 checkpoint's)")
     s.add_argument("--speak-threshold", type=float, help="store this greedy speak threshold with the model")
     s.set_defaults(fn=_model_bundle)
 

@@ -554,8 +554,8 @@ def test_the_bundled_model_fits_in_the_repository():
 
 
 def test_16_bit_weights_load_close_and_overflow_is_refused(tmp_path):
-    """float16 keeps more of each weight than bfloat16 (the bundled model is stored in it), and a weight beyond its
-    range is refused, never written as infinity."""
+    """float16 (what `microturn model bundle` stores by default) keeps more of each weight than bfloat16, and a
+    weight beyond its range is refused, never written as infinity."""
     model = build(tiny(), seed=3)
     ref = {k: v.clone() for k, v in model.state_dict().items()}
     err = {}

@@ -66,8 +66,8 @@ def save(model, path: str | Path, extra: dict | None = None, dtype: torch.dtype 
     state = model.state_dict()
     tensors = {k: v.detach().to("cpu", dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous()
                for k, v in state.items()}
-    lost = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()
-            and torch.isfinite(state[k]).all()]
+    lost = [] if dtype is None else [k for k, v in tensors.items() if v.is_floating_point()
+                                     and not torch.isfinite(v).all() and torch.isfinite(state[k]).all()]
     if lost:
         raise CheckpointError(f"{_names(lost)} overflow {dtype}: store the weights in a wider type")
     folder.mkdir(parents=True, exist_ok=True)
