@@ -3,7 +3,7 @@
 #
 # Every step is deterministic for its seeds and resumable: run the script again after an interruption and it
 # goes on where it stopped (shards already written are kept; training resumes from runs/cpu/train_state.pt).
-# Time on 2 cores: data about 45 minutes, training about 25 h (2 processes, 4-16 s per step of 2 x 8
+# Time on 2 cores: data about 1 h, training about 29 h (2 processes, 4-16 s per step of 2 x 8
 # sessions; conversation batches are longer), scoring a few minutes. See docs/training.md for what produced the checkpoint in the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -103,9 +103,10 @@ shards data/shards/train/k --split train --per-family 2400 --seed 13 --difficult
     --generated-accents 0.5 --cue-drill 1.0 --families cuespeak
 .venv/bin/python scripts/drop_sessions.py data/shards/train/{a,b,c,d,e,f,g,h} data/shards/val/shard-00000 \
     --families cuespeak
-train() {  # out, init, steps, stop-at, lr, min-lr, warmup, mix, then more options
+data=data/shards/train
+train() {  # out, init, steps, stop-at, lr, min-lr, warmup, mix, then more options (reads the shards under $data)
   OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --init "$2/model" \
-      --data data/shards/train --val data/shards/val --out "$1" --steps "$3" --stop-at "$4" --batch 8 --lr "$5" \
+      --data "$data" --val data/shards/val --out "$1" --steps "$3" --stop-at "$4" --batch 8 --lr "$5" \
       --min-lr "$6" --warmup "$7" --eval-every 200 --ckpt-every 50 --threads 1 --conversations 0.4 \
       --recap-weight 0.1 --early-listen 3 --task-listen 3 --mix "$8" "${@:9}"
 }
@@ -121,6 +122,20 @@ train runs/s17 runs/s16 500 400 4e-4 4e-5 20 ${mix/cuespeak=3/cuespeak=10}  # wi
 # the shards up to date with `scripts/relayout_shards.py data/shards/train data/shards/val`
 train runs/s18 runs/s17 400 100 4e-4 4e-5 20 ${mix/cuespeak=3/cuespeak=10}  # stopped at 100; notes changed
 train runs/s19 runs/s18 300 0 4e-4 4e-5 20 ${mix/cuespeak=3/cuespeak=10}
-$mt model bundle runs/s19/model --speak-threshold 0.6
+# phase 11 (sessions 15-16): five new parts, written to a folder of their own and read alone (the last two runs saw
+# no other training data): 11,650 sessions, about 17 min
+data=data/shards/s21
+G="--split train --difficulty 0.3,1 --generated-voices 0.8 --generated-accents 0.5"
+shards $data/m $G --per-family 1200 --seed 21 --cue-drill 1.0 --families cuespeak
+shards $data/n $G --per-family 1200 --seed 22 --families cuespeak
+shards $data/l $G --per-family 250 --seed 20 --families ${ALL/,cuespeak/},repcount
+shards $data/o $G --per-family 350 --seed 23 --families timespeak,delegate,translate,turn,interrupt,user_backchannel
+shards $data/p $G --per-family 400 --seed 24 --families ${ALL/,cuespeak/},repcount
+# session 15 started runs/s20 from the bundled copy of runs/s19 (bfloat16, read into float32): 14-21 s per step
+train runs/s20 runs/s19 400 0 3e-4 3e-5 20 ${mix/cuespeak=3/cuespeak=10}
+# the bundled model: runs/s21 at step 300 of its 450-step schedule (stopped there; it scored best on validation)
+train runs/s21 runs/s20 450 300 2e-4 2e-5 20 \
+    timespeak=4,cuespeak=6,delegate=3,translate=3,interrupt=1.5,turn=1.5,pause=1.5,user_backchannel=1.5,refusal=0.75,backchannel=0.75
+$mt model bundle runs/s21/model --speak-threshold 0.6
 [ -d sets/test ] || $mt synth --out sets/test --per-family 12 --split test --seed 100
 $mt results --scenarios sets/test
