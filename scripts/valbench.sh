@@ -16,23 +16,30 @@ fi
 ckpt=$1; shift
 [ -f "$ckpt/config.json" ] || { echo "$ckpt is not a checkpoint folder (no config.json)" >&2; exit 2; }
 mt=.venv/bin/microturn
-[ -d sets/val ] || $mt synth --out sets/val --per-family 6 --split val --seed 7
-[ -d sets/val-b ] || $mt synth --out sets/val-b --per-family 6 --split val --seed 8
-[ -d sets/val-c ] || $mt synth --out sets/val-c --per-family 6 --split val --seed 9
+declare -A seed=([val]=7 [val-b]=8 [val-c]=9)
+for set in "${!seed[@]}"; do
+  [ -d sets/$set ] || $mt synth --out sets/$set --per-family 6 --split val --seed "${seed[$set]}"
+done
 name=$(basename "$(dirname "$(realpath "$ckpt")")")
 mkdir -p out/valbench
 for th in "$@"; do
-  pids=()
-  for set in val val-b val-c; do
+  pids=() reports=()
+  for set in "${!seed[@]}"; do
+    reports+=(out/valbench/$name-$th-$set.json)
     OMP_NUM_THREADS=1 $mt bench --scenarios sets/$set --checkpoint "$ckpt" --speak-threshold "$th" \
-      --json out/valbench/$name-$th-$set.json > out/valbench/$name-$th-$set.txt 2>&1 &
+      --json "${reports[-1]}" > out/valbench/$name-$th-$set.txt 2>&1 &
     pids+=($!)
   done
   for p in "${pids[@]}"; do
     wait "$p" || { echo "a bench failed at threshold $th: see out/valbench/$name-$th-*.txt" >&2; exit 1; }
   done
-  passed=$(.venv/bin/python -c 'import json, sys; print(sum(s["passed"] for f in sys.argv[1:] for s in json.load(open(f))["scenarios"]))' \
-    out/valbench/$name-$th-val{,-b,-c}.json)
-  echo "$name threshold $th: $passed of 216 passed; sets/val $(grep overall out/valbench/$name-$th-val.txt)" \
-       "| sets/val-b $(grep overall out/valbench/$name-$th-val-b.txt) | sets/val-c $(grep overall out/valbench/$name-$th-val-c.txt)"
+  # the count passed of all the sets' scenarios, then each set's pass %
+  .venv/bin/python - "$name threshold $th" "${reports[@]}" <<'PY'
+import json, sys
+reports = [json.load(open(f)) for f in sys.argv[2:]]
+passed = sum(s["passed"] for r in reports for s in r["scenarios"])
+total = sum(len(r["scenarios"]) for r in reports)
+print(f"{sys.argv[1]}: {passed} of {total} passed; "
+      + " | ".join(f"{r['set']} {r['overall_pass_pct']:g}%" for r in reports))
+PY
 done
