@@ -188,6 +188,25 @@ def test_rehearsed_notes_fill_free_slots():
     assert [(w.w, w.start) for w in got] == [("bingo", at(6))]
 
 
+def test_a_recited_answer_opens_each_round_with_bg():
+    """A held background answer is recited like rehearsed notes, each round opened by <bg> alone in its micro-turn
+    (a note and its word stay together); <bg> is written, never said, and the words said are unchanged."""
+    from microturn.stream.tokenizer import NOTE
+
+    two, eight = TOK.encode_word("two")[0], TOK.encode_word("eight")[0]
+    tl = Timeline(duration=2.0, words=[Word("two", at(7), at(7) + 0.2, "agent"), Word("eight", at(8), at(8) + 0.2,
+                                                                                       "agent")],
+                  events=[Event(at(1), "note", "two"), Event(at(2), "note", "eight"),
+                          Event(at(3), "recite", f"two eight; {at(7)}")])
+    out = out_schedule(tl, L, TOK)
+    assert [out[t, :2].tolist() for t in range(8)] == [[NOTE, two], [NOTE, eight], [BG, EOT], [NOTE, two],
+                                                       [NOTE, eight], [BG, EOT], [two, EOT], [eight, EOT]]
+    got, _ = decode_outputs(out, L, TOK)
+    assert [(w.w, w.start) for w in got] == [("two", at(7)), ("eight", at(8))]
+    with pytest.raises(TimelineError, match="recite event text"):
+        Event(at(3), "recite", "; 1.0")
+
+
 def test_recaps_mark_what_repeats():
     """A running timer's later values and the steady rehearsal (a note of a word noted at most two micro-turns
     before) are recaps; the first notes, a timer's first value, the words said, the <eot>s and a rehearsal that must

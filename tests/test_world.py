@@ -191,9 +191,13 @@ def test_cue_list_words_heard_are_noted_and_the_cue_answered_in_the_same_micro_t
 
 
 def test_delegated_answers_are_held_until_said():
-    """The background model's answer is noted word by word once read (one micro-turn each) and rehearsed until the
-    agent says it, when there is time before it is said; otherwise it is said straight from what was read. Either
-    way the out tokens say it at the words' onsets (no note delays a word)."""
+    """The background model's answer is noted word by word once read (one micro-turn each) and recited until the
+    agent says it, when there is time before it is said, each round opened by <bg> alone in its micro-turn (where
+    the answer starts); otherwise it is said straight from what was read. Either way the out tokens say it at the
+    words' onsets (no note delays a word)."""
+    from microturn.stream.layout import note
+    from microturn.stream.tokenizer import BG, EOT, PAD
+
     tok, L, held = default_tokenizer(), Layout(), 0
     for i in range(16):
         s = generate("delegate", 3, "train", 0.7, i)
@@ -214,6 +218,12 @@ def test_delegated_answers_are_held_until_said():
         assert all(t < first for t, _ in notes)  # rehearsed until the answer is said, not after
         cycle = [w for _, w in notes[len(words):]]
         assert cycle == (words * len(cycle))[: len(cycle)]
+        recital = out[notes[len(words) - 1][0] + 1: first]
+        if len(recital):
+            assert recital[0].tolist() == [BG, EOT, PAD]
+            rounds = [BG] + [x for w in words for x in note(w, tok)]
+            got = [int(x) for x in recital.reshape(-1) if x not in (EOT, PAD)]
+            assert got == (rounds * len(got))[: len(got)]
         words_out, _ = decode_outputs(out, L, tok)
         window = lambda ws: [(w.w, int(np.floor(w.start / L.delta + 1e-6))) for w in ws]  # noqa: E731
         assert window(words_out) == window(s.timeline.words_of("agent"))

@@ -148,8 +148,10 @@ class Builder:
     def hold(self, answer: str, arrives: float, said: float) -> None:
         """The background model's ``answer`` arrives at ``arrives`` and the agent says it from the boundary ``said``.
         When there is time to note its words before then (one per micro-turn, each once it is read), the agent notes
-        them and rehearses them until it says them, as it does an instruction's words; otherwise it says them straight
-        from what it has just read."""
+        them and recites them until it says them, as it rehearses an instruction's words but with each round opened by
+        ``<bg>`` (``recite``); otherwise it says them straight from what it has just read. Session 16's model
+        rehearsed held answers without a marker and said most of them out of order: in a loop of "two eight four two"
+        the word after "two" is "eight" or, round the loop, "two", and where the answer starts is nowhere written."""
         tok, words = default_tokenizer(), answer.split()
         ids, j, times = [BG] + tok.encode(" " + answer.strip()), 0, []
         for w in words:
@@ -160,11 +162,12 @@ class Builder:
         for w, t in zip(words, times):
             self.events.append(Event(t, "note", w))
         if times[-1] + DELTA < said - 1e-6:
-            self.rehearse(words, round(times[-1] + DELTA, 6), said)
+            self.rehearse(words, round(times[-1] + DELTA, 6), said, kind="recite")
 
-    def rehearse(self, words: list[str], t: float, until: float | None = None) -> None:
-        """From t until ``until`` (the session's end when None), the agent's free out slots repeat its notes."""
-        self.events.append(Event(t, "rehearse", " ".join(words) + ("" if until is None else f"; {until:.4f}")))
+    def rehearse(self, words: list[str], t: float, until: float | None = None, kind: str = "rehearse") -> None:
+        """From t until ``until`` (the session's end when None), the agent's free out slots repeat its notes (a
+        ``recite`` event: each round opened by ``<bg>``)."""
+        self.events.append(Event(t, kind, " ".join(words) + ("" if until is None else f"; {until:.4f}")))
 
     def countdown(self, start: float, due: float, end: float | None = None) -> None:
         """A timer from ``start`` to the agent's act at ``due`` (called off at ``end``)."""

@@ -15,14 +15,14 @@ import torch.nn.functional as F
 
 from ..codecs import dmel
 from ..stream.layout import Layout, out_loss_mask
-from ..stream.tokenizer import BG, EOT, NOTE, PAD, SIL, SPECIALS, TYPED, is_heard, is_timer
+from ..stream.tokenizer import EOT, NOTE, PAD, SIL, SPECIALS, TYPED, is_heard, is_timer
 from .config import ModelConfig
 from .embed import InputEmbed
 from .heads import FlowHead
 from .transformer import KVCache, Transformer
 
 INPUT_KEYS = ("clock", "audio", "video", "video_on", "text_in")
-NEVER_SAID = (PAD, TYPED, BG, SIL)  # input-side tokens the agent never emits
+NEVER_SAID = (PAD, TYPED, SIL)  # input-side tokens the agent never emits (<bg> it writes to recite a held answer)
 # Micro-turns of agent audio after a word token: the agent's words last under 0.6 s, so its audio is over three
 # windows after the word started (checked on the training shards); later windows are silence, not generated.
 SPEECH_TAIL = 4

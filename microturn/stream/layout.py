@@ -19,7 +19,8 @@ constant and token distance is elapsed time:
   the rest ``<pad>``. While the agent waits to do something at a time,
   each micro-turn's out starts with a timer token ``<tk>``: k micro-turns left until the one that says it (a
   countdown by one per micro-turn, so the model need not measure time from the clock); while an instruction lasts,
-  the slots left free rehearse its notes. Silence is a lone ``<eot>``. The flow head generates the window's agent
+  the slots left free rehearse its notes (those of a background answer held until it may be said each round after a
+  ``<bg>``: where the answer starts). Silence is a lone ``<eot>``. The flow head generates the window's agent
   mel frames from the last out slot.
 
 A word the agent starts at second s is therefore emitted by micro-turn ``floor(s / delta) - 1`` and decodes to start
@@ -178,7 +179,8 @@ def note(word: str, tok: Tokenizer) -> list[int]:
 def out_schedule(tl: Timeline, layout: Layout, tok: Tokenizer) -> np.ndarray:
     """The agent's out tokens per micro-turn [T, n_out]: its words at their onsets, delegations, notes and heard
     words (``<heard:pencil>``) at their times (before words said in the same micro-turn), while a timer runs the
-    micro-turns left as the first token, and while notes are rehearsed, their tokens in the slots left free."""
+    micro-turns left as the first token, and while notes are rehearsed, their tokens in the slots left free (a held
+    background answer's rounds each opened by ``<bg>``, alone in its micro-turn since a note and its word stay in one)."""
     T = layout.n_turns(tl.duration)
     turn = lambda s: max(0, int(np.floor(s / layout.delta + 1e-6)) - 1)  # noqa: E731  the micro-turn that emits s
     due: list[tuple[int, int, list[int]]] = []  # (micro-turn, order, tokens)
@@ -193,9 +195,9 @@ def out_schedule(tl: Timeline, layout: Layout, tok: Tokenizer) -> np.ndarray:
             due.append((turn(e.t), -1 - i, [x for w in e.text.split() for x in note(w, tok)]))
         elif e.kind == "heard":
             due.append((turn(e.t), -1 - i, [heard(w) for w in e.text.split()]))
-        elif e.kind == "rehearse":
+        elif e.kind in ("rehearse", "recite"):
             words, end = e.rehearsal()
-            cycle = [x for w in words for x in note(w, tok)]
+            cycle = [BG] * (e.kind == "recite") + [x for w in words for x in note(w, tok)]
             for m in range(turn(e.t), min(T, turn(end) if end < np.inf else T)):
                 recall[m] = cycle
         elif e.kind == "timer":

@@ -21,7 +21,7 @@ from ..codecs.audio import SAMPLE_RATE, AudioError, as_mono, load_wav, save_wav
 from .words import Word
 
 SOURCES = ("typed", "bg")  # typed user text, background-model results
-EVENT_KINDS = ("delegate", "answer", "note", "heard", "rehearse", "timer")
+EVENT_KINDS = ("delegate", "answer", "note", "heard", "rehearse", "recite", "timer")
 
 
 class TimelineError(ValueError):
@@ -50,7 +50,9 @@ class Event:
     answer it holds until it may say it), ``heard`` (it writes the heard token of ``text``, a cue-list word it has just
     heard, ``<heard:pencil>``: while it waits on a cue, each one the user says), ``rehearse`` (from ``t`` on its free
     out slots repeat the notes of
-    ``text`` = "words" or "words; end" seconds) and ``timer`` (from ``t`` on it counts down the micro-turns to
+    ``text`` = "words" or "words; end" seconds), ``recite`` (the same for a background answer it holds, each round of
+    its notes opened by ``<bg>``, so that where the answer starts is written and its first word is the one after the
+    marker) and ``timer`` (from ``t`` on it counts down the micro-turns to
     ``text`` = "due" seconds, or "due end" when the countdown is called off at ``end``)."""
 
     t: float
@@ -63,18 +65,18 @@ class Event:
         _check_time("event t", self.t)
         if self.kind == "timer":
             self.timer()  # checks its text
-        if self.kind == "rehearse":
+        if self.kind in ("rehearse", "recite"):
             self.rehearsal()
 
     def rehearsal(self) -> tuple[list[str], float]:
-        """A rehearse event's words and end (inf: the session's end)."""
+        """A rehearse or recite event's words and end (inf: the session's end)."""
         words, _, end = self.text.partition(";")
         try:
             until = float(end) if end.strip() else np.inf
         except ValueError:
             until = -1.0
         if not words.split() or not until >= self.t:
-            raise TimelineError(f"rehearse event text must be 'words' or 'words; end' (end >= t = {self.t}), "
+            raise TimelineError(f"{self.kind} event text must be 'words' or 'words; end' (end >= t = {self.t}), "
                                 f"got {self.text!r}")
         return words.split(), until
 
