@@ -3,7 +3,7 @@
 #
 # Every step is deterministic for its seeds and resumable: run the script again after an interruption and it
 # goes on where it stopped (shards already written are kept; training resumes from runs/cpu/train_state.pt).
-# Time on 2 cores: data about 1 h, training about 29 h (2 processes, 4-16 s per step of 2 x 8
+# Time on 2 cores: data about 1 h, training about 31 h (2 processes, 4-16 s per step of 2 x 8
 # sessions; conversation batches are longer), scoring a few minutes. See docs/training.md for what produced the checkpoint in the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -133,9 +133,18 @@ shards $data/o $G --per-family 350 --seed 23 --families timespeak,delegate,trans
 shards $data/p $G --per-family 400 --seed 24 --families ${ALL/,cuespeak/},repcount
 # session 15 started runs/s20 from the bundled copy of runs/s19 (bfloat16, read into float32): 14-21 s per step
 train runs/s20 runs/s19 400 0 3e-4 3e-5 20 ${mix/cuespeak=3/cuespeak=10}
-# the bundled model: runs/s21 at step 300 of its 450-step schedule (stopped there; it scored best on validation)
+# session 16's bundled model: runs/s21 at step 300 of its 450-step schedule (stopped there; best on validation)
 train runs/s21 runs/s20 450 300 2e-4 2e-5 20 \
     timespeak=4,cuespeak=6,delegate=3,translate=3,interrupt=1.5,turn=1.5,pause=1.5,user_backchannel=1.5,refusal=0.75,backchannel=0.75
-$mt model bundle runs/s21/model --speak-threshold 0.6
+# phase 12 (session 17): two more parts; held background answers recited, each round of their notes opened by <bg>
+# (session 17 laid the delegate sessions of parts l-p out again in a copy, data/shards/s23, with
+# `scripts/relayout_shards.py data/shards/s23 --families delegate --again`; shards written today have it already)
+shards $data/q $G --per-family 400 --seed 25 --families $ALL,repcount
+shards $data/r $G --per-family 400 --seed 26 --cue-drill 0.5 \
+    --families cuespeak,timespeak,delegate,translate,other_speaker,turn
+# the bundled model: runs/s23 at the end of its 360-step schedule (1 h 38 min)
+train runs/s23 runs/s21 360 0 1.5e-4 1.5e-5 20 \
+    timespeak=4,cuespeak=6,delegate=3,translate=3,interrupt=1.5,turn=1.5,pause=1.5,user_backchannel=1.5,other_speaker=1.5,refusal=0.75,backchannel=0.75
+$mt model bundle runs/s23/model --speak-threshold 0.6
 [ -d sets/test ] || $mt synth --out sets/test --per-family 12 --split test --seed 100
 $mt results --scenarios sets/test
