@@ -137,7 +137,7 @@ train runs/s20 runs/s19 400 0 3e-4 3e-5 20 ${mix/cuespeak=3/cuespeak=10}
 train runs/s21 runs/s20 450 300 2e-4 2e-5 20 \
     timespeak=4,cuespeak=6,delegate=3,translate=3,interrupt=1.5,turn=1.5,pause=1.5,user_backchannel=1.5,refusal=0.75,backchannel=0.75
 # phase 12 (session 17): two more parts; held background answers recited, each round of their notes opened by <bg>
-# (session 17 laid the delegate sessions of parts l-p out again in a copy, data/shards/s23, with
+# (session 17 laid the delegate sessions of parts l-r out again in a copy, data/shards/s23, with
 # `scripts/relayout_shards.py data/shards/s23 --families delegate --again`; shards written today have it already)
 shards $data/q $G --per-family 400 --seed 25 --families $ALL,repcount
 shards $data/r $G --per-family 400 --seed 26 --cue-drill 0.5 \

@@ -180,7 +180,7 @@ def out_schedule(tl: Timeline, layout: Layout, tok: Tokenizer) -> np.ndarray:
     """The agent's out tokens per micro-turn [T, n_out]: its words at their onsets, delegations, notes and heard
     words (``<heard:pencil>``) at their times (before words said in the same micro-turn), while a timer runs the
     micro-turns left as the first token, and while notes are rehearsed, their tokens in the slots left free (a held
-    background answer's rounds each opened by ``<bg>``, alone in its micro-turn since a note and its word stay in one)."""
+    background answer's rounds each opened by ``<bg>``, alone in its micro-turn: a note and its word stay in one)."""
     T = layout.n_turns(tl.duration)
     turn = lambda s: max(0, int(np.floor(s / layout.delta + 1e-6)) - 1)  # noqa: E731  the micro-turn that emits s
     due: list[tuple[int, int, list[int]]] = []  # (micro-turn, order, tokens)
