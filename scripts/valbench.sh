@@ -16,15 +16,16 @@ fi
 ckpt=$1; shift
 [ -f "$ckpt/config.json" ] || { echo "$ckpt is not a checkpoint folder (no config.json)" >&2; exit 2; }
 mt=.venv/bin/microturn
+sets=(val val-b val-c)  # in this order, with their seeds
 declare -A seed=([val]=7 [val-b]=8 [val-c]=9)
-for set in "${!seed[@]}"; do
+for set in "${sets[@]}"; do
   [ -d sets/$set ] || $mt synth --out sets/$set --per-family 6 --split val --seed "${seed[$set]}"
 done
 name=$(basename "$(dirname "$(realpath "$ckpt")")")
 mkdir -p out/valbench
 for th in "$@"; do
   pids=() reports=()
-  for set in "${!seed[@]}"; do
+  for set in "${sets[@]}"; do
     reports+=(out/valbench/$name-$th-$set.json)
     OMP_NUM_THREADS=1 $mt bench --scenarios sets/$set --checkpoint "$ckpt" --speak-threshold "$th" \
       --json "${reports[-1]}" > out/valbench/$name-$th-$set.txt 2>&1 &
