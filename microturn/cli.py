@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     for f in ("steps", "batch", "warmup", "eval_every", "ckpt_every", "seed", "threads", "workers", "stop_at",
               "early_listen", "audio_conv"):
         s.add_argument(f"--{f.replace('_', '-')}", dest=f, type=int)
-    for f in ("lr", "min_lr", "speak_weight", "recap_weight", "task_listen", "conversations"):
+    for f in ("lr", "min_lr", "speak_weight", "recap_weight", "task_listen", "conversations", "openings"):
         s.add_argument(f"--{f.replace('_', '-')}", dest=f, type=float)
     s.add_argument("--fsdp", action="store_true", default=None)
     s.add_argument("--no-augment", dest="augment", action="store_false", default=None)

@@ -157,6 +157,27 @@ def test_batches_are_a_pure_function_of_seed_rank_and_step(shards):
     assert not all(same(b[i], batches(0, seed=1)[i]) for i in range(4))
 
 
+def test_openings_are_the_first_seconds_of_sessions(shards):
+    """--openings: those batches hold sessions cut to their first 4-9 s, every array the session's own beginning."""
+    import numpy as np
+
+    from microturn.train.data import OPENING, Curriculum, Shards, StepBatches, collate
+
+    sh = Shards(shards / "train")
+
+    cut = StepBatches(sh, Curriculum(sh, seed=99), batch=3, steps=8, seed=0, rank=0, conversations=0.5,
+                      augment=False, max_len=400, openings=1.0)
+    for step in range(4):
+        b = cut[step]
+        T = b["clock"].shape[1]
+        assert OPENING[0] <= T < OPENING[1] or T == int(b["valid"].sum(1).max())  # a session shorter than the cut
+        rng = np.random.default_rng([0, 0, step])
+        rng.random(), rng.integers(*OPENING)  # as StepBatches draws: the opening, its length, then the sessions
+        full = collate([sh.session(i) for i in Curriculum(sh, seed=99).sample(3, step / 8, rng)], sh.families)
+        for k in ("out", "listen", "audio", "text_in"):
+            assert torch.equal(b[k], full[k][:, :T])
+
+
 def test_workers_train_the_same_model(shards, tmp_path):
     """--workers N: batches made in worker processes train exactly the weights made in the training process."""
     c = TrainConfig(data=str(shards / "train"), val=None, steps=3, batch=2, warmup=1, ckpt_every=3, lr=1e-3,

@@ -125,6 +125,15 @@ def join(items: list[dict]) -> dict:
     return out | {"family": items[-1]["family"]}
 
 
+OPENING = (20, 46)  # micro-turns an opening keeps (``StepBatches``): 4-9 s, drawn uniformly
+
+
+def opening(item: dict, n: int) -> dict:
+    """The session's first ``n`` micro-turns: what a causal model reads and writes there does not depend on what
+    comes after, so every target of the cut session is still right."""
+    return {k: v if k == "family" else v[:n] for k, v in item.items()}
+
+
 def collate(items: list[dict], families: list[str]) -> dict[str, torch.Tensor]:
     """Pad sessions to the longest; ``valid`` [B, T] marks real micro-turns, ``family`` [B] indexes ``families``.
     Video frames that are off are left blank (the model never reads them; most sessions have none on)."""
@@ -223,14 +232,17 @@ class Curriculum:
 class StepBatches(torch.utils.data.Dataset):
     """Training batch number ``step``, a pure function of (seed, rank, step): sessions drawn by the curriculum at
     progress step / steps, a share ``conversations`` of the batches made of several sessions in a row (up to
-    ``max_len`` micro-turns), and, with ``augment``, each item's audio altered and its clock shifted. Being pure, the
+    ``max_len`` micro-turns), a share ``openings`` made of session openings (each session's first 4-9 s, ``OPENING``:
+    where instructions are given and must be heard, at a third of a full batch's compute), and, with ``augment``, each
+    item's audio altered and its clock shifted. Being pure, the
     batches can be made ahead of time in worker processes (a DataLoader with ``num_workers``), and an interrupted run
     resumes with no sampler state."""
 
     def __init__(self, shards: Shards, cur: Curriculum, *, batch: int, steps: int, seed: int, rank: int,
-                 conversations: float, augment: bool, max_len: int):
+                 conversations: float, augment: bool, max_len: int, openings: float = 0.0):
         self.shards, self.cur, self.batch, self.steps, self.max_len = shards, cur, batch, steps, max_len
         self.seed, self.rank, self.conversations, self.augment = seed, rank, conversations, augment
+        self.openings = openings
 
     def __len__(self) -> int:
         return self.steps
@@ -238,11 +250,15 @@ class StepBatches(torch.utils.data.Dataset):
     def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.rank, step])
         progress = step / self.steps
-        if self.conversations and rng.random() < self.conversations:
-            groups = self.cur.conversations(self.batch, progress, self.max_len, rng)
+        if self.openings and rng.random() < self.openings:  # (no draw without openings: older runs' batches stay)
+            n = int(rng.integers(*OPENING))
+            items = [opening(self.shards.session(i), n) for i in self.cur.sample(self.batch, progress, rng)]
         else:
-            groups = [[i] for i in self.cur.sample(self.batch, progress, rng)]
-        items = [join([self.shards.session(i) for i in g]) for g in groups]
+            if self.conversations and rng.random() < self.conversations:
+                groups = self.cur.conversations(self.batch, progress, self.max_len, rng)
+            else:
+                groups = [[i] for i in self.cur.sample(self.batch, progress, rng)]
+            items = [join([self.shards.session(i) for i in g]) for g in groups]
         if self.augment:
             for j, it in enumerate(items):
                 item_rng = np.random.default_rng([self.seed, self.rank, step, j])

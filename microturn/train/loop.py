@@ -2,7 +2,7 @@
 
 AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast on GPU, DDP (or FSDP for the large
 presets), a curriculum over difficulty with families mixed evenly or by given weights (``mix``), batches of
-conversations (several sessions in a row, ``conversations``), random clock shifts, batches made ahead in worker
+conversations (several sessions in a row, ``conversations``) and of session openings (``openings``), random clock shifts, batches made ahead in worker
 processes (``workers``; each batch is a pure function of seed, rank and step), checkpoints that resume exactly
 (model, optimiser, step and torch RNG state), TensorBoard logs, training curves as PNG, and a progress bar
 with tokens per second. Evaluation on held-out shards (voices, speakers and sentences never trained on) reports the
@@ -58,6 +58,7 @@ class TrainConfig:
     augment: bool = True  # alter the input audio and shift the clock at random (train.data); evaluation never does
     mix: str = ""  # family weights, e.g. "timespeak=3,cuespeak=2" (others 1); evaluation mixes evenly
     conversations: float = 0.0  # share of batches whose items are several sessions in a row (up to the window)
+    openings: float = 0.0  # share of batches whose items are sessions' first 4-9 s, where instructions are heard
     init: str = ""  # a checkpoint folder to start from (fine-tuning: new optimiser, schedule and curriculum)
     audio_conv: int = 0  # convolution layers in the audio front-end (model.embed.FrameConv); added to an --init
     #   model without them, starting at zero (0: the preset's, or the --init model's)
@@ -251,7 +252,8 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     model.train()
     end = min(c.steps, c.stop_at) if c.stop_at else c.steps
     batches = StepBatches(shards, cur, batch=c.batch, steps=c.steps, seed=c.seed, rank=rank,
-                          conversations=c.conversations, augment=c.augment, max_len=cfg.window // cfg.layout.length)
+                          conversations=c.conversations, augment=c.augment, max_len=cfg.window // cfg.layout.length,
+                          openings=c.openings)
     loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(step, end), num_workers=c.workers,
                                          pin_memory=dev.type == "cuda", prefetch_factor=4 if c.workers else None,
                                          generator=torch.Generator().manual_seed(c.seed))  # not the model's RNG
