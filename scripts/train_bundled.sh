@@ -142,9 +142,14 @@ train runs/s21 runs/s20 450 300 2e-4 2e-5 20 \
 shards $data/q $G --per-family 400 --seed 25 --families $ALL,repcount
 shards $data/r $G --per-family 400 --seed 26 --cue-drill 0.5 \
     --families cuespeak,timespeak,delegate,translate,other_speaker,turn
-# the bundled model: runs/s23 at the end of its 360-step schedule (1 h 38 min)
+# session 17's bundled model: runs/s23 at the end of its 360-step schedule (1 h 38 min)
 train runs/s23 runs/s21 360 0 1.5e-4 1.5e-5 20 \
     timespeak=4,cuespeak=6,delegate=3,translate=3,interrupt=1.5,turn=1.5,pause=1.5,user_backchannel=1.5,other_speaker=1.5,refusal=0.75,backchannel=0.75
-$mt model bundle runs/s23/model --speak-threshold 0.6
+# phase 13 (session 18): half the batches of runs/s25 are session openings (--openings 0.5, each session's first
+# 4-9 s); runs/s24 was stopped at step 250 of 400, runs/s25 is shipped at step 300 of 400 (best on validation)
+mix=timespeak=4,cuespeak=6,delegate=4,translate=3,interrupt=1.5,turn=1.5,pause=1.5,user_backchannel=1.5,other_speaker=1.5,refusal=0.75,backchannel=0.75
+train runs/s24 runs/s23 400 250 1e-4 1e-5 20 $mix
+train runs/s25 runs/s24 400 300 1e-4 1e-5 20 $mix --openings 0.5
+$mt model bundle runs/s25/model --speak-threshold 0.6
 [ -d sets/test ] || $mt synth --out sets/test --per-family 12 --split test --seed 100
 $mt results --scenarios sets/test
