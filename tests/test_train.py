@@ -178,6 +178,14 @@ def test_openings_are_the_first_seconds_of_sessions(shards):
             assert torch.equal(b[k], full[k][:, :T])
 
 
+def test_shares_of_batches_outside_0_to_1_are_refused(shards, tmp_path):
+    for bad in (dict(openings=1.5), dict(conversations=-0.1)):
+        c = TrainConfig(data=str(shards / "train"), val=None, out=str(tmp_path / "x"), steps=1, batch=1, **bad)
+        with pytest.raises(ValueError, match="share of the batches"):
+            train(c, _model_cfg())
+    assert not (tmp_path / "x" / "model").exists()  # refused before anything was written
+
+
 def test_workers_train_the_same_model(shards, tmp_path):
     """--workers N: batches made in worker processes train exactly the weights made in the training process."""
     c = TrainConfig(data=str(shards / "train"), val=None, steps=3, batch=2, warmup=1, ckpt_every=3, lr=1e-3,

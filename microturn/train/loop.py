@@ -2,10 +2,10 @@
 
 AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast on GPU, DDP (or FSDP for the large
 presets), a curriculum over difficulty with families mixed evenly or by given weights (``mix``), batches of
-conversations (several sessions in a row, ``conversations``) and of session openings (``openings``), random clock shifts, batches made ahead in worker
-processes (``workers``; each batch is a pure function of seed, rank and step), checkpoints that resume exactly
-(model, optimiser, step and torch RNG state), TensorBoard logs, training curves as PNG, and a progress bar
-with tokens per second. Evaluation on held-out shards (voices, speakers and sentences never trained on) reports the
+conversations (several sessions in a row, ``conversations``) and of session openings (``openings``), random clock
+shifts, batches made ahead in worker processes (``workers``; each batch is a pure function of seed, rank and step),
+checkpoints that resume exactly (model, optimiser, step and torch RNG state), TensorBoard logs, training curves as
+PNG, and a progress bar with tokens per second. Evaluation on held-out shards (voices, speakers and sentences never trained on) reports the
 losses and the listening accuracy at every evaluation.
 """
 from __future__ import annotations
@@ -199,6 +199,9 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                          f"layout must be the shards' ({shards.layout})")
     if not 0 <= c.early_listen <= cfg.n_layer:
         raise ValueError(f"early_listen must be 0 (off) or a block count in 1 .. {cfg.n_layer}, got {c.early_listen}")
+    for name in ("conversations", "openings"):
+        if not 0 <= getattr(c, name) <= 1:
+            raise ValueError(f"{name} is a share of the batches, from 0 to 1, got {getattr(c, name)}")
     model = InteractionModel(cfg).to(dev)
     listen_weight = None
     if c.task_listen != 1.0:
