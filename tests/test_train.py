@@ -167,15 +167,19 @@ def test_openings_are_the_first_seconds_of_sessions(shards):
 
     cut = StepBatches(sh, Curriculum(sh, seed=99), batch=3, steps=8, seed=0, rank=0, conversations=0.5,
                       augment=False, max_len=400, openings=1.0)
+    was_cut = 0
     for step in range(4):
         b = cut[step]
-        T = b["clock"].shape[1]
-        assert OPENING[0] <= T < OPENING[1] or T == int(b["valid"].sum(1).max())  # a session shorter than the cut
         rng = np.random.default_rng([0, 0, step])
-        rng.random(), rng.integers(*OPENING)  # as StepBatches draws: the opening, its length, then the sessions
+        rng.random()  # as StepBatches draws: whether an opening, its length, then the sessions
+        n = int(rng.integers(*OPENING))
         full = collate([sh.session(i) for i in Curriculum(sh, seed=99).sample(3, step / 8, rng)], sh.families)
-        for k in ("out", "listen", "audio", "text_in"):
+        T = b["clock"].shape[1]
+        assert OPENING[0] <= n < OPENING[1] and T == min(n, full["clock"].shape[1])
+        was_cut += T < full["clock"].shape[1]
+        for k in ("out", "listen", "audio", "text_in", "recap"):
             assert torch.equal(b[k], full[k][:, :T])
+    assert was_cut  # the test shards' sessions are long enough that some were cut
 
 
 def test_shares_of_batches_outside_0_to_1_are_refused(shards, tmp_path):

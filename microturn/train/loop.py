@@ -5,8 +5,8 @@ presets), a curriculum over difficulty with families mixed evenly or by given we
 conversations (several sessions in a row, ``conversations``) and of session openings (``openings``), random clock
 shifts, batches made ahead in worker processes (``workers``; each batch is a pure function of seed, rank and step),
 checkpoints that resume exactly (model, optimiser, step and torch RNG state), TensorBoard logs, training curves as
-PNG, and a progress bar with tokens per second. Evaluation on held-out shards (voices, speakers and sentences never trained on) reports the
-losses and the listening accuracy at every evaluation.
+PNG, and a progress bar with tokens per second. Evaluation on held-out shards (voices, speakers and sentences never
+trained on) reports the losses and the listening accuracy at every evaluation.
 """
 from __future__ import annotations
 
