@@ -13,7 +13,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import typing
+
+from .train.config import TrainConfig
 
 
 def _demo(a):
@@ -30,11 +34,31 @@ def _synth(a):
         generated_accents=a.generated_accents, cue_drill=a.cue_drill)
 
 
-def _train(a):
-    from .train.loop import TrainConfig, train
+def _config_options(p: argparse.ArgumentParser, cls: type) -> None:
+    """One option per field of a config dataclass, with the field's default and help (``metadata["help"]``): a
+    bool that defaults to True is turned off with ``--no-NAME``. Options left out keep the dataclass's default."""
+    types = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag, kind, text = f.name.replace("_", "-"), types[f.name], f.metadata.get("help", "")
+        if kind is bool:
+            p.add_argument(f"--no-{flag}" if f.default else f"--{flag}", dest=f.name, default=None,
+                           help=f"turn off (on by default): {text}" if f.default else text,
+                           action="store_false" if f.default else "store_true")
+        else:
+            kind = next(t for t in typing.get_args(kind) or (kind,) if t is not type(None))  # str | None -> str
+            shown = f"{text} (default: {f.default})" if f.default not in ("", None) else text
+            p.add_argument(f"--{flag}", dest=f.name, type=kind, default=None, help=shown)
 
-    c = TrainConfig(**{k: v for k, v in vars(a).items() if k in TrainConfig.__dataclass_fields__ and v is not None})
-    train(c)
+
+def _train_config(a) -> TrainConfig:
+    """The options given on the command line over TrainConfig's defaults."""
+    return TrainConfig(**{k: v for k, v in vars(a).items() if k in TrainConfig.__dataclass_fields__ and v is not None})
+
+
+def _train(a):
+    from .train.loop import train
+
+    train(_train_config(a))
 
 
 def _info_row(name: str, m) -> dict:
@@ -148,18 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_synth)
 
     s = sub.add_parser("train", help="train a model on shards (from scratch, or from --init's weights)")
-    for f in ("data", "val", "out", "preset"):
-        s.add_argument(f"--{f}")
-    s.add_argument("--init", help="start from this checkpoint's weights (its architecture; a new optimiser and "
-                                  "schedule); ignored when --out holds a run to resume")
-    for f in ("steps", "batch", "warmup", "eval_every", "ckpt_every", "seed", "threads", "workers", "stop_at",
-              "early_listen", "audio_conv"):
-        s.add_argument(f"--{f.replace('_', '-')}", dest=f, type=int)
-    for f in ("lr", "min_lr", "speak_weight", "recap_weight", "task_listen", "conversations", "openings"):
-        s.add_argument(f"--{f.replace('_', '-')}", dest=f, type=float)
-    s.add_argument("--fsdp", action="store_true", default=None)
-    s.add_argument("--no-augment", dest="augment", action="store_false", default=None)
-    s.add_argument("--mix", help="family weights, e.g. 'timespeak=3,cuespeak=2' (families not named weigh 1)")
+    _config_options(s, TrainConfig)
     s.set_defaults(fn=_train)
 
     m = sub.add_parser("model", help="model utilities").add_subparsers(dest="what", required=True)

@@ -208,6 +208,26 @@ def test_lr_schedule_warms_up_and_decays():
     assert lr_at(100, c) == pytest.approx(0.1) and lr_at(55, c) == pytest.approx(0.55, abs=0.01)
 
 
+def test_train_cli_has_one_documented_option_per_config_field(capsys):
+    """`microturn train` is made from TrainConfig: every field is an option with its help, values parse to the
+    field's type, --no-augment turns augmentation off, and options left out keep the dataclass's defaults."""
+    from dataclasses import fields
+
+    from microturn.cli import _train_config, build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    shown = capsys.readouterr().out
+    for f in fields(TrainConfig):
+        assert f.metadata["help"] and f"--{'no-' if f.default is True else ''}{f.name.replace('_', '-')} " in shown
+    c = _train_config(build_parser().parse_args(["train", "--openings", "0.5", "--weight-decay", "0.1", "--val", "v",
+                                                 "--steps", "7", "--no-augment", "--fsdp"]))
+    assert (c.openings, c.weight_decay, c.val, c.steps, c.augment, c.fsdp) == (0.5, 0.1, "v", 7, False, True)
+    assert c.lr == TrainConfig.lr and c.mix == "" and isinstance(c.steps, int)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--steps", "many"])
+
+
 @pytest.mark.slow
 def test_two_processes_with_gloo(shards, tmp_path):
     """The torchrun path (DDP over gloo) on two CPU processes."""

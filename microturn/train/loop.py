@@ -14,7 +14,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -27,41 +27,8 @@ from ..model.config import ModelConfig, preset
 from ..model.model import InteractionModel
 from ..stream.layout import out_loss_mask
 from ..stream.tokenizer import EOT, SIL, Tokenizer, default_tokenizer
+from .config import TrainConfig
 from .data import Curriculum, Shards, StepBatches, collate, parse_mix
-
-
-@dataclass
-class TrainConfig:
-    data: str = "data/shards/train"
-    val: str | None = "data/shards/val"
-    out: str = "runs/cpu"
-    preset: str = "cpu"
-    steps: int = 20000
-    batch: int = 8
-    lr: float = 2e-3
-    min_lr: float = 1e-4
-    warmup: int = 300
-    weight_decay: float = 0.05
-    clip: float = 1.0
-    speak_weight: float = 3.0
-    recap_weight: float = 1.0  # times speak_weight for the out tokens that repeat what was written (layout.recaps)
-    early_listen: int = 0  # also train the listening head on the audio tokens after this many blocks (0: off)
-    task_listen: float = 1.0  # weight of the task words (data.language.task_words) in the listening loss
-    eval_every: int = 250
-    ckpt_every: int = 250
-    eval_batches: int = 8
-    seed: int = 0
-    fsdp: bool = False
-    threads: int = 0  # torch threads on CPU (0: leave the default)
-    workers: int = 0  # processes that make batches ahead of the training step (0: made in the training process)
-    stop_at: int = 0  # stop (with a checkpoint) at this step of the schedule; the same command resumes (0: run all)
-    augment: bool = True  # alter the input audio and shift the clock at random (train.data); evaluation never does
-    mix: str = ""  # family weights, e.g. "timespeak=3,cuespeak=2" (others 1); evaluation mixes evenly
-    conversations: float = 0.0  # share of batches whose items are several sessions in a row (up to the window)
-    openings: float = 0.0  # share of batches whose items are sessions' first 4-9 s, where instructions are heard
-    init: str = ""  # a checkpoint folder to start from (fine-tuning: new optimiser, schedule and curriculum)
-    audio_conv: int = 0  # convolution layers in the audio front-end (model.embed.FrameConv); added to an --init
-    #   model without them, starting at zero (0: the preset's, or the --init model's)
 
 
 def task_word_mask(tok: Tokenizer, vocab_size: int) -> torch.Tensor:

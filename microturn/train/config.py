@@ -1,0 +1,50 @@
+"""What a training run is made of: ``TrainConfig``, one field per ``microturn train`` option, with its help.
+
+Kept apart from ``train.loop`` (and torch), so the CLI can list the options without importing the training code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def _opt(default, help: str):
+    """A TrainConfig field with its ``microturn train --help`` line (the CLI makes one option per field)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    data: str = _opt("data/shards/train", "training shards (a folder of shard parts: `microturn synth --shards`)")
+    val: str | None = _opt("data/shards/val", "held-out shards scored at every evaluation")
+    out: str = _opt("runs/cpu", "the run's folder: model, train_state, log.jsonl, TensorBoard logs, curves")
+    preset: str = _opt("cpu", "model size (`microturn model info` lists the presets); ignored with --init")
+    steps: int = _opt(20000, "optimiser steps of the schedule")
+    batch: int = _opt(8, "sessions per step and process")
+    lr: float = _opt(2e-3, "peak learning rate (AdamW)")
+    min_lr: float = _opt(1e-4, "learning rate at the end of the cosine decay")
+    warmup: int = _opt(300, "steps of linear warm-up")
+    weight_decay: float = _opt(0.05, "AdamW weight decay (matrices only)")
+    clip: float = _opt(1.0, "gradient-norm clip")
+    speak_weight: float = _opt(3.0, "text-loss weight of the out tokens but <eot> (model.out_weights; <eot> weighs 1)")
+    recap_weight: float = _opt(1.0, "times speak_weight for the out tokens that repeat what was written "
+                                    "(layout.recaps)")
+    early_listen: int = _opt(0, "also train the listening head on the audio tokens after this many blocks (0: off)")
+    task_listen: float = _opt(1.0, "weight of the task words (data.language.task_words) in the listening loss")
+    eval_every: int = _opt(250, "steps between evaluations on --val")
+    ckpt_every: int = _opt(250, "steps between checkpoints (model and train_state)")
+    eval_batches: int = _opt(8, "batches per evaluation")
+    seed: int = _opt(0, "seed of the batches and of a new model's weights")
+    fsdp: bool = _opt(False, "shard the model with FSDP under torchrun (the large presets)")
+    threads: int = _opt(0, "torch threads on CPU (0: leave the default)")
+    workers: int = _opt(0, "processes that make batches ahead of the training step (0: in the training process)")
+    stop_at: int = _opt(0, "stop (with a checkpoint) at this step of the schedule; the same command resumes "
+                           "(0: run all)")
+    augment: bool = _opt(True, "alter the input audio and shift the clock at random (train.data); never in evaluation")
+    mix: str = _opt("", "family weights, e.g. 'timespeak=3,cuespeak=2' (families not named weigh 1); evaluation "
+                        "mixes evenly")
+    conversations: float = _opt(0.0, "share of batches whose items are several sessions in a row (up to the window)")
+    openings: float = _opt(0.0, "share of batches whose items are sessions' first 4-9 s, where instructions are heard")
+    init: str = _opt("", "start from this checkpoint's weights (its architecture; a new optimiser, schedule and "
+                         "curriculum); ignored when --out holds a run to resume")
+    audio_conv: int = _opt(0, "convolution layers in the audio front-end (model.embed.FrameConv), added to an --init "
+                              "model without them, starting at zero (0: the preset's, or the --init model's)")
