@@ -149,18 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("demo", help="speak, encode to dMel, decode with the vocoder; write WAVs and a picture")
-    s.add_argument("--text", default="When I say tiger, say bingo.")
-    s.add_argument("--out", default="out/demo")
+    s.add_argument("--text", default="When I say tiger, say bingo.", help="what espeak-ng says")
+    s.add_argument("--out", default="out/demo", help="folder for the WAVs and the picture")
     s.set_defaults(fn=_demo)
 
     s = sub.add_parser("synth", help="write a format-v1 scenario set, or training shards with --shards")
-    s.add_argument("--out", required=True)
-    s.add_argument("--per-family", type=int, default=12)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="folder to write (a scenario set, or shard files)")
+    s.add_argument("--per-family", type=int, default=12, help="scenarios (or sessions) of each family")
+    s.add_argument("--seed", type=int, default=0, help="the same seed, split and counts write the same set")
     s.add_argument("--families", default=None, help="comma-separated subset of the families")
-    s.add_argument("--split", default="test", choices=["train", "val", "test"])
+    s.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="which voices, speakers and sentences to draw from (each split has its own)")
     s.add_argument("--shards", action="store_true", help="write training shards instead of a scenario set")
-    s.add_argument("--workers", type=int, default=None)
+    s.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
     s.add_argument("--difficulty", default="0,1", help="shards: range of difficulty (noise, voices, typed share)")
     s.add_argument("--generated-voices", type=float, default=0.0,
                    help="training shards: the chance that a user's espeak-ng voice is a generated variant")
@@ -177,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("model", help="model utilities").add_subparsers(dest="what", required=True)
     s = m.add_parser("info", help="parameter counts of the presets (or one) and of a checkpoint")
-    s.add_argument("--preset")
-    s.add_argument("--checkpoint")
+    s.add_argument("--preset", help="only this preset (default: all)")
+    s.add_argument("--checkpoint", help="also this checkpoint folder")
     s.set_defaults(fn=_model_info)
 
     s = m.add_parser("bundle", help="store a checkpoint as the bundled model (16-bit weights, under 25 MB)")
@@ -191,18 +192,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_model_bundle)
 
     s = sub.add_parser("bench", help="run every scenario of a format-v1 set through an agent and score it")
-    s.add_argument("--scenarios", required=True)
-    s.add_argument("--agent", default="model", choices=["model", "harness", "oracle", "silent", "remote"])
+    s.add_argument("--scenarios", required=True, help="a format-v1 scenario set folder")
+    s.add_argument("--agent", default="model", choices=["model", "harness", "oracle", "silent", "remote"],
+                   help="model: this project's; harness: VAD + endpointing + responder; oracle: the rules' "
+                        "answers; silent: never speaks; remote: a running microturn serve")
     s.add_argument("--json", help="write the JSON report here")
     s.add_argument("--export-fdb", help="write the Full-Duplex-Bench layout per scenario here")
     s.add_argument("--pictures", help="write timeline PNGs of failed (or chosen) scenarios here")
-    s.add_argument("--n-pictures", type=int, default=4)
+    s.add_argument("--n-pictures", type=int, default=4, help="how many timeline PNGs at most")
     s.add_argument("--checkpoint", help="model checkpoint folder (default: the bundled model)")
-    s.add_argument("--clock", default="simulated", choices=["simulated", "realtime"])
+    s.add_argument("--clock", default="simulated", choices=["simulated", "realtime"],
+                   help="model and remote agents: realtime feeds each window once its audio would have arrived "
+                        "by the wall clock, so a slow step delays the next; simulated runs as fast as compute allows "
+                        "and its result does not depend on speed")
     s.add_argument("--responder", default="oracle", choices=["oracle", "model"], help="the harness's responder")
     s.add_argument("--harness", default="livekit", help="the harness's endpointing preset")
-    s.add_argument("--families")
-    s.add_argument("--limit", type=int)
+    s.add_argument("--families", help="comma-separated: only these families")
+    s.add_argument("--limit", type=int, help="only the first N scenarios of each family")
     s.add_argument("--speak-threshold", type=float, help="model agent: say a word when the words' total probability "
                                                           "exceeds this (default: the checkpoint's own, or 0.5)")
     s.add_argument("--url", default=None, help="remote agent: the server's WebSocket URL "
@@ -213,24 +219,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_bench)
 
     s = sub.add_parser("results", help="the README's results table: the model beside the harness baselines")
-    s.add_argument("--scenarios", default="sets/test")
+    s.add_argument("--scenarios", default="sets/test", help="the held-out test set (`microturn synth --out sets/test`)")
     s.add_argument("--checkpoint", help="default: the bundled model")
-    s.add_argument("--out", default="out/results")
+    s.add_argument("--out", default="out/results", help="reports, table and pictures")
     s.set_defaults(fn=_results)
 
     s = sub.add_parser("perf", help="step latency, concurrent real-time sessions, memory, an hour-long session")
-    s.add_argument("--checkpoint")
-    s.add_argument("--preset", default="cpu")
-    s.add_argument("--json")
-    s.add_argument("--out", default="out/perf")
+    s.add_argument("--checkpoint", help="default: the bundled model")
+    s.add_argument("--preset", default="cpu", help="random weights of this preset when there is no bundled model")
+    s.add_argument("--json", help="write the figures here")
+    s.add_argument("--out", default="out/perf", help="folder for the pictures")
     s.add_argument("--hour-seconds", type=float, default=3600.0, help="length of the long simulated session")
-    s.add_argument("--threads", type=int)
+    s.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     s.set_defaults(fn=_perf)
 
     sub.add_parser("serve", help="serve the model over WebSocket with a browser page (microturn serve --help)")
 
     s = sub.add_parser("tokenizer", help="rebuild the tokenizer from the task-language corpus")
-    s.add_argument("--out")
+    s.add_argument("--out", help="default: the bundled tokenizer's file")
     s.set_defaults(fn=_tokenizer)
     return p
 
