@@ -261,12 +261,14 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     p = argparse.ArgumentParser(prog="microturn serve", description="Serve a microturn model over WebSockets.")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the bundled model)")
     p.add_argument("--token", default=None, help="bearer token both endpoints require")
-    p.add_argument("--max-sessions", type=int, default=32)
-    p.add_argument("--idle-timeout", type=float, default=60)
+    p.add_argument("--max-sessions", type=int, default=32,
+                   help="sessions served at once; one more is refused as busy")
+    p.add_argument("--idle-timeout", type=float, default=60,
+                   help="seconds without a client message before a session is closed")
     p.add_argument("--allowed-origin", action="append", dest="allowed_origins", default=None,
                    help="browser origin allowed to connect (repeatable; default: same host and localhost)")
     p.add_argument("--batch", type=int, default=32, help="rows of the largest engine (engines grow 1, 2, 4, ...)")
