@@ -190,6 +190,13 @@ def test_shares_of_batches_outside_0_to_1_are_refused(shards, tmp_path):
     assert not (tmp_path / "x" / "model").exists()  # refused before anything was written
 
 
+def test_missing_held_out_shards_are_warned_of(shards, tmp_path, capsys):
+    c = TrainConfig(data=str(shards / "train"), val=str(tmp_path / "no-such-shards"), out=str(tmp_path / "x"),
+                    steps=1, batch=1, warmup=1, ckpt_every=1)
+    train(c, _model_cfg())
+    assert "no evaluation in this run: the held-out shards" in capsys.readouterr().out
+
+
 def test_workers_train_the_same_model(shards, tmp_path):
     """--workers N: batches made in worker processes train exactly the weights made in the training process."""
     c = TrainConfig(data=str(shards / "train"), val=None, steps=3, batch=2, warmup=1, ckpt_every=3, lr=1e-3,

@@ -15,7 +15,7 @@ def _opt(default, help: str):
 @dataclass
 class TrainConfig:
     data: str = _opt("data/shards/train", "training shards (a folder of shard parts: `microturn synth --shards`)")
-    val: str | None = _opt("data/shards/val", "held-out shards scored at every evaluation")
+    val: str | None = _opt("data/shards/val", "held-out shards scored at every evaluation ('': none)")
     out: str = _opt("runs/cpu", "the run's folder: model, train_state, log.jsonl, TensorBoard logs, curves")
     preset: str = _opt("cpu", "model size (`microturn model info` lists the presets); ignored with --init")
     steps: int = _opt(20000, "optimiser steps of the schedule")
