@@ -25,8 +25,8 @@ class TrainConfig:
     warmup: int = _opt(300, "steps of linear warm-up")
     weight_decay: float = _opt(0.05, "AdamW weight decay (matrices only)")
     clip: float = _opt(1.0, "gradient-norm clip")
-    speak_weight: float = _opt(3.0, "text-loss weight of the out tokens but <eot>, and of the <eot> that declines to act "
-                                    "on a heard token (model.out_weights; any other <eot> weighs 1)")
+    speak_weight: float = _opt(3.0, "text-loss weight of the out tokens but <eot>, and of the <eot> that declines to "
+                                    "act on a heard token (model.out_weights; any other <eot> weighs 1)")
     recap_weight: float = _opt(1.0, "times speak_weight for the out tokens that repeat what was written "
                                     "(layout.recaps)")
     early_listen: int = _opt(0, "also train the listening head on the audio tokens after this many blocks (0: off)")
