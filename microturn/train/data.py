@@ -234,8 +234,8 @@ class StepBatches(torch.utils.data.Dataset):
     progress step / steps, a share ``conversations`` of the batches made of several sessions in a row (up to
     ``max_len`` micro-turns), a share ``openings`` made of session openings (each session's first 4-9 s, ``OPENING``:
     where instructions are given and must be heard, with about a fifth of a full batch's tokens), and, with
-    ``augment``, each item's audio altered and its clock shifted. Being pure, the batches can be made ahead of time in worker processes (a DataLoader with ``num_workers``), and an interrupted run
-    resumes with no sampler state."""
+    ``augment``, each item's audio altered and its clock shifted. Being pure, the batches can be made ahead of time
+    in worker processes (a DataLoader with ``num_workers``), and an interrupted run resumes with no sampler state."""
 
     def __init__(self, shards: Shards, cur: Curriculum, *, batch: int, steps: int, seed: int, rank: int,
                  conversations: float, augment: bool, max_len: int, openings: float = 0.0):

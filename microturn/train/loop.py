@@ -206,9 +206,12 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
         else:
             # batches without video leave the hMLP unused: let DDP find those parameters
             net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-    val = Shards(c.val) if c.val and Path(c.val).exists() and rank == 0 else None
-    if c.val and not Path(c.val).exists() and rank == 0:
-        print(f"warning: no evaluation in this run: the held-out shards {c.val} do not exist", flush=True)
+    val = None
+    if c.val and rank == 0:
+        if Path(c.val).exists():
+            val = Shards(c.val)
+        else:
+            print(f"warning: no evaluation in this run: the held-out shards {c.val} do not exist", flush=True)
     writer = None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
