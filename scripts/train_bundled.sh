@@ -3,7 +3,7 @@
 #
 # Every step is deterministic for its seeds and resumable: run the script again after an interruption and it
 # goes on where it stopped (shards already written are kept; training resumes from runs/cpu/train_state.pt).
-# Time on 2 cores: data about 1 h, training about 31 h (2 processes, 4-16 s per step of 2 x 8
+# Time on 2 cores: data about 1 h, training about 33 h (2 processes, 4-16 s per step of 2 x 8
 # sessions; conversation batches are longer), scoring a few minutes. See docs/training.md for what produced the checkpoint in the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -150,6 +150,15 @@ train runs/s23 runs/s21 360 0 1.5e-4 1.5e-5 20 \
 mix=timespeak=4,cuespeak=6,delegate=4,translate=3,interrupt=1.5,turn=1.5,pause=1.5,user_backchannel=1.5,other_speaker=1.5,refusal=0.75,backchannel=0.75
 train runs/s24 runs/s23 400 250 1e-4 1e-5 20 $mix
 train runs/s25 runs/s24 400 300 1e-4 1e-5 20 $mix --openings 0.5
-$mt model bundle runs/s25/model --speak-threshold 0.6
+# phase 14 (sessions 19-20): the task words weighed twice in the listening loss (runs/s27, 160 steps), then three
+# fresh parts read alone, so that no session repeats within the run (8,200 sessions, about 10 min); runs/s29 is
+# shipped at step 300 of 400 (best on validation)
+train runs/s27 runs/s25 160 0 5e-5 5e-6 10 $mix --openings 0.5 --task-listen 6
+data=data/shards/s29
+shards $data/a $G --per-family 400 --seed 30 --families $ALL,repcount
+shards $data/b $G --per-family 600 --seed 31 --families timespeak,cuespeak,delegate,translate
+shards $data/c $G --per-family 500 --seed 32 --cue-drill 0.5 --families cuespeak,timespeak
+train runs/s29 runs/s27 400 300 7e-5 7e-6 10 $mix --openings 0.5 --task-listen 6
+$mt model bundle runs/s29/model --speak-threshold 0.6
 [ -d sets/test ] || $mt synth --out sets/test --per-family 12 --split test --seed 100
 $mt results --scenarios sets/test
