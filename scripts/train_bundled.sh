@@ -151,7 +151,7 @@ mix=timespeak=4,cuespeak=6,delegate=4,translate=3,interrupt=1.5,turn=1.5,pause=1
 train runs/s24 runs/s23 400 250 1e-4 1e-5 20 $mix
 train runs/s25 runs/s24 400 300 1e-4 1e-5 20 $mix --openings 0.5
 # phase 14 (sessions 19-20): the task words weighed twice in the listening loss (runs/s27, 160 steps), then three
-# fresh parts read alone, each session only a few times (8,200 sessions, about 10 min); runs/s29 is
+# fresh parts read alone, each session only a few times (8,200 sessions, about 8 min); runs/s29 is
 # shipped at step 300 of 400 (best on validation)
 train runs/s27 runs/s25 160 0 5e-5 5e-6 10 $mix --openings 0.5 --task-listen 6
 data=data/shards/s29
