@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Scores a checkpoint on the three validation scenario sets (never the test set) at each speak threshold given, all
-# three at once: how the bundled model's threshold is chosen and a run's checkpoint picked (docs/training.md).
+# Scores a checkpoint on the five validation scenario sets (never the test set) at each speak threshold given, all
+# five at once: how the bundled model's threshold is chosen and a run's checkpoint picked (docs/training.md).
 #
 #   scripts/valbench.sh runs/s11/model 0.5 0.6
 #
 # Writes out/valbench/NAME-THRESHOLD-SET.{json,txt} (NAME: the checkpoint folder's parent) and prints one line per
-# threshold. The sets are made first when missing: sets/val (seed 7), sets/val-b (seed 8) and sets/val-c (seed 9,
-# since session 16: 144 scenarios told two checkpoints apart by less than their noise), 72 scenarios each.
+# threshold. The sets are made first when missing: sets/val (seed 7), sets/val-b (seed 8), sets/val-c (seed 9,
+# since session 16: 144 scenarios told two checkpoints apart by less than their noise), sets/val-d and sets/val-e
+# (seeds 40 and 41, since session 21: 216 told them apart by about 6 at best), 72 scenarios each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then
@@ -16,8 +17,8 @@ fi
 ckpt=$1; shift
 [ -f "$ckpt/config.json" ] || { echo "$ckpt is not a checkpoint folder (no config.json)" >&2; exit 2; }
 mt=.venv/bin/microturn
-sets=(val val-b val-c)  # in this order, with their seeds
-declare -A seed=([val]=7 [val-b]=8 [val-c]=9)
+sets=(val val-b val-c val-d val-e)  # in this order, with their seeds
+declare -A seed=([val]=7 [val-b]=8 [val-c]=9 [val-d]=40 [val-e]=41)
 for set in "${sets[@]}"; do
   [ -d sets/$set ] || $mt synth --out sets/$set --per-family 6 --split val --seed "${seed[$set]}"
 done
