@@ -3,7 +3,7 @@
 #
 # Every step is deterministic for its seeds and resumable: run the script again after an interruption and it
 # goes on where it stopped (shards already written are kept; training resumes from runs/cpu/train_state.pt).
-# Time on 2 cores: data about 1 h, training about 33 h (2 processes, 4-16 s per step of 2 x 8
+# Time on 2 cores: data about 1 h, training about 34 h (2 processes, 4-16 s per step of 2 x 8
 # sessions; conversation batches are longer), scoring a few minutes. See docs/training.md for what produced the checkpoint in the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -159,6 +159,16 @@ shards $data/a $G --per-family 400 --seed 30 --families $ALL,repcount
 shards $data/b $G --per-family 600 --seed 31 --families timespeak,cuespeak,delegate,translate
 shards $data/c $G --per-family 500 --seed 32 --cue-drill 0.5 --families cuespeak,timespeak
 train runs/s29 runs/s27 400 300 7e-5 7e-6 10 $mix --openings 0.5 --task-listen 6
-$mt model bundle runs/s29/model --speak-threshold 0.6
+# phase 15 (sessions 20-21): runs/s29 on to the end of its schedule, three more fresh parts, and the same recipe from
+# runs/s29 at step 400; runs/s30 is shipped at step 300 of 400 (best on the five validation sets). Session 20 wrote
+# these parts before session 21 changed where a held answer is said (at a round start, right after <bg>); synth
+# writes that layout now, so the delegations of a rerun differ from the shipped model's data
+train runs/s29 runs/s27 400 0 7e-5 7e-6 10 $mix --openings 0.5 --task-listen 6
+data=data/shards/s30
+shards $data/a $G --per-family 400 --seed 33 --families $ALL,repcount
+shards $data/b $G --per-family 600 --seed 34 --families timespeak,cuespeak,delegate,translate
+shards $data/c $G --per-family 500 --seed 35 --cue-drill 0.5 --families cuespeak,timespeak
+train runs/s30 runs/s29 400 300 5e-5 5e-6 10 $mix --openings 0.5 --task-listen 6
+$mt model bundle runs/s30/model --speak-threshold 0.6
 [ -d sets/test ] || $mt synth --out sets/test --per-family 12 --split test --seed 100
 $mt results --scenarios sets/test
