@@ -154,20 +154,21 @@ train runs/s25 runs/s24 400 300 1e-4 1e-5 20 $mix --openings 0.5
 # fresh parts read alone, each session only a few times (8,200 sessions, about 8 min); runs/s29 is
 # shipped at step 300 of 400 (best on validation)
 train runs/s27 runs/s25 160 0 5e-5 5e-6 10 $mix --openings 0.5 --task-listen 6
-data=data/shards/s29
-shards $data/a $G --per-family 400 --seed 30 --families $ALL,repcount
-shards $data/b $G --per-family 600 --seed 31 --families timespeak,cuespeak,delegate,translate
-shards $data/c $G --per-family 500 --seed 32 --cue-drill 0.5 --families cuespeak,timespeak
+fresh_parts() {  # folder (becomes $data, what train reads), then three seeds: parts a (every family), b (the
+  # instruction families), c (cue drills)
+  data=$1
+  shards $data/a $G --per-family 400 --seed "$2" --families $ALL,repcount
+  shards $data/b $G --per-family 600 --seed "$3" --families timespeak,cuespeak,delegate,translate
+  shards $data/c $G --per-family 500 --seed "$4" --cue-drill 0.5 --families cuespeak,timespeak
+}
+fresh_parts data/shards/s29 30 31 32
 train runs/s29 runs/s27 400 300 7e-5 7e-6 10 $mix --openings 0.5 --task-listen 6
 # phase 15 (sessions 20-21): runs/s29 on to the end of its schedule, three more fresh parts, and the same recipe from
 # runs/s29 at step 400; runs/s30 is shipped at step 300 of 400 (best on the five validation sets). Session 20 wrote
 # these parts before session 21 changed where a held answer is said (at a round start, right after <bg>); synth
 # writes that layout now, so the delegations of a rerun differ from the shipped model's data
 train runs/s29 runs/s27 400 0 7e-5 7e-6 10 $mix --openings 0.5 --task-listen 6
-data=data/shards/s30
-shards $data/a $G --per-family 400 --seed 33 --families $ALL,repcount
-shards $data/b $G --per-family 600 --seed 34 --families timespeak,cuespeak,delegate,translate
-shards $data/c $G --per-family 500 --seed 35 --cue-drill 0.5 --families cuespeak,timespeak
+fresh_parts data/shards/s30 33 34 35
 train runs/s30 runs/s29 400 300 5e-5 5e-6 10 $mix --openings 0.5 --task-listen 6
 $mt model bundle runs/s30/model --speak-threshold 0.6
 [ -d sets/test ] || $mt synth --out sets/test --per-family 12 --split test --seed 100
