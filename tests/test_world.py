@@ -192,9 +192,9 @@ def test_cue_list_words_heard_are_noted_and_the_cue_answered_in_the_same_micro_t
 
 def test_delegated_answers_are_held_until_said():
     """The background model's answer is noted word by word once read (one micro-turn each) and recited until the
-    agent says it, when there is time before it may be said, each round opened by <bg> alone in its micro-turn
-    (where the answer starts), and said in place of a round's first note; otherwise it is said straight from what
-    was read. Either way the out tokens say it at the words' onsets (no note delays a word)."""
+    agent says it, when there is time before it is said, each round opened by <bg> alone in its micro-turn (where
+    the answer starts); otherwise it is said straight from what was read. Either way the out tokens say it at the
+    words' onsets (no note delays a word)."""
     from microturn.stream.layout import note
     from microturn.stream.tokenizer import BG, EOT, PAD
 
@@ -219,14 +219,11 @@ def test_delegated_answers_are_held_until_said():
         cycle = [w for _, w in notes[len(words):]]
         assert cycle == (words * len(cycle))[: len(cycle)]
         recital = out[notes[len(words) - 1][0] + 1: first]
-        assert recital[0].tolist() == [BG, EOT, PAD]
-        assert recital[-1].tolist() == [BG, EOT, PAD]  # said where a round would start: after <bg>, its first word
-        assert len(recital) % (len(words) + 1) == 1
-        may = boundary(next(r["window"][1] for r in s.expect if r["kind"] == "say") - 3.0)  # the user's turn is over
-        assert may <= said[0].start < may + (len(words) + 1.5) * L.delta  # a round later at most
-        rounds = [BG] + [x for w in words for x in note(w, tok)]
-        got = [int(x) for x in recital.reshape(-1) if x not in (EOT, PAD)]
-        assert got == (rounds * len(got))[: len(got)]
+        if len(recital):
+            assert recital[0].tolist() == [BG, EOT, PAD]
+            rounds = [BG] + [x for w in words for x in note(w, tok)]
+            got = [int(x) for x in recital.reshape(-1) if x not in (EOT, PAD)]
+            assert got == (rounds * len(got))[: len(got)]
         words_out, _ = decode_outputs(out, L, tok)
         window = lambda ws: [(w.w, int(np.floor(w.start / L.delta + 1e-6))) for w in ws]  # noqa: E731
         assert window(words_out) == window(s.timeline.words_of("agent"))

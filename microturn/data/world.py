@@ -145,31 +145,27 @@ class Builder:
         whole = self._read_by(len(default_tokenizer().encode(" " + text.strip())), at) if typed else boundary(e + REACT)
         return max(whole, max(times) + DELTA)
 
-    def hold(self, answer: str, arrives: float, said: float) -> float:
-        """The background model's ``answer`` arrives at ``arrives`` and the agent may say it from the boundary
-        ``said``; returns the boundary it says it from. When there is time to note its words before then (one per
-        micro-turn, each once it is read), the agent notes them and recites them, as it rehearses an instruction's
-        words but with each round opened by ``<bg>`` alone in its micro-turn (``recite``), and says the answer at the
-        first round start at or after ``said``, in place of the round's first note: what follows ``<bg>`` is always
-        the answer's first word, noted or said. Otherwise it says them straight from what it has just read, at
-        ``said``. Session 16's model rehearsed held answers without a marker and said most of them out of order (in a
-        loop of "two eight four two" the word after "two" is "eight" or, round the loop, "two"); session 20's, with
-        the marker but the answer said from wherever the round had got to, recited "two six nine five" right three
-        times and then said "six nine nine" (``microturn bench --trace``)."""
+    def hold(self, answer: str, arrives: float, said: float) -> None:
+        """The background model's ``answer`` arrives at ``arrives`` and the agent says it from the boundary ``said``.
+        When there is time to note its words before then (one per micro-turn, each once it is read), the agent notes
+        them and recites them until it says them, as it rehearses an instruction's words but with each round opened by
+        ``<bg>`` (``recite``); otherwise it says them straight from what it has just read. Session 16's model
+        rehearsed held answers without a marker and said most of them out of order: in a loop of "two eight four two"
+        the word after "two" is "eight" or, round the loop, "two", and where the answer starts is nowhere written.
+        Sessions 21-23 had the agent recite on to the next round start and say the answer there; three runs on that
+        layout lost cues, translations and hearing and gained no delegation (docs/training.md, "Session 23"), so the
+        answer is said at ``said`` again, the layout the bundled model was trained on."""
         tok, words = default_tokenizer(), answer.split()
         ids, j, times = [BG] + tok.encode(" " + answer.strip()), 0, []
         for w in words:
             j = ids.index(tok.encode_word(w)[0], j + 1)
             times.append(round(float(max(self._read_by(j, arrives), times[-1] + DELTA if times else 0.0)), 6))
         if times[-1] > said - DELTA + 1e-6:
-            return said
+            return
         for w, t in zip(words, times):
             self.events.append(Event(t, "note", w))
-        first = times[-1] + DELTA  # the first round's <bg>; a round is <bg> and one note per word
-        rounds = max(0, int(np.ceil((said - first - DELTA) / ((len(words) + 1) * DELTA) - 1e-6)))
-        start = round(first + (rounds * (len(words) + 1) + 1) * DELTA, 6)
-        self.rehearse(words, round(first, 6), start, kind="recite")
-        return start
+        if times[-1] + DELTA < said - 1e-6:
+            self.rehearse(words, round(times[-1] + DELTA, 6), said, kind="recite")
 
     def rehearse(self, words: list[str], t: float, until: float | None = None, kind: str = "rehearse") -> None:
         """From t until ``until`` (the session's end when None), the agent's free out slots repeat its notes (a
@@ -525,9 +521,10 @@ def gen_delegate(b: Builder):
             s0 = e + float(rng.uniform(0.2, 0.45))  # short gaps: not yet a turn end
     # the answer is said once it is back and the user has been silent for 0.5 s
     t = max(arrives + 0.2, max((e for _, e in talk), default=0.0) + 0.5)
-    _, end = b.agent(answer, b.hold(answer, arrives, boundary(t)))
+    b.agent(answer, t)
+    b.hold(answer, arrives, boundary(t))
     rules = [say(answer, E + delay, t + 3.0)] + [silent(s + 0.3, e) for s, e in talk if e - s > 0.4]
-    return max(t + 3.0, end + 0.3), rules, delay
+    return t + 3.0, rules, delay
 
 
 def gen_translate(b: Builder):
