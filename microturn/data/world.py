@@ -152,9 +152,8 @@ class Builder:
         ``<bg>`` (``recite``); otherwise it says them straight from what it has just read. Session 16's model
         rehearsed held answers without a marker and said most of them out of order: in a loop of "two eight four two"
         the word after "two" is "eight" or, round the loop, "two", and where the answer starts is nowhere written.
-        Sessions 21-23 had the agent recite on to the next round start and say the answer there; three runs on that
-        layout lost cues, translations and hearing and gained no delegation (docs/training.md, "Session 23"), so the
-        answer is said at ``said`` again, the layout the bundled model was trained on."""
+        Sessions 21-23 had the agent recite on to the next round start and say the answer there; no run on that layout
+        learned it, and this one is the layout the bundled model was trained on (docs/training.md, "Session 24")."""
         tok, words = default_tokenizer(), answer.split()
         ids, j, times = [BG] + tok.encode(" " + answer.strip()), 0, []
         for w in words:
