@@ -1,9 +1,14 @@
 """Whether a checkpoint hears the words of spoken instructions, and how early in its blocks: teacher-forced on shards,
-the argmax accuracy of the listening head at the last audio token of each response word and cue word the user says
-in spoken time and cue sessions, read off the last block and off the states after ``--tap`` blocks (what the out
-slots above can use; ``microturn train --early-listen``), and over all other user words.
+the argmax accuracy of the listening head at the last audio token of each response word, cue word and number word
+the user says in spoken sessions of the chosen families (time and cue sessions unless told), read off the last block
+and off the states after ``--tap`` blocks (what the out slots above can use; ``microturn train --early-listen``),
+and over all other user words.
 
     python scripts/listening_report.py microturn/assets/model --shards data/shards/val --sessions 40 --tap 3
+    python scripts/listening_report.py microturn/assets/model --shards data/shards/val23 --families delegate
+
+The second form scores the numbers of spoken delegate questions, which scripts/delegate_report.py finds the bundled
+model mishears most.
 """
 import argparse
 
@@ -14,14 +19,19 @@ from microturn.model.checkpoint import load
 from microturn.stream.tokenizer import SIL, TYPED, default_tokenizer
 from microturn.train.data import Shards, collate
 
+NUMBER_WORDS = [w for w in lang.ONES + lang.TENS + ["hundred"] if w != "_"]
+
 
 @torch.no_grad()
-def report(model, shards: Shards, n: int, tap: int) -> dict[tuple[str, str], list[int]]:
+def report(model, shards: Shards, n: int, tap: int,
+           families=("timespeak", "cuespeak")) -> dict[tuple[str, str], list[int]]:
     tok = default_tokenizer()
-    kind_of = {tok.encode_word(w)[0]: "response word" for w in lang.RESPONSE_WORDS}
+    kind_of = {tok.encode_word(w)[0]: "number word" for w in NUMBER_WORDS}
+    kind_of |= {tok.encode_word(w)[0]: "response word" for w in lang.RESPONSE_WORDS}
     kind_of |= {tok.encode_word(w)[0]: "cue word" for w in lang.CUE_WORDS}
-    st = {(b, k): [0, 0] for b in ("last block", f"block {tap}") for k in ("response word", "cue word", "other")}
-    spoken = [i for i in range(len(shards)) if shards.info(i)["family"] in ("timespeak", "cuespeak")]
+    kinds = ("response word", "cue word", "number word", "other")
+    st = {(b, k): [0, 0] for b in ("last block", f"block {tap}") for k in kinds}
+    spoken = [i for i in range(len(shards)) if shards.info(i)["family"] in families]
     done = 0
     for i in spoken:
         item = shards.session(i)
@@ -49,11 +59,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint")
     ap.add_argument("--shards", default="data/shards/val")
-    ap.add_argument("--sessions", type=int, default=40, help="spoken time and cue sessions")
+    ap.add_argument("--sessions", type=int, default=40, help="spoken sessions of those families")
+    ap.add_argument("--families", default="timespeak,cuespeak", help="comma-separated")
     ap.add_argument("--tap", type=int, default=3, help="blocks below the states read (1 .. depth - 1)")
     a = ap.parse_args()
-    st = report(load(a.checkpoint), Shards(a.shards), a.sessions, a.tap)
+    st = report(load(a.checkpoint), Shards(a.shards), a.sessions, a.tap, tuple(a.families.split(",")))
     for (block, kind), (hit, n) in st.items():
+        if not n:
+            continue
         print(f"{block:<11} {kind:<14} {hit / max(n, 1):5.0%} of {n}")
 
 

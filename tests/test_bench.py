@@ -384,3 +384,44 @@ def test_harness_with_the_model_as_responder(scenario_set):
     ends = [e["t"] for e in out.events if e["kind"] == "turn_end"]
     assert len(ends) == 1 and out.words
     assert out.words[0].start == pytest.approx(ends[0] + 0.5)  # the reply waits for the turn end + latency
+
+
+def test_delegate_report_sorts_failures():
+    """scripts/delegate_report.py: the question it reads from a scenario (spoken or typed) is the one whose answer
+    the scenario expects, and a traced entry is sorted into passed, no delegation, misheard (naming the wrong part)
+    or recital."""
+    import sys
+    from pathlib import Path
+
+    from microturn.data import language as lang
+    from microturn.data.synth import to_scenario
+    from microturn.data.world import generate
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    import delegate_report as D
+
+    scenarios = [to_scenario(generate("delegate", 5, "test", d, i))[0] for i, d in enumerate((0.0, 1.0, 0.0, 1.0))]
+    assert any(s.text for s in scenarios) and any(not s.text for s in scenarios)  # typed and spoken questions
+    value = {lang.number_words(n): n for n in range(101)}
+    for s in scenarios:
+        q = D.asked(s)
+        x, op, y = D.operands(q)
+        a, b = value[x], value[y]
+        want = [r.text for r in s.expect if r.kind == "say"][0]
+        assert lang.number_words(a * b if op == "times" else a + b) == want, (s.id, q, want)
+
+    s, q = scenarios[0], D.asked(scenarios[0])
+    x, op, y = D.operands(q)
+    other = "seventy seven" if x != "seventy seven" else "twelve"
+
+    def entry(query, passed):
+        events = [] if query is None else [{"t": 2.0, "kind": "delegate", "text": query}]
+        return {"passed": passed, "output": {"events": events, "words": [["let", 1.0, 1.2]]}}
+
+    assert D.classify(s, entry(q, True))[0] == "passed"
+    assert D.classify(s, entry(None, False))[0] == "no delegation"
+    assert D.classify(s, entry(q, False))[0] == "recital"
+    kind, detail, wrong = D.classify(s, entry(f"{other} {op} {y}", False))
+    assert kind == "misheard" and wrong == ["first number"] and other in detail
+    assert D.classify(s, entry(f"{x} {'plus' if op == 'times' else 'times'} {y}", False))[2] == ["operator"]
+    assert D.classify(s, entry("hello", False))[2] == ["the whole question"]

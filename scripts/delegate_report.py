@@ -1,0 +1,110 @@
+"""Why a checkpoint fails the delegate family: runs it over the delegate scenarios of scenario sets and sorts each
+one into what went wrong first.
+
+- ``passed``: the rules pass;
+- ``no delegation``: the model never asked the background model;
+- ``misheard``: it asked something other than the user's question (the question as the scenario's words or typed
+  text have it), so the background model's answer, though right for what was asked, is not the one expected;
+- ``recital``: it asked the right question and got the expected answer, but did not say it (or not in time).
+
+A ``misheard`` line shows which of the question's words (two numbers and an operator) the query got wrong, so the
+report tells listening (numbers heard wrong) from acting (the answer held but not said).
+
+    python scripts/delegate_report.py microturn/assets/model sets/val sets/val-b sets/val-c sets/val-d sets/val-e
+
+Session 25, the bundled model (runs/s30 step 300, float16, threshold 0.6) on those five sets: 10 of 30 passed,
+17 misheard, 3 recital, 0 no delegation.
+"""
+import argparse
+import collections
+import json
+import re
+from pathlib import Path
+
+from microturn.bench.run import bench, select
+from microturn.data import language as lang
+from microturn.stream.scenario import read_set
+
+MATH = set(lang.ONES) | set(lang.TENS[2:]) | {"hundred", "times", "plus"}
+
+
+def asked(scenario) -> str:
+    """The user's arithmetic question, in the words the background model is asked ("fifty four times forty one"):
+    the first run of number and operator words, spoken or typed."""
+    spoken = [w.w for w in scenario.words if w.speaker == "user"]
+    typed = [w for e in scenario.text for w in e.text.split()]
+    for words in (spoken, typed):
+        text = " ".join(re.sub(r"[^a-z]", "", w.lower()) for w in words)
+        run = re.search(r"(?:\b(?:%s)\b ?)+" % "|".join(sorted(MATH, key=len, reverse=True)), text)
+        if run and re.search(r"\b(times|plus)\b", run.group(0)):
+            return run.group(0).strip()
+    raise ValueError(f"{scenario.id}: no arithmetic question in its words or typed text")
+
+
+def operands(q: str) -> tuple[str, str, str]:
+    """("fifty four", "times", "forty one") from "fifty four times forty one"."""
+    m = re.fullmatch(r"(.+) (times|plus) (.+)", q)
+    if not m:
+        raise ValueError(f"not an arithmetic question: {q!r}")
+    return m.group(1), m.group(2), m.group(3)
+
+
+def wrong_parts(want: str, got: str) -> list[str]:
+    """Which of the question's parts the query got wrong: "first number", "operator", "second number"."""
+    try:
+        g = operands(got)
+    except ValueError:
+        return ["the whole question"]
+    names = ("first number", "operator", "second number")
+    return [n for n, a, b in zip(names, operands(want), g) if a != b]
+
+
+def classify(scenario, entry: dict) -> tuple[str, str, list[str]]:
+    """(kind, detail, the question's parts the query got wrong) for one scenario and its traced bench entry."""
+    events = entry["output"]["events"]
+    query = next((e["text"] for e in events if e["kind"] == "delegate"), None)
+    answer = next((e["text"] for e in events if e["kind"] == "answer"), None)
+    said = " ".join(w[0] for w in entry["output"]["words"])
+    want = asked(scenario)
+    if entry["passed"]:
+        return "passed", f"asked {query!r}", []
+    if query is None:
+        return "no delegation", f"question {want!r}; said {said!r}", []
+    if query != want:
+        wrong = wrong_parts(want, query)
+        return "misheard", f"question {want!r}, asked {query!r} ({', '.join(wrong)}); said {said!r}", wrong
+    return "recital", f"asked {query!r}, answer {answer!r}; said {said!r}", []
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkpoint")
+    ap.add_argument("sets", nargs="+", help="format-v1 scenario set folders")
+    ap.add_argument("--speak-threshold", type=float, default=None, help="default: the checkpoint's own")
+    ap.add_argument("--json", help="write every scenario's kind and detail here")
+    a = ap.parse_args()
+    opts = {} if a.speak_threshold is None else {"speak_threshold": a.speak_threshold}
+    kinds, parts, rows = collections.Counter(), collections.Counter(), []
+    for s in a.sets:
+        scenarios = {sc.id: sc for sc in select(read_set(s), ["delegate"])}
+        if not scenarios:
+            raise SystemExit(f"{s} has no delegate scenarios")
+        rep = bench(s, "model", checkpoint=a.checkpoint, families=["delegate"], trace=True, print_table=False, **opts)
+        for entry in rep["scenarios"]:
+            kind, detail, wrong = classify(scenarios[entry["id"]], entry)
+            kinds[kind] += 1
+            parts.update(wrong)
+            rows.append({"set": s, "id": entry["id"], "kind": kind, "detail": detail})
+            print(f"{s:14} {entry['id']:16} {kind:14} {detail}", flush=True)
+    n = sum(kinds.values())
+    print(f"\n{n} delegate scenarios: " + ", ".join(f"{k} {kinds[k]}" for k in
+                                                  ("passed", "misheard", "recital", "no delegation")))
+    if parts:
+        print("misheard parts: " + ", ".join(f"{k} {v}" for k, v in parts.most_common()))
+    if a.json:
+        Path(a.json).write_text(json.dumps({"counts": kinds, "misheard_parts": parts, "scenarios": rows}, indent=1)
+                                + "\n")
+
+
+if __name__ == "__main__":
+    main()
