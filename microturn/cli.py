@@ -31,7 +31,7 @@ def _synth(a):
 
     run(out=a.out, per_family=a.per_family, seed=a.seed, families=a.families, split=a.split, shards=a.shards,
         workers=a.workers, difficulty=a.difficulty, generated_voices=a.generated_voices,
-        generated_accents=a.generated_accents, cue_drill=a.cue_drill)
+        generated_accents=a.generated_accents, cue_drill=a.cue_drill, typed=a.typed)
 
 
 def _config_options(p: argparse.ArgumentParser, cls: type) -> None:
@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cue-drill", type=float, default=0.0,
                    help="training shards: the chance that a cuespeak session is a drill, with several times the "
                         "cue-list words to act on or not")
+    s.add_argument("--typed", type=float, default=None,
+                   help="training shards: the chance that an instruction is typed, in place of the difficulty's "
+                        "(0: all spoken)")
     s.set_defaults(fn=_synth)
 
     s = sub.add_parser("train", help="train a model on shards (from scratch, or from --init's weights)")

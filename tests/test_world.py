@@ -319,6 +319,39 @@ def test_cue_drills_hold_many_decisions_and_leave_other_sessions_alone():
 
 
 
+def test_typed_share_sets_how_instructions_arrive_and_nothing_else(tmp_path):
+    """typed: the chance an instruction is typed, in place of difficulty's (0.8 at difficulty 0). At 0 every
+    instruction is spoken, at 1 every one typed; decided by the same draw, so a session spoken without the option (at
+    difficulty 1, half are) is the same session with typed=0; recorded in a shard's info, so the session renders again; training only."""
+    from microturn.data.shards import render_again, write_shards
+    from microturn.train.data import Shards
+
+    def typed_events(s):
+        return [e for e in s.timeline.text if e.source == "typed"]
+
+    spoken_before = 0
+    for i in range(8):
+        plain = generate("delegate", 9, "train", 1.0, i)
+        spoken = generate("delegate", 9, "train", 1.0, i, typed=0.0)
+        assert not typed_events(spoken) and {"times", "plus"} & {w.w for w in spoken.timeline.words_of("user")}
+        assert typed_events(generate("delegate", 9, "train", 1.0, i, typed=1.0))
+        if not typed_events(plain):
+            spoken_before += 1
+            assert [w.w for w in plain.timeline.words] == [w.w for w in spoken.timeline.words]
+            assert np.array_equal(plain.timeline.user_audio, spoken.timeline.user_audio)
+    assert 1 <= spoken_before < 8
+    for bad, match in ((dict(split="val", typed=0.0), "training only"), (dict(typed=1.5), "chance in")):
+        with pytest.raises(ValueError, match=match):
+            generate("delegate", 0, **bad)
+
+    write_shards(tmp_path, 2, seed=3, families=("timespeak",), workers=1, difficulty=(0.0, 0.0), typed=0.0)
+    sh = Shards(tmp_path)
+    for i in range(len(sh)):
+        info, got = sh.info(i), sh.session(i)
+        assert info["typed"] == 0.0
+        assert np.array_equal(render_again(info, "train", Layout())["text_in"], got["text_in"])
+
+
 def test_curriculum_mixes_families_by_weight(tmp_path):
     from microturn.data.shards import write_shards
     from microturn.train.data import Curriculum, Shards, parse_mix

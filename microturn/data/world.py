@@ -67,9 +67,11 @@ class Builder:
     """Places user speech, typed text, agent speech, background events and video on one clock."""
 
     def __init__(self, rng: np.random.Generator, split: str, difficulty: float = 1.0, generated_voices: float = 0.0,
-                 voice_rng: np.random.Generator | None = None, generated_accents: float = 0.0, drill: bool = False):
+                 voice_rng: np.random.Generator | None = None, generated_accents: float = 0.0, drill: bool = False,
+                 typed: float | None = None):
         self.rng, self.split, self.difficulty = rng, split, difficulty
         self.drill = drill  # training only: a cue session with several times the cue-list words (generate(cue_drill))
+        self.typed = typed  # training only: the chance an instruction is typed, in place of difficulty's (generate)
         self.voice = sample_voice(rng, split)
         if generated_voices and self.voice.engine == "espeak" and voice_rng.random() < generated_voices:
             n = int(voice_rng.integers(GENERATED_MAX))
@@ -243,8 +245,10 @@ def silent_between(a: float, b: float, busy: list[tuple[float, float]]) -> list[
     return [r for r in rules if r["window"][0] < r["window"][1]]
 
 
-def _typed(rng, difficulty) -> bool:
-    return bool(rng.random() < (0.8 - 0.3 * difficulty))
+def _typed(b: Builder) -> bool:
+    """Whether an instruction is typed: with chance 0.8 - 0.3 * difficulty, or ``b.typed`` when set (the same draw,
+    so the rest of the session is the one drawn without it)."""
+    return bool(b.rng.random() < (0.8 - 0.3 * b.difficulty if b.typed is None else b.typed))
 
 
 def _maybe_ack(b: Builder, e: float) -> None:
@@ -387,7 +391,7 @@ def gen_other_speaker(b: Builder):
 def gen_timespeak(b: Builder):
     rng = b.rng
     r = str(rng.choice(lang.RESPONSE_WORDS))
-    typed = _typed(rng, b.difficulty)
+    typed = _typed(b)
     every = rng.random() < 0.3 and r != "stop"
     if every:
         T = int(rng.integers(2, 9))
@@ -432,7 +436,7 @@ def gen_timespeak(b: Builder):
 def gen_cuespeak(b: Builder):
     rng = b.rng
     r, c = str(rng.choice(lang.RESPONSE_WORDS)), str(rng.choice(lang.CUE_WORDS))
-    typed = _typed(rng, b.difficulty)
+    typed = _typed(b)
     text = str(rng.choice(lang.CUE_FORMS)).format(R=r, C=c)
     E = b.instruct(text, float(rng.uniform(0.3, 1.5)), typed)
     ready = b.remember([c, r], E)
@@ -480,7 +484,7 @@ def gen_repcount(b: Builder):
     from .video import KINDS, render_reps
 
     rng = b.rng
-    typed = _typed(rng, b.difficulty)
+    typed = _typed(b)
     E = b.instruct(str(rng.choice(lang.COUNT_FORMS)), float(rng.uniform(0.3, 1.0)), typed)
     n = int(rng.integers(2, 9))
     rv = render_reps(rng, kind=str(rng.choice(KINDS)), n_reps=n, fps=b.fps, size=80, period=(1.2, 2.5),
@@ -502,7 +506,7 @@ def gen_delegate(b: Builder):
     op = "times" if rng.random() < 0.6 else "plus"
     ans = x * y if op == "times" else x + y
     q = f"What is {lang.number_words(x)} {op} {lang.number_words(y)}?"
-    typed = _typed(rng, b.difficulty)
+    typed = _typed(b)
     E = b.instruct(q, float(rng.uniform(0.3, 1.2)), typed)
     delay = float(rng.uniform(1.0, 4.0))
     hold_start, hold_end = b.agent(str(rng.choice(lang.HOLDING)), E + REACT)
@@ -528,7 +532,7 @@ def gen_delegate(b: Builder):
 
 def gen_translate(b: Builder):
     rng = b.rng
-    typed = _typed(rng, b.difficulty)
+    typed = _typed(b)
     E = b.instruct(lang.TRANSLATE_FORM, float(rng.uniform(0.3, 1.0)), typed)
     _maybe_ack(b, E)
     t, rules = E + float(rng.uniform(0.8, 1.8)), []
@@ -543,7 +547,7 @@ def gen_translate(b: Builder):
 
 def gen_refusal(b: Builder):
     rng = b.rng
-    typed = _typed(rng, b.difficulty)
+    typed = _typed(b)
     E = b.instruct(str(rng.choice(lang.REFUSAL_REQUESTS)), float(rng.uniform(0.3, 1.2)), typed)
     _, ae = b.agent(lang.REFUSAL_REPLY, E + (0.6 if typed else REACT))
     return ae + 1.5, [say("sorry", E, E + 2.0)]
@@ -559,7 +563,8 @@ FAMILIES = tuple(GENERATORS)
 
 
 def generate(family: str, seed: int, split: str = "train", difficulty: float = 1.0, index: int = 0,
-             generated_voices: float = 0.0, generated_accents: float = 0.0, cue_drill: float = 0.0) -> Session:
+             generated_voices: float = 0.0, generated_accents: float = 0.0, cue_drill: float = 0.0,
+             typed: float | None = None) -> Session:
     """One session of ``family``, deterministic for its arguments.
 
     ``generated_voices``: the chance that the user's espeak-ng voice gets a generated variant (``speech.
@@ -570,11 +575,15 @@ def generate(family: str, seed: int, split: str = "train", difficulty: float = 1
 
     ``cue_drill``: the chance that a cuespeak session is a drill, with 3-5 cues among 3-6 other cue-list words
     (against 0-3 and 0-2), so that it holds several times the decisions to act or not (training only; whether it is
-    one is drawn from a stream of its own, and a session that is not one is the one drawn without the option)."""
+    one is drawn from a stream of its own, and a session that is not one is the one drawn without the option).
+
+    ``typed``: the chance that an instruction is typed rather than spoken, in place of the one difficulty sets (0.8
+    at difficulty 0 down to 0.5 at 1): 0 makes every instruction spoken, so a part can drill hearing them (training
+    only; decided by the same draw, so the session is otherwise the one drawn without the option)."""
     if family not in GENERATORS:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     for name, p in (("generated_voices", generated_voices), ("generated_accents", generated_accents),
-                    ("cue_drill", cue_drill)):
+                    ("cue_drill", cue_drill), ("typed", 0.0 if typed is None else typed)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} is a chance in [0, 1], got {p}")
     if generated_accents and not generated_voices:
@@ -583,10 +592,12 @@ def generate(family: str, seed: int, split: str = "train", difficulty: float = 1
         raise ValueError(f"generated voices are for training only; the {split} split keeps its held-out voices")
     if cue_drill and split != "train":
         raise ValueError(f"cue drills are for training only; the {split} split keeps the scenario families' sessions")
+    if typed is not None and split != "train":
+        raise ValueError(f"a typed share is for training only; the {split} split keeps difficulty's")
     key = [seed, FAMILIES.index(family), index, ["train", "val", "test"].index(split)]
     drill = family == "cuespeak" and bool(cue_drill) and np.random.default_rng(key + [2]).random() < cue_drill
     b = Builder(np.random.default_rng(key), split, difficulty, generated_voices, np.random.default_rng(key + [1]),
-                generated_accents, drill)
+                generated_accents, drill, typed)
     res = GENERATORS[family](b)
     duration, rules = res[0], res[1]
     delay = res[2] if len(res) > 2 else None
