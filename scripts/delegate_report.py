@@ -25,7 +25,7 @@ from microturn.bench.run import bench, select
 from microturn.data import language as lang
 from microturn.stream.scenario import read_set
 
-MATH = set(lang.ONES) | set(lang.TENS[2:]) | {"hundred", "times", "plus"}
+MATH = {*lang.NUMBER_WORDS, "times", "plus"}
 
 
 def asked(scenario) -> str:

@@ -19,14 +19,12 @@ from microturn.model.checkpoint import load
 from microturn.stream.tokenizer import SIL, TYPED, default_tokenizer
 from microturn.train.data import Shards, collate
 
-NUMBER_WORDS = [w for w in lang.ONES + lang.TENS + ["hundred"] if w != "_"]
-
 
 @torch.no_grad()
 def report(model, shards: Shards, n: int, tap: int,
            families=("timespeak", "cuespeak")) -> dict[tuple[str, str], list[int]]:
     tok = default_tokenizer()
-    kind_of = {tok.encode_word(w)[0]: "number word" for w in NUMBER_WORDS}
+    kind_of = {tok.encode_word(w)[0]: "number word" for w in lang.NUMBER_WORDS}
     kind_of |= {tok.encode_word(w)[0]: "response word" for w in lang.RESPONSE_WORDS}
     kind_of |= {tok.encode_word(w)[0]: "cue word" for w in lang.CUE_WORDS}
     kinds = ("response word", "cue word", "number word", "other")
@@ -65,9 +63,8 @@ def main():
     a = ap.parse_args()
     st = report(load(a.checkpoint), Shards(a.shards), a.sessions, a.tap, tuple(a.families.split(",")))
     for (block, kind), (hit, n) in st.items():
-        if not n:
-            continue
-        print(f"{block:<11} {kind:<14} {hit / max(n, 1):5.0%} of {n}")
+        if n:
+            print(f"{block:<11} {kind:<14} {hit / n:5.0%} of {n}")
 
 
 if __name__ == "__main__":

@@ -322,7 +322,8 @@ def test_cue_drills_hold_many_decisions_and_leave_other_sessions_alone():
 def test_typed_share_sets_how_instructions_arrive_and_nothing_else(tmp_path):
     """typed: the chance an instruction is typed, in place of difficulty's (0.8 at difficulty 0). At 0 every
     instruction is spoken, at 1 every one typed; decided by the same draw, so a session spoken without the option (at
-    difficulty 1, half are) is the same session with typed=0; recorded in a shard's info, so the session renders again; training only."""
+    difficulty 1, half are) is the same session with typed=0; recorded in a shard's info, so the session renders
+    again; training only."""
     from microturn.data.shards import render_again, write_shards
     from microturn.train.data import Shards
 

@@ -14,6 +14,7 @@ RESPONSE_WORDS = ("yes no now go stop beep hello okay ready done left right up d
 ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen " \
        "seventeen eighteen nineteen".split()
 TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+NUMBER_WORDS = (*ONES, *TENS[2:], "hundred")  # every word number_words writes
 
 
 def number_words(n: int) -> str:
@@ -71,7 +72,7 @@ def task_words() -> list[str]:
     translated, colours, and the content words of the instruction forms. What the listening loss may weigh up."""
     forms = ("say when whenever every time hear in after wait then seconds count reps many translate spanish plus "
              "minus times hold stop colour number mhm yeah okay right")
-    words = [*RESPONSE_WORDS, *CUE_WORDS, *ONES, *TENS[2:], "hundred", *SPANISH, *OBJECT_COLOURS.values()]
+    words = [*RESPONSE_WORDS, *CUE_WORDS, *NUMBER_WORDS, *SPANISH, *OBJECT_COLOURS.values()]
     return sorted(set(words + forms.split()))
 
 
