@@ -31,7 +31,8 @@ def _synth(a):
 
     run(out=a.out, per_family=a.per_family, seed=a.seed, families=a.families, split=a.split, shards=a.shards,
         workers=a.workers, difficulty=a.difficulty, generated_voices=a.generated_voices,
-        generated_accents=a.generated_accents, cue_drill=a.cue_drill, typed=a.typed)
+        generated_accents=a.generated_accents, cue_drill=a.cue_drill, typed=a.typed,
+        note_questions=a.note_questions)
 
 
 def _config_options(p: argparse.ArgumentParser, cls: type) -> None:
@@ -173,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--typed", type=float, default=None,
                    help="training shards: the chance that an instruction is typed, in place of the difficulty's "
                         "(0: all spoken)")
+    s.add_argument("--note-questions", action="store_true",
+                   help="training shards: the agent notes each word of a delegated question as it takes it in")
     s.set_defaults(fn=_synth)
 
     s = sub.add_parser("train", help="train a model on shards (from scratch, or from --init's weights)")

@@ -2,7 +2,11 @@
 the argmax accuracy of the listening head at the last audio token of each response word, cue word and number word
 the user says in spoken sessions of the chosen families (time and cue sessions unless told), read off the last block
 and off the states after ``--tap`` blocks (what the out slots above can use; ``microturn train --early-listen``),
-and over all other user words.
+and over all other user words. Beside them, ``asked``: the argmax accuracy of the out slots on the number words
+of the delegations (between ``<dlg>`` and ``</dlg>``) of those sessions, each given the tokens before it: what the
+model writes when it asks the background model, a second or more after it heard the numbers; and ``question``:
+how many of those delegations have every word right, teacher-forced and free-running (the model writes the question
+token by token from its own earlier tokens, greedy, as it does live, the session's audio and typed text as they are).
 
     python scripts/listening_report.py microturn/assets/model --shards data/shards/val --sessions 40 --tap 3
     python scripts/listening_report.py microturn/assets/model --shards data/shards/val23 --families delegate
@@ -16,7 +20,7 @@ import torch
 
 from microturn.data import language as lang
 from microturn.model.checkpoint import load
-from microturn.stream.tokenizer import SIL, TYPED, default_tokenizer
+from microturn.stream.tokenizer import DLG, DLG_END, EOT, PAD, SIL, TYPED, default_tokenizer
 from microturn.train.data import Shards, collate
 
 
@@ -28,7 +32,8 @@ def report(model, shards: Shards, n: int, tap: int,
     kind_of |= {tok.encode_word(w)[0]: "response word" for w in lang.RESPONSE_WORDS}
     kind_of |= {tok.encode_word(w)[0]: "cue word" for w in lang.CUE_WORDS}
     kinds = ("response word", "cue word", "number word", "other")
-    st = {(b, k): [0, 0] for b in ("last block", f"block {tap}") for k in kinds}
+    st = {(b, k): [0, 0] for b in ("last block", f"block {tap}", "asked") for k in kinds}
+    st |= {("question", k): [0, 0] for k in ("teacher-forced", "free-running")}
     spoken = [i for i in range(len(shards)) if shards.info(i)["family"] in families]
     done = 0
     for i in spoken:
@@ -47,10 +52,46 @@ def report(model, shards: Shards, n: int, tap: int,
                     continue  # instruction words are scored at their end, other words all through
                 st[block, kind][0] += int(pred[j] == g)
                 st[block, kind][1] += 1
+        out, pred = b["out"][0].flatten().tolist(), r["out_logits"][0].flatten(0, 1).argmax(-1).tolist()
+        inside, words = False, []  # the question's word slots
+        for j, (g, p) in enumerate(zip(out, pred)):
+            inside = (inside or g == DLG) and g != DLG_END
+            if inside and g in kind_of:
+                st["asked", kind_of[g]][0] += int(p == g)
+                st["asked", kind_of[g]][1] += 1
+            if inside and g not in (DLG, EOT, PAD):
+                words.append(j)
+        if words:
+            truth = [out[j] for j in words]
+            for how, got in (("teacher-forced", [pred[j] for j in words]),
+                             ("free-running", free_question(model, b, out.index(DLG) + 1))):
+                st["question", how][0] += int(got == truth)
+                st["question", how][1] += 1
         done += 1
         if done == n:
             break
     return st
+
+
+def free_question(model, b: dict, start: int, most: int = 16) -> list[int]:
+    """The question's word tokens as the model writes them greedily from out slot ``start`` (flat, the one after its
+    ``<dlg>``) until its ``</dlg>``, each slot written from the ones before: an ``<eot>`` ends the micro-turn, the
+    rest of it left ``<pad>``. A forward pass per slot (teacher-forced passes are exact for what comes before)."""
+    o = b["out"].clone()
+    K, flat = o.shape[-1], o.view(-1)
+    flat[start:] = PAD
+    got, p = [], start
+    while len(got) < most and p < flat.numel():
+        x = int(model(b | {"out": o})["out_logits"][0].flatten(0, 1)[p].argmax())
+        if x == DLG_END:
+            break
+        flat[p] = x
+        if x == EOT:
+            p = (p // K + 1) * K
+        else:
+            got.append(x)
+            p += 1
+    return got
 
 
 def main():

@@ -402,6 +402,8 @@ def test_delegate_report_sorts_failures():
 
     scenarios = [to_scenario(generate("delegate", 5, "test", d, i))[0] for i, d in enumerate((0.0, 1.0, 0.0, 1.0))]
     assert any(s.text for s in scenarios) and any(not s.text for s in scenarios)  # typed and spoken questions
+    from microturn.stream.scenario import input_mode  # the report's split of its counts by how the question came
+    assert [input_mode(s) for s in scenarios] == ["typed" if s.text else "voice" for s in scenarios]
     value = {lang.number_words(n): n for n in range(101)}
     for s in scenarios:
         q = D.asked(s)

@@ -429,3 +429,52 @@ def test_relayout_shards_moves_ids_and_renders_the_changed_family_again(tmp_path
     assert json.loads((od / "sessions.json").read_text()) == json.loads((d / "sessions.json").read_text())
     assert relayout_shards.update(od, 7, {"cuespeak"}, workers=1) == "up to date"
     assert len(Shards(old)) == 4
+
+
+def test_listening_report_scores_heard_and_asked_number_words(tmp_path):
+    """scripts/listening_report.py on spoken delegate sessions: each number word is scored once at its end by the
+    listening head, and once as the out slots write it inside the delegation (``asked``), as many as the shards hold;
+    a model whose heads both give the right token scores them all."""
+    from microturn.data import language as lang
+    from microturn.stream.tokenizer import DLG, DLG_END, TYPED
+    from microturn.train.data import Shards
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    import listening_report as LR
+
+    write_shards(tmp_path / "dlg", 3, seed=5, families=("delegate",), workers=1, typed=0.0)
+    sh = Shards(tmp_path / "dlg")
+    tok = default_tokenizer()
+    numbers = {tok.encode_word(w)[0] for w in lang.NUMBER_WORDS}
+    want = 0
+    for i in range(len(sh)):
+        item = sh.session(i)
+        assert not (item["text_in"] == TYPED).any()  # typed=0: every question is spoken
+        inside = False
+        for g in item["out"].flatten().tolist():
+            inside = (inside or g == DLG) and g != DLG_END
+            want += inside and g in numbers
+
+    class Oracle(InteractionModel):  # the right token from both heads: the session's own, whatever was written
+        truth = {}  # the listening targets' bytes -> the session's out tokens
+
+        def forward(self, batch, early_listen=0, **kw):
+            V = self.cfg.vocab_size
+            listen = torch.nn.functional.one_hot(batch["listen"], V).float()
+            out = self.truth[batch["listen"].numpy().tobytes()]
+            return {"listen_logits": listen, "listen_early_logits": listen,
+                    "out_logits": torch.nn.functional.one_hot(out, V).float()}
+
+    for i in range(len(sh)):
+        b = collate([sh.session(i)], sh.families)
+        Oracle.truth[b["listen"].numpy().tobytes()] = b["out"]
+    torch.manual_seed(0)
+    for model, perfect in ((InteractionModel(_model_cfg()).eval(), False), (Oracle(_model_cfg()).eval(), True)):
+        st = LR.report(model, sh, 3, 1, ("delegate",))
+        hit, n = st["asked", "number word"]
+        assert n == want > 0 and st["last block", "number word"][1] >= n
+        heard = st["last block", "number word"]
+        assert (hit == n) == perfect and (heard[0] == heard[1]) == perfect
+        for how in ("teacher-forced", "free-running"):  # every session has one question, right only for the oracle
+            hit, n = st["question", how]
+            assert n == len(sh) and (hit == n) == perfect and (hit == 0) != perfect

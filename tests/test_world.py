@@ -230,6 +230,35 @@ def test_delegated_answers_are_held_until_said():
     assert 3 <= held <= 13
 
 
+def test_noted_questions_are_noted_in_order_as_taken_in_before_they_are_asked():
+    """``note_questions`` (training only): the agent notes each word of a delegated question, spoken or typed, in
+    order (a word said twice noted twice), each no sooner than it is heard to its end or read, all before the
+    delegation; the session is otherwise the one drawn without it (same user audio, same delegation)."""
+    from microturn.stream.tokenizer import DLG
+
+    tok, L, inputs = default_tokenizer(), Layout(), set()
+    for i in range(12):
+        plain = generate("delegate", 3, "train", 0.5, i)
+        s = generate("delegate", 3, "train", 0.5, i, note_questions=True)
+        assert np.array_equal(plain.timeline.track("user"), s.timeline.track("user"))
+        asked = [e for e in s.timeline.events if e.kind == "delegate"]
+        assert [(e.t, e.text) for e in asked] == [(e.t, e.text) for e in plain.timeline.events if e.kind == "delegate"]
+        out = encode_timeline(s.timeline, L, tok)["out"]
+        assert _noted(encode_timeline(plain.timeline, L, tok)["out"], tok)[:1] != _noted(out, tok)[:1]
+        words = asked[0].text.split()
+        notes = _noted(out, tok)[: len(words)]
+        assert [w for _, w in notes] == words
+        dlg = int(np.argwhere(out == DLG)[0][0])
+        assert all(t < dlg for t, _ in notes)
+        inputs.add(s.timeline.meta["input"])
+        if s.timeline.meta["input"] == "voice":  # each noted after it is heard to its end
+            ends = [w.end for w in s.timeline.words if w.speaker == "user" and w.w.lower().strip("?") in words]
+            assert all((t + 1) * L.delta >= end for (t, _), end in zip(notes, ends))
+    assert inputs == {"voice", "typed"}
+    with pytest.raises(ValueError, match="training only"):
+        generate("delegate", 3, "val", 0.5, 0, note_questions=True)
+
+
 def test_the_agent_pauses_at_a_backchannel_as_at_an_interruption_and_goes_on():
     """A user's backchannel: the agent falls silent at the first boundary 0.1 s after its onset, as for an
     interruption (it cannot tell them apart yet), and goes on from the first boundary after it has heard it, saying

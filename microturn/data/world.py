@@ -68,10 +68,11 @@ class Builder:
 
     def __init__(self, rng: np.random.Generator, split: str, difficulty: float = 1.0, generated_voices: float = 0.0,
                  voice_rng: np.random.Generator | None = None, generated_accents: float = 0.0, drill: bool = False,
-                 typed: float | None = None):
+                 typed: float | None = None, note_questions: bool = False):
         self.rng, self.split, self.difficulty = rng, split, difficulty
         self.drill = drill  # training only: a cue session with several times the cue-list words (generate(cue_drill))
         self.typed = typed  # training only: the chance an instruction is typed, in place of difficulty's (generate)
+        self.note_questions = note_questions  # training only: note a delegated question's words (generate)
         self.voice = sample_voice(rng, split)
         if generated_voices and self.voice.engine == "espeak" and voice_rng.random() < generated_voices:
             n = int(voice_rng.integers(GENERATED_MAX))
@@ -124,24 +125,29 @@ class Builder:
         L = Layout()
         return round((np.floor(t / L.delta + 1e-6) + j // L.n_text_in + 1) * L.delta, 6)
 
-    def perceived(self, word: str) -> float:
-        """When the agent has taken in ``word`` of the last instruction (a micro-turn boundary): typed, once its
-        token has reached a text_in slot; by voice, once the word has been heard to its end."""
+    def perceived(self, word: str, nth: int = 0) -> float:
+        """When the agent has taken in ``word`` (its ``nth`` occurrence) of the last instruction (a micro-turn
+        boundary): typed, once its token has reached a text_in slot; by voice, once the word has been heard to its
+        end."""
         text, t, typed = self.instruction
         tok = default_tokenizer()
         if typed:
-            return self._read_by(([TYPED] + tok.encode(" " + text.strip())).index(tok.encode_word(word)[0]), t)
+            ids = [TYPED] + tok.encode(" " + text.strip())
+            at = [j for j, x in enumerate(ids) if x == tok.encode_word(word)[0]]
+            if len(at) <= nth:
+                raise ValueError(f"{word!r} is not {nth + 1} times among the tokens of the instruction {text!r}")
+            return self._read_by(at[nth], t)
         ends = [w.end for w in self.words if w.start >= t - 1e-6 and w.w.lower().strip(".,!?") == word]
-        if not ends:
-            raise ValueError(f"{word!r} is not among the words heard of the instruction {text!r}")
-        return boundary(ends[0] + 0.05)
+        if len(ends) <= nth:
+            raise ValueError(f"{word!r} is not {nth + 1} times among the words heard of the instruction {text!r}")
+        return boundary(ends[nth] + 0.05)
 
     def remember(self, words: list[str], e: float) -> float:
         """Note each of ``words`` of the last instruction (which ended at e) as it is taken in; returns when the
         agent has the whole instruction and its notes are written (by voice, a little silence after it; typed, once
         its last token is read): from then on it rehearses them (``rehearse``)."""
         text, at, typed = self.instruction
-        times = [self.perceived(w) for w in words]
+        times = [self.perceived(w, words[:i].count(w)) for i, w in enumerate(words)]
         for w, t in zip(words, times):
             self.events.append(Event(t, "note", w))
         whole = self._read_by(len(default_tokenizer().encode(" " + text.strip())), at) if typed else boundary(e + REACT)
@@ -508,10 +514,16 @@ def gen_delegate(b: Builder):
     q = f"What is {lang.number_words(x)} {op} {lang.number_words(y)}?"
     typed = _typed(b)
     E = b.instruct(q, float(rng.uniform(0.3, 1.2)), typed)
+    question = f"{lang.number_words(x)} {op} {lang.number_words(y)}"
+    if b.note_questions:  # noted as taken in, the question is asked from the notes, not from audio a second back
+        words = question.split()
+        times = [b.perceived(w, words[:i].count(w)) for i, w in enumerate(words)]
+        for t in sorted(set(times)):  # the words taken in by one boundary in one note event, in their order
+            b.events.append(Event(t, "note", " ".join(w for w, s in zip(words, times) if s == t)))
     delay = float(rng.uniform(1.0, 4.0))
     hold_start, hold_end = b.agent(str(rng.choice(lang.HOLDING)), E + REACT)
     asked = boundary(hold_end)
-    b.events.append(Event(asked, "delegate", f"{lang.number_words(x)} {op} {lang.number_words(y)}"))
+    b.events.append(Event(asked, "delegate", question))
     arrives = asked + delay
     answer = lang.number_words(ans)
     b.text.append(TextEvent(round(arrives, 4), answer, "bg"))
@@ -564,7 +576,7 @@ FAMILIES = tuple(GENERATORS)
 
 def generate(family: str, seed: int, split: str = "train", difficulty: float = 1.0, index: int = 0,
              generated_voices: float = 0.0, generated_accents: float = 0.0, cue_drill: float = 0.0,
-             typed: float | None = None) -> Session:
+             typed: float | None = None, note_questions: bool = False) -> Session:
     """One session of ``family``, deterministic for its arguments.
 
     ``generated_voices``: the chance that the user's espeak-ng voice gets a generated variant (``speech.
@@ -579,7 +591,11 @@ def generate(family: str, seed: int, split: str = "train", difficulty: float = 1
 
     ``typed``: the chance that an instruction is typed rather than spoken, in place of the one difficulty sets (0.8
     at difficulty 0 down to 0.5 at 1): 0 makes every instruction spoken, so a part can drill hearing them (training
-    only; decided by the same draw, so the session is otherwise the one drawn without the option)."""
+    only; decided by the same draw, so the session is otherwise the one drawn without the option).
+
+    ``note_questions``: in delegate sessions the agent notes each word of the question as it takes it in (``<note>``
+    and the word, as an instruction's words are noted), so that the delegation copies notes a few tokens back
+    instead of finding the numbers in audio a second or more back (training only; nothing else changes)."""
     if family not in GENERATORS:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     for name, p in (("generated_voices", generated_voices), ("generated_accents", generated_accents),
@@ -594,10 +610,12 @@ def generate(family: str, seed: int, split: str = "train", difficulty: float = 1
         raise ValueError(f"cue drills are for training only; the {split} split keeps the scenario families' sessions")
     if typed is not None and split != "train":
         raise ValueError(f"a typed share is for training only; the {split} split keeps difficulty's")
+    if note_questions and split != "train":
+        raise ValueError(f"noted questions are for training only; the {split} split keeps the bundled layout")
     key = [seed, FAMILIES.index(family), index, ["train", "val", "test"].index(split)]
     drill = family == "cuespeak" and bool(cue_drill) and np.random.default_rng(key + [2]).random() < cue_drill
     b = Builder(np.random.default_rng(key), split, difficulty, generated_voices, np.random.default_rng(key + [1]),
-                generated_accents, drill, typed)
+                generated_accents, drill, typed, note_questions)
     res = GENERATORS[family](b)
     duration, rules = res[0], res[1]
     delay = res[2] if len(res) > 2 else None
