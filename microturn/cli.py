@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training shards: the chance that an instruction is typed, in place of the difficulty's "
                         "(0: all spoken)")
     s.add_argument("--note-questions", action="store_true",
-                   help="training shards: the agent notes each word of a delegated question as it takes it in")
+                   help="shards: the agent notes each word of a delegated question as it takes it in")
     s.set_defaults(fn=_synth)
 
     s = sub.add_parser("train", help="train a model on shards (from scratch, or from --init's weights)")

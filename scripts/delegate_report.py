@@ -13,8 +13,8 @@ report tells listening (numbers heard wrong) from acting (the answer held but no
     python scripts/delegate_report.py microturn/assets/model sets/val sets/val-b sets/val-c sets/val-d sets/val-e
 
 Session 25, the bundled model (runs/s30 step 300, float16, threshold 0.6) on those five sets: 10 of 30 passed,
-17 misheard, 3 recital, 0 no delegation. By how the question came (session 26): asked by voice 18, of which 1
-passed and 17 misheard; typed 12, of which 9 passed and 3 recitals.
+17 misheard, 3 recital, 0 no delegation. By how the question came (session 26): asked by voice 19, of which 2
+passed and 17 misheard; typed 11, of which 8 passed and 3 recitals.
 """
 import argparse
 import collections

@@ -7,6 +7,8 @@ of the delegations (between ``<dlg>`` and ``</dlg>``) of those sessions, each gi
 model writes when it asks the background model, a second or more after it heard the numbers; and ``question``:
 how many of those delegations have every word right, teacher-forced and free-running (the model writes the question
 token by token from its own earlier tokens, greedy, as it does live, the session's audio and typed text as they are).
+In shards made with ``--note-questions``, ``noted``: the words of the notes written before the delegation, each
+given its ``<note>``.
 
     python scripts/listening_report.py microturn/assets/model --shards data/shards/val --sessions 40 --tap 3
     python scripts/listening_report.py microturn/assets/model --shards data/shards/val23 --families delegate
@@ -20,7 +22,7 @@ import torch
 
 from microturn.data import language as lang
 from microturn.model.checkpoint import load
-from microturn.stream.tokenizer import DLG, DLG_END, EOT, PAD, SIL, TYPED, default_tokenizer
+from microturn.stream.tokenizer import DLG, DLG_END, EOT, NOTE, PAD, SIL, TYPED, default_tokenizer
 from microturn.train.data import Shards, collate
 
 
@@ -32,7 +34,7 @@ def report(model, shards: Shards, n: int, tap: int,
     kind_of |= {tok.encode_word(w)[0]: "response word" for w in lang.RESPONSE_WORDS}
     kind_of |= {tok.encode_word(w)[0]: "cue word" for w in lang.CUE_WORDS}
     kinds = ("response word", "cue word", "number word", "other")
-    st = {(b, k): [0, 0] for b in ("last block", f"block {tap}", "asked") for k in kinds}
+    st = {(b, k): [0, 0] for b in ("last block", f"block {tap}", "noted", "asked") for k in kinds}
     st |= {("question", k): [0, 0] for k in ("teacher-forced", "free-running")}
     spoken = [i for i in range(len(shards)) if shards.info(i)["family"] in families]
     done = 0
@@ -53,6 +55,10 @@ def report(model, shards: Shards, n: int, tap: int,
                 st[block, kind][0] += int(pred[j] == g)
                 st[block, kind][1] += 1
         out, pred = b["out"][0].flatten().tolist(), r["out_logits"][0].flatten(0, 1).argmax(-1).tolist()
+        for j in range(out.index(DLG) if DLG in out else 0):
+            if out[j] == NOTE and out[j + 1] in kind_of:
+                st["noted", kind_of[out[j + 1]]][0] += int(pred[j + 1] == out[j + 1])
+                st["noted", kind_of[out[j + 1]]][1] += 1
         inside, words = False, []  # the question's word slots
         for j, (g, p) in enumerate(zip(out, pred)):
             inside = (inside or g == DLG) and g != DLG_END

@@ -72,7 +72,7 @@ class Builder:
         self.rng, self.split, self.difficulty = rng, split, difficulty
         self.drill = drill  # training only: a cue session with several times the cue-list words (generate(cue_drill))
         self.typed = typed  # training only: the chance an instruction is typed, in place of difficulty's (generate)
-        self.note_questions = note_questions  # training only: note a delegated question's words (generate)
+        self.note_questions = note_questions  # note a delegated question's words (generate)
         self.voice = sample_voice(rng, split)
         if generated_voices and self.voice.engine == "espeak" and voice_rng.random() < generated_voices:
             n = int(voice_rng.integers(GENERATED_MAX))
@@ -595,7 +595,8 @@ def generate(family: str, seed: int, split: str = "train", difficulty: float = 1
 
     ``note_questions``: in delegate sessions the agent notes each word of the question as it takes it in (``<note>``
     and the word, as an instruction's words are noted), so that the delegation copies notes a few tokens back
-    instead of finding the numbers in audio a second or more back (training only; nothing else changes)."""
+    instead of finding the numbers in audio a second or more back. It changes the agent's out tokens only, so
+    validation shards may have it too (to score the notes); a scenario set, which has no out tokens, cannot."""
     if family not in GENERATORS:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     for name, p in (("generated_voices", generated_voices), ("generated_accents", generated_accents),
@@ -610,8 +611,6 @@ def generate(family: str, seed: int, split: str = "train", difficulty: float = 1
         raise ValueError(f"cue drills are for training only; the {split} split keeps the scenario families' sessions")
     if typed is not None and split != "train":
         raise ValueError(f"a typed share is for training only; the {split} split keeps difficulty's")
-    if note_questions and split != "train":
-        raise ValueError(f"noted questions are for training only; the {split} split keeps the bundled layout")
     key = [seed, FAMILIES.index(family), index, ["train", "val", "test"].index(split)]
     drill = family == "cuespeak" and bool(cue_drill) and np.random.default_rng(key + [2]).random() < cue_drill
     b = Builder(np.random.default_rng(key), split, difficulty, generated_voices, np.random.default_rng(key + [1]),
