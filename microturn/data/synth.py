@@ -85,8 +85,8 @@ def run(out: str, per_family: int = 12, seed: int = 0, families: str | None = No
         print(f"wrote {r['sessions']} training sessions in {r['shards']} shard(s) to {out}: "
               f"{r['sessions_per_minute']:.0f} sessions per minute ({r['seconds']:.0f} s)")
     elif generated_voices or generated_accents or cue_drill or typed is not None or note_questions:
-        raise ValueError("--generated-voices, --generated-accents, --cue-drill, --typed and --note-questions are for "
-                         "training shards (--shards)")
+        raise ValueError("--generated-voices, --generated-accents, --cue-drill, --typed and --note-questions are "
+                         "options of shards (--shards)")
     else:
         r = write_scenario_set(out, per_family, seed, split, fams, workers)
         print(f"wrote {r['scenarios']} scenarios to {out}: {r['scenarios_per_minute']:.0f} per minute "

@@ -142,12 +142,17 @@ class Builder:
             raise ValueError(f"{word!r} is not {nth + 1} times among the words heard of the instruction {text!r}")
         return boundary(ends[nth] + 0.05)
 
+    def taken_in(self, words: list[str]) -> list[float]:
+        """When each of ``words`` of the last instruction, in order, is taken in (``perceived``; a word said twice
+        is the second occurrence the second time)."""
+        return [self.perceived(w, words[:i].count(w)) for i, w in enumerate(words)]
+
     def remember(self, words: list[str], e: float) -> float:
         """Note each of ``words`` of the last instruction (which ended at e) as it is taken in; returns when the
         agent has the whole instruction and its notes are written (by voice, a little silence after it; typed, once
         its last token is read): from then on it rehearses them (``rehearse``)."""
         text, at, typed = self.instruction
-        times = [self.perceived(w, words[:i].count(w)) for i, w in enumerate(words)]
+        times = self.taken_in(words)
         for w, t in zip(words, times):
             self.events.append(Event(t, "note", w))
         whole = self._read_by(len(default_tokenizer().encode(" " + text.strip())), at) if typed else boundary(e + REACT)
@@ -517,8 +522,10 @@ def gen_delegate(b: Builder):
     question = f"{lang.number_words(x)} {op} {lang.number_words(y)}"
     if b.note_questions:  # noted as taken in, the question is asked from the notes, not from audio a second back
         words = question.split()
-        times = [b.perceived(w, words[:i].count(w)) for i, w in enumerate(words)]
-        for t in sorted(set(times)):  # the words taken in by one boundary in one note event, in their order
+        times = b.taken_in(words)
+        # the words taken in by one boundary in one note event, in their order (events due in one micro-turn go out
+        # latest first, out_schedule; remember's one event per word keeps that order, the bundled model's layout)
+        for t in sorted(set(times)):
             b.events.append(Event(t, "note", " ".join(w for w, s in zip(words, times) if s == t)))
     delay = float(rng.uniform(1.0, 4.0))
     hold_start, hold_end = b.agent(str(rng.choice(lang.HOLDING)), E + REACT)
