@@ -516,10 +516,9 @@ def gen_delegate(b: Builder):
     x, y = (int(v) for v in rng.integers(2, 101, size=2))
     op = "times" if rng.random() < 0.6 else "plus"
     ans = x * y if op == "times" else x + y
-    q = f"What is {lang.number_words(x)} {op} {lang.number_words(y)}?"
-    typed = _typed(b)
-    E = b.instruct(q, float(rng.uniform(0.3, 1.2)), typed)
     question = f"{lang.number_words(x)} {op} {lang.number_words(y)}"
+    typed = _typed(b)
+    E = b.instruct(f"What is {question}?", float(rng.uniform(0.3, 1.2)), typed)
     if b.note_questions:  # noted as taken in, the question is asked from the notes, not from audio a second back
         words = question.split()
         times = b.taken_in(words)
