@@ -19,7 +19,7 @@ from microturn.model.checkpoint import CheckpointError
 from microturn.model.config import ModelConfig, preset
 from microturn.model.model import InteractionModel, Sampling
 from microturn.model.transformer import Context, MoE, rope
-from microturn.stream.tokenizer import EOT, PAD, SPECIALS
+from microturn.stream.tokenizer import EOT, PAD, SIL, SPECIALS
 
 torch.set_num_threads(1)  # the machine's 2 cores are shared (see test_codecs.py)
 
@@ -106,6 +106,47 @@ def test_step_equals_training_forward(kw, T):
     for t, o in enumerate(outs):
         assert torch.equal(o.out, batch["out"][:, t])
         assert o.mel is None
+
+
+def stream_heard(model, batch):
+    """``stream``, also returning the words each micro-turn read back [B, T, n_audio]."""
+    B, T = batch["clock"].shape
+    state = model.new_state(B)
+    outs, fed = [], []
+    for t in range(T):
+        fed.append(state.heard.clone())
+        outs.append(model.step(state, *inputs_at(batch, t), forced_out=batch["out"][:, t], generate_audio=False))
+    return outs, torch.stack(fed, 1)
+
+
+def test_hear_back_reads_the_words_heard_a_micro_turn_before():
+    """A hear_back model reads back, at each audio token, the listening head's likeliest word for the same token of
+    the micro-turn before (<sil> at the start); given those words the training forward computes what streaming did.
+    Its map starts at zero: the model then computes what the same weights without it do, and ``heard_back`` (what
+    teacher forcing reads back when not told) is exactly what streaming fed."""
+    cfg = tiny(hear_back=True)
+    model = build(cfg)
+    plain = build(tiny())
+    missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
+    assert missing == [] and unexpected == ["embed.heard.weight"]
+    batch = make_batch(cfg, 2, 9, seed=4)
+    outs, fed = stream_heard(model, batch)
+    assert (fed[:, 0] == SIL).all()
+    for t in range(1, 9):
+        assert torch.equal(fed[:, t], model.listen(outs[t - 1].heard).argmax(-1))
+    assert (fed != SIL).any()
+    assert torch.equal(model.heard_back(batch), fed)
+    with torch.no_grad():
+        torch.testing.assert_close(model.hidden(batch), plain.hidden(batch), atol=0, rtol=0)
+    with torch.no_grad():
+        model.embed.heard.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    outs, fed = stream_heard(model, batch)
+    assert_matches_forward(model, outs, batch | {"heard": fed})
+    with torch.no_grad():  # the words read back now count: other words, other states
+        assert not torch.allclose(model.hidden(batch | {"heard": torch.full_like(fed, SIL)}),
+                                  model.hidden(batch | {"heard": fed}))
+    with pytest.raises(ValueError, match="hear_back"):
+        model.embed.inputs(*(batch[k] for k in ("clock", "audio", "video", "video_on", "text_in")))
 
 
 @pytest.mark.parametrize("audio_conv", [0, 2])

@@ -92,6 +92,26 @@ def test_audio_conv_is_added_to_an_init_model_that_starts_as_it_was(shards, tmp_
         train(replace(c, out=str(tmp_path / "d"), init=str(tmp_path / "c" / "model"), audio_conv=3))
 
 
+def test_hear_back_is_added_to_an_init_model_that_starts_as_it_was(shards, tmp_path):
+    """--hear-back with --init: the model gets the map of the words it heard, starting at zero, so it computes what
+    the checkpoint did; training moves it (the training forward reads back the model's own words); its checkpoint
+    keeps it."""
+    from microturn.train.data import Shards
+
+    c = TrainConfig(data=str(shards / "train"), val=None, steps=2, batch=2, warmup=1, ckpt_every=2, lr=1e-3)
+    train(replace(c, out=str(tmp_path / "a")), _model_cfg())
+    train(replace(c, out=str(tmp_path / "b"), init=str(tmp_path / "a" / "model"), hear_back=True, lr=0.0,
+                  min_lr=0.0))
+    a, b = checkpoint.load(tmp_path / "a" / "model").eval(), checkpoint.load(tmp_path / "b" / "model").eval()
+    assert not a.cfg.hear_back and b.cfg.hear_back
+    ds = Shards(shards / "train")
+    batch = collate([ds.session(0)], ds.families)
+    with torch.no_grad():
+        torch.testing.assert_close(a.hidden(batch), b.hidden(batch), atol=0, rtol=0)
+    train(replace(c, out=str(tmp_path / "c"), init=str(tmp_path / "a" / "model"), hear_back=True))
+    assert checkpoint.load(tmp_path / "c" / "model").embed.heard.weight.abs().sum() > 0
+
+
 def test_a_run_from_an_init_model_resumes_with_its_architecture(shards, tmp_path):
     """A fine-tuning run interrupted and started again keeps the --init model's architecture (here one with the
     audio front-end, which the preset lacks) rather than the preset's."""

@@ -26,7 +26,8 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "model"
 _RESERVED = ("format", "version", "extra")
-LATER_FIELDS = {"audio_conv": 0}  # config fields added after version 1, with the value a checkpoint without them means
+# config fields added after version 1, with the value a checkpoint without them means
+LATER_FIELDS = {"audio_conv": 0, "hear_back": False}
 
 
 class CheckpointError(ValueError):
@@ -121,6 +122,8 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict]:
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise CheckpointError(f"{cfile}: config field {name} must be a non-negative integer, got {v!r}")
+    if not isinstance(cfg.hear_back, bool):
+        raise CheckpointError(f"{cfile}: config field hear_back must be true or false, got {cfg.hear_back!r}")
     if cfg.depth < 1 or cfg.vocab_size < 1 or cfg.window < 1 or cfg.flow_width < 1:
         raise CheckpointError(f"{cfile}: config depth, vocab_size, window and flow_width must be >= 1")
     if cfg.n_experts and not (1 <= cfg.top_k <= cfg.n_experts):

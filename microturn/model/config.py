@@ -16,6 +16,7 @@ class ModelConfig:
     pinned: int = 270  # tokens at the session start that stay visible forever (instructions): 30 micro-turns
     flow_width: int = 256
     audio_conv: int = 0  # causal convolution layers over the audio frames before they form tokens (0: none)
+    hear_back: bool = False  # each audio token also reads the word the listening head heard one micro-turn before
     layout: Layout = field(default_factory=Layout)
 
     @property

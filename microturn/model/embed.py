@@ -104,9 +104,15 @@ class HMLP(nn.Module):
 
 
 class InputEmbed(nn.Module):
-    """Embeds every slot of a micro-turn block; returns [B, T, layout.length, d]."""
+    """Embeds every slot of a micro-turn block; returns [B, T, layout.length, d].
 
-    def __init__(self, layout: Layout, d: int, vocab: int, audio_conv: int = 0):
+    With ``hear_back`` each audio token also reads a word token, ``heard`` [B, T, A]: the word the model's listening
+    head heard at the same audio token of the micro-turn before (``<sil>`` for none), embedded by the text table
+    and mapped by ``heard`` (a linear map that starts at zero, so a model given it starts as it was). A word heard
+    is then a token like a typed one, which a delegation, a translation or a cue's check can copy or compare, not a
+    sound to be read again from the audio tokens' hidden states."""
+
+    def __init__(self, layout: Layout, d: int, vocab: int, audio_conv: int = 0, hear_back: bool = False):
         super().__init__()
         self.layout = layout
         self.clock = ClockEmbed(d)
@@ -116,12 +122,19 @@ class InputEmbed(nn.Module):
         self.no_video = nn.Parameter(torch.zeros(d))
         self.text = nn.Embedding(vocab, d)
         self.slot = nn.Parameter(torch.randn(layout.length, d) * 0.02)
+        self.heard = nn.Linear(d, d, bias=False) if hear_back else None
 
-    def inputs(self, clock, audio, video, video_on, text_in, audio_past=None) -> torch.Tensor:
+    def inputs(self, clock, audio, video, video_on, text_in, audio_past=None, heard=None) -> torch.Tensor:
         """clock [B, T] int; audio [B, T, A, F, 80] uint8; video [B, T, S, S, 3] uint8; video_on [B, T] bool;
-        text_in [B, T, K]; audio_past: the audio frames before these (``DMelEmbed``) -> [B, T, n_in, d]."""
+        text_in [B, T, K]; audio_past: the audio frames before these (``DMelEmbed``); heard [B, T, A]: the words
+        heard back (needed with ``hear_back``, else ignored) -> [B, T, n_in, d]."""
         L = self.layout
-        parts = [self.clock(clock * L.delta)[:, :, None], self.audio(audio, audio_past)]
+        a = self.audio(audio, audio_past)
+        if self.heard is not None:
+            if heard is None:
+                raise ValueError("a model with hear_back needs the words heard back (heard [B, T, n_audio])")
+            a = a + self.heard(self.text(heard))
+        parts = [self.clock(clock * L.delta)[:, :, None], a]
         if L.video:
             v = self.no_video.expand(*video.shape[:2], 1, -1)
             if bool(video_on.any()):  # only frames that are there go through the hMLP
@@ -136,6 +149,6 @@ class InputEmbed(nn.Module):
         n_in = self.layout.n_in
         return self.text(out) + self.slot[n_in + first : n_in + first + out.shape[-1]]
 
-    def forward(self, clock, audio, video, video_on, text_in, out) -> torch.Tensor:
+    def forward(self, clock, audio, video, video_on, text_in, out, heard=None) -> torch.Tensor:
         """The whole micro-turn block, [B, T, layout.length, d]."""
-        return torch.cat([self.inputs(clock, audio, video, video_on, text_in), self.outputs(out)], dim=2)
+        return torch.cat([self.inputs(clock, audio, video, video_on, text_in, heard=heard), self.outputs(out)], 2)

@@ -40,6 +40,7 @@ class StreamState:
     quiet: torch.Tensor  # [B] micro-turns since the row last said a word (up to SPEECH_TAIL: its audio is over)
     noting: torch.Tensor  # [B] bool: the row's last token was a <note> (its next word is written, not said)
     audio_past: torch.Tensor  # [B, context, 80] uint8: the last audio frames heard, the audio front-end's context
+    heard: torch.Tensor  # [B, n_audio] the words the listening head heard last micro-turn, fed back (hear_back)
 
     def reset(self, rows: torch.Tensor | None = None):
         rows = torch.ones_like(self.length, dtype=torch.bool) if rows is None else rows
@@ -50,6 +51,7 @@ class StreamState:
         self.quiet[rows] = SPEECH_TAIL
         self.noting[rows] = False
         self.audio_past[rows] = 0
+        self.heard[rows] = SIL
 
     @property
     def tokens(self) -> torch.Tensor:
@@ -130,12 +132,14 @@ class InteractionModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         L, d = cfg.layout, cfg.d_model
-        self.embed = InputEmbed(L, d, cfg.vocab_size, cfg.audio_conv)
+        self.embed = InputEmbed(L, d, cfg.vocab_size, cfg.audio_conv, cfg.hear_back)
         self.transformer = Transformer(cfg)
         self.listen = nn.Linear(d, cfg.vocab_size)
         self.flow = FlowHead(d, L.frames, cfg.flow_width)
         self.apply(self._init)
         nn.init.zeros_(self.flow.out.weight)  # the flow starts by predicting zero velocity
+        if self.embed.heard is not None:
+            nn.init.zeros_(self.embed.heard.weight)  # hearing back starts at zero: the model starts as it was
         never = torch.zeros(cfg.vocab_size, dtype=torch.bool)
         never[list(NEVER_SAID)] = True
         self.register_buffer("never_said", never, persistent=False)
@@ -162,12 +166,30 @@ class InteractionModel(nn.Module):
     # ------------------------------------------------------------------ training
     def hidden(self, batch: dict, tap: int = 0):
         """Teacher-forced final hidden states [B, T, L, d]; with ``tap`` = k > 0, also those after the first k
-        blocks (normed), as a pair."""
-        x = self.embed(*(batch[k] for k in INPUT_KEYS), batch["out"])
+        blocks (normed), as a pair. A ``hear_back`` model reads ``batch["heard"]``, or else ``heard_back(batch)``."""
+        heard = batch.get("heard")
+        if self.cfg.hear_back and heard is None:
+            heard = self.heard_back(batch)
+        x = self.embed(*(batch[k] for k in INPUT_KEYS), batch["out"], heard=heard)
         B, T, L, d = x.shape
         pos = torch.arange(T * L, device=x.device).expand(B, -1)
         h = self.transformer(x.reshape(B, T * L, d), pos, tap=tap)
         return tuple(y.view(B, T, L, d) for y in h) if tap else h.view(B, T, L, d)
+
+    @torch.no_grad()
+    def heard_back(self, batch: dict) -> torch.Tensor:
+        """The words a ``hear_back`` model reads back [B, T, n_audio], for teacher forcing: streaming feeds each
+        micro-turn the listening head's likeliest word for each audio token of the micro-turn before (``step``), which
+        depends on what it was fed in turn, so it cannot be computed in one parallel pass. This takes one pass
+        hearing nothing back (all ``<sil>``): its words are what streaming would feed if hearing back did not change
+        the listening, exact for a model that has just been given it and close while the listening head leans on
+        the audio. The model thus trains on its own mistakes, not on the listening targets (which name a word from
+        its first audio token on, before it can be heard)."""
+        L = self.layout
+        none = torch.full((*batch["clock"].shape, L.n_audio), SIL, dtype=torch.long, device=batch["clock"].device)
+        h = self.hidden(batch | {"heard": none})
+        words = self.listen(h[:, :, 1 : 1 + L.n_audio]).argmax(-1)
+        return torch.cat([none[:, :1], words[:, :-1]], 1)
 
     def flow_condition(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """The hidden state each micro-turn's mel is generated from [B, T, d]: the position that predicts its <eot>
@@ -227,7 +249,8 @@ class InteractionModel(nn.Module):
         zeros = lambda *shape: torch.zeros(*shape, dtype=torch.long, device=device)  # noqa: E731
         return StreamState(KVCache.empty(self.cfg, batch, device=device), zeros(batch), zeros(batch),
                            zeros(batch, self.layout.n_out), zeros(batch), zeros(batch) + SPEECH_TAIL,
-                           zeros(batch).bool(), zeros(batch, self.embed.audio.context, dmel.N_MELS).to(torch.uint8))
+                           zeros(batch).bool(), zeros(batch, self.embed.audio.context, dmel.N_MELS).to(torch.uint8),
+                           zeros(batch, self.layout.n_audio) + SIL)
 
     def _run(self, state, x, rows):
         pos = state.length[rows, None] + torch.arange(x.shape[1], device=x.device)
@@ -294,10 +317,12 @@ class InteractionModel(nn.Module):
         gen = [generator[i] for i in rows.tolist()] if isinstance(generator, list) else generator
         past = state.audio_past[rows]
         x = self.embed.inputs(state.t[rows, None], audio[rows, None], video[rows, None], video_on[rows, None],
-                              text_in[rows, None], past)[:, 0]
+                              text_in[rows, None], past, state.heard[rows, None])[:, 0]
         if past.shape[1]:
             state.audio_past[rows] = torch.cat([past, audio[rows].flatten(1, 2)], 1)[:, -past.shape[1] :]
         h_in = self._feed_inputs(state, x, rows)
+        if self.cfg.hear_back:  # what the next micro-turn reads back: the likeliest word of each audio token
+            state.heard[rows] = self.listen(h_in[:, 1 : 1 + L.n_audio]).argmax(-1)
         toks = torch.full((n, L.n_out), PAD, dtype=torch.long, device=dev)
         logits = torch.zeros(n, L.n_out, self.cfg.vocab_size, device=dev)
         cond = torch.zeros(n, self.cfg.d_model, device=dev)

@@ -49,3 +49,5 @@ class TrainConfig:
                          "curriculum); ignored when --out holds a run to resume")
     audio_conv: int = _opt(0, "convolution layers in the audio front-end (model.embed.FrameConv), added to an --init "
                               "model without them, starting at zero (0: the preset's, or the --init model's)")
+    hear_back: bool = _opt(False, "feed each audio token the word the listening head heard a micro-turn before "
+                                  "(model.embed.InputEmbed), added to an --init model without it, starting at zero")

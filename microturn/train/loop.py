@@ -161,6 +161,8 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
             raise ValueError(f"audio_conv: the model already has {cfg.audio_conv} front-end layers; it can only be "
                              f"given them when it has none, not changed to {c.audio_conv}")
         cfg = replace(cfg, audio_conv=c.audio_conv)
+    if c.hear_back:
+        cfg = replace(cfg, hear_back=True)
     if cfg.vocab_size < V or cfg.layout != shards.layout:
         raise ValueError(f"the model's vocabulary ({cfg.vocab_size} tokens) must hold the tokenizer's ({V}) and its "
                          f"layout must be the shards' ({shards.layout})")
@@ -178,8 +180,9 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
         listen_weight = listen_weight.to(dev)
     if start is not None:
         missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
-        added = "embed.audio.conv." if cfg.audio_conv != start.cfg.audio_conv else None
-        if unexpected or [k for k in missing if not (added and k.startswith(added))]:
+        added = (["embed.audio.conv."] if cfg.audio_conv != start.cfg.audio_conv else []) + (
+            ["embed.heard."] if cfg.hear_back != start.cfg.hear_back else [])
+        if unexpected or [k for k in missing if not k.startswith(tuple(added))]:
             raise ValueError(f"--init {c.init}: weights that do not fit the model (missing {missing}, unexpected "
                              f"{unexpected})")
     opt = torch.optim.AdamW(
