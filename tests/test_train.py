@@ -112,6 +112,29 @@ def test_hear_back_is_added_to_an_init_model_that_starts_as_it_was(shards, tmp_p
     assert checkpoint.load(tmp_path / "c" / "model").embed.heard.weight.abs().sum() > 0
 
 
+def test_added_weights_learn_at_their_own_rate_and_resume(shards, tmp_path):
+    """--added-lr scales the learning rate of the weights the --init model lacks (here the hear-back map, which
+    starts at zero) and of no other; a run stopped and resumed keeps that optimiser layout."""
+    c = TrainConfig(data=str(shards / "train"), val=None, steps=2, batch=2, warmup=1, ckpt_every=1, lr=1e-3)
+    train(replace(c, out=str(tmp_path / "a")), _model_cfg())
+    init = str(tmp_path / "a" / "model")
+    a = checkpoint.load(init)
+    moved = {}
+    for scale in (1.0, 10.0):
+        train(replace(c, out=str(tmp_path / f"x{scale}"), init=init, hear_back=True, added_lr=scale, steps=1))
+        m = checkpoint.load(tmp_path / f"x{scale}" / "model")
+        moved[scale] = (m.embed.heard.weight.abs().max().item(), (m.listen.weight - a.listen.weight).abs().max().item())
+    # Adam's first step moves each weight by about its learning rate
+    assert moved[10.0][0] == pytest.approx(10 * moved[1.0][0], rel=0.05)
+    assert moved[10.0][1] == pytest.approx(moved[1.0][1], rel=1e-4)
+    run = replace(c, out=str(tmp_path / "r"), init=init, hear_back=True, added_lr=10.0)
+    train(replace(run, stop_at=1))
+    train(run)  # resumes from step 1 with the same three parameter groups
+    assert checkpoint.load(tmp_path / "r" / "model").embed.heard.weight.abs().max() > moved[10.0][0]
+    with pytest.raises(ValueError, match="added_lr"):
+        train(replace(run, out=str(tmp_path / "bad"), added_lr=0.0))
+
+
 def test_a_run_from_an_init_model_resumes_with_its_architecture(shards, tmp_path):
     """A fine-tuning run interrupted and started again keeps the --init model's architecture (here one with the
     audio front-end, which the preset lacks) rather than the preset's."""

@@ -51,3 +51,5 @@ class TrainConfig:
                               "model without them, starting at zero (0: the preset's, or the --init model's)")
     hear_back: bool = _opt(False, "feed each audio token the word the listening head heard a micro-turn before "
                                   "(model.embed.InputEmbed), added to an --init model without it, starting at zero")
+    added_lr: float = _opt(1.0, "learning rate of the weights an --init model lacks (--audio-conv, --hear-back), as a "
+                                "multiple of the schedule's: weights that start at zero learn little at a fine-tune's rate")

@@ -178,16 +178,24 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
             raise ValueError(f"task_listen must be a positive weight, got {c.task_listen}")
         listen_weight = 1.0 + (c.task_listen - 1.0) * task_word_mask(default_tokenizer(), cfg.vocab_size).float()
         listen_weight = listen_weight.to(dev)
+    # the weights the --init model lacks (read from its config, so that a resumed run finds the same ones)
+    init_cfg = checkpoint.read_config(c.init)[0] if c.init else cfg
+    added = tuple((["embed.audio.conv."] if cfg.audio_conv != init_cfg.audio_conv else []) + (
+        ["embed.heard."] if cfg.hear_back != init_cfg.hear_back else []))
     if start is not None:
         missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
-        added = (["embed.audio.conv."] if cfg.audio_conv != start.cfg.audio_conv else []) + (
-            ["embed.heard."] if cfg.hear_back != start.cfg.hear_back else [])
-        if unexpected or [k for k in missing if not k.startswith(tuple(added))]:
+        if unexpected or [k for k in missing if not k.startswith(added)]:
             raise ValueError(f"--init {c.init}: weights that do not fit the model (missing {missing}, unexpected "
                              f"{unexpected})")
+    if c.added_lr <= 0:
+        raise ValueError(f"added_lr must be a positive multiple of the learning rate, got {c.added_lr}")
+    named = list(model.named_parameters())
+    groups = [(lambda n, p: p.ndim >= 2 and not n.startswith(added), c.weight_decay, 1.0),
+              (lambda n, p: p.ndim < 2 and not n.startswith(added), 0.0, 1.0),
+              (lambda n, p: n.startswith(added), c.weight_decay, c.added_lr)]
     opt = torch.optim.AdamW(
-        [{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": c.weight_decay},
-         {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}],
+        [{"params": [p for n, p in named if keep(n, p)], "weight_decay": wd, "lr_scale": scale}
+         for keep, wd, scale in groups if any(keep(n, p) for n, p in named)],
         lr=c.lr, betas=(0.9, 0.95), fused=dev.type == "cuda")
     cur = Curriculum(shards, mix=parse_mix(c.mix))
     step = 0
@@ -237,7 +245,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                                          generator=torch.Generator().manual_seed(c.seed))  # not the model's RNG
     for batch in loader:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, c)
+            g["lr"] = lr_at(step, c) * g.get("lr_scale", 1.0)  # (runs saved before added_lr have none)
         batch = _to(batch, dev)
         with amp:
             r = net(batch, speak_weight=c.speak_weight, recap_weight=c.recap_weight, early_listen=c.early_listen,
