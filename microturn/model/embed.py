@@ -110,7 +110,10 @@ class InputEmbed(nn.Module):
     head heard at the same audio token of the micro-turn before (``<sil>`` for none), embedded by the text table
     and mapped by ``heard`` (a linear map that starts at zero, so a model given it starts as it was). A word heard
     is then a token like a typed one, which a delegation, a translation or a cue's check can copy or compare, not a
-    sound to be read again from the audio tokens' hidden states."""
+    sound to be read again from the audio tokens' hidden states. The word's unit embedding is mapped and scaled by
+    the audio token's own norm: audio embeddings are about 75 times the norm of text ones (a sum over mel bins and
+    frames), so a word added at the text table's scale would be a few per cent of the token, and a map from zero
+    would need thousands of steps to be heard over the audio (runs/s44-s46, docs/training.md)."""
 
     def __init__(self, layout: Layout, d: int, vocab: int, audio_conv: int = 0, hear_back: bool = False):
         super().__init__()
@@ -133,7 +136,7 @@ class InputEmbed(nn.Module):
         if self.heard is not None:
             if heard is None:
                 raise ValueError("a model with hear_back needs the words heard back (heard [B, T, n_audio])")
-            a = a + self.heard(self.text(heard))
+            a = a + self.heard(F.normalize(self.text(heard), dim=-1)) * a.norm(dim=-1, keepdim=True)
         parts = [self.clock(clock * L.delta)[:, :, None], a]
         if L.video:
             v = self.no_video.expand(*video.shape[:2], 1, -1)
