@@ -149,6 +149,26 @@ def test_hear_back_reads_the_words_heard_a_micro_turn_before():
         model.embed.inputs(*(batch[k] for k in ("clock", "audio", "video", "video_on", "text_in")))
 
 
+def test_a_word_heard_back_is_added_at_the_audio_tokens_scale():
+    """The heard word is mapped from its unit embedding and scaled by the audio token's norm, so a map of ordinary
+    size is heard over audio embeddings of any size (runs/s44-s46 read back nothing at the text table's scale):
+    with the identity map the word adds a vector as long as the audio token, whatever the audio's scale."""
+    cfg = tiny(hear_back=True)
+    model = build(cfg)
+    batch = make_batch(cfg, 2, 3, seed=5)
+    keys = ("clock", "audio", "video", "video_on", "text_in")
+    with torch.no_grad():
+        model.embed.heard.weight.copy_(torch.eye(cfg.d_model))
+        for scale in (1.0, 100.0):
+            model.embed.audio.token.weight.mul_(scale)
+            model.embed.audio.token.bias.mul_(scale)
+            a = model.embed.audio(batch["audio"])
+            heard = torch.full(a.shape[:-1], 7, dtype=torch.long)
+            x = model.embed.inputs(*(batch[k] for k in keys), heard=heard)
+            added = x[:, :, 1 : 1 + cfg.layout.n_audio] - model.embed.slot[1 : 1 + cfg.layout.n_audio] - a
+            torch.testing.assert_close(added.norm(dim=-1), a.norm(dim=-1), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("audio_conv", [0, 2])
 def test_batched_sessions_with_active_mask(audio_conv):
     """Three sessions stepped as one batch; a row that is inactive on a step must not move (nor its audio
