@@ -162,32 +162,47 @@ def test_lasting_instructions_are_noted_and_timed(seed):
             assert [left[t] for t in range(a + 1, b)] == list(range(5 * T - 1, 0, -1))
 
 
-def test_cue_list_words_heard_are_noted_and_the_cue_answered_in_the_same_micro_turn():
+@pytest.mark.parametrize("late", [False, True])
+def test_cue_list_words_heard_are_noted_and_the_cue_answered_in_the_same_micro_turn(late):
     """While the agent waits on a cue, each cue-list word the user says is written ``<heard:word>`` first in the
     micro-turn that reacts to its end, and only those words; the response word follows it in the next slot after
-    the cue and never after another cue word."""
+    the cue and never after another cue word. With ``heard_late`` that micro-turn is the next one, the first whose
+    heard-back input (the listening head's words of the micro-turn before) holds the word's last audio token; the
+    user's audio is the same, and the targets still pass the rules, after the layout too."""
     from microturn.data import language as lang
     from microturn.stream.tokenizer import NOTE, heard, is_heard
 
-    tok, L, seen = default_tokenizer(), Layout(), {"cue": 0, "other": 0}
+    tok, L, seen, unheard_back = default_tokenizer(), Layout(), {"cue": 0, "other": 0}, 0
     for i in range(12):
-        s = generate("cuespeak", 4, "train", 0.6, i)
-        out = encode_timeline(s.timeline, L, tok)["out"]
+        s = generate("cuespeak", 4, "train", 0.6, i, heard_late=late)
+        e = encode_timeline(s.timeline, L, tok)
+        out = e["out"]
         notes = _noted(out, tok)
         c, r = sorted({w for _, w in notes}, key=lambda w: w not in lang.CUE_WORDS)
         after = (notes[1][0] + 1) * L.delta  # both words of the instruction noted
         spoken = [w for w in s.timeline.words_of("user") if w.start > after and w.w.strip(".,!?").lower()
                   in lang.CUE_WORDS]
         rows = [t for t in range(len(out)) if is_heard(out[t, 0])]
-        assert rows == [round(boundary(w.end + 0.05) / L.delta) - 1 for w in spoken]
+        assert rows == [round(boundary(w.end + 0.05) / L.delta) - 1 + late for w in spoken]
         assert not (is_heard(out[:, 1:]) & (out[:, :-1] != NOTE)).any()  # elsewhere only as the cue's note
+        listen = e["listen"].reshape(-1)  # the listening targets, one per audio token, and the tokens' middles
+        mids = (np.arange(len(listen)) + 0.5) * L.delta / L.n_audio
         for t, w in zip(rows, spoken):
             word = w.w.strip(".,!?").lower()
             assert out[t, 0] == heard(word)
             answered = out[t, 1] == tok.encode_word(r)[0]
             assert answered == (word == c)
             seen["cue" if word == c else "other"] += 1
+            heard_at = [j for j in np.flatnonzero(listen == tok.encode_word(word)[0]) if w.start <= mids[j] < w.end]
+            unheard_back += heard_at[-1] // L.n_audio == t  # its last audio token not yet in the row's heard-back input
+        if late:
+            plain = generate("cuespeak", 4, "train", 0.6, i)
+            assert np.array_equal(plain.timeline.track("user"), s.timeline.track("user"))
+            sc = to_scenario(s)[0]
+            assert evaluate(sc, s.timeline.words_of("agent")).passed
+            assert evaluate(sc, decode_outputs(out, L, tok, e["mel"])[0]).passed
     assert seen["cue"] > 3 and seen["other"] > 3
+    assert unheard_back == 0 if late else unheard_back > 3  # on time, about half end in the row's own audio
 
 
 def test_delegated_answers_are_held_until_said():

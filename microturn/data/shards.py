@@ -27,8 +27,8 @@ from .world import FAMILIES, generate
 
 def _render(job) -> tuple[dict, dict]:
     torch.set_num_threads(1)  # one process per core: no thread oversubscription
-    family, seed, split, difficulty, index, layout, voices, accents, drill, typed, notes = job
-    s = generate(family, seed, split, difficulty, index, voices, accents, drill, typed, notes)
+    family, seed, split, difficulty, index, layout, voices, accents, drill, typed, notes, late = job
+    s = generate(family, seed, split, difficulty, index, voices, accents, drill, typed, notes, late)
     e = encode_timeline(s.timeline, layout, default_tokenizer())
 
     T = len(e["clock"])
@@ -41,7 +41,8 @@ def _render(job) -> tuple[dict, dict]:
             "voice": s.timeline.meta.get("voice"), "duration": s.timeline.duration} | \
         ({"generated_voices": voices} if voices else {}) | ({"generated_accents": accents} if accents else {}) | \
         ({"drill": True} if s.timeline.meta.get("drill") else {}) | ({"typed": typed} if typed is not None else {}) | \
-        ({"note_questions": True} if notes and family == "delegate" else {})
+        ({"note_questions": True} if notes and family == "delegate" else {}) | \
+        ({"heard_late": True} if late and family == "cuespeak" else {})
     return info, arrays
 
 
@@ -51,20 +52,21 @@ def render_again(info: dict, split: str, layout: Layout) -> dict:
     drill = 1.0 if info.get("drill") else 0.0
     return _render((info["family"], info["seed"], split, info["difficulty"], info["index"], layout,
                     info.get("generated_voices", 0.0), info.get("generated_accents", 0.0), drill, info.get("typed"),
-                    info.get("note_questions", False)))[1]
+                    info.get("note_questions", False), info.get("heard_late", False)))[1]
 
 
 def write_shards(out: str | Path, n_per_family: int, seed: int = 0, split: str = "train",
                  families=FAMILIES, layout: Layout = Layout(), shard_size: int = 512, workers: int | None = None,
                  difficulty: tuple[float, float] = (0.0, 1.0), generated_voices: float = 0.0,
                  generated_accents: float = 0.0, cue_drill: float = 0.0, typed: float | None = None,
-                 note_questions: bool = False) -> dict:
+                 note_questions: bool = False, heard_late: bool = False) -> dict:
     """Render ``n_per_family`` sessions of each family into shards under ``out``; returns throughput figures.
 
     Difficulty (noise, voices, typed vs spoken instructions) is spread evenly over ``difficulty`` so training can
     follow a curriculum; ``generated_voices`` and ``generated_accents`` are the chances of a generated user voice
     and accent, ``cue_drill`` the chance of a cue session with many more cue-list words, ``typed`` the chance of a
-    typed instruction in place of difficulty's, ``note_questions`` whether delegated questions are noted
+    typed instruction in place of difficulty's, ``note_questions`` whether delegated questions are noted,
+    ``heard_late`` whether cue-list words are noted a micro-turn later, for a model that hears back
     (``world.generate``).
     Deterministic for its arguments.
     """
@@ -72,7 +74,7 @@ def write_shards(out: str | Path, n_per_family: int, seed: int = 0, split: str =
     out.mkdir(parents=True, exist_ok=True)
     lo, hi = difficulty
     jobs = [(f, seed, split, round(lo + (hi - lo) * (i / max(1, n_per_family - 1)), 3), i, layout, generated_voices,
-             generated_accents, cue_drill, typed, note_questions) for i in range(n_per_family) for f in families]
+             generated_accents, cue_drill, typed, note_questions, heard_late) for i in range(n_per_family) for f in families]
     workers = workers or min(2, os.cpu_count() or 1)
     t0, n_shard = time.perf_counter(), 0
     infos: list[dict] = []

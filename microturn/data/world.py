@@ -13,7 +13,8 @@ Timing conventions of the targets (what the bundled model learns):
   was the cue, so that telling the cue from the other cue words is a comparison of two tokens it wrote, the
   rehearsed ``<note> <heard:tiger>`` and the heard ``<heard:tiger>``, read by the very slot that acts (session 10's model,
   deciding straight from the audio, did not tell them apart; sessions 11-13's, acting a micro-turn after a
-  two-token ``<heard> tiger``, did not read it);
+  two-token ``<heard> tiger``, did not read it); with ``heard_late`` (for a model that hears back) a micro-turn
+  later, when the word its listening head heard is one of its inputs;
 - the user talking over the agent stops it at the first boundary 0.1 s after the onset, before the word can be told
   (an interruption or a backchannel alike); after a backchannel, once heard, it goes on where it was cut;
 - agent speech starts on micro-turn boundaries, so its words decode to the times they were spoken;
@@ -68,11 +69,12 @@ class Builder:
 
     def __init__(self, rng: np.random.Generator, split: str, difficulty: float = 1.0, generated_voices: float = 0.0,
                  voice_rng: np.random.Generator | None = None, generated_accents: float = 0.0, drill: bool = False,
-                 typed: float | None = None, note_questions: bool = False):
+                 typed: float | None = None, note_questions: bool = False, heard_late: bool = False):
         self.rng, self.split, self.difficulty = rng, split, difficulty
         self.drill = drill  # training only: a cue session with several times the cue-list words (generate(cue_drill))
         self.typed = typed  # training only: the chance an instruction is typed, in place of difficulty's (generate)
         self.note_questions = note_questions  # note a delegated question's words (generate)
+        self.heard_late = heard_late  # a cue-list word is noted a micro-turn later, from hearing back (generate)
         self.voice = sample_voice(rng, split)
         if generated_voices and self.voice.engine == "espeak" and voice_rng.random() < generated_voices:
             n = int(voice_rng.integers(GENERATED_MAX))
@@ -478,7 +480,7 @@ def gen_cuespeak(b: Builder):
             name = w.w.lower().strip(".,!?")
             if name not in lang.CUE_WORDS:
                 continue
-            heard = boundary(w.end + 0.05)
+            heard = boundary(w.end + 0.05 + (DELTA if b.heard_late else 0.0))
             b.events.append(Event(heard, "heard", name))
             if name == c:
                 b.agent(r, heard)
@@ -582,7 +584,7 @@ FAMILIES = tuple(GENERATORS)
 
 def generate(family: str, seed: int, split: str = "train", difficulty: float = 1.0, index: int = 0,
              generated_voices: float = 0.0, generated_accents: float = 0.0, cue_drill: float = 0.0,
-             typed: float | None = None, note_questions: bool = False) -> Session:
+             typed: float | None = None, note_questions: bool = False, heard_late: bool = False) -> Session:
     """One session of ``family``, deterministic for its arguments.
 
     ``generated_voices``: the chance that the user's espeak-ng voice gets a generated variant (``speech.
@@ -602,7 +604,15 @@ def generate(family: str, seed: int, split: str = "train", difficulty: float = 1
     ``note_questions``: in delegate sessions the agent notes each word of the question as it takes it in (``<note>``
     and the word, as an instruction's words are noted), so that the delegation copies notes a few tokens back
     instead of finding the numbers in audio a second or more back. It changes the agent's out tokens only, so
-    validation shards may have it too (to score the notes); a scenario set, which has no out tokens, cannot."""
+    validation shards may have it too (to score the notes); a scenario set, which has no out tokens, cannot.
+
+    ``heard_late``: in cuespeak sessions the agent notes each cue-list word it hears (and says the response after the
+    cue's) one micro-turn later than otherwise, for a model that hears back (``ModelConfig.hear_back``): at that
+    micro-turn the word its listening head heard at the word's end is one of its inputs, to be copied, where a
+    micro-turn earlier the out slots must find it in the audio tokens' states below the last block (the listening
+    head names 81 % of cue-list words right at their end, the heard token of the bundled model was right for 57 %:
+    docs/training.md, session 29). The response still starts within 0.45 s of the cue's end, inside the rule's
+    second. Out tokens only, as ``note_questions``."""
     if family not in GENERATORS:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     for name, p in (("generated_voices", generated_voices), ("generated_accents", generated_accents),
@@ -620,7 +630,7 @@ def generate(family: str, seed: int, split: str = "train", difficulty: float = 1
     key = [seed, FAMILIES.index(family), index, ["train", "val", "test"].index(split)]
     drill = family == "cuespeak" and bool(cue_drill) and np.random.default_rng(key + [2]).random() < cue_drill
     b = Builder(np.random.default_rng(key), split, difficulty, generated_voices, np.random.default_rng(key + [1]),
-                generated_accents, drill, typed, note_questions)
+                generated_accents, drill, typed, note_questions, heard_late)
     res = GENERATORS[family](b)
     duration, rules = res[0], res[1]
     delay = res[2] if len(res) > 2 else None
