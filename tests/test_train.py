@@ -177,6 +177,25 @@ def test_task_listen_weighs_the_task_words_and_reports_them(shards, tmp_path):
         train(replace(c, out=str(tmp_path / "b"), task_listen=0.0), _model_cfg())
 
 
+def test_task_word_listening_is_reported_by_voice_engine(shards):
+    """The held-out task-word accuracy split by the user's voice engine (from each session's voice id): one entry per
+    engine scored, each its hits over its tokens, so one engine alone gives the overall figure and two bracket it."""
+    from microturn.train.data import Shards
+    from microturn.train.loop import evaluate
+
+    val, model = Shards(shards / "train"), InteractionModel(_model_cfg())
+    info = val.info
+    run = lambda: evaluate(model, val, n_batches=2, batch=4, dev=torch.device("cpu"))  # noqa: E731
+    val.info = lambda i: info(i) | {"voice": "flite:kal"}
+    ev = run()
+    assert ev["listen_acc_task_by_engine"] == {"flite": pytest.approx(ev["listen_acc_task"])}
+    val.info = lambda i: info(i) | {"voice": "flite:kal" if i % 2 else "espeak:en-us"}
+    ev = run()
+    by = ev["listen_acc_task_by_engine"]
+    assert set(by) == {"espeak", "flite"} and all(0.0 <= a <= 1.0 for a in by.values())
+    assert min(by.values()) - 1e-9 <= ev["listen_acc_task"] <= max(by.values()) + 1e-9
+
+
 def test_batches_are_a_pure_function_of_seed_rank_and_step(shards):
     """A step's batch is the same however it is made (again, in another process): resuming and loading ahead need no
     sampler state. Another rank or step draws another batch."""

@@ -65,7 +65,9 @@ def _to(batch: dict, dev) -> dict:
 def evaluate(model: InteractionModel, shards: Shards, n_batches: int, batch: int, dev, seed: int = 1234,
              early_listen: int = 0) -> dict:
     """Losses per family, listening accuracy (argmax of the listening head on user-word tokens; on the task words
-    alone: ``listen_acc_task``; with ``early_listen``, also after that many blocks: ``listen_acc_early``) and, per
+    alone: ``listen_acc_task``, and by the user's voice engine: ``listen_acc_task_by_engine``, since a held-out flite
+    voice is heard far worse than held-out espeak-ng ones, docs/training.md, session 30; with ``early_listen``, also
+    after that many blocks: ``listen_acc_early``) and, per
     family, the accuracy on the out tokens that carry news (no <eot>, no recaps: see ``layout.recaps``): a note's
     word when it is taken, a timer's first value, the words said. Teacher-forced, and *what* rather than *when*: the
     likeliest token but <eot>, as greedy decoding picks once it has decided to act."""
@@ -74,11 +76,12 @@ def evaluate(model: InteractionModel, shards: Shards, n_batches: int, batch: int
     fam_loss: dict[str, list[float]] = {}
     news: dict[str, list[int]] = {}  # family -> [hits, tokens]
     hit = tot = hit_early = hit_task = tot_task = 0
+    by_engine: dict[str, list[int]] = {}  # the user's voice engine -> [task-word hits, tokens]
     task = task_word_mask(default_tokenizer(), model.cfg.vocab_size).to(dev)
     totals = {"text": 0.0, "listen": 0.0, "flow": 0.0}
     for _ in range(n_batches):
-        items = [shards.session(i) for i in cur.sample(batch, 1.0)]
-        b = _to(collate(items, shards.families), dev)
+        idx = cur.sample(batch, 1.0)
+        b = _to(collate([shards.session(i) for i in idx], shards.families), dev)
         r = model(b, early_listen=early_listen)
         for k in totals:
             totals[k] += float(r[k].mean()) / n_batches
@@ -89,8 +92,12 @@ def evaluate(model: InteractionModel, shards: Shards, n_batches: int, batch: int
         hit += int(((pred == b["listen"]) & word).sum())
         tot += int(word.sum())
         task_word = word & task[b["listen"]]
-        hit_task += int(((pred == b["listen"]) & task_word).sum())
-        tot_task += int(task_word.sum())
+        task_hit = ((pred == b["listen"]) & task_word).sum((1, 2)).tolist()
+        task_n = task_word.sum((1, 2)).tolist()
+        hit_task, tot_task = hit_task + sum(task_hit), tot_task + sum(task_n)
+        for i, h, n in zip(idx, task_hit, task_n):
+            acc = by_engine.setdefault((shards.info(i).get("voice") or "none").split(":")[0], [0, 0])
+            acc[0], acc[1] = acc[0] + h, acc[1] + n
         if early_listen:
             hit_early += int(((r["listen_early_logits"].argmax(-1) == b["listen"]) & word).sum())
         told = out_loss_mask(b["out"]) & b["valid"][..., None] & ~b["recap"] & (b["out"] != EOT)
@@ -102,6 +109,7 @@ def evaluate(model: InteractionModel, shards: Shards, n_batches: int, batch: int
     model.train()
     early = {"listen_acc_early": hit_early / max(1, tot)} if early_listen else {}
     return totals | early | {"listen_acc": hit / max(1, tot), "listen_acc_task": hit_task / max(1, tot_task),
+                             "listen_acc_task_by_engine": {k: h / n for k, (h, n) in by_engine.items() if n},
                              "text_by_family": {k: sum(v) / len(v) for k, v in fam_loss.items()},
                              "news_acc_by_family": {k: h / n for k, (h, n) in news.items() if n}}
 
@@ -126,6 +134,10 @@ def plot_curves(log_path: Path, png: Path):
     task = [(r["step"], r["listen_acc_task"]) for r in ev if "listen_acc_task" in r]  # logged since session 10
     if task:
         ax[2].plot(*zip(*task), marker=".", label="... on the task words")
+    for engine in sorted({e for r in ev for e in r.get("listen_acc_task_by_engine", {})}):  # since session 30
+        pts = [(r["step"], r["listen_acc_task_by_engine"][engine]) for r in ev
+               if engine in r.get("listen_acc_task_by_engine", {})]
+        ax[2].plot(*zip(*pts), marker=".", linestyle=":", label=f"... on the task words, {engine} voices")
     news = [r for r in ev if "news_acc_by_family" in r]  # logged since session 5
     ax[3].set_prop_cycle(color=plt.cm.tab20.colors)  # a colour per family (there are more than ten)
     for f in sorted({f for r in news for f in r["news_acc_by_family"]}):
@@ -281,11 +293,14 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                     writer.add_scalar(f"eval/{k}", e[k], step)
                 for f, a in e["news_acc_by_family"].items():
                     writer.add_scalar(f"eval_news_acc/{f}", a, step)
+                for g, a in e["listen_acc_task_by_engine"].items():
+                    writer.add_scalar(f"eval_listen_task/{g}", a, step)
                 news = " ".join(f"{f} {a:.0%}" for f, a in sorted(e["news_acc_by_family"].items()))
+                voices = ", ".join(f"{g} {a:.1%}" for g, a in sorted(e["listen_acc_task_by_engine"].items()))
                 early = f" ({e['listen_acc_early']:.1%} early)" if c.early_listen else ""
                 bar.write(f"step {step}: held-out text {e['text']:.3f} listen {e['listen']:.3f} "
                           f"flow {e['flow']:.3f} listening accuracy {e['listen_acc']:.1%}{early} "
-                          f"(task words {e['listen_acc_task']:.1%}); news accuracy: {news}")
+                          f"(task words {e['listen_acc_task']:.1%}: {voices}); news accuracy: {news}")
                 plot_curves(out / "log.jsonl", out / "curves.png")
         if step % c.ckpt_every == 0 or step == end:
             ranks = [None] * world
