@@ -357,6 +357,46 @@ def test_augment_alters_inputs():
     assert sum(changed) >= 15
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 20), st.integers(0, 2**32 - 1), st.floats(0.5, 4.0))
+def test_equalise_colours_the_spectrum_and_keeps_the_format(turns, seed, depth):
+    """The random equaliser: same shape and dtype, bins in range, silence stays silence, every sounding bin moves by
+    at most the depth (rounded) and the same amount in every frame (a gain per channel, not noise), deterministic."""
+    from microturn.train.data import equalise
+
+    rng = np.random.default_rng(seed)
+    audio = rng.integers(0, dmel.N_BINS, (turns, 2, 8, dmel.N_MELS)).astype(np.uint8)
+    a = equalise(audio, np.random.default_rng(seed), depth)
+    assert a.shape == audio.shape and a.dtype == np.uint8 and a.max() < dmel.N_BINS
+    assert np.array_equal(a, equalise(audio, np.random.default_rng(seed), depth))
+    assert not a[audio == 0].any()
+    d = a.astype(int) - audio
+    assert np.abs(d).max() <= round(depth + 0.5)
+    mid = (audio >= 4) & (audio <= dmel.N_BINS - 5)  # unclipped: the gain of their channel, whatever the frame
+    flat, ok = d.reshape(-1, dmel.N_MELS), mid.reshape(-1, dmel.N_MELS)
+    for k in range(dmel.N_MELS):
+        assert len(set(flat[ok[:, k], k].tolist())) <= 1
+
+
+def test_eq_is_drawn_last_so_batches_without_it_stay_and_with_it_differ(shards, tmp_path):
+    """--eq draws after every other augmentation, so a run without it makes exactly the batches it made before the
+    option existed, and with it only the audio changes (the clock, the sessions, the targets are the same)."""
+    from microturn.train.data import Curriculum, Shards, StepBatches
+
+    sh = Shards(shards / "train")
+    make = lambda eq: StepBatches(sh, Curriculum(sh, 0), batch=4, steps=10, seed=5, rank=0, conversations=0.0,  # noqa: E731
+                                  augment=True, max_len=400, eq=eq)
+    plain, coloured = make(0.0), make(3.0)
+    differ = 0
+    for step in range(6):
+        a, b = plain[step], coloured[step]
+        assert all(torch.equal(a[k], b[k]) for k in a if k != "audio")
+        differ += not torch.equal(a["audio"], b["audio"])
+    assert differ >= 2
+    with pytest.raises(ValueError, match="eq"):
+        train(TrainConfig(data=str(shards / "train"), val="", steps=1, eq=-1.0, out=str(tmp_path / "a")), _model_cfg())
+
+
 def test_cue_report_scores_the_decisions(tmp_path):
     """scripts/cue_report.py on a model that writes its targets: it notes every cue-list word heard, right, and
     nothing else, and acts after every cue and after no other cue word; a model that never speaks scores none."""

@@ -41,6 +41,8 @@ class TrainConfig:
     stop_at: int = _opt(0, "stop (with a checkpoint) at this step of the schedule; the same command resumes "
                            "(0: run all)")
     augment: bool = _opt(True, "alter the input audio and shift the clock at random (train.data); never in evaluation")
+    eq: float = _opt(0.0, "with --augment, half the sessions heard through a random equaliser of up to this many "
+                          "levels (6 dB each) up or down (train.data.equalise; 0: off)")
     mix: str = _opt("", "family weights, e.g. 'timespeak=3,cuespeak=2' (families not named weigh 1); evaluation "
                         "mixes evenly")
     conversations: float = _opt(0.0, "share of batches whose items are several sessions in a row (up to the window)")

@@ -103,6 +103,21 @@ def augment(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x.astype(np.uint8).reshape(audio.shape)
 
 
+EQ_POINTS = 6  # control points of ``equalise``'s gain curve, spread evenly over the mel channels
+
+
+def equalise(audio: np.ndarray, rng: np.random.Generator, depth: float) -> np.ndarray:
+    """A random equaliser on a session's input dMel bins [..., 80] (uint8): a gain curve through ``EQ_POINTS`` levels
+    drawn uniformly in [-depth, depth] (one level is 6 dB), linear between them, added to every sounding bin and
+    rounded (silence stays silence), so that the model hears through a microphone, a room or a vocoder that colours
+    the spectrum. Session 30 found the bundled model, trained only on whole-spectrum gains, naming 77 % of held-out
+    voices' task words right and 26-34 % once the upper half of the channels was one level up or down."""
+    gain = np.interp(np.arange(dmel.N_MELS), np.linspace(0, dmel.N_MELS - 1, EQ_POINTS),
+                     rng.uniform(-depth, depth, EQ_POINTS))
+    x = audio.astype(np.float32)
+    return np.where(x > 0, np.clip(np.rint(x + gain), 0, dmel.N_BINS - 1), 0).astype(audio.dtype)
+
+
 # Families whose instruction stays in force to the session's end: in a conversation they only come last.
 LASTING = ("timespeak", "cuespeak", "translate", "repcount")
 CLOCK_SHIFT_MAX = 18000  # micro-turns (an hour): the furthest a session's clock is moved (``shift_clock``)
@@ -238,10 +253,10 @@ class StepBatches(torch.utils.data.Dataset):
     in worker processes (a DataLoader with ``num_workers``), and an interrupted run resumes with no sampler state."""
 
     def __init__(self, shards: Shards, cur: Curriculum, *, batch: int, steps: int, seed: int, rank: int,
-                 conversations: float, augment: bool, max_len: int, openings: float = 0.0):
+                 conversations: float, augment: bool, max_len: int, openings: float = 0.0, eq: float = 0.0):
         self.shards, self.cur, self.batch, self.steps, self.max_len = shards, cur, batch, steps, max_len
         self.seed, self.rank, self.conversations, self.augment = seed, rank, conversations, augment
-        self.openings = openings
+        self.openings, self.eq = openings, eq
 
     def __len__(self) -> int:
         return self.steps
@@ -263,4 +278,6 @@ class StepBatches(torch.utils.data.Dataset):
                 item_rng = np.random.default_rng([self.seed, self.rank, step, j])
                 it["audio"] = augment(it["audio"], item_rng)
                 shift_clock(it, item_rng)
+                if self.eq and item_rng.random() < 0.5:  # drawn last: without it, older runs' batches stay
+                    it["audio"] = equalise(it["audio"], item_rng, self.eq)
         return collate(items, self.shards.families)

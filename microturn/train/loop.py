@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from ..codecs import dmel
 from ..data.language import task_words
 from ..model import checkpoint
 from ..model.config import ModelConfig, preset
@@ -183,6 +184,8 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     for name in ("conversations", "openings"):
         if not 0 <= getattr(c, name) <= 1:
             raise ValueError(f"{name} is a share of the batches, from 0 to 1, got {getattr(c, name)}")
+    if not 0 <= c.eq <= dmel.N_BINS - 1:
+        raise ValueError(f"eq is an equaliser depth in dMel levels, from 0 (off) to {dmel.N_BINS - 1}, got {c.eq}")
     model = InteractionModel(cfg).to(dev)
     listen_weight = None
     if c.task_listen != 1.0:
@@ -251,7 +254,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     end = min(c.steps, c.stop_at) if c.stop_at else c.steps
     batches = StepBatches(shards, cur, batch=c.batch, steps=c.steps, seed=c.seed, rank=rank,
                           conversations=c.conversations, augment=c.augment, max_len=cfg.window // cfg.layout.length,
-                          openings=c.openings)
+                          openings=c.openings, eq=c.eq)
     loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(step, end), num_workers=c.workers,
                                          pin_memory=dev.type == "cuda", prefetch_factor=4 if c.workers else None,
                                          generator=torch.Generator().manual_seed(c.seed))  # not the model's RNG
