@@ -580,3 +580,20 @@ def test_listening_report_scores_heard_and_asked_number_words(tmp_path):
         for how in ("teacher-forced", "free-running"):  # every session has one question, right only for the oracle
             hit, n = st["question", how]
             assert n == len(sh) and (hit == n) == perfect and (hit == 0) != perfect
+
+
+def test_voices_report_hears_through_a_shelf_or_a_warp():
+    """scripts/voices_report.py --shelf / --warp: the upper half of the channels moves by the shelf, the lower half
+    and silence stay; a warp of 1 and a shelf of 0 change nothing; the other keys of the session are untouched."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    from voices_report import hear_through
+
+    audio = np.random.default_rng(0).integers(0, dmel.N_BINS, (5, 2, 8, dmel.N_MELS)).astype(np.uint8)
+    item = {"audio": audio, "out": np.zeros(3)}
+    assert np.array_equal(hear_through(item)["audio"], audio) and hear_through(item)["out"] is item["out"]
+    up = hear_through(item, shelf=1)["audio"].astype(int)
+    low, high = slice(0, dmel.N_MELS // 2), slice(dmel.N_MELS // 2, None)
+    assert np.array_equal(up[..., low], audio[..., low])
+    assert np.array_equal(up[..., high], np.where(audio[..., high] > 0,
+                                                  np.minimum(audio[..., high].astype(int) + 1, dmel.N_BINS - 1), 0))
+    assert np.array_equal(hear_through(item, warp=1.2)["audio"], warp_channels(audio.astype(np.int16), 1.2))
