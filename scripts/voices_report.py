@@ -9,7 +9,8 @@ heard as well as training voices' are) but on the other words of held-out senten
 
     python scripts/voices_report.py microturn/assets/model --shards data/shards/val data/shards/train/f --sessions 120
 
-``--shelf L`` hears the shards with the upper half of the mel channels moved L levels (6 dB each), ``--warp A`` with
+``--shelf L`` hears the shards with the upper half of the mel channels moved L levels (6 dB each; ``--shelf-from 0``:
+all of them, a gain), ``--warp A`` with
 the channels warped as training's augmentation does (``train.data.warp_channels``): how the listening stands up to
 a microphone's colour or a new vocal tract. Session 30: the bundled model names 77 % of held-out espeak-ng voices'
 task words right, 34 % with ``--shelf 1``, 26 % with ``--shelf -1``; flite's held-out awb 48 % and 30-49 % warped
@@ -28,7 +29,7 @@ from microturn.data import language as lang
 from microturn.data.speech import Voice, voices
 from microturn.model.checkpoint import load
 from microturn.stream.tokenizer import SIL, default_tokenizer
-from microturn.train.data import Shards, collate, warp_channels
+from microturn.train.data import Shards, collate, colour, warp_channels
 
 
 TRAINING_VARIANTS = {v.variant for v in voices("train")}
@@ -50,24 +51,24 @@ def task_tokens() -> torch.Tensor:
     return torch.tensor(sorted({tok.encode_word(w)[0] for w in words}))
 
 
-def hear_through(item: dict, shelf: float = 0.0, warp: float = 1.0) -> dict:
-    """The session ``item`` with its input bins warped by ``warp`` and the upper half of the channels moved ``shelf``
-    levels (sounding bins only: silence stays silence)."""
+def hear_through(item: dict, shelf: float = 0.0, warp: float = 1.0, shelf_from: int = dmel.N_MELS // 2) -> dict:
+    """The session ``item`` with its input bins warped by ``warp`` and the channels from ``shelf_from`` up moved
+    ``shelf`` levels (``train.data.colour``: silence stays silence)."""
     x = item["audio"].astype(np.int16)
     if warp != 1.0:
         x = warp_channels(x, warp)
     if shelf:
-        up = np.where(np.arange(dmel.N_MELS) >= dmel.N_MELS // 2, shelf, 0.0)
-        x = np.where(x > 0, np.clip(np.rint(x + up), 0, dmel.N_BINS - 1), 0)
+        x = colour(x, np.where(np.arange(dmel.N_MELS) >= shelf_from, shelf, 0.0))
     return item | {"audio": x.astype(np.uint8)}
 
 
 @torch.no_grad()
-def report(model, shards: Shards, n: int, shelf: float = 0.0, warp: float = 1.0) -> dict[tuple[str, str], list[int]]:
+def report(model, shards: Shards, n: int, **hear) -> dict[tuple[str, str], list[int]]:
+    """[hits, tokens] per (voice group, task or other words); ``hear``: ``hear_through``'s options."""
     acc: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     task = task_tokens()
     for i in range(0, len(shards), max(1, len(shards) // n))[:n]:
-        b = collate([hear_through(shards.session(i), shelf, warp)], shards.families)
+        b = collate([hear_through(shards.session(i), **hear)], shards.families)
         pred, target = model(b)["listen_logits"].argmax(-1), b["listen"]
         word = (target != SIL) & b["valid"][..., None]
         is_task = torch.isin(target, task)
@@ -84,12 +85,15 @@ def main():
     ap.add_argument("--shards", nargs="+", default=["data/shards/val"])
     ap.add_argument("--sessions", type=int, default=120, help="per shards folder, evenly spaced")
     ap.add_argument("--shelf", type=float, default=0.0, help="move the upper half of the mel channels this many levels")
+    ap.add_argument("--shelf-from", type=int, default=dmel.N_MELS // 2,
+                    help="the first mel channel --shelf moves (0: the whole spectrum, a gain)")
     ap.add_argument("--warp", type=float, default=1.0, help="warp the channels by this vocal-tract scale")
     a = ap.parse_args()
     torch.set_num_threads(1)
     model = load(a.checkpoint).eval()
     for path in a.shards:
-        for (g, kind), (hit, n) in sorted(report(model, Shards(path), a.sessions, a.shelf, a.warp).items()):
+        for (g, kind), (hit, n) in sorted(report(model, Shards(path), a.sessions, shelf=a.shelf, warp=a.warp,
+                                                     shelf_from=a.shelf_from).items()):
             print(f"{path:<24} {g:<28} {kind:<12} {hit / max(n, 1):5.0%} of {n} tokens")
 
 

@@ -597,3 +597,5 @@ def test_voices_report_hears_through_a_shelf_or_a_warp():
     assert np.array_equal(up[..., high], np.where(audio[..., high] > 0,
                                                   np.minimum(audio[..., high].astype(int) + 1, dmel.N_BINS - 1), 0))
     assert np.array_equal(hear_through(item, warp=1.2)["audio"], warp_channels(audio.astype(np.int16), 1.2))
+    whole = hear_through(item, shelf=-1, shelf_from=0)["audio"].astype(int)  # a gain over every channel
+    assert np.array_equal(whole, np.where(audio > 0, np.maximum(audio.astype(int) - 1, 0), 0))

@@ -79,6 +79,13 @@ def warp_channels(x: np.ndarray, alpha: float) -> np.ndarray:
     return np.rint(x[..., lo] * (1 - frac) + x[..., hi] * frac).astype(x.dtype)
 
 
+def colour(bins: np.ndarray, gain) -> np.ndarray:
+    """dMel bins [..., 80] with ``gain`` levels (6 dB each; a number, or one per channel [80]) added to every sounding
+    bin, rounded and kept in range; silence stays silence, the dtype is kept."""
+    x = bins.astype(np.float32)
+    return np.where(x > 0, np.clip(np.rint(x + gain), 0, dmel.N_BINS - 1), 0).astype(bins.dtype)
+
+
 def augment(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Randomly alter a session's input dMel bins [T, A, F, 80] (uint8) so the model hears more voices and rooms
     than the shards hold: three times in four a new vocal tract (``warp_channels``, a scale drawn log-uniformly from
@@ -91,7 +98,7 @@ def augment(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.75:
         x = warp_channels(x, float(np.exp(rng.uniform(*np.log(WARP)))))
     if rng.random() < 0.5:
-        x = np.where(x > 0, np.clip(x + rng.choice([-1, 1]), 0, dmel.N_BINS - 1), x)
+        x = colour(x, rng.choice([-1, 1]))
     if rng.random() < 0.5:
         w = int(rng.integers(1, 9))
         f0 = int(rng.integers(0, x.shape[1] - w + 1))
@@ -112,10 +119,8 @@ def equalise(audio: np.ndarray, rng: np.random.Generator, depth: float) -> np.nd
     rounded (silence stays silence), so that the model hears through a microphone, a room or a vocoder that colours
     the spectrum. Session 30 found the bundled model, trained only on whole-spectrum gains, naming 77 % of held-out
     voices' task words right and 26-34 % once the upper half of the channels was one level up or down."""
-    gain = np.interp(np.arange(dmel.N_MELS), np.linspace(0, dmel.N_MELS - 1, EQ_POINTS),
-                     rng.uniform(-depth, depth, EQ_POINTS))
-    x = audio.astype(np.float32)
-    return np.where(x > 0, np.clip(np.rint(x + gain), 0, dmel.N_BINS - 1), 0).astype(audio.dtype)
+    return colour(audio, np.interp(np.arange(dmel.N_MELS), np.linspace(0, dmel.N_MELS - 1, EQ_POINTS),
+                                   rng.uniform(-depth, depth, EQ_POINTS)))
 
 
 # Families whose instruction stays in force to the session's end: in a conversation they only come last.
