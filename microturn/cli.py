@@ -32,7 +32,7 @@ def _synth(a):
     run(out=a.out, per_family=a.per_family, seed=a.seed, families=a.families, split=a.split, shards=a.shards,
         workers=a.workers, difficulty=a.difficulty, generated_voices=a.generated_voices,
         generated_accents=a.generated_accents, cue_drill=a.cue_drill, typed=a.typed,
-        note_questions=a.note_questions, heard_late=a.heard_late)
+        note_questions=a.note_questions, heard_late=a.heard_late, festival=a.festival)
 
 
 def _config_options(p: argparse.ArgumentParser, cls: type) -> None:
@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--heard-late", action="store_true",
                    help="shards: the agent notes a cue-list word it heard a micro-turn later, from the word it hears "
                         "back (for --hear-back models)")
+    s.add_argument("--festival", type=float, default=0.0,
+                   help="training shards: the chance that a user speaks with one of festival's voices (needs the "
+                        "festival packages scripts/setup.sh installs)")
     s.set_defaults(fn=_synth)
 
     s = sub.add_parser("train", help="train a model on shards (from scratch, or from --init's weights)")

@@ -37,8 +37,8 @@ TRAINING_VARIANTS = {v.variant for v in voices("train")}
 
 def groups(voice_id: str) -> list[str]:
     v = Voice.from_id(voice_id)
-    if v.engine == "flite":
-        return ["flite", f"flite {v.name}"]
+    if v.engine != "espeak":
+        return [v.engine, f"{v.engine} {v.name}"]
     kind = ("generated, accent" if v.variant.startswith("~a") else "generated") if v.variant.startswith("~") else \
         "catalogue" if v.variant in TRAINING_VARIANTS else "held-out variant"
     return ["espeak", f"espeak {v.name}", f"espeak, {kind}"]

@@ -335,6 +335,48 @@ def test_generated_voices_change_only_the_voice():
         with pytest.raises(ValueError, match=match):
             generate("turn", 0, index=0, **bad)
 
+def test_festival_voices_change_only_the_voice(tmp_path):
+    """festival: the chance that the user speaks with one of festival's voices, drawn from the voice options' stream
+    after the generated voice's draws, so the session is otherwise the same and one drawn without the option keeps
+    its generated voice; recorded in a shard's info, so the session renders again; training only."""
+    from microturn.data.shards import render_again, write_shards
+    from microturn.data.speech import FESTIVAL_VOICES, Voice
+    from microturn.train.data import Shards
+
+    names = set()
+    for i in range(6):
+        a = generate("cuespeak", 9, "train", 0.7, i, generated_voices=1.0)
+        b = generate("cuespeak", 9, "train", 0.7, i, generated_voices=1.0, festival=1.0)
+        vb = Voice.from_id(b.timeline.meta["voice"])
+        assert vb.engine == "festival" and vb.id != a.timeline.meta["voice"]
+        names.add(vb.name)
+        assert [w.w for w in a.timeline.words_of("user")] == [w.w for w in b.timeline.words_of("user")]
+        assert [e.text for e in a.timeline.text] == [e.text for e in b.timeline.text]
+        assert [r["kind"] for r in a.expect] == [r["kind"] for r in b.expect]
+        assert generate("cuespeak", 9, "train", 0.7, i, generated_voices=1.0, festival=0.0).timeline.meta["voice"] \
+            == a.timeline.meta["voice"]
+    assert names == set(FESTIVAL_VOICES)
+    for bad, match in ((dict(split="val", festival=0.5), "training only"), (dict(festival=1.5), "chance in"),
+                       (dict(festival="yes"), "chance in")):
+        with pytest.raises(ValueError, match=match):
+            generate("turn", 0, **bad)
+    with pytest.raises(ValueError, match="festival's voices are for training only"):
+        write_shards(tmp_path / "val", 1, split="val", families=("turn",), workers=1, festival=0.5)
+    from microturn.data.synth import run
+    with pytest.raises(ValueError, match="--festival, --typed: options of training shards"):
+        run(str(tmp_path / "set"), 1, split="train", festival=0.5, typed=0.0)
+
+    write_shards(tmp_path, 4, seed=0, families=("turn",), workers=1, festival=0.5)
+    sh = Shards(tmp_path)
+    engines = {sh.info(i)["voice"].split(":")[0] for i in range(len(sh))}
+    assert engines == {"espeak", "flite", "festival"}
+    for i in range(len(sh)):
+        info = sh.info(i)
+        assert info["festival"] == 0.5
+        got = sh.session(i)["audio"]
+        assert np.array_equal(render_again(info, "train", Layout())["audio"].reshape(got.shape), got)
+
+
 def test_cue_drills_hold_many_decisions_and_leave_other_sessions_alone():
     """cue_drill: a cuespeak session is a drill (timeline meta "drill") with 3-5 cues acted on and 3 or more other
     cue-list words heard and let pass; the sessions that are not drills, and other families, are the ones drawn

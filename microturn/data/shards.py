@@ -22,13 +22,22 @@ from tqdm import tqdm
 from ..codecs import dmel
 from ..stream.layout import Layout, encode_timeline
 from ..stream.tokenizer import SPECIALS, default_tokenizer
-from .world import FAMILIES, generate
+from .world import FAMILIES, check_options, generate
+
+
+def _recorded(options: dict, family: str, drilled: bool) -> dict:
+    """The ``generate`` options a session's info keeps (those that changed it), so it can be rendered again."""
+    kept = {k: options[k] for k in ("generated_voices", "generated_accents", "festival") if options.get(k)}
+    return kept | ({"drill": True} if drilled else {}) | \
+        ({"typed": options["typed"]} if options.get("typed") is not None else {}) | \
+        ({"note_questions": True} if options.get("note_questions") and family == "delegate" else {}) | \
+        ({"heard_late": True} if options.get("heard_late") and family == "cuespeak" else {})
 
 
 def _render(job) -> tuple[dict, dict]:
     torch.set_num_threads(1)  # one process per core: no thread oversubscription
-    family, seed, split, difficulty, index, layout, voices, accents, drill, typed, notes, late = job
-    s = generate(family, seed, split, difficulty, index, voices, accents, drill, typed, notes, late)
+    family, seed, split, difficulty, index, layout, options = job
+    s = generate(family, seed, split, difficulty, index, **options)
     e = encode_timeline(s.timeline, layout, default_tokenizer())
 
     T = len(e["clock"])
@@ -39,42 +48,35 @@ def _render(job) -> tuple[dict, dict]:
               "listen": e["listen"].astype(np.int16), "frames": e["video"][on], "on": on}
     info = {"id": s.id, "family": family, "length": T, "difficulty": difficulty, "seed": seed, "index": index,
             "voice": s.timeline.meta.get("voice"), "duration": s.timeline.duration} | \
-        ({"generated_voices": voices} if voices else {}) | ({"generated_accents": accents} if accents else {}) | \
-        ({"drill": True} if s.timeline.meta.get("drill") else {}) | ({"typed": typed} if typed is not None else {}) | \
-        ({"note_questions": True} if notes and family == "delegate" else {}) | \
-        ({"heard_late": True} if late and family == "cuespeak" else {})
+        _recorded(options, family, bool(s.timeline.meta.get("drill")))
     return info, arrays
 
 
 def render_again(info: dict, split: str, layout: Layout) -> dict:
     """The arrays of a session a shard lists (its ``info`` in ``sessions.json``), rendered again by today's
     generators and layout (deterministic: ``scripts/relayout_shards.py`` checks the user audio comes out the same)."""
-    drill = 1.0 if info.get("drill") else 0.0
-    return _render((info["family"], info["seed"], split, info["difficulty"], info["index"], layout,
-                    info.get("generated_voices", 0.0), info.get("generated_accents", 0.0), drill, info.get("typed"),
-                    info.get("note_questions", False), info.get("heard_late", False)))[1]
+    options = {k: info[k] for k in ("generated_voices", "generated_accents", "festival", "typed") if k in info} | \
+        {"cue_drill": 1.0 if info.get("drill") else 0.0, "note_questions": info.get("note_questions", False),
+         "heard_late": info.get("heard_late", False)}
+    return _render((info["family"], info["seed"], split, info["difficulty"], info["index"], layout, options))[1]
 
 
 def write_shards(out: str | Path, n_per_family: int, seed: int = 0, split: str = "train",
                  families=FAMILIES, layout: Layout = Layout(), shard_size: int = 512, workers: int | None = None,
-                 difficulty: tuple[float, float] = (0.0, 1.0), generated_voices: float = 0.0,
-                 generated_accents: float = 0.0, cue_drill: float = 0.0, typed: float | None = None,
-                 note_questions: bool = False, heard_late: bool = False) -> dict:
+                 difficulty: tuple[float, float] = (0.0, 1.0), **options) -> dict:
     """Render ``n_per_family`` sessions of each family into shards under ``out``; returns throughput figures.
 
     Difficulty (noise, voices, typed vs spoken instructions) is spread evenly over ``difficulty`` so training can
-    follow a curriculum; ``generated_voices`` and ``generated_accents`` are the chances of a generated user voice
-    and accent, ``cue_drill`` the chance of a cue session with many more cue-list words, ``typed`` the chance of a
-    typed instruction in place of difficulty's, ``note_questions`` whether delegated questions are noted,
-    ``heard_late`` whether cue-list words are noted a micro-turn later, for a model that hears back
-    (``world.generate``).
-    Deterministic for its arguments.
+    follow a curriculum. ``options`` are ``world.generate``'s (``generated_voices``, ``generated_accents``,
+    ``cue_drill``, ``typed``, ``note_questions``, ``heard_late``, ``festival``), the same for every session; each
+    session's info keeps those that changed it. Deterministic for its arguments.
     """
+    check_options(split, **options)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     lo, hi = difficulty
-    jobs = [(f, seed, split, round(lo + (hi - lo) * (i / max(1, n_per_family - 1)), 3), i, layout, generated_voices,
-             generated_accents, cue_drill, typed, note_questions, heard_late) for i in range(n_per_family) for f in families]
+    jobs = [(f, seed, split, round(lo + (hi - lo) * (i / max(1, n_per_family - 1)), 3), i, layout, options)
+            for i in range(n_per_family) for f in families]
     workers = workers or min(2, os.cpu_count() or 1)
     t0, n_shard = time.perf_counter(), 0
     infos: list[dict] = []

@@ -1,7 +1,8 @@
-"""English speech with word-level timings from two real speech engines, fast and deterministic.
+"""English speech with word-level timings from three real speech engines, fast and deterministic.
 
 ``synthesize(text, voice) -> Speech`` renders ``text`` with espeak-ng or flite, both driven through their C libraries
-(ctypes), and returns float32 mono audio at 16 kHz with one :class:`~microturn.stream.words.Word` per written word.
+(ctypes), or festival (a process per call; training voices only), and returns float32 mono audio at 16 kHz with one
+:class:`~microturn.stream.words.Word` per written word.
 
 How the timings are obtained
 ----------------------------
@@ -15,7 +16,12 @@ How the timings are obtained
   spans from the end of the phone before its first phone to the end of its last phone: the engine's own alignment,
   no per-word re-synthesis (which would change the prosody) and no forced alignment needed. flite reads bytes, so
   the text is transliterated to ASCII first ("río" -> "rio"; other non-ASCII characters become spaces).
-* Both: each span is then tightened with the audio energy (10 ms frames below -40 dB of the loudest frame are cut
+* **festival** (the ``festival`` program and its voices ked, a diphone voice of speaker kdl, and slt_hts, an HTS voice
+  of speaker slt, whose flite voice is a different kind of synthesis). A Scheme script run by ``festival -b``
+  synthesises the utterance, saves the wave and prints every Token's words with their ``word_start``/``word_end``:
+  the same Token-to-words alignment as flite's, from the same ASCII text. Its voices add two more kinds of synthetic
+  speech to training; none is held out, so validation and test never hear festival.
+* All: each span is then tightened with the audio energy (10 ms frames below -40 dB of the loudest frame are cut
   from its edges), leading and trailing silence is cut to ``MARGIN`` seconds, and the audio is resampled to 16 kHz.
 
 Written words
@@ -32,7 +38,7 @@ Determinism
 espeak-ng keeps synthesis state between calls (pitch flutter phase, gain control, filter memories), so the same text
 would not give the same samples twice in one process. Each espeak call therefore runs in a freshly loaded private copy
 of the library (an in-memory copy, so no other user of libespeak-ng in the process can share its state; load +
-initialise + voice: about 4-5 ms per call). Both engines draw noise from libc ``rand()``, which
+initialise + voice: about 4-5 ms per call). festival has no randomness. espeak-ng and flite draw noise from libc ``rand()``, which
 is seeded from a hash of (text, voice id) before each call. All calls are serialised by one process-wide lock (the
 libraries are global state machines and share libc's random state, so even the two engines must not overlap); after
 ``fork`` the child starts with a fresh lock (and loads its own instances of the library). For parallelism use processes.
@@ -40,7 +46,8 @@ libraries are global state machines and share libc's random state, so even the t
 Speed (whole pipeline, sentence-length text, one core; ``python -m microturn.data.speech`` prints it)
 ---------------------------------------------------------------------------------------------------------
 espeak-ng ~500x real time (the per-call library reload costs ~5 ms, so one-word texts are slower); flite kal ~700x,
-kal16 ~1300x; flite's clustergen voices (awb, rms, slt) ~80x.
+kal16 ~1300x; flite's clustergen voices (awb, rms, slt) ~80x; festival (a process start and a voice load per call)
+~10-20x.
 
 Loudness
 --------
@@ -54,6 +61,8 @@ import ctypes
 import math
 import os
 import re
+import subprocess
+import tempfile
 import threading
 import time
 import unicodedata
@@ -62,25 +71,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import soundfile
 
 from microturn.codecs.audio import SAMPLE_RATE, resample
 from microturn.stream.words import Word
 
 __all__ = [
-    "AGENT_VOICE", "ENGINES", "ESPEAK_VOICES", "FLITE_VOICES", "MARGIN", "SPLITS", "Speech", "Voice",
+    "AGENT_VOICE", "ENGINES", "ESPEAK_VOICES", "FESTIVAL_VOICES", "FLITE_VOICES", "MARGIN", "SPLITS", "Speech", "Voice",
     "generated_accent", "generated_variant", "sample_voice", "split_words", "synthesize", "voices",
 ]
 
 MARGIN = 0.05          # seconds of audio kept before the first word and after the last
 TARGET_RMS = 0.1       # RMS of the speech inside word spans (-20 dBFS)
-ENGINES = ("espeak", "flite")
+ENGINES = ("espeak", "flite", "festival")
 
 # Base voices. espeak-ng's British English is named "en" ("en-gb" is not accepted by espeak_SetVoiceByName);
 # MBROLA voices are not installed. awb_time (a talking clock) is left out of flite's.
 ESPEAK_VOICES = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
                  "en-us-nyc")
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
-_FLITE_NO_PITCH = frozenset({"rms"})  # rms predicts F0 with its own model and ignores f0_shift
+# festival's voices by our short name: the Scheme name after "voice_", and the Debian package that installs it
+FESTIVAL_VOICES = {"ked": ("ked_diphone", "festvox-kdlpc16k"), "slt_hts": ("cmu_us_slt_arctic_hts", "festvox-us-slt-hts")}
+_VOICES = {"espeak": ESPEAK_VOICES, "flite": FLITE_VOICES, "festival": tuple(FESTIVAL_VOICES)}
+# Voices whose pitch cannot be set: flite's rms predicts F0 with its own model and ignores f0_shift; festival's HTS
+# engine takes no pitch shift.
+_NO_PITCH = frozenset({("flite", "rms"), ("festival", "slt_hts")})
 
 # Bounds for the prosody controls (see Voice).
 PITCH_BOUNDS = (0.5, 1.9)
@@ -256,13 +271,16 @@ def _check_bounds(name: str, value, bounds) -> float:
 class Voice:
     """Everything that defines a synthetic voice. Hashable; ``id`` is a short string that :meth:`from_id` parses.
 
-    engine: "espeak" or "flite".  name: a base voice of that engine (``ESPEAK_VOICES``, ``FLITE_VOICES``).
+    engine: "espeak", "flite" or "festival".  name: a base voice of that engine (``ESPEAK_VOICES``, ``FLITE_VOICES``,
+        ``FESTIVAL_VOICES``).
     variant: an espeak-ng variant ("f1", "m3", "klatt", "grandpa", ...), "" for none; or "~N", the variant generated
         from the number N (``generated_variant``: a vocal tract, voice and pitch of its own), "~aN" the same with a
-        generated accent (``generated_accent``); flite has none.
+        generated accent (``generated_accent``); the other engines have none.
     pitch: multiplier on the voice's mean pitch (espeak: pitch parameter 50 + 50*log2(pitch); flite: f0_shift;
-        flite's rms cannot change pitch). range: multiplier on pitch movement (espeak only; 0 = monotone).
-    rate: speaking speed relative to the engine's default (espeak: 175 wpm * rate; flite: duration_stretch / rate).
+        festival's ked: its target F0 mean and spread; flite's rms and festival's slt_hts cannot change pitch).
+    range: multiplier on pitch movement (espeak only; 0 = monotone).
+    rate: speaking speed relative to the engine's default (espeak: 175 wpm * rate; flite: duration_stretch / rate;
+        festival: Duration_Stretch / rate for ked, the HTS engine's speed for slt_hts).
     word_gap: extra pause between words in units of 10 ms (espeak only).
     Floats are rounded to 2 decimals so that ``id`` round-trips exactly.
     """
@@ -277,13 +295,13 @@ class Voice:
     def __post_init__(self):
         if self.engine not in ENGINES:
             raise ValueError(f"unknown speech engine {self.engine!r}: expected one of {', '.join(ENGINES)}")
-        known = ESPEAK_VOICES if self.engine == "espeak" else FLITE_VOICES
+        known = _VOICES[self.engine]
         if self.name not in known:
             raise ValueError(f"unknown {self.engine} voice {self.name!r}: expected one of {', '.join(known)}")
         if not isinstance(self.variant, str):
             raise ValueError(f"voice variant must be a string, got {self.variant!r}")
-        if self.engine == "flite" and self.variant:
-            raise ValueError(f"flite voices have no variants, got {self.variant!r}")
+        if self.engine != "espeak" and self.variant:
+            raise ValueError(f"{self.engine} voices have no variants, got {self.variant!r}")
         if self.variant and not _generated(self.variant) and self.variant not in _espeak_variants():
             raise ValueError(f"unknown espeak-ng variant {self.variant!r} (see espeak-ng-data/voices/!v, or "
                              f"'~N' or '~aN' for generated variant N, without or with an accent)")
@@ -293,14 +311,15 @@ class Voice:
                 or not 0 <= self.word_gap <= WORD_GAP_MAX:
             raise ValueError(f"voice word_gap must be an integer in [0, {WORD_GAP_MAX}], got {self.word_gap!r}")
         object.__setattr__(self, "word_gap", int(self.word_gap))
-        if self.engine == "flite":
-            self._check_flite_controls()
+        if self.engine != "espeak":
+            self._check_pitch_and_rate_only()
 
-    def _check_flite_controls(self):
+    def _check_pitch_and_rate_only(self):
         if self.range != 1.0 or self.word_gap != 0:
-            raise ValueError(f"flite voice {self.name!r} supports only pitch and rate (range must be 1.0, word_gap 0)")
-        if self.name in _FLITE_NO_PITCH and self.pitch != 1.0:
-            raise ValueError(f"flite voice {self.name!r} cannot change pitch (pitch must be 1.0)")
+            raise ValueError(f"{self.engine} voice {self.name!r} supports only pitch and rate (range must be 1.0, "
+                             f"word_gap 0)")
+        if (self.engine, self.name) in _NO_PITCH and self.pitch != 1.0:
+            raise ValueError(f"{self.engine} voice {self.name!r} cannot change pitch (pitch must be 1.0)")
 
     @property
     def identity(self) -> tuple[str, str, str]:
@@ -606,7 +625,7 @@ class _Flite:
                 audio = np.ctypeslib.as_array(wave.samples, (wave.num_samples,)).astype(np.float32) \
                     if wave.num_samples > 0 else np.zeros(0, np.float32)
                 rate = wave.sample_rate
-                pieces = self._pieces(lib, utt, ascii_text, origin)
+                pieces = _token_pieces(self._tokens(lib, utt), ascii_text, origin)
             finally:
                 lib.delete_utterance(utt)
         return _Raw(audio, rate, pieces)
@@ -619,25 +638,31 @@ class _Flite:
             item = lib.item_next(item)
 
     @classmethod
-    def _pieces(cls, lib, utt, ascii_text: str, origin: list[int]) -> list[tuple[int, float, float]]:
-        """One piece per Token: the span of the words it expanded to, placed in the text by in-order search."""
-        pieces, cursor = [], 0
+    def _tokens(cls, lib, utt):
+        """(name, [(start, end) of each word it expanded to]) per Token of the utterance."""
         for token in cls._relation(lib, utt, b"Token"):
             name = (lib.ffeature_string(token, b"name") or b"").decode("ascii", "replace")
-            found = ascii_text.find(name, cursor) if name else -1
-            offset = found if found >= 0 else cursor
-            if found >= 0:
-                cursor = found + len(name)
             spans = []
             word = lib.item_daughter(token)
             while word:
-                start, end = lib.ffeature_float(word, _WORD_START), lib.ffeature_float(word, _WORD_END)
-                if end > start:
-                    spans.append((start, end))
+                spans.append((lib.ffeature_float(word, _WORD_START), lib.ffeature_float(word, _WORD_END)))
                 word = lib.item_next(word)
-            if spans:
-                pieces.append((origin[min(offset, len(origin) - 1)], spans[0][0], spans[-1][1]))
-        return pieces
+            yield name, spans
+
+
+def _token_pieces(tokens, ascii_text: str, origin: list[int]) -> list[tuple[int, float, float]]:
+    """flite's and festival's alignment: one piece per Token (``(name, word spans)``, in order), the span of the
+    spoken words it expanded to, placed in the text by in-order search for its name."""
+    pieces, cursor = [], 0
+    for name, spans in tokens:
+        found = ascii_text.find(name, cursor) if name else -1
+        offset = found if found >= 0 else cursor
+        if found >= 0:
+            cursor = found + len(name)
+        spans = [(a, b) for a, b in spans if b > a]
+        if spans:
+            pieces.append((origin[min(offset, len(origin) - 1)], spans[0][0], spans[-1][1]))
+    return pieces
 
 
 def _ascii_with_offsets(text: str) -> tuple[str, list[int]]:
@@ -654,9 +679,66 @@ def _ascii_with_offsets(text: str) -> tuple[str, list[int]]:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# festival
+
+# Prints each Token's name, then each of its words' start and end: "T\tname" and "W\tstart\tend" lines.
+_FESTIVAL_REPORT = """(mapcar (lambda (tok) (format t "T\\t%s\\n" (item.name tok))
+  (mapcar (lambda (w) (format t "W\\t%f\\t%f\\n" (item.feat w "word_start") (item.feat w "word_end")))
+    (item.daughters tok))) (utt.relation.items utt 'Token))"""
+
+
+class _Festival:
+    """festival through its program: one ``festival -b`` process per utterance (no state is shared between calls)."""
+
+    TIMEOUT = 60.0  # seconds
+
+    @staticmethod
+    def _controls(voice: Voice) -> str:
+        if voice.name == "slt_hts":  # the HTS engine's own speed; its pitch cannot be set (Voice checks)
+            return f'(set! hts_engine_params (append hts_engine_params (list (list "-r" {voice.rate}))))'
+        return (f"(Parameter.set 'Duration_Stretch (/ (Parameter.get 'Duration_Stretch) {voice.rate}))\n"
+                f"(set! int_lr_params (mapcar (lambda (p) (if (member (car p) '(target_f0_mean target_f0_std)) "
+                f"(list (car p) (* {voice.pitch} (cadr p))) p)) int_lr_params))")
+
+    def synth(self, text: str, voice: Voice) -> _Raw:
+        ascii_text, origin = _ascii_with_offsets(text)
+        quoted = ascii_text.replace("\\", " ").replace('"', " ")  # a Scheme string; the offsets stay the same
+        scheme, package = FESTIVAL_VOICES[voice.name]
+        with tempfile.TemporaryDirectory(prefix="microturn-festival-") as tmp:
+            wav = Path(tmp) / "out.wav"
+            script = Path(tmp) / "synth.scm"
+            script.write_text(f"(voice_{scheme})\n{self._controls(voice)}\n"
+                              f'(set! utt (Utterance Text "{quoted}"))\n(utt.synth utt)\n'
+                              f"(utt.save.wave utt \"{wav}\" 'riff)\n{_FESTIVAL_REPORT}\n")
+            try:
+                run = subprocess.run(["festival", "-b", str(script)], capture_output=True, text=True,
+                                     timeout=self.TIMEOUT)
+            except FileNotFoundError:
+                raise RuntimeError("festival is not installed (apt install festival festvox-kdlpc16k "
+                                   "festvox-us-slt-hts; scripts/setup.sh does it)") from None
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"festival took more than {self.TIMEOUT:.0f} s on {text!r}") from None
+            errors = [line for line in (run.stdout + run.stderr).splitlines() if "SIOD ERROR" in line]
+            if errors or run.returncode or not wav.exists():
+                missing = any("voice_" in line and "unbound" in line for line in errors)
+                raise RuntimeError(f"festival voice {voice.name!r} is not installed (apt install {package})" if missing
+                                   else f"festival failed on {text!r}: {' '.join(errors) or run.stderr.strip()}")
+            audio, rate = soundfile.read(wav, dtype="int16")
+        tokens: list[tuple[str, list[tuple[float, float]]]] = []
+        for line in run.stdout.splitlines():
+            kind, _, rest = line.partition("\t")
+            if kind == "T":
+                tokens.append((rest, []))
+            elif kind == "W" and tokens:
+                a, b = rest.split("\t")
+                tokens[-1][1].append((float(a), float(b)))
+        return _Raw(audio.astype(np.float32), rate, _token_pieces(tokens, ascii_text, origin))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # From engine output to Speech
 
-_ENGINES: dict[str, object] = {"espeak": _Espeak(), "flite": _Flite()}
+_ENGINES: dict[str, object] = {"espeak": _Espeak(), "flite": _Flite(), "festival": _Festival()}
 
 
 def _nearest_token(tokens: list[_Token], starts: list[int], offset: int) -> int:
@@ -780,6 +862,8 @@ def synthesize(text: str, voice: Voice) -> Speech:
 # Splits are disjoint on (engine, name, variant). espeak: base voices B and variants V are each split three ways;
 # train = B_train x V_train, val = B_val x (V_train + V_val) + B_train x V_val, test likewise with the test sets, so a
 # val/test voice always has a base voice or a variant never heard in training. flite: one held-out voice each.
+# festival: training only, and only when asked for (``sample_voice(..., engine="festival")``): its two voices are two
+# more kinds of synthesis for training, and there is no third to hold out.
 # Variants are the human-sounding ones (robots, echo effects, whispers and the voice named with a space are left out);
 # "f3" is the agent's own and appears in no user split.
 
@@ -800,7 +884,8 @@ _ESPEAK_VARIANTS = {
     "test": ("m6", "f4", "Annie", "belinda", "david", "klatt4", "klatt6", "norbert", "steph3", "victor"),
 }
 _ALL_VARIANTS = tuple(v for vs in _ESPEAK_VARIANTS.values() for v in vs if v) + ("f3",)
-_FLITE_SPLIT = {"train": ("kal", "kal16", "slt"), "val": ("awb",), "test": ("rms",)}
+_SPLIT = {"flite": {"train": ("kal", "kal16", "slt"), "val": ("awb",), "test": ("rms",)},
+          "festival": {"train": tuple(FESTIVAL_VOICES), "val": (), "test": ()}}
 
 AGENT_VOICE = Voice("espeak", "en-us", "f3")
 
@@ -809,7 +894,7 @@ PITCH_SAMPLE = (0.8, 1.25)     # log-uniform
 RANGE_SAMPLE = (0.6, 1.5)      # uniform (espeak)
 RATE_SAMPLE = (0.8, 1.3)       # log-uniform
 WORD_GAP_P = 0.15              # chance of a non-zero word gap (1..4 x 10 ms, espeak)
-ENGINE_P = {"espeak": 0.7, "flite": 0.3}
+ENGINE_P = {"espeak": 0.7, "flite": 0.3}  # festival is drawn only when asked for
 
 
 def _check_split(split: str) -> None:
@@ -828,24 +913,30 @@ def voices(split: str) -> list[Voice]:
     """The voice identities of a split at default prosody (pitch, range, rate 1.0; no word gap)."""
     _check_split(split)
     return [Voice("espeak", b, v) for b, v in _espeak_identities(split)] + \
-        [Voice("flite", n) for n in _FLITE_SPLIT[split]]
+        [Voice(engine, n) for engine, names in _SPLIT.items() for n in names[split]]
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
-def sample_voice(rng: np.random.Generator, split: str = "train") -> Voice:
-    """A random voice of ``split``: engine, identity, pitch, range, rate and word gap drawn from ``rng``."""
+def sample_voice(rng: np.random.Generator, split: str = "train", engine: str | None = None) -> Voice:
+    """A random voice of ``split``: engine (espeak-ng or flite by ``ENGINE_P``, unless ``engine`` names one), identity,
+    pitch, range, rate and word gap drawn from ``rng``. Given an engine, the draws are those that follow the engine's."""
     _check_split(split)
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    engine = "espeak" if rng.random() < ENGINE_P["espeak"] else "flite"
+    if engine is None:
+        engine = "espeak" if rng.random() < ENGINE_P["espeak"] else "flite"
+    elif engine not in ENGINES:
+        raise ValueError(f"unknown speech engine {engine!r}: expected one of {', '.join(ENGINES)}")
     pitch, rate = _log_uniform(rng, *PITCH_SAMPLE), _log_uniform(rng, *RATE_SAMPLE)
-    if engine == "flite":
-        names = _FLITE_SPLIT[split]
+    if engine != "espeak":
+        names = _SPLIT[engine][split]
+        if not names:
+            raise ValueError(f"{engine} has no {split} voices (its voices are for training only)")
         name = names[int(rng.integers(len(names)))]
-        return Voice("flite", name, pitch=1.0 if name in _FLITE_NO_PITCH else pitch, rate=rate)
+        return Voice(engine, name, pitch=1.0 if (engine, name) in _NO_PITCH else pitch, rate=rate)
     ids = _espeak_identities(split)
     base, variant = ids[int(rng.integers(len(ids)))]
     pitch_range = float(rng.uniform(*RANGE_SAMPLE))
@@ -860,7 +951,8 @@ def _real_time_factors(seconds: float = 1.0) -> dict[str, float]:
     """Seconds of audio produced per second of wall time, per engine voice (whole pipeline: synth, align, resample)."""
     text = "The quick brown fox jumps over the lazy dog, and then it runs away into the forest. " \
            "When I say apple, say yes. What is twenty-one times three?"
-    cases = [AGENT_VOICE, Voice("espeak", "en", "m3", rate=1.2)] + [Voice("flite", n) for n in FLITE_VOICES]
+    cases = [AGENT_VOICE, Voice("espeak", "en", "m3", rate=1.2)] + [Voice("flite", n) for n in FLITE_VOICES] + \
+        [Voice("festival", n) for n in FESTIVAL_VOICES]
     out = {}
     for v in cases:
         synthesize(text, v)

@@ -66,9 +66,9 @@ def write_scenario_set(out: str | Path, per_family: int, seed: int = 0, split: s
 
 
 def run(out: str, per_family: int = 12, seed: int = 0, families: str | None = None, split: str = "test",
-        shards: bool = False, workers: int | None = None, difficulty: str = "0,1",
-        generated_voices: float = 0.0, generated_accents: float = 0.0, cue_drill: float = 0.0,
-        typed: float | None = None, note_questions: bool = False, heard_late: bool = False) -> dict:
+        shards: bool = False, workers: int | None = None, difficulty: str = "0,1", **options) -> dict:
+    """``microturn synth``: a scenario set, or training shards with ``shards`` (``options``: ``world.generate``'s
+    training options, for shards only)."""
     fams = tuple(f.strip() for f in families.split(",")) if families else FAMILIES
     unknown = [f for f in fams if f not in FAMILIES]
     if unknown:
@@ -79,14 +79,11 @@ def run(out: str, per_family: int = 12, seed: int = 0, families: str | None = No
         from .shards import write_shards
 
         lo, hi = (float(v) for v in difficulty.split(","))
-        r = write_shards(out, per_family, seed, split, fams, workers=workers, difficulty=(lo, hi),
-                         generated_voices=generated_voices, generated_accents=generated_accents, cue_drill=cue_drill,
-                         typed=typed, note_questions=note_questions, heard_late=heard_late)
+        r = write_shards(out, per_family, seed, split, fams, workers=workers, difficulty=(lo, hi), **options)
         print(f"wrote {r['sessions']} training sessions in {r['shards']} shard(s) to {out}: "
               f"{r['sessions_per_minute']:.0f} sessions per minute ({r['seconds']:.0f} s)")
-    elif generated_voices or generated_accents or cue_drill or typed is not None or note_questions or heard_late:
-        raise ValueError("--generated-voices, --generated-accents, --cue-drill, --typed, --note-questions and "
-                         "--heard-late are options of shards (--shards)")
+    elif given := [f"--{k.replace('_', '-')}" for k, v in options.items() if (v is not None if k == "typed" else v)]:
+        raise ValueError(f"{', '.join(given)}: options of training shards (--shards)")
     else:
         r = write_scenario_set(out, per_family, seed, split, fams, workers)
         print(f"wrote {r['scenarios']} scenarios to {out}: {r['scenarios_per_minute']:.0f} per minute "
