@@ -38,16 +38,17 @@ Determinism
 espeak-ng keeps synthesis state between calls (pitch flutter phase, gain control, filter memories), so the same text
 would not give the same samples twice in one process. Each espeak call therefore runs in a freshly loaded private copy
 of the library (an in-memory copy, so no other user of libespeak-ng in the process can share its state; load +
-initialise + voice: about 4-5 ms per call). festival has no randomness. espeak-ng and flite draw noise from libc ``rand()``, which
-is seeded from a hash of (text, voice id) before each call. All calls are serialised by one process-wide lock (the
+initialise + voice: about 4-5 ms per call). espeak-ng and flite draw noise from libc ``rand()``, which is seeded
+from a hash of (text, voice id) before each call. All their calls are serialised by one process-wide lock (the
 libraries are global state machines and share libc's random state, so even the two engines must not overlap); after
 ``fork`` the child starts with a fresh lock (and loads its own instances of the library). For parallelism use processes.
+festival has no randomness and runs in a process of its own, so it needs no lock.
 
 Speed (whole pipeline, sentence-length text, one core; ``python -m microturn.data.speech`` prints it)
 ---------------------------------------------------------------------------------------------------------
 espeak-ng ~500x real time (the per-call library reload costs ~5 ms, so one-word texts are slower); flite kal ~700x,
 kal16 ~1300x; flite's clustergen voices (awb, rms, slt) ~80x; festival (a process start and a voice load per call)
-~10-20x.
+ked ~50x, slt_hts ~17x.
 
 Loudness
 --------
@@ -91,7 +92,8 @@ ESPEAK_VOICES = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan"
                  "en-us-nyc")
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 # festival's voices by our short name: the Scheme name after "voice_", and the Debian package that installs it
-FESTIVAL_VOICES = {"ked": ("ked_diphone", "festvox-kdlpc16k"), "slt_hts": ("cmu_us_slt_arctic_hts", "festvox-us-slt-hts")}
+FESTIVAL_VOICES = {"ked": ("ked_diphone", "festvox-kdlpc16k"),
+                   "slt_hts": ("cmu_us_slt_arctic_hts", "festvox-us-slt-hts")}
 _VOICES = {"espeak": ESPEAK_VOICES, "flite": FLITE_VOICES, "festival": tuple(FESTIVAL_VOICES)}
 # Voices whose pitch cannot be set: flite's rms predicts F0 with its own model and ignores f0_shift; festival's HTS
 # engine takes no pitch shift.
@@ -921,8 +923,9 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
 
 
 def sample_voice(rng: np.random.Generator, split: str = "train", engine: str | None = None) -> Voice:
-    """A random voice of ``split``: engine (espeak-ng or flite by ``ENGINE_P``, unless ``engine`` names one), identity,
-    pitch, range, rate and word gap drawn from ``rng``. Given an engine, the draws are those that follow the engine's."""
+    """A random voice of ``split``: engine (espeak-ng or flite by ``ENGINE_P``, unless ``engine`` names one),
+    identity, pitch, range, rate and word gap drawn from ``rng``. Given an engine, the draws are those that follow the
+    engine's draw."""
     _check_split(split)
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")

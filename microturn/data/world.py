@@ -588,7 +588,8 @@ FAMILIES = tuple(GENERATORS)
 def check_options(split: str, generated_voices: float = 0.0, generated_accents: float = 0.0, cue_drill: float = 0.0,
                   typed: float | None = None, note_questions: bool = False, heard_late: bool = False,
                   festival: float = 0.0) -> None:
-    """ValueError unless ``generate``'s options are valid for ``split`` (most are for training only)."""
+    """ValueError unless ``generate``'s options are valid for ``split``: the chances in [0, 1], and all but the two
+    flags (``note_questions``, ``heard_late``: out tokens only) for training only."""
     for name, p in (("generated_voices", generated_voices), ("generated_accents", generated_accents),
                     ("cue_drill", cue_drill), ("typed", 0.0 if typed is None else typed), ("festival", festival)):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
