@@ -32,7 +32,8 @@ def _synth(a):
     run(out=a.out, per_family=a.per_family, seed=a.seed, families=a.families, split=a.split, shards=a.shards,
         workers=a.workers, difficulty=a.difficulty, generated_voices=a.generated_voices,
         generated_accents=a.generated_accents, cue_drill=a.cue_drill, typed=a.typed,
-        note_questions=a.note_questions, heard_late=a.heard_late, festival=a.festival)
+        note_questions=a.note_questions, heard_late=a.heard_late, festival=a.festival,
+        mbrola=a.mbrola)
 
 
 def _config_options(p: argparse.ArgumentParser, cls: type) -> None:
@@ -182,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--festival", type=float, default=0.0,
                    help="training shards: the chance that a user speaks with one of festival's voices (needs the "
                         "festival packages scripts/setup.sh installs)")
+    s.add_argument("--mbrola", type=float, default=0.0,
+                   help="training shards: the chance that a user speaks with one of MBROLA's voices, driven by "
+                        "festival (needs the festvox-us1 ... packages scripts/setup.sh installs; festival + mbrola "
+                        "at most 1)")
     s.set_defaults(fn=_synth)
 
     s = sub.add_parser("train", help="train a model on shards (from scratch, or from --init's weights)")

@@ -15,6 +15,28 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# MBROLA's English voices (training shards' --mbrola) live in Debian's contrib and non-free components: on Debian
+# they are enabled in a sources file of their own if no source offers the voices yet. Elsewhere (Ubuntu: multiverse)
+# enable them by hand; nothing but --mbrola needs them, and their tests skip without them.
+MBROLA_PACKAGES=(festvox-us1 festvox-us2 festvox-us3 festvox-en1)
+missing=()
+for p in "${MBROLA_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  . /etc/os-release
+  if [ "${ID:-}" = debian ] && ! apt-cache show "${missing[0]}" >/dev/null 2>&1; then
+    echo "setup: enabling Debian's contrib and non-free components for MBROLA's voices" \
+         "(/etc/apt/sources.list.d/microturn-mbrola.sources)"
+    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: contrib non-free\nSigned-By: %s\n' \
+      "$VERSION_CODENAME" /usr/share/keyrings/debian-archive-keyring.gpg |
+      $SUDO tee /etc/apt/sources.list.d/microturn-mbrola.sources >/dev/null
+    $SUDO apt-get update -qq
+  fi
+  echo "setup: installing MBROLA's voices: ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null ||
+    echo "setup: MBROLA's voices could not be installed (only training shards' --mbrola needs them)"
+fi
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"

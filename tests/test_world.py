@@ -377,6 +377,41 @@ def test_festival_voices_change_only_the_voice(tmp_path):
         assert np.array_equal(render_again(info, "train", Layout())["audio"].reshape(got.shape), got)
 
 
+def test_mbrola_voices_share_festivals_draw(tmp_path):
+    """mbrola: MBROLA's voices by the same draw as festival's (festival below its chance, MBROLA's up to the sum), so
+    sessions made with festival alone keep their voices; training only, recorded, rendered again the same."""
+    from test_speech import _mbrola_missing
+
+    from microturn.data.shards import render_again, write_shards
+    from microturn.data.speech import MBROLA_VOICES, Voice
+    from microturn.train.data import Shards
+
+    engines, names = [], set()
+    for i in range(40):
+        fest = generate("turn", 3, "train", 0.5, i, generated_voices=0.5, festival=0.5).timeline.meta["voice"]
+        both = generate("turn", 3, "train", 0.5, i, generated_voices=0.5, festival=0.5, mbrola=0.3)
+        voice = Voice.from_id(both.timeline.meta["voice"])
+        if fest.startswith("festival:"):  # below festival's chance: the same voice
+            assert voice.id == fest
+        engines.append(voice.engine)
+        names |= {voice.name} if voice.engine == "mbrola" else set()
+    assert engines.count("festival") >= 12 and engines.count("mbrola") >= 6 and engines.count("mbrola") < 24
+    assert names == set(MBROLA_VOICES)
+    for bad, match in ((dict(split="test", mbrola=0.5), "mbrola's voices are for training only"),
+                       (dict(mbrola=-0.1), "chance in"), (dict(festival=0.6, mbrola=0.5), "at most 1")):
+        with pytest.raises(ValueError, match=match):
+            generate("turn", 0, **bad)
+    if _mbrola_missing():
+        pytest.skip(_mbrola_missing())
+    write_shards(tmp_path, 3, seed=1, families=("turn",), workers=1, mbrola=1.0)
+    sh = Shards(tmp_path)
+    for i in range(len(sh)):
+        info = sh.info(i)
+        assert info["mbrola"] == 1.0 and info["voice"].startswith("mbrola:")
+        got = sh.session(i)["audio"]
+        assert np.array_equal(render_again(info, "train", Layout())["audio"].reshape(got.shape), got)
+
+
 def test_cue_drills_hold_many_decisions_and_leave_other_sessions_alone():
     """cue_drill: a cuespeak session is a drill (timeline meta "drill") with 3-5 cues acted on and 3 or more other
     cue-list words heard and let pass; the sessions that are not drills, and other families, are the ones drawn

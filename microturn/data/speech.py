@@ -21,6 +21,10 @@ How the timings are obtained
   synthesises the utterance, saves the wave and prints every Token's words with their ``word_start``/``word_end``:
   the same Token-to-words alignment as flite's, from the same ASCII text. Its voices add two more kinds of synthetic
   speech to training; none is held out, so validation and test never hear festival.
+* **mbrola** (MBROLA's English diphone databases us1, us2, us3 and en1: four more recorded speakers), driven by
+  festival exactly as above: festival's front end, durations and intonation, MBROLA's diphone concatenation. Their
+  licence allows synthesis with MBROLA and free redistribution, not sale (``/usr/share/doc/mbrola-us1/copyright``);
+  they live in Debian's contrib and non-free. Training only, as festival.
 * All: each span is then tightened with the audio energy (10 ms frames below -40 dB of the loudest frame are cut
   from its edges), leading and trailing silence is cut to ``MARGIN`` seconds, and the audio is resampled to 16 kHz.
 
@@ -48,7 +52,8 @@ Speed (whole pipeline, sentence-length text, one core; ``python -m microturn.dat
 ---------------------------------------------------------------------------------------------------------
 espeak-ng ~500x real time (the per-call library reload costs ~5 ms, so one-word texts are slower); flite kal ~700x,
 kal16 ~1300x; flite's clustergen voices (awb, rms, slt) ~80x; festival (a process start and a voice load per call)
-ked ~50x, slt_hts ~17x.
+ked ~50x, slt_hts ~17x; the mbrola voices about as fast as ked (16-21x against ked's 18x side by side, both
+slowed by a training run).
 
 Loudness
 --------
@@ -78,13 +83,13 @@ from microturn.codecs.audio import SAMPLE_RATE, resample
 from microturn.stream.words import Word
 
 __all__ = [
-    "AGENT_VOICE", "ENGINES", "ESPEAK_VOICES", "FESTIVAL_VOICES", "FLITE_VOICES", "MARGIN", "SPLITS", "Speech", "Voice",
-    "generated_accent", "generated_variant", "sample_voice", "split_words", "synthesize", "voices",
+    "AGENT_VOICE", "ENGINES", "ESPEAK_VOICES", "FESTIVAL_VOICES", "FLITE_VOICES", "MARGIN", "MBROLA_VOICES", "SPLITS",
+    "Speech", "Voice", "generated_accent", "generated_variant", "sample_voice", "split_words", "synthesize", "voices",
 ]
 
 MARGIN = 0.05          # seconds of audio kept before the first word and after the last
 TARGET_RMS = 0.1       # RMS of the speech inside word spans (-20 dBFS)
-ENGINES = ("espeak", "flite", "festival")
+ENGINES = ("espeak", "flite", "festival", "mbrola")
 
 # Base voices. espeak-ng's British English is named "en" ("en-gb" is not accepted by espeak_SetVoiceByName);
 # MBROLA voices are not installed. awb_time (a talking clock) is left out of flite's.
@@ -94,7 +99,12 @@ FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 # festival's voices by our short name: the Scheme name after "voice_", and the Debian package that installs it
 FESTIVAL_VOICES = {"ked": ("ked_diphone", "festvox-kdlpc16k"),
                    "slt_hts": ("cmu_us_slt_arctic_hts", "festvox-us-slt-hts")}
-_VOICES = {"espeak": ESPEAK_VOICES, "flite": FLITE_VOICES, "festival": tuple(FESTIVAL_VOICES)}
+# MBROLA's English diphone voices (four recorded speakers: us1 a woman, us2 and us3 men, en1 a British man), driven by
+# festival's front end and prosody, the same way: short name -> (Scheme name, Debian package; contrib/non-free)
+MBROLA_VOICES = {name: (f"{name}_mbrola", f"festvox-{name}") for name in ("us1", "us2", "us3", "en1")}
+_FESTIVAL_DRIVEN = {"festival": FESTIVAL_VOICES, "mbrola": MBROLA_VOICES}
+_VOICES = {"espeak": ESPEAK_VOICES, "flite": FLITE_VOICES, "festival": tuple(FESTIVAL_VOICES),
+           "mbrola": tuple(MBROLA_VOICES)}
 # Voices whose pitch cannot be set: flite's rms predicts F0 with its own model and ignores f0_shift; festival's HTS
 # engine takes no pitch shift.
 _NO_PITCH = frozenset({("flite", "rms"), ("festival", "slt_hts")})
@@ -273,16 +283,17 @@ def _check_bounds(name: str, value, bounds) -> float:
 class Voice:
     """Everything that defines a synthetic voice. Hashable; ``id`` is a short string that :meth:`from_id` parses.
 
-    engine: "espeak", "flite" or "festival".  name: a base voice of that engine (``ESPEAK_VOICES``, ``FLITE_VOICES``,
-        ``FESTIVAL_VOICES``).
+    engine: "espeak", "flite", "festival" or "mbrola".  name: a base voice of that engine (``ESPEAK_VOICES``,
+        ``FLITE_VOICES``, ``FESTIVAL_VOICES``, ``MBROLA_VOICES``).
     variant: an espeak-ng variant ("f1", "m3", "klatt", "grandpa", ...), "" for none; or "~N", the variant generated
         from the number N (``generated_variant``: a vocal tract, voice and pitch of its own), "~aN" the same with a
         generated accent (``generated_accent``); the other engines have none.
     pitch: multiplier on the voice's mean pitch (espeak: pitch parameter 50 + 50*log2(pitch); flite: f0_shift;
-        festival's ked: its target F0 mean and spread; flite's rms and festival's slt_hts cannot change pitch).
+        festival's ked and the mbrola voices: their target F0 mean and spread; flite's rms and festival's slt_hts
+        cannot change pitch).
     range: multiplier on pitch movement (espeak only; 0 = monotone).
     rate: speaking speed relative to the engine's default (espeak: 175 wpm * rate; flite: duration_stretch / rate;
-        festival: Duration_Stretch / rate for ked, the HTS engine's speed for slt_hts).
+        festival and mbrola: Duration_Stretch / rate, the HTS engine's speed for slt_hts).
     word_gap: extra pause between words in units of 10 ms (espeak only).
     Floats are rounded to 2 decimals so that ``id`` round-trips exactly.
     """
@@ -690,7 +701,8 @@ _FESTIVAL_REPORT = """(mapcar (lambda (tok) (format t "T\\t%s\\n" (item.name tok
 
 
 class _Festival:
-    """festival through its program: one ``festival -b`` process per utterance (no state is shared between calls)."""
+    """festival through its program: one ``festival -b`` process per utterance (no state is shared between calls).
+    It also drives the mbrola voices (festival's front end and prosody, MBROLA's diphones)."""
 
     TIMEOUT = 60.0  # seconds
 
@@ -705,7 +717,7 @@ class _Festival:
     def synth(self, text: str, voice: Voice) -> _Raw:
         ascii_text, origin = _ascii_with_offsets(text)
         quoted = ascii_text.replace("\\", " ").replace('"', " ")  # a Scheme string; the offsets stay the same
-        scheme, package = FESTIVAL_VOICES[voice.name]
+        scheme, package = _FESTIVAL_DRIVEN[voice.engine][voice.name]
         with tempfile.TemporaryDirectory(prefix="microturn-festival-") as tmp:
             wav = Path(tmp) / "out.wav"
             script = Path(tmp) / "synth.scm"
@@ -716,8 +728,8 @@ class _Festival:
                 run = subprocess.run(["festival", "-b", str(script)], capture_output=True, text=True,
                                      timeout=self.TIMEOUT)
             except FileNotFoundError:
-                raise RuntimeError("festival is not installed (apt install festival festvox-kdlpc16k "
-                                   "festvox-us-slt-hts; scripts/setup.sh does it)") from None
+                raise RuntimeError(f"festival is not installed (apt install festival {package}; "
+                                   "scripts/setup.sh installs all the voices)") from None
             except subprocess.TimeoutExpired:
                 raise RuntimeError(f"festival took more than {self.TIMEOUT:.0f} s on {text!r}") from None
             errors = [line for line in (run.stdout + run.stderr).splitlines() if "SIOD ERROR" in line]
@@ -740,7 +752,7 @@ class _Festival:
 # ----------------------------------------------------------------------------------------------------------------------
 # From engine output to Speech
 
-_ENGINES: dict[str, object] = {"espeak": _Espeak(), "flite": _Flite(), "festival": _Festival()}
+_ENGINES: dict[str, object] = {"espeak": _Espeak(), "flite": _Flite(), "festival": _Festival(), "mbrola": _Festival()}
 
 
 def _nearest_token(tokens: list[_Token], starts: list[int], offset: int) -> int:
@@ -865,7 +877,8 @@ def synthesize(text: str, voice: Voice) -> Speech:
 # train = B_train x V_train, val = B_val x (V_train + V_val) + B_train x V_val, test likewise with the test sets, so a
 # val/test voice always has a base voice or a variant never heard in training. flite: one held-out voice each.
 # festival: training only, and only when asked for (``sample_voice(..., engine="festival")``): its two voices are two
-# more kinds of synthesis for training, and there is no third to hold out.
+# more kinds of synthesis for training, and there is no third to hold out. mbrola likewise: four more speakers, all
+# for training (awb and rms, flite's held-out voices, stay the only held-out voices of a recorded speaker).
 # Variants are the human-sounding ones (robots, echo effects, whispers and the voice named with a space are left out);
 # "f3" is the agent's own and appears in no user split.
 
@@ -887,7 +900,8 @@ _ESPEAK_VARIANTS = {
 }
 _ALL_VARIANTS = tuple(v for vs in _ESPEAK_VARIANTS.values() for v in vs if v) + ("f3",)
 _SPLIT = {"flite": {"train": ("kal", "kal16", "slt"), "val": ("awb",), "test": ("rms",)},
-          "festival": {"train": tuple(FESTIVAL_VOICES), "val": (), "test": ()}}
+          "festival": {"train": tuple(FESTIVAL_VOICES), "val": (), "test": ()},
+          "mbrola": {"train": tuple(MBROLA_VOICES), "val": (), "test": ()}}
 
 AGENT_VOICE = Voice("espeak", "en-us", "f3")
 
@@ -896,7 +910,7 @@ PITCH_SAMPLE = (0.8, 1.25)     # log-uniform
 RANGE_SAMPLE = (0.6, 1.5)      # uniform (espeak)
 RATE_SAMPLE = (0.8, 1.3)       # log-uniform
 WORD_GAP_P = 0.15              # chance of a non-zero word gap (1..4 x 10 ms, espeak)
-ENGINE_P = {"espeak": 0.7, "flite": 0.3}  # festival is drawn only when asked for
+ENGINE_P = {"espeak": 0.7, "flite": 0.3}  # festival and mbrola are drawn only when asked for
 
 
 def _check_split(split: str) -> None:
@@ -955,7 +969,7 @@ def _real_time_factors(seconds: float = 1.0) -> dict[str, float]:
     text = "The quick brown fox jumps over the lazy dog, and then it runs away into the forest. " \
            "When I say apple, say yes. What is twenty-one times three?"
     cases = [AGENT_VOICE, Voice("espeak", "en", "m3", rate=1.2)] + [Voice("flite", n) for n in FLITE_VOICES] + \
-        [Voice("festival", n) for n in FESTIVAL_VOICES]
+        [Voice("festival", n) for n in FESTIVAL_VOICES] + [Voice("mbrola", n) for n in MBROLA_VOICES]
     out = {}
     for v in cases:
         synthesize(text, v)
