@@ -92,7 +92,8 @@ TARGET_RMS = 0.1       # RMS of the speech inside word spans (-20 dBFS)
 ENGINES = ("espeak", "flite", "festival", "mbrola")
 
 # Base voices. espeak-ng's British English is named "en" ("en-gb" is not accepted by espeak_SetVoiceByName);
-# MBROLA voices are not installed. awb_time (a talking clock) is left out of flite's.
+# espeak-ng's MBROLA voices are not used (engine "mbrola" drives MBROLA through festival). awb_time (a talking clock)
+# is left out of flite's.
 ESPEAK_VOICES = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
                  "en-us-nyc")
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")

@@ -605,7 +605,8 @@ def check_options(split: str, generated_voices: float = 0.0, generated_accents: 
         if p and split != "train":
             raise ValueError(f"{engine}'s voices are for training only; the {split} split keeps its held-out voices")
     if festival + mbrola > 1.0:
-        raise ValueError(f"festival + mbrola is the chance of either engine's voice: at most 1, got {festival + mbrola}")
+        raise ValueError(f"festival + mbrola is the chance of either engine's voice: at most 1, "
+                         f"got {festival + mbrola}")
     if cue_drill and split != "train":
         raise ValueError(f"cue drills are for training only; the {split} split keeps the scenario families' sessions")
     if typed is not None and split != "train":
