@@ -736,8 +736,9 @@ class _Festival:
             errors = [line for line in (run.stdout + run.stderr).splitlines() if "SIOD ERROR" in line]
             if errors or run.returncode or not wav.exists():
                 missing = any("voice_" in line and "unbound" in line for line in errors)
-                raise RuntimeError(f"festival voice {voice.name!r} is not installed (apt install {package})" if missing
-                                   else f"festival failed on {text!r}: {' '.join(errors) or run.stderr.strip()}")
+                raise RuntimeError(f"{voice.engine} voice {voice.name!r} is not installed (apt install {package})"
+                                   if missing else
+                                   f"festival failed on {text!r}: {' '.join(errors) or run.stderr.strip()}")
             audio, rate = soundfile.read(wav, dtype="int16")
         tokens: list[tuple[str, list[tuple[float, float]]]] = []
         for line in run.stdout.splitlines():
