@@ -21,9 +21,7 @@ def _mbrola_missing() -> str:
     for name in MBROLA_VOICES:
         try:
             synthesize("hello", Voice("mbrola", name))
-        except RuntimeError as e:
-            if "not installed" not in str(e):
-                raise
+        except sp.VoiceNotInstalled as e:
             return str(e)
     return ""
 

@@ -25,9 +25,13 @@ from ..stream.tokenizer import SPECIALS, default_tokenizer
 from .world import FAMILIES, check_options, generate
 
 
+# The voice options a session's info keeps as they were given (when set), to render it again
+_VOICE_OPTIONS = ("generated_voices", "generated_accents", "festival", "mbrola")
+
+
 def _recorded(options: dict, family: str, drilled: bool) -> dict:
     """The ``generate`` options a session's info keeps (those that changed it), so it can be rendered again."""
-    kept = {k: options[k] for k in ("generated_voices", "generated_accents", "festival", "mbrola") if options.get(k)}
+    kept = {k: options[k] for k in _VOICE_OPTIONS if options.get(k)}
     return kept | ({"drill": True} if drilled else {}) | \
         ({"typed": options["typed"]} if options.get("typed") is not None else {}) | \
         ({"note_questions": True} if options.get("note_questions") and family == "delegate" else {}) | \
@@ -55,8 +59,7 @@ def _render(job) -> tuple[dict, dict]:
 def render_again(info: dict, split: str, layout: Layout) -> dict:
     """The arrays of a session a shard lists (its ``info`` in ``sessions.json``), rendered again by today's
     generators and layout (deterministic: ``scripts/relayout_shards.py`` checks the user audio comes out the same)."""
-    options = {k: info[k] for k in ("generated_voices", "generated_accents", "festival", "mbrola", "typed")
-               if k in info} | \
+    options = {k: info[k] for k in _VOICE_OPTIONS + ("typed",) if k in info} | \
         {"cue_drill": 1.0 if info.get("drill") else 0.0, "note_questions": info.get("note_questions", False),
          "heard_late": info.get("heard_late", False)}
     return _render((info["family"], info["seed"], split, info["difficulty"], info["index"], layout, options))[1]

@@ -84,7 +84,7 @@ from microturn.stream.words import Word
 
 __all__ = [
     "AGENT_VOICE", "ENGINES", "ESPEAK_VOICES", "FESTIVAL_VOICES", "FLITE_VOICES", "MARGIN", "MBROLA_VOICES", "SPLITS",
-    "Speech", "Voice", "generated_accent", "generated_variant", "sample_voice", "split_words", "synthesize", "voices",
+    "Speech", "Voice", "VoiceNotInstalled", "generated_accent", "generated_variant", "sample_voice", "split_words", "synthesize", "voices",
 ]
 
 MARGIN = 0.05          # seconds of audio kept before the first word and after the last
@@ -106,6 +106,12 @@ MBROLA_VOICES = {name: (f"{name}_mbrola", f"festvox-{name}") for name in ("us1",
 _FESTIVAL_DRIVEN = {"festival": FESTIVAL_VOICES, "mbrola": MBROLA_VOICES}
 _VOICES = {"espeak": ESPEAK_VOICES, "flite": FLITE_VOICES, "festival": tuple(FESTIVAL_VOICES),
            "mbrola": tuple(MBROLA_VOICES)}
+
+
+class VoiceNotInstalled(RuntimeError):
+    """A voice's engine or voice files are missing on this machine (the message names the Debian packages)."""
+
+
 # Voices whose pitch cannot be set: flite's rms predicts F0 with its own model and ignores f0_shift; festival's HTS
 # engine takes no pitch shift.
 _NO_PITCH = frozenset({("flite", "rms"), ("festival", "slt_hts")})
@@ -729,16 +735,16 @@ class _Festival:
                 run = subprocess.run(["festival", "-b", str(script)], capture_output=True, text=True,
                                      timeout=self.TIMEOUT)
             except FileNotFoundError:
-                raise RuntimeError(f"festival is not installed (apt install festival {package}; "
-                                   "scripts/setup.sh installs all the voices)") from None
+                raise VoiceNotInstalled(f"festival is not installed (apt install festival {package}; "
+                                        "scripts/setup.sh installs all the voices)") from None
             except subprocess.TimeoutExpired:
                 raise RuntimeError(f"festival took more than {self.TIMEOUT:.0f} s on {text!r}") from None
             errors = [line for line in (run.stdout + run.stderr).splitlines() if "SIOD ERROR" in line]
             if errors or run.returncode or not wav.exists():
-                missing = any("voice_" in line and "unbound" in line for line in errors)
-                raise RuntimeError(f"{voice.engine} voice {voice.name!r} is not installed (apt install {package})"
-                                   if missing else
-                                   f"festival failed on {text!r}: {' '.join(errors) or run.stderr.strip()}")
+                if any("voice_" in line and "unbound" in line for line in errors):
+                    raise VoiceNotInstalled(f"{voice.engine} voice {voice.name!r} is not installed "
+                                            f"(apt install {package})")
+                raise RuntimeError(f"festival failed on {text!r}: {' '.join(errors) or run.stderr.strip()}")
             audio, rate = soundfile.read(wav, dtype="int16")
         tokens: list[tuple[str, list[tuple[float, float]]]] = []
         for line in run.stdout.splitlines():
@@ -754,7 +760,8 @@ class _Festival:
 # ----------------------------------------------------------------------------------------------------------------------
 # From engine output to Speech
 
-_ENGINES: dict[str, object] = {"espeak": _Espeak(), "flite": _Flite(), "festival": _Festival(), "mbrola": _Festival()}
+_FESTIVAL = _Festival()  # stateless: one process per call
+_ENGINES: dict[str, object] = {"espeak": _Espeak(), "flite": _Flite(), "festival": _FESTIVAL, "mbrola": _FESTIVAL}
 
 
 def _nearest_token(tokens: list[_Token], starts: list[int], offset: int) -> int:
@@ -977,8 +984,8 @@ def _real_time_factors(seconds: float = 1.0) -> dict[str, float]:
     for v in cases:
         try:
             synthesize(text, v)
-        except RuntimeError as e:
-            if v.engine == "mbrola" and "not installed" in str(e):
+        except VoiceNotInstalled:
+            if v.engine == "mbrola":
                 continue
             raise
         n, audio_s, t = 0, 0.0, time.perf_counter()
