@@ -89,8 +89,8 @@ def assert_matches_forward(model, outs, batch, rows=slice(None), atol=1e-4):
 
 # ------------------------------------------------------------------------------------ streaming == training
 @pytest.mark.parametrize("kw,T", [(dict(), 8), (dict(), 20), (dict(window=1024, pinned=0), 6),
-                                  (dict(n_experts=4, top_k=2), 8), (dict(audio_conv=3), 8)],
-                         ids=["window-wraps", "window-wraps-twice", "no-window", "moe", "audio-conv"])
+                                  (dict(n_experts=4, top_k=2), 8), (dict(audio_conv=3), 8), (dict(depth=5), 8)],
+                         ids=["window-wraps", "window-wraps-twice", "no-window", "moe", "audio-conv", "depth-5"])
 def test_step_equals_training_forward(kw, T):
     cfg = tiny(**kw)
     model = build(cfg)
@@ -663,6 +663,9 @@ def test_presets_build():
         preset("huge")
     m = InteractionModel(preset("cpu"))
     assert 1e6 < m.n_params() < 2e7
+    # every depth builds: an odd number of heads cannot pair up for grouped-query attention, so each has its own
+    heads = [(c.n_head, c.n_kv_head) for c in (tiny(depth=d) for d in range(1, 8))]
+    assert heads == [(2, 1), (2, 1), (3, 3), (4, 2), (5, 5), (6, 3), (7, 7)]
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from ..stream.layout import Layout
 
 @dataclass(frozen=True)
 class ModelConfig:
-    depth: int = 4  # the dial: n_layer = depth, d_model = 64 * depth, head dim 64, kv heads = heads / 2
+    depth: int = 4  # the dial: n_layer = depth, d_model = 64 * depth, head dim 64, kv heads = heads / 2 (all if odd)
     vocab_size: int = 2048
     n_experts: int = 0  # 0: dense SwiGLU; > 0: mixture of experts
     top_k: int = 2
@@ -33,7 +33,9 @@ class ModelConfig:
 
     @property
     def n_kv_head(self) -> int:
-        return max(1, self.n_head // 2)  # grouped-query attention: two query heads share a key/value head
+        # grouped-query attention: two query heads share a key/value head; an odd number of heads cannot pair up, so
+        # each has its own (depth 5: 5 of each)
+        return self.n_head // 2 if self.n_head % 2 == 0 else self.n_head
 
     @property
     def head_dim(self) -> int:
