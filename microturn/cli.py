@@ -4,6 +4,7 @@
     synth       microturn.data.synth.run               scenario sets (format v1) and training shards
     train       microturn.train.loop.train             train from scratch (CPU, or torchrun for GPUs)
     model info  microturn.model.config / checkpoint    parameter counts of presets or a checkpoint
+    model grow  microturn.model.grow.grow              a trained model made deeper, computing what it computed
     bench       microturn.bench.run.bench              score an agent on a scenario set
     results     microturn.bench.results.run            the README's results table (model vs harness)
     perf        microturn.runtime.perf.run             real-time figures of the runtime
@@ -137,6 +138,19 @@ def _model_bundle(a):
     print(f"bundled {a.source} into {out} ({size:.1f} MB, weights in {a.dtype})")
 
 
+def _model_grow(a):
+    from .model import checkpoint
+    from .model.grow import difference, grow
+
+    old = checkpoint.load(a.source)
+    new = grow(old, a.depth, seed=a.seed)
+    info = dict(getattr(old, "checkpoint_info", {}) or {}) | {"grown_from": a.source, "grown_from_depth": old.cfg.depth}
+    checkpoint.save(new, a.out, extra=info)
+    print(f"grew {a.source} (depth {old.cfg.depth}, {old.n_params():,} parameters) to depth {a.depth} "
+          f"({new.n_params():,} parameters) in {a.out}; hidden states differ by {difference(old, new):.1e} of their "
+          f"largest (an RMS norm's eps over a wider stream)")
+
+
 def _tokenizer(a):
     from .data.language import corpus
     from .stream.tokenizer import DEFAULT_PATH, train
@@ -207,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "bfloat16, so the bundled model's probabilities stay closer to its float32 checkpoint's)")
     s.add_argument("--speak-threshold", type=float, help="store this greedy speak threshold with the model")
     s.set_defaults(fn=_model_bundle)
+
+    s = m.add_parser("grow", help="make a trained checkpoint deeper (and so wider), computing what it computed; "
+                                  "train on from it with microturn train --init")
+    s.add_argument("source", help="a checkpoint folder, e.g. runs/cpu/model")
+    s.add_argument("--depth", type=int, required=True, help="the new depth (more than the checkpoint's)")
+    s.add_argument("--out", required=True, help="the checkpoint folder to write (float32)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the new units' random weights")
+    s.set_defaults(fn=_model_grow)
 
     s = sub.add_parser("bench", help="run every scenario of a format-v1 set through an agent and score it")
     s.add_argument("--scenarios", required=True, help="a format-v1 scenario set folder")

@@ -7,6 +7,7 @@ Regenerate the golden losses (only after an intended change to the model, its in
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,9 @@ import microturn.model.model as model_mod
 from microturn.model import checkpoint
 from microturn.model.checkpoint import CheckpointError
 from microturn.model.config import ModelConfig, preset
+from microturn.model.grow import grow
 from microturn.model.model import InteractionModel, Sampling
-from microturn.model.transformer import Context, MoE, rope
+from microturn.model.transformer import Context, MoE, RMSNorm, rope
 from microturn.stream.tokenizer import EOT, PAD, SIL, SPECIALS
 
 torch.set_num_threads(1)  # the machine's 2 cores are shared (see test_codecs.py)
@@ -764,6 +766,51 @@ def test_grow_vocab_keeps_every_old_row_and_starts_heard_tokens_from_the_two_the
         grow_vocab.grow(str(tmp_path / "old"), 150)
     with pytest.raises(SystemExit, match="heard-from"):
         grow_vocab.grow(str(tmp_path / "old"), old_specials, heard_from=400)
+
+
+@pytest.mark.parametrize("kw,depth", [(dict(), 3), (dict(audio_conv=2, hear_back=True), 4),
+                                      (dict(depth=4, n_experts=2, top_k=1), 5)],
+                         ids=["2-to-3", "2-to-4-front-end", "4-to-5-moe"])
+def test_a_grown_model_computes_what_it_computed_and_learns_its_new_units(kw, depth):
+    """``grow`` keeps the outputs (every loss; the hidden states' old dimensions, the new ones zero), and the first
+    gradient reaches the weights that write the new dimensions and the new layers' outputs."""
+    old = build(tiny(**kw), seed=4)
+    with torch.no_grad():  # the weights that start at zero (front-end, hearing back, flow output): give them values
+        for n, p in old.named_parameters():
+            if not p.abs().sum():
+                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(len(n)))
+    new = grow(old, depth, seed=1)
+    assert new.cfg == replace(old.cfg, depth=depth) and new.n_params() > old.n_params()
+    for m in (old, new):  # the one inexact term: a norm's eps against its input's mean square, which in a trained
+        for norm in m.modules():  # stream is ~1e2 against 1e-6 but in this random one ~1e-3
+            if isinstance(norm, RMSNorm):
+                norm.eps = 0.0
+    batch = make_batch(old.cfg, 2, 6, seed=7)
+    d0 = old.cfg.d_model
+    with torch.no_grad():
+        h0, h = old.hidden(batch), new.hidden(batch)
+    torch.testing.assert_close(h[..., :d0], h0, atol=1e-4, rtol=1e-4)
+    assert float(h[..., d0:].abs().max()) == 0.0
+    r0, r = (m(batch, generator=torch.Generator().manual_seed(0)) for m in (old, new))
+    for k in ("loss", "text", "listen", "flow"):
+        torch.testing.assert_close(r[k], r0[k], atol=1e-4, rtol=1e-4, msg=k)
+    new.train().zero_grad()
+    new(batch, generator=torch.Generator().manual_seed(0))["loss"].backward()
+    grads = dict(new.named_parameters())
+    last = f"transformer.blocks.{depth - 1}"
+    for name in ("transformer.blocks.0.attn.o.weight", "embed.text.weight", f"{last}.attn.o.weight"):
+        g = grads[name].grad
+        assert g is not None and float(g[..., d0:].abs().sum() if name == "embed.text.weight" else
+                                       g[d0:].abs().sum()) > 0, name
+
+
+def test_grow_refuses_what_it_cannot_grow_exactly():
+    with pytest.raises(ValueError, match="deeper than depth 2"):
+        grow(build(tiny()), 2)
+    with pytest.raises(ValueError, match="cannot grow depth 3 to 4 exactly"):  # heads 0, 1 had kv heads 0, 1
+        grow(build(tiny(depth=3)), 4)
+    with pytest.raises(ValueError, match="heads are 32 wide"):
+        grow(build(tiny(depth=1)), 2)
 
 
 def test_not_acting_on_a_heard_word_weighs_as_much_as_acting():
