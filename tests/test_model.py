@@ -838,3 +838,17 @@ def test_model_bundle_stores_float16_with_its_threshold(tmp_path, capsys):
         assert extra["stored_as"] == dtype and extra["sampling"] == {"speak_threshold": 0.6}
         assert f"weights in {dtype}" in capsys.readouterr().out
     assert checkpoint.load(tmp_path / "float16").state_dict().keys() == checkpoint.load(src).state_dict().keys()
+
+
+def test_model_grow_writes_a_deeper_checkpoint_and_says_how_close_it_is(tmp_path, capsys):
+    from microturn.cli import main
+
+    src = checkpoint.save(build(tiny(), seed=4), tmp_path / "src", extra={"step": 7})
+    assert main(["model", "grow", str(src), "--depth", "3", "--out", str(tmp_path / "d3")]) == 0
+    out = capsys.readouterr().out
+    assert "to depth 3" in out and "differ by" in out
+    grown, extra = checkpoint.load(tmp_path / "d3"), checkpoint.read_config(tmp_path / "d3")[1]
+    assert grown.cfg.depth == 3 and extra["grown_from_depth"] == 2 and extra["step"] == 7
+    assert main(["model", "grow", str(src), "--depth", "2", "--out", str(tmp_path / "d2")]) != 0
+    assert "deeper than depth 2" in capsys.readouterr().err
+    assert not (tmp_path / "d2").exists()
