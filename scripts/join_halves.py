@@ -1,6 +1,7 @@
-"""Put a checkpoint that came back from scripts/train_gpu.sh in halves (model-0/1.safetensors) together again.
+"""Put a checkpoint that came back from scripts/train_gpu.sh in parts (model-0.safetensors, model-1..., each under
+16 MiB: two at depth 4, three at depth 5) together again.
 
-    python scripts/join_halves.py FOLDER_WITH_HALVES CHECKPOINT_FOLDER
+    python scripts/join_halves.py FOLDER_WITH_PARTS CHECKPOINT_FOLDER
 """
 import shutil
 import sys
@@ -11,12 +12,15 @@ from safetensors.torch import load_file, save_file
 from microturn.model import checkpoint
 
 if len(sys.argv) != 3:
-    sys.exit(f"usage: {sys.argv[0]} FOLDER_WITH_HALVES CHECKPOINT_FOLDER")
+    sys.exit(f"usage: {sys.argv[0]} FOLDER_WITH_PARTS CHECKPOINT_FOLDER")
 src, dst = Path(sys.argv[1]), Path(sys.argv[2])
-missing = [n for n in ("model-0.safetensors", "model-1.safetensors", "config.json") if not (src / n).exists()]
+n = len(list(src.glob("model-*.safetensors")))
+missing = [p for p in [f"model-{i}.safetensors" for i in range(max(n, 1))] + ["config.json"] if not (src / p).exists()]
 if missing:
     sys.exit(f"{src} lacks {', '.join(missing)}: not a folder that scripts/train_gpu.sh returned")
-w = load_file(src / "model-0.safetensors") | load_file(src / "model-1.safetensors")
+w = {}
+for i in range(n):
+    w |= load_file(src / f"model-{i}.safetensors")
 dst.mkdir(parents=True, exist_ok=True)
 save_file(w, dst / checkpoint.WEIGHTS, metadata={"format": checkpoint.FORMAT, "version": str(checkpoint.VERSION)})
 shutil.copy(src / "config.json", dst / checkpoint.CONFIG)

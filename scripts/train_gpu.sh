@@ -9,7 +9,7 @@
 # There, in SECONDS (the whole budget): the speech engines are unpacked and checked, a 3-step training run (stopped
 # after 2 and resumed) checks the GPU path while shards are written for SYNTH_SECONDS (two writers: every family,
 # and the families that need the words understood), then training runs 50 steps to measure its speed, and resumes with the number of steps that
-# fills what is left. OUT gets the model (fp32 in two halves under 16 MB: scripts/join_halves.py puts it together),
+# fills what is left. OUT gets the model (fp32 in parts under 16 MiB: scripts/join_halves.py puts it together),
 # its log, curves and config, and gpu.txt with the machine's figures.
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
@@ -129,14 +129,17 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 src, out = Path(sys.argv[1]), Path(sys.argv[2])
 w = load_file(src / "model.safetensors")
-keys, half, acc, parts = sorted(w), sum(t.numel() * t.element_size() for t in w.values()) / 2, 0, ({}, {})
-for k in keys:
-    parts[acc >= half][k] = w[k]
-    acc += w[k].numel() * w[k].element_size()
+parts, used = [{}], 0  # parts of at most 15 MiB: a file that comes back from the machine is at most 16 MiB
+for k in sorted(w):
+    size = w[k].numel() * w[k].element_size()
+    if parts[-1] and used + size > 15 * 2**20:
+        parts.append({})
+        used = 0
+    parts[-1][k], used = w[k], used + size
 for i, p in enumerate(parts):
     save_file(p, out / f"model-{i}.safetensors")
 (out / "config.json").write_text((src / "config.json").read_text())
-print("model: step", json.loads((src / "config.json").read_text())["extra"]["step"])
+print("model: step", json.loads((src / "config.json").read_text())["extra"]["step"], "in", len(parts), "parts")
 EOF
 cp $R/log.jsonl $R/train_config.json $OUT/ 2>/dev/null || true
 say "done"
