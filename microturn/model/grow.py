@@ -110,8 +110,9 @@ def grow(old: InteractionModel, depth: int, seed: int = 0) -> InteractionModel:
     if cfg.head_dim != c0.head_dim:
         raise ValueError(f"cannot grow depth {c0.depth}: its heads are {c0.head_dim} wide, depth {depth}'s "
                          f"{cfg.head_dim}")
-    torch.manual_seed(seed)
-    new = InteractionModel(cfg)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+        torch.manual_seed(seed)
+        new = InteractionModel(cfg)
     before, state = old.state_dict(), new.state_dict()
     scale = math.sqrt(c0.d_model / cfg.d_model)  # an RMS norm over zeros added to the stream: its input is smaller
     for name, t in state.items():
