@@ -144,7 +144,9 @@ def _model_grow(a):
 
     old = checkpoint.load(a.source)
     new = grow(old, a.depth, seed=a.seed)
-    info = dict(getattr(old, "checkpoint_info", {}) or {}) | {"grown_from": a.source, "grown_from_depth": old.cfg.depth}
+    info = dict(getattr(old, "checkpoint_info", {}) or {})
+    info.pop("stored_as", None)  # a bundled source's 16 bits: the grown checkpoint is float32
+    info |= {"grown_from": a.source, "grown_from_depth": old.cfg.depth}
     checkpoint.save(new, a.out, extra=info)
     print(f"grew {a.source} (depth {old.cfg.depth}, {old.n_params():,} parameters) to depth {a.depth} "
           f"({new.n_params():,} parameters) in {a.out}; hidden states differ by {difference(old, new):.1e} of their "

@@ -18,7 +18,7 @@ import microturn.model.model as model_mod
 from microturn.model import checkpoint
 from microturn.model.checkpoint import CheckpointError
 from microturn.model.config import ModelConfig, preset
-from microturn.model.grow import grow
+from microturn.model.grow import difference, grow
 from microturn.model.model import InteractionModel, Sampling
 from microturn.model.transformer import Context, MoE, RMSNorm, rope
 from microturn.stream.tokenizer import EOT, PAD, SIL, SPECIALS
@@ -791,6 +791,7 @@ def test_a_grown_model_computes_what_it_computed_and_learns_its_new_units(kw, de
         h0, h = old.hidden(batch), new.hidden(batch)
     torch.testing.assert_close(h[..., :d0], h0, atol=1e-4, rtol=1e-4)
     assert float(h[..., d0:].abs().max()) == 0.0
+    assert difference(old, new) < 1e-5 < 0.1 < difference(old, build(new.cfg, seed=1))  # the CLI's check
     r0, r = (m(batch, generator=torch.Generator().manual_seed(0)) for m in (old, new))
     for k in ("loss", "text", "listen", "flow"):
         torch.testing.assert_close(r[k], r0[k], atol=1e-4, rtol=1e-4, msg=k)
@@ -843,12 +844,13 @@ def test_model_bundle_stores_float16_with_its_threshold(tmp_path, capsys):
 def test_model_grow_writes_a_deeper_checkpoint_and_says_how_close_it_is(tmp_path, capsys):
     from microturn.cli import main
 
-    src = checkpoint.save(build(tiny(), seed=4), tmp_path / "src", extra={"step": 7})
+    src = checkpoint.save(build(tiny(), seed=4), tmp_path / "src", extra={"step": 7, "stored_as": "float16"})
     assert main(["model", "grow", str(src), "--depth", "3", "--out", str(tmp_path / "d3")]) == 0
     out = capsys.readouterr().out
     assert "to depth 3" in out and "differ by" in out
     grown, extra = checkpoint.load(tmp_path / "d3"), checkpoint.read_config(tmp_path / "d3")[1]
     assert grown.cfg.depth == 3 and extra["grown_from_depth"] == 2 and extra["step"] == 7
+    assert "stored_as" not in extra  # float32 now, whatever the source was stored as
     assert main(["model", "grow", str(src), "--depth", "2", "--out", str(tmp_path / "d2")]) != 0
     assert "deeper than depth 2" in capsys.readouterr().err
     assert not (tmp_path / "d2").exists()

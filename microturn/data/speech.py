@@ -84,7 +84,8 @@ from microturn.stream.words import Word
 
 __all__ = [
     "AGENT_VOICE", "ENGINES", "ESPEAK_VOICES", "FESTIVAL_VOICES", "FLITE_VOICES", "MARGIN", "MBROLA_VOICES", "SPLITS",
-    "Speech", "Voice", "VoiceNotInstalled", "generated_accent", "generated_variant", "sample_voice", "split_words", "synthesize", "voices",
+    "Speech", "Voice", "VoiceNotInstalled", "generated_accent", "generated_variant", "sample_voice", "split_words",
+    "synthesize", "voices",
 ]
 
 MARGIN = 0.05          # seconds of audio kept before the first word and after the last
