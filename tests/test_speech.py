@@ -10,27 +10,35 @@ import pytest
 
 from microturn.codecs.audio import SAMPLE_RATE
 from microturn.data import speech as sp
-from microturn.data.speech import (AGENT_VOICE, FESTIVAL_VOICES, MARGIN, MBROLA_VOICES, Voice, sample_voice,
-                                   split_words, synthesize, voices)
+from microturn.data.speech import (AGENT_VOICE, FESTIVAL_VOICES, KOKORO_VOICES, MARGIN, MBROLA_VOICES, Voice,
+                                   kokoro_blend, sample_voice, split_words, synthesize, voices)
 
 
 @functools.cache
-def _mbrola_missing() -> str:
-    """Why MBROLA's voices cannot be tested here ("" when they can): they live in Debian's contrib and non-free, which
-    scripts/setup.sh enables on Debian only."""
-    for name in MBROLA_VOICES:
+def _missing(engine: str) -> str:
+    """Why an optional engine's voices cannot be tested here ("" when they can): MBROLA's live in Debian's contrib and
+    non-free, which scripts/setup.sh enables on Debian only; Kokoro's in the '.[voices]' extra of the package."""
+    for name in {"mbrola": MBROLA_VOICES, "kokoro": KOKORO_VOICES}[engine]:
         try:
-            synthesize("hello", Voice("mbrola", name))
+            synthesize("hello", Voice(engine, name))
         except sp.VoiceNotInstalled as e:
             return str(e)
     return ""
 
 
 def cases(*voices: Voice) -> list:
-    """Test cases of voices, by id; those of MBROLA's voices are skipped, with the reason, where not installed."""
-    skip = pytest.mark.skipif("bool(_mbrola_missing())",
-                              reason="MBROLA's voices are not installed (scripts/setup.sh installs them on Debian)")
-    return [pytest.param(v, marks=skip if v.engine == "mbrola" else (), id=v.id) for v in voices]
+    """Test cases of voices, by id; those of MBROLA's and Kokoro's voices are skipped, with the reason, where they are
+    not installed."""
+    def marks(v):
+        if v.engine not in ("mbrola", "kokoro"):
+            return ()
+        return pytest.mark.skipif(f"bool(_missing({v.engine!r}))",
+                                  reason=f"{v.engine}'s voices are not installed (scripts/setup.sh installs them)")
+    return [pytest.param(v, marks=marks(v), id=v.id) for v in voices]
+
+
+needs_kokoro = pytest.mark.skipif("bool(_missing('kokoro'))", reason="Kokoro is not installed (pip install -e "
+                                  "'.[voices]'; scripts/setup.sh does)")
 
 PAUSED = "Yes, I think so. Apple, banana, river. Okay, stop now."
 ENGINE_VOICES = [
@@ -44,6 +52,8 @@ ENGINE_VOICES = [
     Voice("festival", "slt_hts", rate=1.1),
     Voice("mbrola", "us1", pitch=1.1, rate=0.9),
     Voice("mbrola", "en1"),
+    Voice("kokoro", "jf_alpha", "~3", rate=1.1),
+    Voice("kokoro", "jm_kumo"),
 ]
 
 
@@ -66,9 +76,11 @@ def test_word_timings_follow_the_audio(voice):
     assert s.words[0].start == pytest.approx(MARGIN, abs=0.01)
     assert s.duration - s.words[-1].end == pytest.approx(MARGIN, abs=0.01)
 
-    # the pauses at commas and full stops are real gaps, and they are (nearly) silent
-    gaps = [(a.end + 0.01, b.start - 0.01) for a, b in zip(s.words, s.words[1:]) if b.start - a.end >= 0.08]
-    assert len(gaps) >= (2 if voice.engine in ("festival", "mbrola") else 4), s.words  # festival phrases in fewer
+    # the pauses at commas and full stops are real gaps, and they are (nearly) silent (Kokoro runs its words
+    # together at commas: its gaps are the full stops')
+    shortest = 0.2 if voice.engine == "kokoro" else 0.08
+    gaps = [(a.end + 0.01, b.start - 0.01) for a, b in zip(s.words, s.words[1:]) if b.start - a.end >= shortest]
+    assert len(gaps) >= (2 if voice.engine in ("festival", "mbrola", "kokoro") else 4), s.words  # festival phrases in fewer
     gap_rms = max(_rms(_segment(s, a, b)) for a, b in gaps)
     word_rms = [_rms(_segment(s, w.start, w.end)) for w in s.words]
     assert min(word_rms) > 5 * gap_rms, (word_rms, gap_rms)
@@ -77,7 +89,7 @@ def test_word_timings_follow_the_audio(voice):
 
 
 @pytest.mark.parametrize("voice", cases(AGENT_VOICE, Voice("flite", "kal16"), Voice("festival", "ked"),
-                                         Voice("mbrola", "us3")))
+                                         Voice("mbrola", "us3"), Voice("kokoro", "jf_nezumi")))
 def test_engine_word_splits_map_back_to_written_words(voice):
     text = '"Twenty-one," she said: 3293 apples & U.S.A. ... fine.'
     s = synthesize(text, voice)
@@ -95,7 +107,7 @@ def test_split_words():
 
 @pytest.mark.parametrize("voice", cases(Voice("espeak", "en-us", "f2"), Voice("espeak", "en", "croak", rate=1.3),
                                          Voice("flite", "slt"), Voice("flite", "kal"), Voice("festival", "slt_hts"),
-                                         Voice("mbrola", "us2", pitch=0.9)))
+                                         Voice("mbrola", "us2", pitch=0.9), Voice("kokoro", "jf_gongitsune", "~9")))
 def test_deterministic(voice):
     a = synthesize("Hello there, my friend.", voice)
     synthesize("Something else entirely, with other words.", voice)
@@ -151,7 +163,7 @@ def test_voice_prosody_controls_change_the_audio():
     assert high > 1.4 * low, (low, high)
 
 
-@pytest.mark.skipif("bool(_mbrola_missing())", reason="MBROLA's voices are not installed")
+@pytest.mark.skipif("bool(_missing('mbrola'))", reason="MBROLA's voices are not installed")
 def test_mbrola_voices_are_four_speakers_with_rate_and_pitch():
     text = "The quick brown fox jumps over the lazy dog."
     f0 = {name: _f0(synthesize(text, Voice("mbrola", name)).audio) for name in MBROLA_VOICES}
@@ -161,6 +173,41 @@ def test_mbrola_voices_are_four_speakers_with_rate_and_pitch():
         assert synthesize(PAUSED, Voice("mbrola", name, rate=1.5)).duration < 0.8 * base, name
         low, high = (_f0(synthesize(text, Voice("mbrola", name, pitch=p)).audio) for p in (0.8, 1.25))
         assert high > 1.35 * low, (name, low, high)
+
+
+@needs_kokoro
+def test_kokoro_voices_are_speakers_with_rate_and_blends():
+    text = "The quick brown fox jumps over the lazy dog."
+    f0 = {name: _f0(synthesize(text, Voice("kokoro", name)).audio) for name in ("jf_alpha", "jf_nezumi", "jm_kumo")}
+    assert min(f0["jf_alpha"], f0["jf_nezumi"]) > 1.3 * f0["jm_kumo"], f0  # jm_kumo is a man, the others women
+    base = synthesize(PAUSED, Voice("kokoro", "jf_alpha")).duration
+    assert synthesize(PAUSED, Voice("kokoro", "jf_alpha", rate=1.5)).duration < 0.8 * base
+    # a blend is the named voice with 0.3-0.7 of the weight, the other training voices the rest; a voice of its own
+    for n in range(20):
+        w = kokoro_blend("jm_kumo", n)
+        assert set(w) == {"jf_alpha", "jf_gongitsune", "jf_nezumi", "jm_kumo"} and sum(w.values()) == pytest.approx(1)
+        assert 0.3 <= w["jm_kumo"] <= 0.7 and min(w.values()) >= 0
+    assert kokoro_blend("jm_kumo", 3) == kokoro_blend("jm_kumo", 3) != kokoro_blend("jm_kumo", 4)
+    plain, blend = (synthesize(text, Voice("kokoro", "jm_kumo", v)) for v in ("", "~3"))
+    assert [w.w for w in blend.words] == split_words(text) and not np.array_equal(plain.audio, blend.audio)
+    with pytest.raises(ValueError, match="has no blends"):
+        kokoro_blend("jf_tebukuro", 1)  # the validation voice is heard as it is
+
+
+def _child_render_kokoro(q):
+    q.put(synthesize("Hello from a child process.", Voice("kokoro", "jf_alpha")).audio)
+
+
+@needs_kokoro
+def test_kokoro_in_a_forked_process_gives_the_same_audio():
+    parent = synthesize("Hello from a child process.", Voice("kokoro", "jf_alpha")).audio  # the model loaded here
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_render_kokoro, args=(q,))
+    p.start()
+    child = q.get(timeout=120)
+    p.join(timeout=30)
+    assert p.exitcode == 0 and np.array_equal(parent, child)
 
 
 def test_every_catalogue_identity_renders():
@@ -223,6 +270,10 @@ def test_splits_are_disjoint_and_hold_out_voices():
     for engine, names in (("festival", FESTIVAL_VOICES), ("mbrola", MBROLA_VOICES)):
         assert {i[1] for i in ident["train"] if i[0] == engine} == set(names)
         assert not any(i[0] == engine for s in ("val", "test") for i in ident[s])
+    # Kokoro: four voices (and their blends) for training, the fifth held out for validation, none in test
+    assert {i[1] for i in ident["val"] if i[0] == "kokoro"} == {"jf_tebukuro"}
+    assert {i[1] for i in ident["train"] if i[0] == "kokoro"} == set(KOKORO_VOICES) - {"jf_tebukuro"}
+    assert not any(i[0] == "kokoro" for i in ident["test"])
 
 
 def test_sample_voice():
@@ -243,6 +294,11 @@ def test_sample_voice():
     assert len({v.id for v in fest}) > 30 and all(v.pitch == 1.0 for v in fest if v.name == "slt_hts")
     mb = [sample_voice(np.random.default_rng(i), "train", "mbrola") for i in range(40)]
     assert {v.name for v in mb} == set(MBROLA_VOICES) and len({v.pitch for v in mb}) > 25  # every one can change pitch
+    kok = [sample_voice(np.random.default_rng(i), "train", "kokoro") for i in range(40)]
+    assert {v.name for v in kok} == set(KOKORO_VOICES) - {"jf_tebukuro"} and all(v.pitch == 1.0 for v in kok)
+    assert len({v.variant for v in kok}) == 40 and all(v.variant.startswith("~") for v in kok)  # blends, each its own
+    assert {sample_voice(np.random.default_rng(i), "val", "kokoro").id.split(":r")[0] for i in range(5)} == \
+        {"kokoro:jf_tebukuro"}
     flite = 0
     for i in range(20):  # a default draw of flite is the engine's draw, then the one given the engine
         rng = np.random.default_rng(i)
@@ -275,6 +331,13 @@ def test_voice_ids_round_trip_and_hash():
     (lambda: sample_voice(np.random.default_rng(0), "train", "mbrolla"), "unknown speech engine 'mbrolla'"),
     (lambda: sample_voice(np.random.default_rng(0), "test", "mbrola"), "mbrola has no test voices"),
     (lambda: Voice("mbrola", "ked"), "unknown mbrola voice 'ked'"),
+    (lambda: Voice("kokoro", "af_bella"), "unknown kokoro voice 'af_bella'"),
+    (lambda: Voice("kokoro", "jf_alpha", "f1"), "kokoro variants are blends"),
+    (lambda: Voice("kokoro", "jf_alpha", "~a3"), "kokoro variants are blends"),
+    (lambda: Voice("kokoro", "jf_alpha", pitch=1.2), "cannot change pitch"),
+    (lambda: Voice("kokoro", "jf_alpha", word_gap=1), "supports only pitch and rate"),
+    (lambda: sample_voice(np.random.default_rng(0), "test", "kokoro"), "kokoro has no test voices"),
+    (lambda: kokoro_blend("jf_alpha", -1), "must be"),
     (lambda: Voice("espeak", "en-xx"), "unknown espeak voice 'en-xx'"),
     (lambda: Voice("flite", "bob"), "unknown flite voice 'bob'"),
     (lambda: Voice("espeak", "en-us", "nosuchvariant"), "unknown espeak-ng variant"),

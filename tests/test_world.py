@@ -7,7 +7,7 @@ from microturn.codecs import dmel
 from microturn.bench.rules import evaluate
 from microturn.data.language import CUE_WORDS, number_words
 from microturn.data.synth import to_scenario, write_scenario_set
-from microturn.data.world import FAMILIES, RESUME_GAP, boundary, generate
+from microturn.data.world import FAMILIES, RESUME_GAP, Builder, boundary, generate
 from microturn.stream.layout import Layout, decode_outputs, encode_timeline
 from microturn.stream.scenario import read_set
 from microturn.stream.tokenizer import default_tokenizer
@@ -380,7 +380,7 @@ def test_festival_voices_change_only_the_voice(tmp_path):
 def test_mbrola_voices_share_festivals_draw(tmp_path):
     """mbrola: MBROLA's voices by the same draw as festival's (festival below its chance, MBROLA's up to the sum), so
     sessions made with festival alone keep their voices; training only, recorded, rendered again the same."""
-    from test_speech import _mbrola_missing
+    from test_speech import _missing
 
     from microturn.data.shards import render_again, write_shards
     from microturn.data.speech import MBROLA_VOICES, Voice
@@ -390,7 +390,7 @@ def test_mbrola_voices_share_festivals_draw(tmp_path):
                        (dict(mbrola=-0.1), "chance in"), (dict(festival=0.6, mbrola=0.5), "at most 1")):
         with pytest.raises(ValueError, match=match):
             generate("turn", 0, **bad)
-    missing = _mbrola_missing()  # renders with each voice: once
+    missing = _missing("mbrola")  # renders with each voice: once
     if missing:
         pytest.skip(missing)
     engines, names = [], set()
@@ -523,3 +523,41 @@ def test_conversations_join_sessions_within_the_window(tmp_path):
     assert all(np.array_equal(np.diff(c), np.ones(len(c) - 1)) for c in shifted)  # the clock still runs evenly
     starts = {int(c[0]) for c in shifted}
     assert 0 in starts and len(starts) > 10 and max(starts) < 18000
+
+
+def test_kokoro_voices_follow_mbrolas_in_the_same_draw(tmp_path):
+    """kokoro: Kokoro's voices by the same draw again (above festival + mbrola, up to the sum of all three), so parts
+    made without it keep their voices; blends in training, the held-out voice in validation, never in test;
+    recorded, rendered again the same."""
+    from test_speech import _missing
+
+    from microturn.data.shards import render_again, write_shards
+    from microturn.data.speech import Voice
+    from microturn.train.data import Shards
+
+    for bad, match in ((dict(split="test", kokoro=0.5), "kokoro has no test voice"),
+                       (dict(kokoro=1.5), "chance in"), (dict(festival=0.5, mbrola=0.3, kokoro=0.3), "at most 1")):
+        with pytest.raises(ValueError, match=match):
+            generate("turn", 0, **bad)
+    engines = []
+    for i in range(40):  # voices are drawn before anything is rendered: compare the draws alone
+        rng = np.random.default_rng([3, 0, i, 0, 1])
+        without = Builder(np.random.default_rng([3, 0, i, 0]), "train", 0.5, 0.5, rng, festival=0.5, mbrola=0.2).voice
+        rng = np.random.default_rng([3, 0, i, 0, 1])
+        voice = Builder(np.random.default_rng([3, 0, i, 0]), "train", 0.5, 0.5, rng, festival=0.5, mbrola=0.2,
+                        kokoro=0.3).voice
+        assert voice == without or (voice.engine == "kokoro" and without.engine not in ("festival", "mbrola"))
+        engines.append(voice.engine)
+    assert 6 <= engines.count("kokoro") < 24 and engines.count("festival") >= 12
+    held = Builder(np.random.default_rng(0), "val", 1.0, 0.0, np.random.default_rng(1), kokoro=1.0).voice
+    assert held.id.split(":r")[0] == "kokoro:jf_tebukuro"
+    missing = _missing("kokoro")
+    if missing:
+        pytest.skip(missing)
+    write_shards(tmp_path, 2, seed=1, families=("backchannel",), workers=1, kokoro=1.0)
+    sh = Shards(tmp_path)
+    for i in range(len(sh)):
+        info = sh.info(i)
+        assert info["kokoro"] == 1.0 and Voice.from_id(info["voice"]).variant.startswith("~")
+        got = sh.session(i)["audio"]
+        assert np.array_equal(render_again(info, "train", Layout())["audio"].reshape(got.shape), got)

