@@ -338,6 +338,7 @@ def test_voice_ids_round_trip_and_hash():
     (lambda: Voice("kokoro", "jf_alpha", word_gap=1), "supports only pitch and rate"),
     (lambda: sample_voice(np.random.default_rng(0), "test", "kokoro"), "kokoro has no test voices"),
     (lambda: kokoro_blend("jf_alpha", -1), "must be"),
+    (lambda: Voice("kokoro", "jf_tebukuro", "~3"), "has no blends"),
     (lambda: Voice("espeak", "en-xx"), "unknown espeak voice 'en-xx'"),
     (lambda: Voice("flite", "bob"), "unknown flite voice 'bob'"),
     (lambda: Voice("espeak", "en-us", "nosuchvariant"), "unknown espeak-ng variant"),

@@ -335,6 +335,8 @@ class Voice:
             raise ValueError(f"kokoro variants are blends '~N' (N a number), got {self.variant!r}")
         if self.engine not in ("espeak", "kokoro") and self.variant:
             raise ValueError(f"{self.engine} voices have no variants, got {self.variant!r}")
+        if self.engine == "kokoro" and self.variant:
+            kokoro_blend(self.name, blend[0])  # ValueError for a voice that has none
         if self.variant and not _generated(self.variant) and self.variant not in _espeak_variants():
             raise ValueError(f"unknown espeak-ng variant {self.variant!r} (see espeak-ng-data/voices/!v, or "
                              f"'~N' or '~aN' for generated variant N, without or with an accent)")
@@ -803,7 +805,7 @@ class _Kokoro:
     tables, run by onnxruntime on one thread (deterministic). Text -> phonemes by espeak-ng (its IPA, one written word
     per line, mapped to Kokoro's phoneme set; a chunk's trailing punctuation kept for the prosody). The graph's
     duration predictor, made an output, gives each phoneme's length, so each word spans its phonemes' frames: the
-    model's own alignment. About 2x real time on one core: the slowest engine by far."""
+    model's own alignment. About 1.5x real time on one core: the slowest engine by far."""
 
     RATE = 24000
     HOP = 600  # samples per duration unit
@@ -876,7 +878,7 @@ class _Kokoro:
         audio, pieces, offset = [], [], 0
         for chunk in self._chunks(words):
             ids = [i for w, tail in chunk for i in w + tail]
-            style = sum(w * styles[v][len(ids) - 1] for v, w in blend.items())[None]
+            style = sum(weight * styles[v][len(ids) - 1] for v, weight in blend.items())[None]
             wav, dur = session.run(None, {"tokens": np.array([[0, *ids, 0]], np.int64), "style": style,
                                           "speed": np.array([voice.rate], np.float32)})
             ends = np.cumsum(dur[0]) * self.HOP  # sample where each token ends (token 0: the leading pad)
