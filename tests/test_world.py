@@ -554,7 +554,7 @@ def test_kokoro_voices_follow_mbrolas_in_the_same_draw(tmp_path):
     missing = _missing("kokoro")
     if missing:
         pytest.skip(missing)
-    write_shards(tmp_path, 2, seed=1, families=("backchannel",), workers=1, kokoro=1.0)
+    write_shards(tmp_path, 1, seed=1, families=("backchannel",), workers=1, kokoro=1.0)
     sh = Shards(tmp_path)
     for i in range(len(sh)):
         info = sh.info(i)

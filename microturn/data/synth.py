@@ -80,7 +80,7 @@ def run(out: str, per_family: int = 12, seed: int = 0, families: str | None = No
 
         lo, hi = (float(v) for v in difficulty.split(","))
         r = write_shards(out, per_family, seed, split, fams, workers=workers, difficulty=(lo, hi), **options)
-        print(f"wrote {r['sessions']} training sessions in {r['shards']} shard(s) to {out}: "
+        print(f"wrote {r['sessions']} {split} sessions in {r['shards']} shard(s) to {out}: "
               f"{r['sessions_per_minute']:.0f} sessions per minute ({r['seconds']:.0f} s)")
     elif given := [f"--{k.replace('_', '-')}" for k, v in options.items() if (v is not None if k == "typed" else v)]:
         raise ValueError(f"{', '.join(given)}: options of training shards (--shards)")
