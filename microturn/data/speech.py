@@ -330,13 +330,13 @@ class Voice:
             raise ValueError(f"unknown {self.engine} voice {self.name!r}: expected one of {', '.join(known)}")
         if not isinstance(self.variant, str):
             raise ValueError(f"voice variant must be a string, got {self.variant!r}")
-        blend = _generated(self.variant) if self.engine == "kokoro" and self.variant else (0, False)
-        if blend is None or blend[1]:
-            raise ValueError(f"kokoro variants are blends '~N' (N a number), got {self.variant!r}")
-        if self.engine not in ("espeak", "kokoro") and self.variant:
-            raise ValueError(f"{self.engine} voices have no variants, got {self.variant!r}")
         if self.engine == "kokoro" and self.variant:
+            blend = _generated(self.variant)
+            if blend is None or blend[1]:
+                raise ValueError(f"kokoro variants are blends '~N' (N a number), got {self.variant!r}")
             kokoro_blend(self.name, blend[0])  # ValueError for a voice that has none
+        elif self.engine != "espeak" and self.variant:
+            raise ValueError(f"{self.engine} voices have no variants, got {self.variant!r}")
         if self.variant and not _generated(self.variant) and self.variant not in _espeak_variants():
             raise ValueError(f"unknown espeak-ng variant {self.variant!r} (see espeak-ng-data/voices/!v, or "
                              f"'~N' or '~aN' for generated variant N, without or with an accent)")
