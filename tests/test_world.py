@@ -363,7 +363,7 @@ def test_festival_voices_change_only_the_voice(tmp_path):
     with pytest.raises(ValueError, match="festival's voices are for training only"):
         write_shards(tmp_path / "val", 1, split="val", families=("turn",), workers=1, festival=0.5)
     from microturn.data.synth import run
-    with pytest.raises(ValueError, match="--festival, --typed: options of training shards"):
+    with pytest.raises(ValueError, match="^--typed: options of training shards"):  # a set takes voice options
         run(str(tmp_path / "set"), 1, split="train", festival=0.5, typed=0.0)
 
     write_shards(tmp_path, 4, seed=0, families=("turn",), workers=1, festival=0.5)
@@ -561,3 +561,39 @@ def test_kokoro_voices_follow_mbrolas_in_the_same_draw(tmp_path):
         assert info["kokoro"] == 1.0 and Voice.from_id(info["voice"]).variant.startswith("~")
         got = sh.session(i)["audio"]
         assert np.array_equal(render_again(info, "train", Layout())["audio"].reshape(got.shape), got)
+
+
+def test_piper_voice_is_held_out_for_validation(tmp_path):
+    """piper: joe by the same draw once more (above festival + mbrola + kokoro), in validation only (shards and
+    scenario sets); training never hears it and the test split keeps its voices."""
+    from test_speech import _missing
+
+    from microturn.data.speech import Voice
+    from microturn.data.synth import run
+    from microturn.stream.scenario import read_set
+
+    for bad, match in ((dict(split="train", piper=0.5), "piper's voice is held out for validation; the train split "
+                                                         "never hears it"),
+                       (dict(split="test", piper=0.5), "the test split keeps its held-out voices"),
+                       (dict(split="val", kokoro=0.6, piper=0.6), "at most 1")):
+        with pytest.raises(ValueError, match=match):
+            generate("turn", 0, **bad)
+    for i in range(20):
+        rng = np.random.default_rng([3, 0, i, 1, 1])
+        without = Builder(np.random.default_rng([3, 0, i, 1]), "val", 0.5, 0.0, rng, kokoro=0.5).voice
+        rng = np.random.default_rng([3, 0, i, 1, 1])
+        voice = Builder(np.random.default_rng([3, 0, i, 1]), "val", 0.5, 0.0, rng, kokoro=0.5, piper=0.5).voice
+        assert voice == without if without.engine == "kokoro" else voice.id.split(":r")[0] == "piper:joe"
+    with pytest.raises(ValueError, match="piper's voice is held out"):
+        run(str(tmp_path / "bad"), 1, split="test", families="turn", piper=1.0)
+    missing = _missing("piper")
+    if missing:
+        pytest.skip(missing)
+    run(str(tmp_path / "set"), 1, split="val", families="turn,cuespeak", piper=1.0, workers=1)
+    scenarios = read_set(tmp_path / "set")
+    assert len(scenarios) == 2
+    s = generate("cuespeak", 0, "val", 1.0, 0, piper=1.0)
+    assert Voice.from_id(s.timeline.meta["voice"]).engine == "piper"
+    got = next(sc for sc in scenarios if sc.family == "cuespeak")
+    assert [w.w for w in got.words] == [w.w for w in s.timeline.words_of("user")]
+    assert np.allclose(got.load_audio(), s.timeline.track("user"), atol=1e-4)  # the set keeps 16 bits

@@ -22,16 +22,12 @@ from tqdm import tqdm
 from ..codecs import dmel
 from ..stream.layout import Layout, encode_timeline
 from ..stream.tokenizer import SPECIALS, default_tokenizer
-from .world import FAMILIES, check_options, generate
-
-
-# The voice options a session's info keeps as they were given (when set), to render it again
-_VOICE_OPTIONS = ("generated_voices", "generated_accents", "festival", "mbrola", "kokoro")
+from .world import FAMILIES, VOICE_OPTIONS, check_options, generate
 
 
 def _recorded(options: dict, family: str, drilled: bool) -> dict:
     """The ``generate`` options a session's info keeps (those that changed it), so it can be rendered again."""
-    kept = {k: options[k] for k in _VOICE_OPTIONS if options.get(k)}
+    kept = {k: options[k] for k in VOICE_OPTIONS if options.get(k)}
     return kept | ({"drill": True} if drilled else {}) | \
         ({"typed": options["typed"]} if options.get("typed") is not None else {}) | \
         ({"note_questions": True} if options.get("note_questions") and family == "delegate" else {}) | \
@@ -59,7 +55,7 @@ def _render(job) -> tuple[dict, dict]:
 def render_again(info: dict, split: str, layout: Layout) -> dict:
     """The arrays of a session a shard lists (its ``info`` in ``sessions.json``), rendered again by today's
     generators and layout (deterministic: ``scripts/relayout_shards.py`` checks the user audio comes out the same)."""
-    options = {k: info[k] for k in _VOICE_OPTIONS + ("typed",) if k in info} | \
+    options = {k: info[k] for k in VOICE_OPTIONS + ("typed",) if k in info} | \
         {"cue_drill": 1.0 if info.get("drill") else 0.0, "note_questions": info.get("note_questions", False),
          "heard_late": info.get("heard_late", False)}
     return _render((info["family"], info["seed"], split, info["difficulty"], info["index"], layout, options))[1]
@@ -72,7 +68,7 @@ def write_shards(out: str | Path, n_per_family: int, seed: int = 0, split: str =
 
     Difficulty (noise, voices, typed vs spoken instructions) is spread evenly over ``difficulty`` so training can
     follow a curriculum. ``options`` are ``world.generate``'s (``generated_voices``, ``generated_accents``,
-    ``cue_drill``, ``typed``, ``note_questions``, ``heard_late``, ``festival``, ``mbrola``, ``kokoro``), the same for
+    ``cue_drill``, ``typed``, ``note_questions``, ``heard_late``, ``festival``, ``mbrola``, ``kokoro``, ``piper``), the same for
     every session; each session's info keeps those that changed it. Deterministic for its arguments.
     """
     check_options(split, **options)

