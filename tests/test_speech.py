@@ -208,6 +208,19 @@ def test_piper_voice_draws_its_noise_from_the_text_and_has_rate():
         < 0.1  # about as fast as a person speaks
 
 
+def test_neural_engines_phonemes_by_word_or_by_sentence():
+    """Kokoro reads each word's phonemes as said alone, Piper the sentence's (function words reduced), falling back
+    to word by word where espeak-ng's words are not the written ones."""
+    words = ["What", "is", "a", "banana"]
+    alone = sp._ENGINES["kokoro"]._ipa("What is a banana?", words)
+    said = sp._ENGINES["piper"]._ipa("What is a banana?", words)
+    assert len(alone) == len(said) == 4 and alone[2] == "ˈA" and said[2] == "ɐ"  # the letter's name; the article
+    assert "ˈ" in said[3] and said[1] == "ɪz"
+    words = ["I", "have", "3293", "apples"]  # six spoken words for one written: word by word
+    assert sp._ENGINES["piper"]._ipa("I have 3293 apples.", words) == sp._PhonemeNet._ipa(sp._ENGINES["piper"],
+                                                                                          "", words)
+
+
 def test_every_catalogue_identity_renders():
     ids = {v.identity for split in sp.SPLITS for v in voices(split)}
     variants = sorted({i[2] for i in ids if i[0] == "espeak"})
