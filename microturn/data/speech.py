@@ -790,10 +790,9 @@ class _Festival:
 class _PhonemeNet:
     """What the neural engines share. Text -> phonemes by espeak-ng (its IPA, of each written word alone or of the
     whole text (``SENTENCES``), through ``MAP`` into the model's phoneme set; a word's trailing punctuation kept for
-    the prosody); the graph, run by
-    onnxruntime on one thread (deterministic; loaded again in a forked process), has its duration predictor made an
-    output, so each word spans its phonemes' samples: the model's own alignment. A subclass opens its graph
-    (``_open``) and runs one chunk of phoneme ids (``_run``)."""
+    the prosody); the graph, run by onnxruntime on one thread (deterministic; loaded again in a forked process), has
+    its duration predictor made an output, so each word spans its phonemes' samples: the model's own alignment. A
+    subclass opens its graph (``_open``) and runs one chunk of phoneme ids (``_run``)."""
 
     ENGINE: str          # the engine's name (Voice.engine)
     RATE: int            # sample rate of the graph's audio
