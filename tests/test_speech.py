@@ -10,8 +10,8 @@ import pytest
 
 from microturn.codecs.audio import SAMPLE_RATE
 from microturn.data import speech as sp
-from microturn.data.speech import (AGENT_VOICE, FESTIVAL_VOICES, KOKORO_VOICES, MARGIN, MBROLA_VOICES, PIPER_VOICES, Voice,
-                                   kokoro_blend, sample_voice, split_words, synthesize, voices)
+from microturn.data.speech import (AGENT_VOICE, FESTIVAL_VOICES, KOKORO_VOICES, MARGIN, MBROLA_VOICES, PIPER_VOICES,
+                                   Voice, kokoro_blend, sample_voice, split_words, synthesize, voices)
 
 
 @functools.cache

@@ -68,8 +68,8 @@ def write_shards(out: str | Path, n_per_family: int, seed: int = 0, split: str =
 
     Difficulty (noise, voices, typed vs spoken instructions) is spread evenly over ``difficulty`` so training can
     follow a curriculum. ``options`` are ``world.generate``'s (``generated_voices``, ``generated_accents``,
-    ``cue_drill``, ``typed``, ``note_questions``, ``heard_late``, ``festival``, ``mbrola``, ``kokoro``, ``piper``), the same for
-    every session; each session's info keeps those that changed it. Deterministic for its arguments.
+    ``cue_drill``, ``typed``, ``note_questions``, ``heard_late``, ``festival``, ``mbrola``, ``kokoro``, ``piper``),
+    the same for every session; each session's info keeps those that changed it. Deterministic for its arguments.
     """
     check_options(split, **options)
     out = Path(out)
