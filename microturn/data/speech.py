@@ -64,7 +64,8 @@ Speed (whole pipeline, sentence-length text, one core; ``python -m microturn.dat
 espeak-ng ~500x real time (the per-call library reload costs ~5 ms, so one-word texts are slower); flite kal ~700x,
 kal16 ~1300x; flite's clustergen voices (awb, rms, slt) ~80x; festival (a process start and a voice load per call)
 ked ~50x, slt_hts ~17x; the mbrola voices about as fast as ked (16-21x against ked's 18x side by side, both
-slowed by a training run); kokoro ~1.5x (a neural model of 82M parameters on one thread); piper ~10x (11x measured alone, about 5x beside a training run).
+slowed by a training run); kokoro ~1.5x (a neural model of 82M parameters on one thread); piper ~10x (11x
+measured alone, about 5x beside a training run).
 
 Loudness
 --------
