@@ -7,7 +7,9 @@
 # Writes out/valbench/NAME-THRESHOLD-SET.{json,txt} (NAME: the checkpoint folder's parent) and prints one line per
 # threshold. The sets are made first when missing: sets/val (seed 7), sets/val-b (seed 8), sets/val-c (seed 9,
 # since session 16: 144 scenarios told two checkpoints apart by less than their noise), sets/val-d and sets/val-e
-# (seeds 40 and 41, since session 21: 216 told them apart by about 6 at best), 72 scenarios each.
+# (seeds 40 and 41, since session 21: 216 told them apart by about 6 at best), 72 scenarios each. Where Piper's joe
+# is installed (the '.[voices]' extra), sets/val-joe too: sets/val's scenarios with every user speaking as joe, a
+# human-like voice no training hears, printed on a line of its own and kept out of the five sets' count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then
@@ -22,11 +24,17 @@ declare -A seed=([val]=7 [val-b]=8 [val-c]=9 [val-d]=40 [val-e]=41)
 for set in "${sets[@]}"; do
   [ -d sets/$set ] || $mt synth --out sets/$set --per-family 6 --split val --seed "${seed[$set]}"
 done
+joe=()
+if .venv/bin/python -c "from microturn.data import speech; speech.synthesize('yes', speech.Voice('piper', 'joe'))" \
+    2>/dev/null; then
+  [ -d sets/val-joe ] || $mt synth --out sets/val-joe --per-family 6 --split val --seed 7 --piper 1
+  joe=(val-joe)
+fi
 name=$(basename "$(dirname "$(realpath "$ckpt")")")
 mkdir -p out/valbench
 for th in "$@"; do
   pids=() reports=()
-  for set in "${sets[@]}"; do
+  for set in "${sets[@]}" "${joe[@]}"; do
     reports+=(out/valbench/$name-$th-$set.json)
     OMP_NUM_THREADS=1 $mt bench --scenarios sets/$set --checkpoint "$ckpt" --speak-threshold "$th" \
       --json "${reports[-1]}" > out/valbench/$name-$th-$set.txt 2>&1 &
@@ -39,9 +47,13 @@ for th in "$@"; do
   .venv/bin/python - "$name threshold $th" "${reports[@]}" <<'PY'
 import json, sys
 reports = [json.load(open(f)) for f in sys.argv[2:]]
+joe = [r for r in reports if r["set"].rstrip("/").endswith("val-joe")]
+reports = [r for r in reports if r not in joe]
 passed = sum(s["passed"] for r in reports for s in r["scenarios"])
 total = sum(len(r["scenarios"]) for r in reports)
 print(f"{sys.argv[1]}: {passed} of {total} passed; "
       + " | ".join(f"{r['set']} {r['overall_pass_pct']:g}%" for r in reports))
+for r in joe:
+    print(f"  sets/val spoken by Piper's joe: {sum(s['passed'] for s in r['scenarios'])} of {len(r['scenarios'])}")
 PY
 done
