@@ -22,7 +22,7 @@ if [ "${1:-}" = "--pack" ]; then
   rm -rf "$A"; mkdir -p "$A/whl" "$A/init"
   tmp=$(mktemp -d); L=/usr/lib/x86_64-linux-gnu; S=$tmp/speech
   mkdir -p "$S/core" "$S/deps"
-  # the training split's voices only (flite kal, kal16, slt: speech.py _FLITE_SPLIT) and English only
+  # the training split's voices only (flite kal, kal16, slt: data/speech/voice.py SPLIT) and English only
   for f in libespeak-ng.so.1 libpcaudio.so.0 libsonic.so.0 libflite.so.1 libflite_usenglish.so.1 \
            libflite_cmulex.so.1 libflite_cmu_us_kal.so.1 libflite_cmu_us_kal16.so.1 libflite_cmu_us_slt.so.1; do
     cp -L "$L/$f" "$S/core/"

@@ -10,6 +10,7 @@ import pytest
 
 from microturn.codecs.audio import SAMPLE_RATE
 from microturn.data import speech as sp
+from microturn.data.speech import neural
 from microturn.data.speech import (AGENT_VOICE, FESTIVAL_VOICES, KOKORO_VOICES, MARGIN, MBROLA_VOICES, Voice,
                                    kokoro_blend, sample_voice, split_words, synthesize, voices)
 
@@ -18,7 +19,7 @@ from microturn.data.speech import (AGENT_VOICE, FESTIVAL_VOICES, KOKORO_VOICES, 
 def _missing(engine: str) -> str:
     """Why an optional engine's voices cannot be tested here ("" when they can): MBROLA's live in Debian's contrib and
     non-free, which scripts/setup.sh enables on Debian only; Kokoro's and Piper's in the '.[voices]' extra."""
-    for name in sp._VOICES[engine]:
+    for name in sp.voice.VOICES[engine]:
         try:
             synthesize("hello", Voice(engine, name))
         except sp.VoiceNotInstalled as e:
@@ -212,13 +213,14 @@ def test_neural_engines_phonemes_by_word_or_by_sentence():
     """Kokoro reads each word's phonemes as said alone, Piper the sentence's (function words reduced), falling back
     to word by word where espeak-ng's words are not the written ones."""
     words = ["What", "is", "a", "banana"]
-    alone = sp._ENGINES["kokoro"]._ipa("What is a banana?", words)
-    said = sp._ENGINES["piper"]._ipa("What is a banana?", words)
+    kokoro, piper = neural.Kokoro(), neural.Piper()
+    alone = kokoro._ipa("What is a banana?", words)
+    said = piper._ipa("What is a banana?", words)
     assert len(alone) == len(said) == 4 and alone[2] == "ˈA" and said[2] == "ɐ"  # the letter's name; the article
     assert "ˈ" in said[3] and said[1] == "ɪz"
-    assert sp._ENGINES["piper"]._ipa("I have two apples.", ["I", "have", "two", "apples"])[1] == "hæv"
+    assert piper._ipa("I have two apples.", ["I", "have", "two", "apples"])[1] == "hæv"
     # six spoken words for one written: word by word ("have" said alone is stressed)
-    said = sp._ENGINES["piper"]._ipa("I have 3293 apples.", ["I", "have", "3293", "apples"])
+    said = piper._ipa("I have 3293 apples.", ["I", "have", "3293", "apples"])
     assert said[1] == "hˈæv" and len(said[2].split()) > 1
 
 
@@ -383,7 +385,7 @@ def test_bad_input_raises_value_error(make, match):
 
 
 def test_real_time_factor(capsys):
-    rtf = sp._real_time_factors(seconds=0.3)
+    rtf = sp.render.real_time_factors(seconds=0.3)
     with capsys.disabled():
         print("\nreal-time factors: " + ", ".join(f"{k} {v:.0f}x" for k, v in rtf.items()))
     assert rtf[AGENT_VOICE.id] > 50 and rtf["flite:kal"] > 50 and rtf["flite:slt"] > 10 and rtf["festival:ked"] > 3
