@@ -3,10 +3,11 @@ reports of several checkpoints, as a table and a picture (one panel a folder, on
 
 Each report is named RUN-STEP.txt (``out/x1/H-1200.txt``: run H at step 1200); ``--ref`` reports (any name) are
 drawn as dashed levels, a checkpoint to compare with. ``--groups`` picks the reports' voice groups (default: "all";
-a group a folder lacks is left out), one panel a folder and group. Session 36 (the from-scratch runs runs/x1E and runs/x1H):
+a group a folder lacks is left out), one panel a folder and group. Session 37's picture of the from-scratch runs
+runs/x1E and runs/x1H on held-out voices (docs/training.md):
 
-    python scripts/voices_curves.py out/x1/[EH]-*.txt --ref out/x1/bundled.txt out/joe/bundled-voices.txt \\
-        --out docs/img/x1_voices.png
+    python scripts/voices_curves.py out/x1vh/*.txt --ref out/x1/vh-bundled.txt --ref-label bundled \\
+        --groups all "kokoro jf_tebukuro" "piper joe" espeak "flite awb" --out docs/img/x1_voices.png
 """
 import argparse
 import re
