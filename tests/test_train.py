@@ -219,6 +219,40 @@ def test_batches_are_a_pure_function_of_seed_rank_and_step(shards):
     assert not all(same(b[i], batches(0, seed=1)[i]) for i in range(4))
 
 
+def test_bucketed_batches_hold_the_same_items_grouped_by_length(shards, tmp_path):
+    """--bucket G: the items of G consecutive steps, each altered exactly as without buckets, dealt out in batches of
+    like lengths (less padding); still a pure function of the step, also in worker processes."""
+    import hashlib
+
+    from microturn.train.data import Curriculum, Shards, StepBatches
+
+    sh = Shards(shards / "train")
+
+    def batches(bucket):
+        return StepBatches(sh, Curriculum(sh, seed=99), batch=3, steps=16, seed=4, rank=0, conversations=0.3,
+                           augment=True, max_len=400, openings=0.3, bucket=bucket)
+
+    def items(b):  # each item's arrays, as a fingerprint, and its micro-turns
+        return [(hashlib.sha1(b"".join(b[k][i, : int(b["valid"][i].sum())].numpy().tobytes()
+                                       for k in ("clock", "audio", "out", "listen"))).hexdigest(),
+                 int(b["valid"][i].sum())) for i in range(len(b["valid"]))]
+
+    plain, bucketed = batches(1), batches(4)
+    for first in (0, 4):
+        was = [items(plain[s]) for s in range(first, first + 4)]
+        now = [items(bucketed[s]) for s in range(first, first + 4)]
+        assert sorted(sum(was, [])) == sorted(sum(now, []))  # the same items, each altered alike
+        assert sum(max(n for _, n in b) for b in now) < sum(max(n for _, n in b) for b in was)  # less padding
+        spans = sorted((min(n for _, n in b), max(n for _, n in b)) for b in now)
+        assert all(hi <= lo2 for (_, hi), (lo2, _) in zip(spans, spans[1:]))  # neighbours by length
+    again = batches(4)
+    loader = torch.utils.data.DataLoader(again, batch_size=None, sampler=range(5, 8), num_workers=2)
+    assert all(items(x) == items(bucketed[s]) for x, s in zip(loader, range(5, 8)))
+    with pytest.raises(ValueError, match="bucket"):
+        train(TrainConfig(data=str(shards / "train"), val="", steps=1, bucket=0, out=str(tmp_path / "a")), _model_cfg())
+    assert not (tmp_path / "a").exists()  # refused before anything was written
+
+
 def test_openings_are_the_first_seconds_of_sessions(shards):
     """--openings: those batches hold sessions cut to their first 4-9 s, every array the session's own beginning."""
     import numpy as np

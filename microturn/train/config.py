@@ -47,6 +47,8 @@ class TrainConfig:
                         "mixes evenly")
     conversations: float = _opt(0.0, "share of batches whose items are several sessions in a row (up to the window)")
     openings: float = _opt(0.0, "share of batches whose items are sessions' first 4-9 s, where instructions are heard")
+    bucket: int = _opt(1, "sort the sessions drawn for this many consecutive steps by length and batch neighbours "
+                          "(train.data.StepBatches: less padding, the same sessions; 1: off)")
     init: str = _opt("", "start from this checkpoint's weights (its architecture; a new optimiser, schedule and "
                          "curriculum); ignored when --out holds a run to resume")
     audio_conv: int = _opt(0, "convolution layers in the audio front-end (model.embed.FrameConv), added to an --init "

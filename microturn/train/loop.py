@@ -213,6 +213,9 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
          for keep, wd, scale in groups if any(keep(n, p) for n, p in named)],
         lr=c.lr, betas=(0.9, 0.95), fused=dev.type == "cuda")
     cur = Curriculum(shards, mix=parse_mix(c.mix))
+    batches = StepBatches(shards, cur, batch=c.batch, steps=c.steps, seed=c.seed, rank=rank,
+                          conversations=c.conversations, augment=c.augment, max_len=cfg.window // cfg.layout.length,
+                          openings=c.openings, eq=c.eq, bucket=c.bucket)
     step = 0
     if state_path.exists():  # resume exactly where the last checkpoint left off
         st = torch.load(state_path, map_location="cpu", weights_only=False)  # the RNG state stays a CPU tensor
@@ -252,9 +255,6 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     t_last, tok_count = time.perf_counter(), 0
     model.train()
     end = min(c.steps, c.stop_at) if c.stop_at else c.steps
-    batches = StepBatches(shards, cur, batch=c.batch, steps=c.steps, seed=c.seed, rank=rank,
-                          conversations=c.conversations, augment=c.augment, max_len=cfg.window // cfg.layout.length,
-                          openings=c.openings, eq=c.eq)
     loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(step, end), num_workers=c.workers,
                                          pin_memory=dev.type == "cuda", prefetch_factor=4 if c.workers else None,
                                          generator=torch.Generator().manual_seed(c.seed))  # not the model's RNG
