@@ -245,6 +245,15 @@ def test_bucketed_batches_hold_the_same_items_grouped_by_length(shards, tmp_path
         assert sum(max(n for _, n in b) for b in now) < sum(max(n for _, n in b) for b in was)  # less padding
         spans = sorted((min(n for _, n in b), max(n for _, n in b)) for b in now)
         assert all(hi <= lo2 for (_, hi), (lo2, _) in zip(spans, spans[1:]))  # neighbours by length
+    other_rank = StepBatches(sh, Curriculum(sh, seed=99), batch=3, steps=16, seed=4, rank=1, conversations=0.3,
+                             augment=True, max_len=400, openings=0.3, bucket=4)
+    for s in range(8):  # each rank's batch is the same slot of its own bucket's items, sorted by length
+        assert bucketed.slot(s) == other_rank.slot(s)
+        for r in (bucketed, other_rank):
+            first, k = s - s % 4, r.slot(s)
+            lengths = sorted(r.length(it) for t in range(first, first + 4) for it in r.draw(t))
+            assert sorted(r[s]["valid"].sum(1).tolist()) == lengths[3 * k : 3 * k + 3]
+    assert len({bucketed.slot(s) for s in range(4)}) == 4
     again = batches(4)
     loader = torch.utils.data.DataLoader(again, batch_size=None, sampler=range(5, 8), num_workers=2)
     assert all(items(x) == items(bucketed[s]) for x, s in zip(loader, range(5, 8)))

@@ -264,7 +264,8 @@ class StepBatches(torch.utils.data.Dataset):
     would alter it) are sorted by length and dealt out in G batches of neighbours, in an order drawn per bucket: a
     batch pads to its longest item, so batches of like lengths cost far less (half the micro-turns of random ones at
     G = 8 on the training parts). Every item is still drawn, and the loss weighs each session alike whatever it is
-    batched with (``InteractionModel.forward``), so only the grouping changes."""
+    batched with (``InteractionModel.forward``), so only the grouping changes. Every rank deals its batches in the
+    same order of lengths."""
 
     def __init__(self, shards: Shards, cur: Curriculum, *, batch: int, steps: int, seed: int, rank: int,
                  conversations: float, augment: bool, max_len: int, openings: float = 0.0, eq: float = 0.0,
@@ -297,6 +298,12 @@ class StepBatches(torch.utils.data.Dataset):
         n = int(sum(self.cur.lengths[i] for i in ids))
         return n if cut is None else min(n, cut)
 
+    def slot(self, step: int) -> int:
+        """With buckets: which of its bucket's batches, shortest first, step ``step`` makes. One order for every rank
+        (rank 0's): under DDP the ranks' batches of a step are alike in length, so none waits long for another."""
+        first = step - step % self.bucket
+        return int(np.random.default_rng([self.seed, 0, first, BUCKET_TAG]).permutation(self.bucket)[step - first])
+
     def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
         if self.bucket == 1:
             drawn = [(step, j, it) for j, it in enumerate(self.draw(step))]
@@ -304,8 +311,7 @@ class StepBatches(torch.utils.data.Dataset):
             first = step - step % self.bucket
             pool = [(s, j, it) for s in range(first, first + self.bucket) for j, it in enumerate(self.draw(s))]
             pool.sort(key=lambda p: self.length(p[2]))  # stable: like lengths keep the order they were drawn in
-            k = np.random.default_rng([self.seed, self.rank, first, BUCKET_TAG]).permutation(self.bucket)
-            k = int(k[step % self.bucket])
+            k = self.slot(step)
             drawn = pool[k * self.batch : (k + 1) * self.batch]
         items = []
         for s, j, (ids, cut) in drawn:
