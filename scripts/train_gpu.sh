@@ -84,7 +84,7 @@ shm_gb=$(df -k --output=avail /dev/shm | tail -1); shm_gb=$((shm_gb / 1048576))
 WORKERS=${WORKERS:-$([ "$shm_gb" -ge 24 ] && echo 12 || { [ "$shm_gb" -ge 6 ] && echo 4 || echo 0; })}
 TRAIN=(--preset cpu --init "$A/init" --val "" --batch "$BATCH" --lr "$LR" --min-lr 3e-5 --warmup 100
        --ckpt-every 200 --eval-every 1000000 --conversations 0.4 --recap-weight 0.1 --early-listen 3 --task-listen 3
-       --workers "$WORKERS" --mix "$MIX")
+       --workers "$WORKERS" --mix "$MIX" --bucket 8)  # batches of like lengths: a random batch of 64 pads to the longest
 smoke() { mt train "${TRAIN[@]}" --data /tmp/smoke --out /tmp/smoke-run --steps 3 --batch 4 --mix "" "$@"; }
 { smoke --stop-at 2 && smoke; } > /tmp/smoke.log 2>&1 &  # interrupted and resumed, as the training below will be
 smoke=$!
