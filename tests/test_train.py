@@ -19,7 +19,7 @@ from microturn.model.config import ModelConfig
 from microturn.model.model import InteractionModel
 from microturn.stream.tokenizer import CUE_WORDS, EOT, HEARD, NOTE, default_tokenizer, is_heard
 from microturn.train.data import augment, collate, warp_channels
-from microturn.train.loop import TrainConfig, lr_at, task_word_mask, train
+from microturn.train.loop import TrainConfig, lr_at, plot_curves, task_word_mask, train
 
 
 @pytest.fixture(scope="module")
@@ -642,3 +642,18 @@ def test_voices_report_hears_through_a_shelf_or_a_warp():
     assert np.array_equal(hear_through(item, warp=1.2)["audio"], warp_channels(audio.astype(np.int16), 1.2))
     whole = hear_through(item, shelf=-1, shelf_from=0)["audio"].astype(int)  # a gain over every channel
     assert np.array_equal(whole, np.where(audio > 0, np.maximum(audio.astype(int) - 1, 0), 0))
+
+
+def test_curves_of_a_run_without_held_out_data_show_only_its_training_losses(tmp_path):
+    """A run with --val "" (scripts/train_gpu.sh) logs no evaluations: one panel, not three empty ones."""
+    import matplotlib.image
+    train_rows = [{"kind": "train", "step": s, "text": 1 / s, "listen": 2 / s, "flow": 0.8} for s in (1, 2, 3)]
+    ev = {"kind": "eval", "step": 3, "text": 0.5, "listen": 1.0, "flow": 0.8, "listen_acc": 0.3,
+          "listen_acc_task": 0.2, "listen_acc_task_by_engine": {"espeak": 0.25}, "news_acc_by_family": {"turn": 0.5}}
+    widths = []
+    for name, rows in (("alone", train_rows), ("evals", train_rows + [ev])):
+        log = tmp_path / f"{name}.jsonl"
+        log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        plot_curves(log, tmp_path / f"{name}.png")
+        widths.append(matplotlib.image.imread(tmp_path / f"{name}.png").shape[1])
+    assert widths[0] * 3 < widths[1]

@@ -124,36 +124,45 @@ def plot_curves(log_path: Path, png: Path):
     rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     tr = [r for r in rows if r["kind"] == "train"]
     ev = [r for r in rows if r["kind"] == "eval"]
-    fig, ax = plt.subplots(1, 4, figsize=(20, 4))
+    # a run without held-out data (--val "") has only its training losses to show
+    fig, ax = plt.subplots(1, 4 if ev else 1, figsize=(20, 4) if ev else (6, 4), squeeze=False)
+    ax = ax[0]
     for k in ("text", "listen", "flow"):
         ax[0].plot([r["step"] for r in tr], [r[k] for r in tr], label=f"train {k}", alpha=0.7)
-        ax[1].plot([r["step"] for r in ev], [r[k] for r in ev], marker=".", label=f"held-out {k}")
-    ax[2].plot([r["step"] for r in ev], [r["listen_acc"] for r in ev], marker=".", label="held-out listening accuracy")
-    early = [(r["step"], r["listen_acc_early"]) for r in ev if "listen_acc_early" in r]
-    if early:
-        ax[2].plot(*zip(*early), marker=".", label="... after the first blocks (--early-listen)")
-    task = [(r["step"], r["listen_acc_task"]) for r in ev if "listen_acc_task" in r]  # logged since session 10
-    if task:
-        ax[2].plot(*zip(*task), marker=".", label="... on the task words")
-    for engine in sorted({e for r in ev for e in r.get("listen_acc_task_by_engine", {})}):  # since session 30
-        pts = [(r["step"], r["listen_acc_task_by_engine"][engine]) for r in ev
-               if engine in r.get("listen_acc_task_by_engine", {})]
-        ax[2].plot(*zip(*pts), marker=".", linestyle=":", label=f"... on the task words, {engine} voices")
-    news = [r for r in ev if "news_acc_by_family" in r]  # logged since session 5
-    ax[3].set_prop_cycle(color=plt.cm.tab20.colors)  # a colour per family (there are more than ten)
-    for f in sorted({f for r in news for f in r["news_acc_by_family"]}):
-        pts = [(r["step"], r["news_acc_by_family"][f]) for r in news if f in r["news_acc_by_family"]]
-        ax[3].plot(*zip(*pts), marker=".", label=f)
-    ax[3].set_title("held-out accuracy on the out tokens that carry news")
+    ax[0].set_yscale("log")
+    if ev:
+        _plot_evals(ax[1:], ev, plt.cm.tab20.colors)
     for a in ax:
         a.set_xlabel("step")
         a.legend(fontsize="small")
         a.grid(alpha=0.3)
-    ax[0].set_yscale("log")
-    ax[1].set_yscale("log")
     fig.tight_layout()
     fig.savefig(png, dpi=90)
     plt.close(fig)
+
+
+def _plot_evals(ax, ev: list[dict], colors):
+    """The held-out panels of plot_curves: losses, listening accuracy, news accuracy per family."""
+    for k in ("text", "listen", "flow"):
+        ax[0].plot([r["step"] for r in ev], [r[k] for r in ev], marker=".", label=f"held-out {k}")
+    ax[0].set_yscale("log")
+    ax[1].plot([r["step"] for r in ev], [r["listen_acc"] for r in ev], marker=".", label="held-out listening accuracy")
+    early = [(r["step"], r["listen_acc_early"]) for r in ev if "listen_acc_early" in r]
+    if early:
+        ax[1].plot(*zip(*early), marker=".", label="... after the first blocks (--early-listen)")
+    task = [(r["step"], r["listen_acc_task"]) for r in ev if "listen_acc_task" in r]  # logged since session 10
+    if task:
+        ax[1].plot(*zip(*task), marker=".", label="... on the task words")
+    for engine in sorted({e for r in ev for e in r.get("listen_acc_task_by_engine", {})}):  # since session 30
+        pts = [(r["step"], r["listen_acc_task_by_engine"][engine]) for r in ev
+               if engine in r.get("listen_acc_task_by_engine", {})]
+        ax[1].plot(*zip(*pts), marker=".", linestyle=":", label=f"... on the task words, {engine} voices")
+    news = [r for r in ev if "news_acc_by_family" in r]  # logged since session 5
+    ax[2].set_prop_cycle(color=colors)  # a colour per family (there are more than ten)
+    for f in sorted({f for r in news for f in r["news_acc_by_family"]}):
+        pts = [(r["step"], r["news_acc_by_family"][f]) for r in news if f in r["news_acc_by_family"]]
+        ax[2].plot(*zip(*pts), marker=".", label=f)
+    ax[2].set_title("held-out accuracy on the out tokens that carry news")
 
 
 def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
