@@ -8,10 +8,11 @@
 #
 # There, in SECONDS (the whole budget): the speech engines are unpacked and checked, a 3-step training run (stopped
 # after 2 and resumed) checks the GPU path while shards are written for SYNTH_SECONDS (two writers: every family,
-# and the families that need the words understood), then training runs 50 steps to measure its speed, and resumes with the number of steps that
+# and the families that need the words understood), then training runs 100 steps to measure its speed, and resumes with the number of steps that
 # fills what is left. OUT gets the model (fp32 in parts under 16 MiB: scripts/join_halves.py puts it together),
 # its log, curves and config, and gpu.txt with the machine's figures. Settings (environment): SYNTH_SECONDS, BATCH, LR,
-# MIX (family weights), WORKERS (loading processes), EXTRA (more flags for train), PY (the Python to use).
+# MIX (family weights), SEED (the shards' first seed), WORKERS (loading processes), EXTRA (more flags for train),
+# PY (the Python to use).
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
@@ -105,8 +106,9 @@ writer() {  # name, families, sessions per family, first seed: one set of shards
   done
 }
 ALL=$($PY -c "from microturn.data.world import FAMILIES; print(','.join(FAMILIES))")
-writer all "$ALL" 100 21 & w1=$!
-writer task $TASK_FAMILIES 300 22 & w2=$!
+SEED=${SEED:-21}  # another for fresh sessions in a second run
+writer all "$ALL" 100 "$SEED" & w1=$!
+writer task $TASK_FAMILIES 300 $((SEED + 1)) & w2=$!
 if ! wait $smoke; then
   kill $w1 $w2 2>/dev/null; pkill -f "microturn synth" || true
   tail -30 /tmp/smoke.log | tee -a "$LOG"; say "the GPU check failed"; exit 1
@@ -114,15 +116,18 @@ fi
 say "GPU check: ok ($WORKERS loading workers)"
 wait $w1 $w2 || true
 for d in $D/*/; do [ -f "$d/.done" ] || rm -rf "$d"; done  # sets cut short have only their easy sessions: left out
-say "shards: $(cat $D/*/shard-*/sessions.json | grep -o '"family"' | wc -l) sessions in $(ls -d $D/*/ | wc -l) sets"
+say "shards: $(cat $D/*/shard-*/sessions.json | grep -o '"family"' | wc -l) sessions in $(ls -d $D/*/ | wc -l) sets:" \
+    "$(cd $D && ls -d */ | tr -d / | sort -t- -k2n | tr '\n' ' ')"
 
-# 3. 50 steps measure the step time; the same run then resumes with the steps that fill the budget
-mt train "${TRAIN[@]}" --data $D --out $R --steps 100000 --stop-at 50 > $OUT/train.log 2>&1
+# 3. 100 steps measure the step time (steps 50-100: the first ones wait on the loading workers and ran 2 times
+# slower on an H200 in session 39); the same run then resumes with the steps that fill the budget
+mt train "${TRAIN[@]}" --data $D --out $R --steps 100000 --stop-at 100 > $OUT/train.log 2>&1
 per=$($PY -c "
 import json; r = [json.loads(l) for l in open('$R/log.jsonl')]; t = {x['step']: x['time'] for x in r if x['kind'] == 'train'}
-print((t[50] - t[25]) / 25)")
+print((t[100] - t[50]) / 50)")
 left=$(( BUDGET - ($(date +%s) - T0) - 45 ))
-steps=$($PY -c "print(50 + int(($left - 20) / $per))")
+[ "$left" -gt 30 ] || { say "no time left to train after step 100"; left=30; }
+steps=$($PY -c "print(100 + int(($left - 20) / $per))")
 say "step time $per s at batch $BATCH; training to step $steps in about $left s"
 timeout -s INT $left $PY -m microturn train "${TRAIN[@]}" --data $D --out $R --steps "$steps" >> $OUT/train.log 2>&1 \
   || say "training stopped by the budget: the last checkpoint is kept"
