@@ -4,7 +4,8 @@
 # Every step is deterministic for its seeds and resumable: run the script again after an interruption and it
 # goes on where it stopped (shards already written are kept; training resumes from runs/cpu/train_state.pt).
 # Time on 2 cores: data about 1 h, training about 34 h (2 processes, 4-16 s per step of 2 x 8
-# sessions; conversation batches are longer), scoring a few minutes. See docs/training.md for what produced the checkpoint in the repository.
+# sessions; conversation batches are longer), then phase 16, which session 39 ran on a GPU (here it takes some hours
+# more: not measured), scoring a few minutes. See docs/training.md for what produced the checkpoint in the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -170,6 +171,22 @@ train runs/s29 runs/s27 400 300 7e-5 7e-6 10 $mix --openings 0.5 --task-listen 6
 train runs/s29 runs/s27 400 0 7e-5 7e-6 10 $mix --openings 0.5 --task-listen 6
 fresh_parts data/shards/s30 33 34 35
 train runs/s30 runs/s29 400 300 5e-5 5e-6 10 $mix --openings 0.5 --task-listen 6
-$mt model bundle runs/s30/model --speak-threshold 0.6
+# phase 16 (session 39): runs/s30 at step 300, in float16 as it was bundled, on 25 fresh parts of 1,200 sessions
+# (30,000), 1,496 steps of 64 sessions, --bucket 8. Session 39 ran it on a lent H200 (scripts/train_gpu.sh: parts
+# written there in 200 s, training in 2 min 20 s, bf16 autocast); that machine did not record which writer wrote
+# how many parts, so here 13 of every family (seeds 21-45, odd) and 12 of the instruction families (22-44, even).
+# On this CPU: two processes of 32, the same 64 sessions a step
+$mt model bundle runs/s30/model --out runs/s30-f16
+FAM=$(.venv/bin/python -c "from microturn.data.world import FAMILIES; print(','.join(FAMILIES))")
+data=data/shards/s39
+for seed in $(seq 21 2 45); do shards $data/all-$seed $G --per-family 100 --seed "$seed" --families "$FAM"; done
+for seed in $(seq 22 2 44); do
+  shards $data/task-$seed $G --per-family 300 --seed "$seed" --families timespeak,cuespeak,delegate,translate
+done
+OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/s30-f16 \
+    --data $data --val "" --out runs/s39 --steps 1496 --batch 32 --lr 2e-4 --min-lr 2e-5 --warmup 100 \
+    --ckpt-every 100 --eval-every 1000000 --threads 1 --conversations 0.4 --recap-weight 0.1 --early-listen 3 \
+    --task-listen 6 --openings 0.5 --bucket 8 --mix $mix
+$mt model bundle runs/s39/model --speak-threshold 0.6
 [ -d sets/test ] || $mt synth --out sets/test --per-family 12 --split test --seed 100
 $mt results --scenarios sets/test
