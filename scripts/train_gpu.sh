@@ -8,11 +8,11 @@
 #
 # There, in SECONDS (the whole budget): the speech engines are unpacked and checked, a 3-step training run (stopped
 # after 2 and resumed) checks the GPU path while shards are written for SYNTH_SECONDS (two writers: every family,
-# and the families that need the words understood), then training runs 100 steps to measure its speed, and resumes with the number of steps that
-# fills what is left. OUT gets the model (fp32 in parts under 16 MiB: scripts/join_halves.py puts it together),
-# its log, curves and config, and gpu.txt with the machine's figures. Settings (environment): SYNTH_SECONDS, BATCH, LR,
-# MIX (family weights), SEED (the shards' first seed), WORKERS (loading processes), EXTRA (more flags for train),
-# PY (the Python to use).
+# and the families that need the words understood), then training runs 100 steps to measure its speed, and resumes
+# with the number of steps that fills what is left (a checkpoint every 100 steps). OUT gets the model (fp32 in parts
+# under 16 MiB: scripts/join_halves.py puts it together), its log, curves and config, and gpu.txt with the machine's
+# figures. Settings (environment): SYNTH_SECONDS, BATCH, LR, MIX (family weights), SEED (the shards' first seed),
+# WORKERS (loading processes), EXTRA (more flags for train), PY (the Python to use).
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
@@ -85,7 +85,7 @@ speech mt synth --out /tmp/smoke --shards --split train --per-family 2 --seed 99
 shm_gb=$(df -k --output=avail /dev/shm | tail -1); shm_gb=$((shm_gb / 1048576))
 WORKERS=${WORKERS:-$([ "$shm_gb" -ge 24 ] && echo 12 || { [ "$shm_gb" -ge 6 ] && echo 4 || echo 0; })}
 TRAIN=(--preset cpu --init "$A/init" --val "" --batch "$BATCH" --lr "$LR" --min-lr 3e-5 --warmup 100
-       --ckpt-every 200 --eval-every 1000000 --conversations 0.4 --recap-weight 0.1 --early-listen 3 --task-listen 3
+       --ckpt-every 100 --eval-every 1000000 --conversations 0.4 --recap-weight 0.1 --early-listen 3 --task-listen 3
        --workers "$WORKERS" --mix "$MIX" --bucket 8)  # batches of like lengths: a random batch of 64 pads to the longest
 read -ra extra <<< "${EXTRA:-}"  # more flags for train, after these (a later flag wins), e.g. EXTRA="--openings 0.5"
 TRAIN+=("${extra[@]}")
