@@ -72,7 +72,7 @@ done
 export ESPEAK_DATA_PATH=$S/espeak-ng-data
 speech() { LD_LIBRARY_PATH=$S/lib "$@"; }
 mt() { $PY -m microturn "$@"; }
-say "$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader); $(nproc) cores; torch $($PY -c 'import torch; print(torch.__version__)'); /dev/shm $(df -h /dev/shm | awk 'NR==2{print $4}') free; $(find $S/lib -lname "$S/deps/*" | wc -l) libraries the speech engines need taken along"
+say "$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no GPU"); $(nproc) cores; torch $($PY -c 'import torch; print(torch.__version__)'); /dev/shm $(df -h /dev/shm | awk 'NR==2{print $4}') free; $(find $S/lib -lname "$S/deps/*" | wc -l) libraries the speech engines need taken along"
 speech $PY -c "
 from microturn.data.speech import Voice, synthesize
 for v in (Voice('espeak', 'en-us'), Voice('flite', 'slt')):
