@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Fine-tunes a checkpoint on one bare GPU machine within a time budget, on training shards written there with every
-# core, so no data has to travel: only this repository and a folder of assets (25-35 MB). The recipe of the
-# bundled model's GPU phase (docs/training.md).
+# Fine-tunes a checkpoint (or trains a model from scratch) on one bare GPU machine within a time budget, on
+# training shards written there with every core, so no data has to travel: only this repository and a folder of
+# assets (25-35 MB). The recipe of the bundled model's GPU phase (docs/training.md, session 39).
 #
 #   scripts/train_gpu.sh --pack ASSETS CHECKPOINT   here: the assets (speech engines, wheels, the checkpoint)
+#   scripts/train_gpu.sh --pack ASSETS none         ... and no checkpoint: a model from scratch (EXTRA="--preset P")
 #   scripts/train_gpu.sh ASSETS OUT SECONDS         there: write shards, train, put the model in OUT
 #
 # There, in SECONDS (the whole budget): the speech engines are unpacked and checked, a 3-step training run (stopped
@@ -21,7 +22,7 @@ TASK_FAMILIES=timespeak,cuespeak,delegate,translate
 
 if [ "${1:-}" = "--pack" ]; then
   A=$2; CK=$3
-  rm -rf "$A"; mkdir -p "$A/whl" "$A/init"
+  rm -rf "$A"; mkdir -p "$A/whl"
   tmp=$(mktemp -d); L=/usr/lib/x86_64-linux-gnu; S=$tmp/speech
   mkdir -p "$S/core" "$S/deps"
   # the training split's voices only (flite kal, kal16, slt: data/speech/voice.py SPLIT) and English only
@@ -43,7 +44,7 @@ if [ "${1:-}" = "--pack" ]; then
   done
   # the checkpoint in float16 (train --init reads it back as float32): a depth-5 model is 23 MB so, 46 MB as float32,
   # and all that travels to the machine must fit in 64 MiB
-  .venv/bin/microturn model bundle "$CK" --out "$A/init"
+  [ "$CK" = none ] || .venv/bin/microturn model bundle "$CK" --out "$A/init"
   du -sh "$A"; exit 0
 fi
 
@@ -84,7 +85,8 @@ rm -rf /tmp/smoke /tmp/smoke-run
 speech mt synth --out /tmp/smoke --shards --split train --per-family 2 --seed 99 --workers 8 >/dev/null 2>&1
 shm_gb=$(df -k --output=avail /dev/shm | tail -1); shm_gb=$((shm_gb / 1048576))
 WORKERS=${WORKERS:-$([ "$shm_gb" -ge 24 ] && echo 12 || { [ "$shm_gb" -ge 6 ] && echo 4 || echo 0; })}
-TRAIN=(--preset cpu --init "$A/init" --val "" --batch "$BATCH" --lr "$LR" --min-lr 3e-5 --warmup 100
+INIT=(); [ -f "$A/init/config.json" ] && INIT=(--init "$A/init")  # else a model from scratch
+TRAIN=(--preset cpu "${INIT[@]}" --val "" --batch "$BATCH" --lr "$LR" --min-lr 3e-5 --warmup 100
        --ckpt-every 100 --eval-every 1000000 --conversations 0.4 --recap-weight 0.1 --early-listen 3 --task-listen 3
        --workers "$WORKERS" --mix "$MIX" --bucket 8)  # batches of like lengths: a random batch of 64 pads to the longest
 read -ra extra <<< "${EXTRA:-}"  # more flags for train, after these (a later flag wins), e.g. EXTRA="--openings 0.5"
