@@ -173,20 +173,18 @@ fresh_parts data/shards/s30 33 34 35
 train runs/s30 runs/s29 400 300 5e-5 5e-6 10 $mix --openings 0.5 --task-listen 6
 # phase 16 (session 39): runs/s30 at step 300, in float16 as it was bundled, on 25 fresh parts of 1,200 sessions
 # (30,000), 1,496 steps of 64 sessions, --bucket 8. Session 39 ran it on a lent H200 (scripts/train_gpu.sh: parts
-# written there in 200 s, training in 2 min 20 s, bf16 autocast); that machine did not record which writer wrote
+# written there in 230 s, training in 2 min 20 s, bf16 autocast); that machine did not record which writer wrote
 # how many parts, so here 13 of every family (seeds 21-45, odd) and 12 of the instruction families (22-44, even).
-# On this CPU: two processes of 32, the same 64 sessions a step
-$mt model bundle runs/s30/model --out runs/s30-f16
+# On this CPU: two processes of 32, the same 64 sessions a step (train's later flags win over its defaults)
+$mt model bundle runs/s30/model --out runs/s30-f16/model
 FAM=$(.venv/bin/python -c "from microturn.data.world import FAMILIES; print(','.join(FAMILIES))")
 data=data/shards/s39
 for seed in $(seq 21 2 45); do shards $data/all-$seed $G --per-family 100 --seed "$seed" --families "$FAM"; done
 for seed in $(seq 22 2 44); do
   shards $data/task-$seed $G --per-family 300 --seed "$seed" --families timespeak,cuespeak,delegate,translate
 done
-OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/s30-f16 \
-    --data $data --val "" --out runs/s39 --steps 1496 --batch 32 --lr 2e-4 --min-lr 2e-5 --warmup 100 \
-    --ckpt-every 100 --eval-every 1000000 --threads 1 --conversations 0.4 --recap-weight 0.1 --early-listen 3 \
-    --task-listen 6 --openings 0.5 --bucket 8 --mix $mix
+train runs/s39 runs/s30-f16 1496 0 2e-4 2e-5 100 $mix --batch 32 --val "" --ckpt-every 100 --eval-every 1000000 \
+    --openings 0.5 --task-listen 6 --bucket 8
 $mt model bundle runs/s39/model --speak-threshold 0.6
 [ -d sets/test ] || $mt synth --out sets/test --per-family 12 --split test --seed 100
 $mt results --scenarios sets/test
