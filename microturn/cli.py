@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import typing
 
@@ -59,9 +60,14 @@ def _train_config(a) -> TrainConfig:
 
 
 def _train(a):
-    from .train.loop import train
+    from .train.loop import Stopped, train
 
-    train(_train_config(a))
+    try:
+        train(_train_config(a))
+    except Stopped as e:  # not a success: a script's next phase must not start from a half-trained model
+        if os.environ.get("RANK", "0") == "0":  # once under torchrun
+            print(e, file=sys.stderr)
+        sys.exit(128 + e.signum)
 
 
 def _info_row(name: str, m) -> dict:

@@ -57,6 +57,44 @@ def test_interrupted_training_resumes_exactly(shards, tmp_path):
     assert set(news) <= {"turn", "cuespeak"} and all(0.0 <= a <= 1.0 for a in news.values())
 
 
+def test_ctrl_c_saves_a_checkpoint_the_same_command_resumes(shards, tmp_path):
+    """Ctrl-C (SIGINT to the process group, the loader's worker included) stops after the step in progress with a
+    checkpoint and a failing exit status; the same command resumes as if never stopped."""
+    import signal
+    import threading
+
+    def run(out, *extra, stop=False):
+        cmd = [str(Path(sys.executable).parent / "microturn"), "train", "--preset", "cpu", "--data",
+               str(shards / "train"), "--val", "", "--out", str(tmp_path / out), "--steps", "400", "--batch", "1",
+               "--warmup", "2", "--ckpt-every", "1000", "--threads", "1", "--workers", "1", *extra]
+        p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        err, stepped = [], threading.Event()
+
+        def read():
+            for chunk in iter(lambda: p.stderr.read(64), ""):
+                err.append(chunk)
+                if "tok_s=" in "".join(err[-3:]):  # a step is done: the handler is in place
+                    stepped.set()
+        t = threading.Thread(target=read)
+        t.start()
+        if stop:
+            assert stepped.wait(300), "".join(err)[-3000:]
+            os.killpg(p.pid, signal.SIGINT)
+        p.wait(300)
+        t.join()
+        return p.returncode, "".join(err)
+
+    rc, err = run("stopped", stop=True)
+    assert rc == 128 + signal.SIGINT, err[-3000:]
+    step = torch.load(tmp_path / "stopped" / "train_state.pt", weights_only=False)["step"]
+    assert f"stopped by SIGINT after step {step}: checkpoint saved" in err and 1 <= step < 400
+    assert checkpoint.load(tmp_path / "stopped" / "model").checkpoint_info["step"] == step
+    assert run("stopped", "--stop-at", str(step + 2))[0] == 0  # the same command (to two steps on) resumes
+    assert run("once", "--stop-at", str(step + 2))[0] == 0
+    a, b = _weights(tmp_path / "once"), _weights(tmp_path / "stopped")
+    assert all(torch.equal(a[k], b[k]) for k in a), "the run stopped by Ctrl-C and resumed differs"
+
+
 def test_init_starts_from_a_checkpoint(shards, tmp_path):
     """--init: the weights of a checkpoint, a new optimiser and schedule; a model of a smaller vocabulary than the
     tokenizer's is refused."""

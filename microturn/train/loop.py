@@ -4,15 +4,18 @@ AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast on 
 presets), a curriculum over difficulty with families mixed evenly or by given weights (``mix``), batches of
 conversations (several sessions in a row, ``conversations``) and of session openings (``openings``), random clock
 shifts, batches made ahead in worker processes (``workers``; each batch is a pure function of seed, rank and step),
-checkpoints that resume exactly (model, optimiser, step and torch RNG state), TensorBoard logs, training curves as
-PNG, and a progress bar with tokens per second. Evaluation on held-out shards (voices, speakers and sentences never
-trained on) reports the losses and the listening accuracy at every evaluation.
+checkpoints that resume exactly (model, optimiser, step and torch RNG state), also written when the run is stopped
+(Ctrl-C, SIGTERM: ``StopRequest``), TensorBoard logs, training curves as PNG, and a progress bar with tokens per
+second. Evaluation on held-out shards (voices, speakers and sentences never trained on) reports the losses and the
+listening accuracy at every evaluation.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -44,6 +47,50 @@ def lr_at(step: int, c: TrainConfig) -> float:
         return c.lr * (step + 1) / c.warmup
     p = min(1.0, (step - c.warmup) / max(1, c.steps - c.warmup))
     return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + math.cos(math.pi * p))
+
+
+class Stopped(Exception):
+    """A run stopped by a signal after saving its checkpoint; the same command resumes it."""
+
+    def __init__(self, step: int, signum: int, out: Path):
+        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}: checkpoint saved in {out}; "
+                         "the same command resumes")
+        self.step, self.signum = step, signum
+
+
+class StopRequest:
+    """SIGINT and SIGTERM, while the run lasts, ask it to stop after the step in progress, with a checkpoint.
+
+    Repeats are ignored: under ``torchrun`` a Ctrl-C reaches each process twice (from the terminal and from torchrun,
+    which kills what is left after its shutdown timeout, 30 s). Outside the main thread no handler can be set and a
+    signal acts as usual. ``agreed`` makes every process stop at the same step."""
+
+    def __init__(self):
+        self.signum = 0
+        self._old = {}
+        self._pid = os.getpid()  # the loader's worker processes inherit the handler: they ignore the signal
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._ask) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+    def _ask(self, signum, frame):
+        if not self.signum and os.getpid() == self._pid:
+            self.signum = signum
+            print(f"\n{signal.Signals(signum).name}: stopping after this step, with a checkpoint", flush=True)
+
+    def agreed(self, world: int, dev: torch.device) -> int:
+        """The signal any process received (0: none), the same on every process."""
+        if world == 1:
+            return self.signum
+        t = torch.tensor([self.signum], device=dev)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
 
 
 def _dist() -> tuple[int, int, torch.device]:
@@ -267,65 +314,72 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(step, end), num_workers=c.workers,
                                          pin_memory=dev.type == "cuda", prefetch_factor=4 if c.workers else None,
                                          generator=torch.Generator().manual_seed(c.seed))  # not the model's RNG
-    for batch in loader:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, c) * g.get("lr_scale", 1.0)  # (runs saved before added_lr have none)
-        batch = _to(batch, dev)
-        with amp:
-            r = net(batch, speak_weight=c.speak_weight, recap_weight=c.recap_weight, early_listen=c.early_listen,
-                    listen_weight=listen_weight)
-        opt.zero_grad(set_to_none=True)
-        r["loss"].backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip)
-        opt.step()
-        step += 1
-        tok_count += int(batch["valid"].sum()) * cfg.layout.length * world
-        if rank == 0:
-            now = time.perf_counter()
-            tps = tok_count / (now - t_last)
-            bar.set_postfix(loss=f"{r['loss'].item():.3f}", text=f"{r['text'].mean().item():.3f}",
-                            tok_s=f"{tps:,.0f}")
-            bar.update(1)
-            if step % 25 == 0:
-                row = {"kind": "train", "step": step, "lr": lr_at(step, c), "loss": r["loss"].item(),
-                       "text": r["text"].mean().item(), "listen": r["listen"].mean().item(),
-                       "listen_early": r["listen_early"].mean().item(), "flow": r["flow"].mean().item(), "moe": r["moe"].item(), "grad_norm": float(gnorm),
-                       "tokens_per_s": tps, "time": time.time()}
-                log.write(json.dumps(row) + "\n")
-                log.flush()
-                for k in ("loss", "text", "listen", "flow", "grad_norm", "tokens_per_s", "lr"):
-                    writer.add_scalar(f"train/{k}", row[k], step)
-                t_last, tok_count = now, 0
-            if val is not None and (step % c.eval_every == 0 or step == c.steps):
-                e = evaluate(model, val, c.eval_batches, c.batch, dev, early_listen=c.early_listen)
-                row = {"kind": "eval", "step": step} | e
-                log.write(json.dumps(row) + "\n")
-                log.flush()
-                for k in ("text", "listen", "flow", "listen_acc", "listen_acc_task"):
-                    writer.add_scalar(f"eval/{k}", e[k], step)
-                for f, a in e["news_acc_by_family"].items():
-                    writer.add_scalar(f"eval_news_acc/{f}", a, step)
-                for g, a in e["listen_acc_task_by_engine"].items():
-                    writer.add_scalar(f"eval_listen_task/{g}", a, step)
-                news = " ".join(f"{f} {a:.0%}" for f, a in sorted(e["news_acc_by_family"].items()))
-                voices = ", ".join(f"{g} {a:.1%}" for g, a in sorted(e["listen_acc_task_by_engine"].items()))
-                early = f" ({e['listen_acc_early']:.1%} early)" if c.early_listen else ""
-                bar.write(f"step {step}: held-out text {e['text']:.3f} listen {e['listen']:.3f} "
-                          f"flow {e['flow']:.3f} listening accuracy {e['listen_acc']:.1%}{early} "
-                          f"(task words {e['listen_acc_task']:.1%}: {voices}); news accuracy: {news}")
-                plot_curves(out / "log.jsonl", out / "curves.png")
-        if step % c.ckpt_every == 0 or step == end:
-            ranks = [None] * world
-            mine = {"rng": torch.get_rng_state()}
-            if world > 1:
-                dist.all_gather_object(ranks, mine)
-            else:
-                ranks = [mine]
+    signum = 0
+    with StopRequest() as stop:  # before the loader's workers start: they inherit it
+        for batch in loader:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, c) * g.get("lr_scale", 1.0)  # (runs saved before added_lr have none)
+            batch = _to(batch, dev)
+            with amp:
+                r = net(batch, speak_weight=c.speak_weight, recap_weight=c.recap_weight, early_listen=c.early_listen,
+                        listen_weight=listen_weight)
+            opt.zero_grad(set_to_none=True)
+            r["loss"].backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip)
+            opt.step()
+            step += 1
+            tok_count += int(batch["valid"].sum()) * cfg.layout.length * world
             if rank == 0:
-                save_state(out, model, opt, ranks, step, c)
+                now = time.perf_counter()
+                tps = tok_count / (now - t_last)
+                bar.set_postfix(loss=f"{r['loss'].item():.3f}", text=f"{r['text'].mean().item():.3f}",
+                                tok_s=f"{tps:,.0f}")
+                bar.update(1)
+                if step % 25 == 0:
+                    row = {"kind": "train", "step": step, "lr": lr_at(step, c), "loss": r["loss"].item(),
+                           "text": r["text"].mean().item(), "listen": r["listen"].mean().item(),
+                           "listen_early": r["listen_early"].mean().item(), "flow": r["flow"].mean().item(),
+                           "moe": r["moe"].item(), "grad_norm": float(gnorm), "tokens_per_s": tps, "time": time.time()}
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                    for k in ("loss", "text", "listen", "flow", "grad_norm", "tokens_per_s", "lr"):
+                        writer.add_scalar(f"train/{k}", row[k], step)
+                    t_last, tok_count = now, 0
+                if val is not None and (step % c.eval_every == 0 or step == c.steps):
+                    e = evaluate(model, val, c.eval_batches, c.batch, dev, early_listen=c.early_listen)
+                    row = {"kind": "eval", "step": step} | e
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                    for k in ("text", "listen", "flow", "listen_acc", "listen_acc_task"):
+                        writer.add_scalar(f"eval/{k}", e[k], step)
+                    for f, a in e["news_acc_by_family"].items():
+                        writer.add_scalar(f"eval_news_acc/{f}", a, step)
+                    for g, a in e["listen_acc_task_by_engine"].items():
+                        writer.add_scalar(f"eval_listen_task/{g}", a, step)
+                    news = " ".join(f"{f} {a:.0%}" for f, a in sorted(e["news_acc_by_family"].items()))
+                    voices = ", ".join(f"{g} {a:.1%}" for g, a in sorted(e["listen_acc_task_by_engine"].items()))
+                    early = f" ({e['listen_acc_early']:.1%} early)" if c.early_listen else ""
+                    bar.write(f"step {step}: held-out text {e['text']:.3f} listen {e['listen']:.3f} "
+                              f"flow {e['flow']:.3f} listening accuracy {e['listen_acc']:.1%}{early} "
+                              f"(task words {e['listen_acc_task']:.1%}: {voices}); news accuracy: {news}")
+                    plot_curves(out / "log.jsonl", out / "curves.png")
+            signum = stop.agreed(world, dev)
+            if step % c.ckpt_every == 0 or step == end or signum:
+                ranks = [None] * world
+                mine = {"rng": torch.get_rng_state()}
+                if world > 1:
+                    dist.all_gather_object(ranks, mine)
+                else:
+                    ranks = [mine]
+                if rank == 0:
+                    save_state(out, model, opt, ranks, step, c)
+            if signum:
+                break
     bar.close()
     if dist.is_initialized():
         dist.barrier()
+    if signum:
+        raise Stopped(step, signum, out)
     return out
 
 
