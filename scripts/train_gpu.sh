@@ -132,7 +132,7 @@ left=$(( BUDGET - ($(date +%s) - T0) - 45 ))
 steps=$($PY -c "print(100 + int(($left - 20) / $per))")
 say "step time $per s at batch $BATCH; training to step $steps in about $left s"
 timeout -s INT $left $PY -m microturn train "${TRAIN[@]}" --data $D --out $R --steps "$steps" >> $OUT/train.log 2>&1 \
-  || say "training stopped by the budget: the last checkpoint is kept"
+  || say "training stopped by the budget (SIGINT): checkpoint saved at the step it stopped"
 $PY - "$R/model" "$OUT" <<'EOF'
 import json, sys
 from pathlib import Path
