@@ -123,6 +123,20 @@ def _results(a):
     run(a.scenarios, checkpoint=a.checkpoint, out=a.out)
 
 
+def _compare(a):
+    from .bench.compare import compare, table, verdict
+
+    res = compare(a.a, a.b)
+    print(table(res))
+    print(verdict(res["overall"]))
+    if a.json:
+        import json
+        from pathlib import Path
+
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(res, indent=1))
+
+
 def _perf(a):
     from .runtime.perf import run
 
@@ -278,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", help="default: the bundled model")
     s.add_argument("--out", default="out/results", help="reports, table and pictures")
     s.set_defaults(fn=_results)
+
+    s = sub.add_parser("compare", help="is A better than B on the same scenarios? bench reports paired, sign test")
+    s.add_argument("--a", nargs="+", required=True, help="A's JSON reports (microturn bench --json)")
+    s.add_argument("--b", nargs="+", required=True, help="B's reports, on the same scenarios")
+    s.add_argument("--json", help="write the figures here")
+    s.set_defaults(fn=_compare)
 
     s = sub.add_parser("perf", help="step latency, concurrent real-time sessions, memory, an hour-long session")
     s.add_argument("--checkpoint", help="default: the bundled model")

@@ -12,12 +12,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from microturn.bench import harness as H
 from microturn.bench.agents import (AgentOutput, ModelAgent, OracleAgent, RemoteAgent, SilentAgent, english_number,
                                     render_words)
+from microturn.bench.compare import compare, sign_test, verdict
 from microturn.bench.rules import evaluate, parse_numbers
 from microturn.bench.run import agreement, bench, format_table, make_agent, select
+from microturn.cli import main
 from microturn.codecs.audio import SAMPLE_RATE, resample
 from microturn.stream.scenario import INSTRUCTION_FAMILIES, Scenario, ScenarioError, write_set
 from microturn.stream.words import Word
@@ -427,3 +431,54 @@ def test_delegate_report_sorts_failures():
     assert kind == "misheard" and wrong == ["first number"] and other in detail
     assert D.classify(s, entry(f"{x} {'plus' if op == 'times' else 'times'} {y}", False))[2] == ["operator"]
     assert D.classify(s, entry("hello", False))[2] == ["the whole question"]
+
+
+# ----------------------------------------------------------------------------------------------- compare
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 60), st.integers(0, 60))
+def test_sign_test_is_a_symmetric_probability_that_falls_as_the_split_grows_uneven(w, l):
+    p = sign_test(w, l)
+    assert 0 < p <= 1 and p == sign_test(l, w)
+    assert sign_test(w + 1, l) <= p if w >= l else sign_test(w, l + 1) <= p
+
+
+def test_sign_test_exact_values():
+    assert sign_test(0, 0) == 1.0 and sign_test(8, 7) == 1.0
+    assert sign_test(5, 0) == pytest.approx(2 / 32)  # both ways of 5 of 5
+    assert sign_test(9, 1) == pytest.approx(2 * 11 / 1024)
+
+
+def test_compare_pairs_reports_and_finds_the_oracle_better_than_silence(oracle_report, scenario_set, tmp_path,
+                                                                        capsys):
+    root, _ = scenario_set
+    silent = tmp_path / "silent.json"
+    rep = bench(str(root), "silent", json_path=silent, print_table=False)
+    oracle = oracle_report[1] / "report.json"
+    res = compare([str(oracle)], [str(silent)])
+    fails = sum(not s["passed"] for s in rep["scenarios"])
+    assert res["overall"] | {"p": 0} == {"n": len(rep["scenarios"]), "a": len(rep["scenarios"]),
+                                           "b": len(rep["scenarios"]) - fails, "a_only": fails, "b_only": 0, "p": 0}
+    assert res["overall"]["p"] == sign_test(fails, 0) and res["overall"]["p"] < 0.05
+    assert sum(f["n"] for f in res["families"].values()) == len(rep["scenarios"])
+    assert main(["compare", "--a", str(oracle), "--b", str(silent), "--json", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| **overall** |" in out and "A is better" in out
+    assert json.loads((tmp_path / "c.json").read_text())["overall"] == res["overall"]
+    assert "no difference shown" in verdict(compare([str(oracle)], [str(oracle)])["overall"])
+
+
+def test_compare_refuses_reports_of_other_scenarios(oracle_report, tmp_path, capsys):
+    oracle = oracle_report[1] / "report.json"
+    rep = json.loads(oracle.read_text())
+    rep["scenarios"] = rep["scenarios"][1:]
+    fewer = tmp_path / "fewer.json"
+    fewer.write_text(json.dumps(rep))
+    with pytest.raises(ValueError, match="same scenarios: 1 only in A"):
+        compare([str(oracle)], [str(fewer)])
+    with pytest.raises(ValueError, match="in two of the reports"):
+        compare([str(oracle), str(oracle)], [str(oracle)])
+    assert main(["compare", "--a", str(oracle), "--b", str(tmp_path / "missing.json")]) == 2
+    assert "no report" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a bench report"):
+        compare([str(tmp_path / "bad.json")], [str(oracle)])

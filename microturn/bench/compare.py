@@ -1,0 +1,84 @@
+"""``microturn compare``: is agent A better than agent B on the same scenarios? A paired comparison of bench reports.
+
+Two checkpoints' pass counts on a few hundred scenarios differ by a handful whether or not one is better. Paired, the
+question has an exact answer: of the scenarios that one passes and the other fails (the discordant pairs), how many
+go each way, and how likely a split at least that uneven is if neither were better (a two-sided sign test, the
+exact binomial with p = 1/2). Scenarios are paired by (set, id); each side is one or more JSON reports
+(``microturn bench --json``), e.g. both checkpoints' reports on the validation sets::
+
+    microturn compare --a out/valbench/new-0.6-*.json --b out/valbench/old-0.6-*.json
+"""
+from __future__ import annotations
+
+import json
+from math import comb
+from pathlib import Path
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test: the chance of a split at least as uneven as wins:losses if each way had p = 1/2."""
+    n, k = wins + losses, min(wins, losses)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n)
+
+
+def _passes(paths: list[str]) -> dict[tuple[str, str], tuple[str, bool]]:
+    """(set, scenario id) -> (family, passed), over the reports given; a scenario given twice is an error."""
+    out = {}
+    for p in paths:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"no report {p}")
+        try:
+            rep = json.loads(Path(p).read_text())
+            set_name, scenarios = rep["set"], rep["scenarios"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{p}: not a bench report (microturn bench --json): {e}") from e
+        for s in scenarios:
+            key = (Path(set_name).name or set_name, s["id"])
+            if key in out:
+                raise ValueError(f"{p}: scenario {key[1]} of set {key[0]} is in two of the reports given")
+            out[key] = (s["family"], bool(s["passed"]))
+    return out
+
+
+def compare(a_paths: list[str], b_paths: list[str]) -> dict:
+    """Paired figures of A against B: overall and per family, pass counts, discordant pairs and the sign test."""
+    a, b = _passes(a_paths), _passes(b_paths)
+    if a.keys() != b.keys():
+        only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
+        raise ValueError(f"the two sides must hold the same scenarios: {len(only_a)} only in A (first: "
+                         f"{only_a[:3]}), {len(only_b)} only in B (first: {only_b[:3]})")
+    if not a:
+        raise ValueError("no scenarios in the reports given")
+    rows: dict[str, dict] = {}
+    for key in sorted(a):
+        fam, pa = a[key]
+        pb = b[key][1]
+        for name in (fam, "overall"):
+            r = rows.setdefault(name, {"n": 0, "a": 0, "b": 0, "a_only": 0, "b_only": 0})
+            r["n"] += 1
+            r["a"] += pa
+            r["b"] += pb
+            r["a_only"] += pa and not pb
+            r["b_only"] += pb and not pa
+    for r in rows.values():
+        r["p"] = sign_test(r["a_only"], r["b_only"])
+    overall = rows.pop("overall")
+    return {"a": a_paths, "b": b_paths, "overall": overall, "families": dict(sorted(rows.items()))}
+
+
+def verdict(r: dict) -> str:
+    """One sentence on the overall row."""
+    w, l, p = r["a_only"], r["b_only"], r["p"]
+    head = f"A passes {w} that B fails, B passes {l} that A fails (of {r['n']}; A {r['a']}, B {r['b']}): "
+    if p < 0.05:
+        return head + f"{'A' if w > l else 'B'} is better (sign test p = {p:.3g})"
+    return head + f"no difference shown (sign test p = {p:.3g}; below 0.05 would be one)"
+
+
+def table(res: dict) -> str:
+    lines = ["| family | n | A | B | A only | B only | p |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in [*res["families"].items(), ("**overall**", res["overall"])]:
+        lines.append(f"| {name} | {r['n']} | {r['a']} | {r['b']} | {r['a_only']} | {r['b_only']} | {r['p']:.3g} |")
+    return "\n".join(lines)
