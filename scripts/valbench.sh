@@ -10,6 +10,10 @@
 # (seeds 40 and 41, since session 21: 216 told them apart by about 6 at best), 72 scenarios each. Where Piper's joe
 # is installed (the '.[voices]' extra), sets/val-joe too: sets/val's scenarios with every user speaking as joe, a
 # human-like voice no training hears, printed on a line of its own and kept out of the five sets' count.
+#
+# AGAINST=NAME (a checkpoint scored here before, e.g. AGAINST=bundled) adds, per threshold, the paired comparison with
+# NAME's reports at that threshold on the five sets (`microturn compare`: the scenarios each passes that the other
+# fails, and the sign test), the way to tell a real gain from the sets' noise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then
@@ -56,4 +60,9 @@ print(f"{sys.argv[1]}: {passed} of {total} passed; "
 for r in joe:
     print(f"  sets/val spoken by Piper's joe: {sum(s['passed'] for s in r['scenarios'])} of {len(r['scenarios'])}")
 PY
+  if [ -n "${AGAINST:-}" ]; then
+    echo -n "  against $AGAINST: "
+    $mt compare --a "${reports[@]:0:${#sets[@]}}" \
+      --b $(for set in "${sets[@]}"; do echo out/valbench/$AGAINST-$th-$set.json; done) | tail -1
+  fi
 done
