@@ -233,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "kokoro + piper at most 1)")
     s.set_defaults(fn=_synth)
 
-    s = sub.add_parser("train", help="train a model on shards (from scratch, or from --init's weights)")
+    s = sub.add_parser("train", help="train a model on shards (from scratch, or from --init's weights)",
+                       epilog="Ctrl-C or SIGTERM stops after the step in progress with a checkpoint (exit status 130 or "
+                              "143); the same command resumes exactly.")
     _config_options(s, TrainConfig)
     s.set_defaults(fn=_train)
 
