@@ -1,8 +1,11 @@
 """Training: exact resume after an interruption, the schedule, and the multi-process (DDP, gloo) path."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -60,9 +63,6 @@ def test_interrupted_training_resumes_exactly(shards, tmp_path):
 def test_ctrl_c_saves_a_checkpoint_the_same_command_resumes(shards, tmp_path):
     """Ctrl-C (SIGINT to the process group, the loader's worker included) stops after the step in progress with a
     checkpoint and a failing exit status; the same command resumes as if never stopped."""
-    import signal
-    import threading
-
     def run(out, *extra, stop=False):
         cmd = [str(Path(sys.executable).parent / "microturn"), "train", "--preset", "cpu", "--data",
                str(shards / "train"), "--val", "", "--out", str(tmp_path / out), "--steps", "400", "--batch", "1",
@@ -77,11 +77,17 @@ def test_ctrl_c_saves_a_checkpoint_the_same_command_resumes(shards, tmp_path):
                     stepped.set()
         t = threading.Thread(target=read)
         t.start()
-        if stop:
-            assert stepped.wait(300), "".join(err)[-3000:]
-            os.killpg(p.pid, signal.SIGINT)
-        p.wait(300)
-        t.join()
+        try:
+            if stop:
+                deadline = time.monotonic() + 300
+                while not stepped.wait(0.2):
+                    assert p.poll() is None and time.monotonic() < deadline, "".join(err)[-3000:]
+                os.killpg(p.pid, signal.SIGINT)
+            p.wait(300)
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            t.join()
         return p.returncode, "".join(err)
 
     rc, err = run("stopped", stop=True)
