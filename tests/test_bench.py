@@ -23,7 +23,7 @@ from microturn.bench.rules import evaluate, parse_numbers
 from microturn.bench.run import agreement, bench, format_table, make_agent, select
 from microturn.cli import main
 from microturn.codecs.audio import SAMPLE_RATE, resample
-from microturn.stream.scenario import INSTRUCTION_FAMILIES, Scenario, ScenarioError, write_set
+from microturn.stream.scenario import FAMILIES, INSTRUCTION_FAMILIES, Scenario, ScenarioError, write_set
 from microturn.stream.words import Word
 
 SPEECH_RULES = {"say", "respond", "continue", "no_gap", "count"}
@@ -482,3 +482,17 @@ def test_compare_refuses_reports_of_other_scenarios(oracle_report, tmp_path, cap
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="not a bench report"):
         compare([str(tmp_path / "bad.json")], [str(oracle)])
+
+
+def test_results_table_has_every_family_and_the_paired_line_per_baseline(scenario_set, tmp_path):
+    from microturn.bench.results import run
+
+    root, _ = scenario_set
+    table = run(str(root), out=str(tmp_path))
+    assert (tmp_path / "table.md").read_text() == table + "\n"
+    rows = [line.split(" | ")[0].strip("| ") for line in table.splitlines() if line.startswith("| ")]
+    assert rows[2:] == [*FAMILIES, "**overall**"]
+    for h in ("pipecat", "livekit"):
+        r = compare([str(tmp_path / "microturn_model.json")], [str(tmp_path / f"harness_{h}__oracle.json")])["overall"]
+        assert (f"Paired with harness {h} + oracle: the model passes {r['a_only']} scenarios it fails, it passes "
+                f"{r['b_only']} the model fails (sign test p = {r['p']:.2g}).") in table

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from ..stream.scenario import FAMILIES
+from .compare import compare
 from .run import bench
 
 GOALS = {"timespeak": "≥ 90", "cuespeak": "≥ 95", "repcount": "≥ 80 (obo)", "turn": "≥ 95, ≤ 0.30 s", "pause": "≥ 95",
@@ -47,12 +48,13 @@ def cell(report: dict, family: str) -> str:
 def run(scenarios: str, checkpoint: str | None = None, out: str = "out/results",
         harness: tuple[str, ...] = ("pipecat", "livekit")) -> str:
     Path(out).mkdir(parents=True, exist_ok=True)
-    reports = {}
+    reports, paths = {}, {}
     runs = [("microturn model", "model", {"checkpoint": checkpoint})] + \
         [(f"harness {h} + oracle", "harness", {"preset": h, "responder": "oracle"}) for h in harness]
     for name, agent, kw in runs:
         safe = name.replace(" ", "_").replace("+", "")
-        reports[name] = bench(scenarios, agent, json_path=str(Path(out) / f"{safe}.json"), print_table=False,
+        paths[name] = str(Path(out) / f"{safe}.json")
+        reports[name] = bench(scenarios, agent, json_path=paths[name], print_table=False,
                               pictures=str(Path(out) / f"{safe}_pictures") if agent == "model" else None,
                               **{k: v for k, v in kw.items() if v is not None})
     names = list(reports)
@@ -65,6 +67,11 @@ def run(scenarios: str, checkpoint: str | None = None, out: str = "out/results",
     table += (f"\n\nSet `{scenarios}` ({sum(f['n'] for f in first['families'].values())} scenarios), model checkpoint "
               f"`{first.get('checkpoint')}`, {first['created']}. Pass % per family; in brackets: turn-taking "
               f"latency (median), stop latency (median), RepCount off-by-one %, pause take-over rate (TOR).")
+    table += "\n"
+    for n in names[1:]:  # the model against each baseline, scenario by scenario (`microturn compare`)
+        r = compare([paths[names[0]]], [paths[n]])["overall"]
+        table += (f"\n- Paired with {n}: the model passes {r['a_only']} scenarios it fails, it passes {r['b_only']} "
+                  f"the model fails (sign test p = {r['p']:.2g}).")
     print(table)
     (Path(out) / "table.md").write_text(table + "\n")
     (Path(out) / "summary.json").write_text(json.dumps({n: r["families"] for n, r in reports.items()}, indent=1))
