@@ -2,7 +2,9 @@
 
 Runs the bundled (or a given) model and the harness baselines over a scenario set and prints one markdown table:
 pass % per family for each agent, with the turn-taking latency, the stop latency, the pause take-over rate and the
-backchannel rate (the Full-Duplex-Bench figures this set can give), and writes every agent's JSON report.
+backchannel rate (the Full-Duplex-Bench figures this set can give), then the model paired with each baseline
+scenario by scenario (``compare``: the scenarios each passes that the other fails, and the sign test), and writes
+every agent's JSON report.
 """
 from __future__ import annotations
 
