@@ -479,9 +479,10 @@ def test_compare_refuses_reports_of_other_scenarios(oracle_report, tmp_path, cap
         compare([str(oracle), str(oracle)], [str(oracle)])
     assert main(["compare", "--a", str(oracle), "--b", str(tmp_path / "missing.json")]) == 2
     assert "no report" in capsys.readouterr().err
-    (tmp_path / "bad.json").write_text("{}")
-    with pytest.raises(ValueError, match="not a bench report"):
-        compare([str(tmp_path / "bad.json")], [str(oracle)])
+    for bad in ({}, {"set": "x", "scenarios": [{"id": "a"}]}, []):
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match="not a bench report"):
+            compare([str(tmp_path / "bad.json")], [str(oracle)])
 
 
 def test_results_table_has_every_family_and_the_paired_line_per_baseline(scenario_set, tmp_path):

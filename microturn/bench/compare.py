@@ -31,14 +31,14 @@ def _passes(paths: list[str]) -> dict[tuple[str, str], tuple[str, bool]]:
             raise FileNotFoundError(f"no report {p}")
         try:
             rep = json.loads(Path(p).read_text())
-            set_name, scenarios = rep["set"], rep["scenarios"]
+            set_name = Path(rep["set"]).name or rep["set"]
+            rows = [((set_name, s["id"]), (s["family"], bool(s["passed"]))) for s in rep["scenarios"]]
         except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{p}: not a bench report (microturn bench --json): {e}") from e
-        for s in scenarios:
-            key = (Path(set_name).name or set_name, s["id"])
+            raise ValueError(f"{p}: not a bench report (microturn bench --json): {type(e).__name__} {e}") from e
+        for key, row in rows:
             if key in out:
                 raise ValueError(f"{p}: scenario {key[1]} of set {key[0]} is in two of the reports given")
-            out[key] = (s["family"], bool(s["passed"]))
+            out[key] = row
     return out
 
 
