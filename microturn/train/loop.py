@@ -347,21 +347,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                     t_last, tok_count = now, 0
                 if val is not None and (step % c.eval_every == 0 or step == c.steps):
                     e = evaluate(model, val, c.eval_batches, c.batch, dev, early_listen=c.early_listen)
-                    row = {"kind": "eval", "step": step} | e
-                    log.write(json.dumps(row) + "\n")
-                    log.flush()
-                    for k in ("text", "listen", "flow", "listen_acc", "listen_acc_task"):
-                        writer.add_scalar(f"eval/{k}", e[k], step)
-                    for f, a in e["news_acc_by_family"].items():
-                        writer.add_scalar(f"eval_news_acc/{f}", a, step)
-                    for g, a in e["listen_acc_task_by_engine"].items():
-                        writer.add_scalar(f"eval_listen_task/{g}", a, step)
-                    news = " ".join(f"{f} {a:.0%}" for f, a in sorted(e["news_acc_by_family"].items()))
-                    voices = ", ".join(f"{g} {a:.1%}" for g, a in sorted(e["listen_acc_task_by_engine"].items()))
-                    early = f" ({e['listen_acc_early']:.1%} early)" if c.early_listen else ""
-                    bar.write(f"step {step}: held-out text {e['text']:.3f} listen {e['listen']:.3f} "
-                              f"flow {e['flow']:.3f} listening accuracy {e['listen_acc']:.1%}{early} "
-                              f"(task words {e['listen_acc_task']:.1%}: {voices}); news accuracy: {news}")
+                    bar.write(_log_eval(e, step, log, writer, c.early_listen))
                     plot_curves(out / "log.jsonl", out / "curves.png")
             signum = stop.agreed(world, dev)
             if step % c.ckpt_every == 0 or step == end or signum:
@@ -381,6 +367,24 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     if signum:
         raise Stopped(step, signum, out)
     return out
+
+
+def _log_eval(e: dict, step: int, log, writer, early_listen: int) -> str:
+    """An evaluation into log.jsonl and TensorBoard; returns the line the progress bar shows."""
+    log.write(json.dumps({"kind": "eval", "step": step} | e) + "\n")
+    log.flush()
+    for k in ("text", "listen", "flow", "listen_acc", "listen_acc_task"):
+        writer.add_scalar(f"eval/{k}", e[k], step)
+    for f, a in e["news_acc_by_family"].items():
+        writer.add_scalar(f"eval_news_acc/{f}", a, step)
+    for g, a in e["listen_acc_task_by_engine"].items():
+        writer.add_scalar(f"eval_listen_task/{g}", a, step)
+    news = " ".join(f"{f} {a:.0%}" for f, a in sorted(e["news_acc_by_family"].items()))
+    voices = ", ".join(f"{g} {a:.1%}" for g, a in sorted(e["listen_acc_task_by_engine"].items()))
+    early = f" ({e['listen_acc_early']:.1%} early)" if early_listen else ""
+    return (f"step {step}: held-out text {e['text']:.3f} listen {e['listen']:.3f} flow {e['flow']:.3f} listening "
+            f"accuracy {e['listen_acc']:.1%}{early} (task words {e['listen_acc_task']:.1%}: {voices}); news "
+            f"accuracy: {news}")
 
 
 def save_state(out: Path, model, opt, ranks: list[dict], step: int, c: TrainConfig):
