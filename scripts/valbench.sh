@@ -11,9 +11,10 @@
 # is installed (the '.[voices]' extra), sets/val-joe too: sets/val's scenarios with every user speaking as joe, a
 # human-like voice no training hears, printed on a line of its own and kept out of the five sets' count.
 #
-# AGAINST=NAME (a checkpoint scored here before, e.g. AGAINST=bundled) adds, per threshold, the paired comparison with
-# NAME's reports at that threshold on the five sets (`microturn compare`: the scenarios each passes that the other
-# fails, and the sign test), the way to tell a real gain from the sets' noise.
+# AGAINST=NAME (a checkpoint scored here before, e.g. AGAINST=assets for microturn/assets/model, the bundled one)
+# adds, per threshold, the paired comparison with NAME's reports at that threshold on the five sets (`microturn
+# compare`: the scenarios each passes that the other fails, and the sign test), the way to tell a real gain from the
+# sets' noise; a threshold NAME was not scored at gets a line that says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then
@@ -61,8 +62,12 @@ for r in joe:
     print(f"  sets/val spoken by Piper's joe: {sum(s['passed'] for s in r['scenarios'])} of {len(r['scenarios'])}")
 PY
   if [ -n "${AGAINST:-}" ]; then
-    echo -n "  against $AGAINST: "
-    $mt compare --a "${reports[@]:0:${#sets[@]}}" \
-      --b $(for set in "${sets[@]}"; do echo out/valbench/$AGAINST-$th-$set.json; done) | tail -1
+    theirs=($(for set in "${sets[@]}"; do echo out/valbench/$AGAINST-$th-$set.json; done))
+    if ls "${theirs[@]}" >/dev/null 2>&1; then
+      echo -n "  against $AGAINST: "
+      $mt compare --a "${reports[@]:0:${#sets[@]}}" --b "${theirs[@]}" | tail -1
+    else  # not an error: the other thresholds still get scored and compared
+      echo "  against $AGAINST: not scored at threshold $th (no out/valbench/$AGAINST-$th-*.json)"
+    fi
   fi
 done
