@@ -240,6 +240,31 @@ def test_task_word_listening_is_reported_by_voice_engine(shards):
     assert min(by.values()) - 1e-9 <= ev["listen_acc_task"] <= max(by.values()) + 1e-9
 
 
+def test_curriculum_start_sets_the_hardest_session_drawn_first(shards, tmp_path):
+    """--curriculum: at the schedule's start only sessions up to that difficulty are drawn (the easy half here), and
+    at 1 every session is; by the end of the schedule every session is drawn either way."""
+    import numpy as np
+
+    from microturn.train.data import Curriculum, Shards
+
+    sh = Shards(shards / "train")
+
+    def hard_share(start, progress):
+        cur = Curriculum(sh, seed=3, start=start)
+        for idx in cur.by_family.values():  # each family: its first half easy, its second half hard
+            cur.diff[idx] = np.where(np.arange(len(idx)) < (len(idx) + 1) // 2, 0.1, 0.9)
+        drawn = cur.sample(400, progress)
+        return float(np.mean(cur.diff[drawn] > 0.5))
+
+    assert hard_share(0.3, 0.0) == 0.0
+    assert 0.2 < hard_share(1.0, 0.0) < 0.8
+    assert 0.2 < hard_share(0.3, 1.0) < 0.8
+    c = TrainConfig(data=str(shards / "train"), val=None, out=str(tmp_path / "x"), steps=1, batch=1, curriculum=-0.1)
+    with pytest.raises(ValueError, match="curriculum"):
+        train(c, _model_cfg())
+    assert not (tmp_path / "x" / "model").exists()  # refused before anything was written
+
+
 def test_batches_are_a_pure_function_of_seed_rank_and_step(shards):
     """A step's batch is the same however it is made (again, in another process): resuming and loading ahead need no
     sampler state. Another rank or step draws another batch."""

@@ -45,6 +45,8 @@ class TrainConfig:
                           "levels (6 dB each) up or down (train.data.equalise; 0: off)")
     mix: str = _opt("", "family weights, e.g. 'timespeak=3,cuespeak=2' (families not named weigh 1); evaluation "
                         "mixes evenly")
+    curriculum: float = _opt(0.3, "the greatest difficulty of the sessions drawn at the schedule's start, rising "
+                                  "with its progress (train.data.Curriculum; 1: every session from the start)")
     conversations: float = _opt(0.0, "share of batches whose items are several sessions in a row (up to the window)")
     openings: float = _opt(0.0, "share of batches whose items are sessions' first 4-9 s, where instructions are heard")
     bucket: int = _opt(1, "sort the sessions drawn for this many consecutive steps by length and batch neighbours "

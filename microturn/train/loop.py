@@ -237,6 +237,8 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                          f"layout must be the shards' ({shards.layout})")
     if not 0 <= c.early_listen <= cfg.n_layer:
         raise ValueError(f"early_listen must be 0 (off) or a block count in 1 .. {cfg.n_layer}, got {c.early_listen}")
+    if not 0 <= c.curriculum:
+        raise ValueError(f"curriculum is a session difficulty, 0 or more (1 or more: every session), got {c.curriculum}")
     for name in ("conversations", "openings"):
         if not 0 <= getattr(c, name) <= 1:
             raise ValueError(f"{name} is a share of the batches, from 0 to 1, got {getattr(c, name)}")
@@ -268,7 +270,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
         [{"params": [p for n, p in named if keep(n, p)], "weight_decay": wd, "lr_scale": scale}
          for keep, wd, scale in groups if any(keep(n, p) for n, p in named)],
         lr=c.lr, betas=(0.9, 0.95), fused=dev.type == "cuda")
-    cur = Curriculum(shards, mix=parse_mix(c.mix))
+    cur = Curriculum(shards, start=c.curriculum, mix=parse_mix(c.mix))
     batches = StepBatches(shards, cur, batch=c.batch, steps=c.steps, seed=c.seed, rank=rank,
                           conversations=c.conversations, augment=c.augment, max_len=cfg.window // cfg.layout.length,
                           openings=c.openings, eq=c.eq, bucket=c.bucket)
