@@ -112,7 +112,8 @@ def hour(model: InteractionModel, seconds: float = 3600.0, seed: int = 0, minute
     first, last = np.median(ms[per_min : 2 * per_min]), np.median(ms[-per_min:])  # minute 1 after warm-up
     m_first = np.median([m for t, m in mem if minute <= t < 2 * minute])
     m_last = np.median([m for t, m in mem if t >= seconds - minute])
-    return {"step_ms": ms.tolist(), "memory": [tuple(m) for m in mem.tolist()], "step_drift_pct": 100 * (end - start) / start,
+    return {"step_ms": ms.tolist(), "memory": [tuple(m) for m in mem.tolist()],
+            "step_drift_pct": 100 * (end - start) / start,
             "raw_step_drift_pct": 100 * (last - first) / first,
             "memory_drift_pct": 100 * (m_last - m_first) / m_first, "clock_s": session.t * L.delta}
 

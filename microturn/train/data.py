@@ -197,8 +197,8 @@ def parse_mix(text: str | None) -> dict[str, float]:
 class Curriculum:
     """Samples sessions: at training progress p in [0, 1], sessions of difficulty <= start + p are eligible
     (easy first: typed instructions, clean audio, then spoken, noisy; ``start`` is train's --curriculum, and 1 or
-    more makes every session eligible from the start, as a fine-tune of a trained model may want). Families are drawn in proportion to ``mix``
-    (a weight per family, 1 for those not named): evenly by default."""
+    more makes every session eligible from the start, as a fine-tune of a trained model may want). Families are
+    drawn in proportion to ``mix`` (a weight per family, 1 for those not named): evenly by default."""
 
     def __init__(self, shards: Shards, seed: int = 0, start: float = 0.3, mix: dict[str, float] | None = None):
         self.shards, self.start = shards, start
