@@ -4,8 +4,8 @@
 # Every step is deterministic for its seeds and resumable: run the script again after an interruption and it
 # goes on where it stopped (shards already written are kept; training resumes from runs/cpu/train_state.pt).
 # Time on 2 cores: data about 1 h, training about 34 h (2 processes, 4-16 s per step of 2 x 8
-# sessions; conversation batches are longer), then phase 16, which session 39 ran on a GPU (here it takes some hours
-# more: not measured), scoring a few minutes. See docs/training.md for what produced the checkpoint in the repository.
+# sessions; conversation batches are longer), then phases 16 and 17, which sessions 39 and 41 ran on a GPU (here
+# they take some hours more: not measured), scoring a few minutes. See docs/training.md for what produced the checkpoint in the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -186,5 +186,19 @@ done
 train runs/s39 runs/s30-f16 1496 0 2e-4 2e-5 100 $mix --batch 32 --val "" --ckpt-every 100 --eval-every 1000000 \
     --openings 0.5 --task-listen 6 --bucket 8
 $mt model bundle runs/s39/model --speak-threshold 0.6
+# phase 17 (session 41): runs/s39 in float16 as it was bundled, on 30 fresh parts of 1,200 sessions (36,000), 1,906
+# steps of 64, turns and refusals weighted more. Session 41 ran it on a lent H200 (scripts/train_gpu.sh with
+# SEED=101: parts written there in 270 s, 14 of every family and 16 of the instruction families, training in about
+# 3 min 30 s)
+$mt model bundle runs/s39/model --out runs/s39-f16/model
+data=data/shards/s41
+for seed in $(seq 101 2 127); do shards $data/all-$seed $G --per-family 100 --seed "$seed" --families "$FAM"; done
+for seed in $(seq 102 2 132); do
+  shards $data/task-$seed $G --per-family 300 --seed "$seed" --families timespeak,cuespeak,delegate,translate
+done
+mix=timespeak=4,cuespeak=6,delegate=4,translate=3,interrupt=1.5,turn=2,pause=1.5,user_backchannel=1.5,other_speaker=1.5,refusal=1.5,backchannel=0.75
+train runs/s41 runs/s39-f16 1906 0 2e-4 2e-5 100 $mix --batch 32 --val "" --ckpt-every 100 --eval-every 1000000 \
+    --openings 0.5 --task-listen 6 --bucket 8
+$mt model bundle runs/s41/model --speak-threshold 0.5
 [ -d sets/test ] || $mt synth --out sets/test --per-family 12 --split test --seed 100
 $mt results --scenarios sets/test
