@@ -265,6 +265,22 @@ def test_curriculum_start_sets_the_hardest_session_drawn_first(shards, tmp_path)
     assert not (tmp_path / "x" / "model").exists()  # refused before anything was written
 
 
+def test_train_draws_by_its_curriculum_option(shards, tmp_path, monkeypatch):
+    import microturn.train.loop as loop
+
+    starts = []
+
+    class Recording(loop.Curriculum):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            starts.append(self.start)
+
+    monkeypatch.setattr(loop, "Curriculum", Recording)
+    train(TrainConfig(data=str(shards / "train"), val=None, out=str(tmp_path / "r"), steps=1, batch=1, warmup=1,
+                      ckpt_every=1, curriculum=1.0), _model_cfg())
+    assert starts == [1.0]
+
+
 def test_batches_are_a_pure_function_of_seed_rank_and_step(shards):
     """A step's batch is the same however it is made (again, in another process): resuming and loading ahead need no
     sampler state. Another rank or step draws another batch."""

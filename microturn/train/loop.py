@@ -238,7 +238,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     if not 0 <= c.early_listen <= cfg.n_layer:
         raise ValueError(f"early_listen must be 0 (off) or a block count in 1 .. {cfg.n_layer}, got {c.early_listen}")
     if not 0 <= c.curriculum:
-        raise ValueError(f"curriculum is a session difficulty, 0 or more (1 or more: every session), got {c.curriculum}")
+        raise ValueError(f"curriculum is a session difficulty, 0 or more (1 or more: all), got {c.curriculum}")
     for name in ("conversations", "openings"):
         if not 0 <= getattr(c, name) <= 1:
             raise ValueError(f"{name} is a share of the batches, from 0 to 1, got {getattr(c, name)}")
