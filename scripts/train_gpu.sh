@@ -13,7 +13,8 @@
 # with the number of steps that fills what is left (a checkpoint every 100 steps). OUT gets the model (fp32 in parts
 # under 16 MiB: scripts/join_halves.py puts it together), its log, curves and config, and gpu.txt with the machine's
 # figures. Settings (environment): SYNTH_SECONDS, BATCH, LR, MIX (family weights), SEED (the shards' first seed),
-# WORKERS (loading processes), EXTRA (more flags for train), PY (the Python to use).
+# WORKERS (loading processes), EXTRA (more flags for train), PY (the Python to use). THROUGHPUT=1: no training, but
+# benchmarks/train_throughput.py on every preset (training tokens/s and MFU), its figures and PNG in OUT.
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
@@ -79,6 +80,12 @@ from microturn.data.speech import Voice, synthesize
 for v in (Voice('espeak', 'en-us'), Voice('flite', 'slt')):
     s = synthesize('one two three', v); assert len(s.words) == 3 and s.audio.std() > 0, v
 print('speech engines: ok')" | tee -a "$LOG"
+if [ -n "${THROUGHPUT:-}" ]; then  # instead of training: every preset's training tokens/s and MFU on this GPU
+  speech mt synth --out /tmp/tp --shards --split train --per-family 8 --seed 99 --workers "$(nproc)" >/dev/null 2>&1
+  timeout -s INT $(( BUDGET - ($(date +%s) - T0) - 15 )) $PY benchmarks/train_throughput.py --data /tmp/tp \
+    --json "$OUT/train_throughput.json" 2>&1 | grep -v "it/s\]" | tee -a "$LOG" || true
+  say "done"; exit 0
+fi
 
 # 2. a 3-step run checks the GPU path while the shards are written
 rm -rf /tmp/smoke /tmp/smoke-run

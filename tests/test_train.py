@@ -742,3 +742,32 @@ def test_curves_of_a_run_without_held_out_data_show_only_its_training_losses(tmp
         plot_curves(log, tmp_path / f"{name}.png")
         widths.append(matplotlib.image.imread(tmp_path / f"{name}.png").shape[1])
     assert widths[0] * 3 < widths[1]
+
+
+def test_train_throughput_counts_every_matrix_product_and_the_attention(shards, tmp_path):
+    """benchmarks/train_throughput.py: FLOPs per token are at least 6 per weight of the blocks (2 forward, 4
+    backward) and include the CPU attention kernel (torch counts only the GPU ones itself); MFU is the model FLOPs
+    per second over the peak given; a device name finds its datasheet peak (L40S is not an L4)."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import train_throughput as tt
+
+    out = tmp_path / "tt.json"
+    tt.main(["--data", str(shards / "train"), "--presets", "cpu", "--batch", "2", "--warmup", "0", "--steps", "1",
+             "--peak-tflops", "0.5", "--json", str(out)])
+    (r,) = json.loads(out.read_text())["rows"]
+    model = InteractionModel(tt.preset("cpu", vocab_size=default_tokenizer().vocab_size))
+    block_weights = sum(p.numel() for p in model.transformer.blocks.parameters() if p.ndim == 2)
+    assert r["flops_per_token"] > 6 * block_weights
+    assert r["tokens_per_s"] > 0 and 0 <= r["padding"] < 1
+    assert r["mfu"] == pytest.approx(r["model_tflops"] / 0.5)
+    assert out.with_suffix(".png").stat().st_size > 0
+    from torch.utils.flop_counter import FlopCounterMode
+
+    q = torch.randn(1, 4, 16, 64, requires_grad=True)
+    k, v = torch.randn(1, 2, 16, 64), torch.randn(1, 2, 16, 64)
+    with FlopCounterMode(display=False) as fc:
+        torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True).sum().backward()
+    # forward: two products (scores, then values); backward: five (it computes the scores again, as flash kernels do)
+    assert fc.get_total_flops() == 7 * (2 * 4 * 16 * 16 * 64)
+    assert (tt.gpu_peak("NVIDIA H100 80GB HBM3"), tt.gpu_peak("NVIDIA H100 PCIe"), tt.gpu_peak("NVIDIA L40S"),
+            tt.gpu_peak("NVIDIA H200"), tt.gpu_peak("Some GPU")) == (989.4, 756.0, 362.1, 989.4, None)

@@ -109,6 +109,36 @@ def _to(batch: dict, dev) -> dict:
     return {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
 
 
+def optimizer(model: InteractionModel, c: TrainConfig, dev: torch.device, added: tuple[str, ...] = ()):
+    """AdamW: weight decay on the matrices only; the weights named by the prefixes ``added`` (those an --init model
+    lacks) at ``c.added_lr`` times the schedule's rate (each group's ``lr_scale``)."""
+    named = list(model.named_parameters())
+    groups = [(lambda n, p: p.ndim >= 2 and not n.startswith(added), c.weight_decay, 1.0),
+              (lambda n, p: p.ndim < 2 and not n.startswith(added), 0.0, 1.0),
+              (lambda n, p: n.startswith(added), c.weight_decay, c.added_lr)]
+    return torch.optim.AdamW(
+        [{"params": [p for n, p in named if keep(n, p)], "weight_decay": wd, "lr_scale": scale}
+         for keep, wd, scale in groups if any(keep(n, p) for n, p in named)],
+        lr=c.lr, betas=(0.9, 0.95), fused=dev.type == "cuda")
+
+
+def train_step(net, model: InteractionModel, opt, batch: dict, c: TrainConfig,
+               listen_weight: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
+    """One optimiser step on a batch already on the model's device: the forward in bf16 autocast on a GPU (fp32 on
+    a CPU), backward, gradient clipping, AdamW. ``net`` is the model or its DDP/FSDP wrapper. Returns the forward's
+    losses and the gradient norm before clipping."""
+    dev = batch["valid"].device
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+    with amp:
+        r = net(batch, speak_weight=c.speak_weight, recap_weight=c.recap_weight, early_listen=c.early_listen,
+                listen_weight=listen_weight)
+    opt.zero_grad(set_to_none=True)
+    r["loss"].backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip)
+    opt.step()
+    return r, gnorm
+
+
 @torch.no_grad()
 def evaluate(model: InteractionModel, shards: Shards, n_batches: int, batch: int, dev, seed: int = 1234,
              early_listen: int = 0) -> dict:
@@ -262,14 +292,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                              f"{unexpected})")
     if c.added_lr <= 0:
         raise ValueError(f"added_lr must be a positive multiple of the learning rate, got {c.added_lr}")
-    named = list(model.named_parameters())
-    groups = [(lambda n, p: p.ndim >= 2 and not n.startswith(added), c.weight_decay, 1.0),
-              (lambda n, p: p.ndim < 2 and not n.startswith(added), 0.0, 1.0),
-              (lambda n, p: n.startswith(added), c.weight_decay, c.added_lr)]
-    opt = torch.optim.AdamW(
-        [{"params": [p for n, p in named if keep(n, p)], "weight_decay": wd, "lr_scale": scale}
-         for keep, wd, scale in groups if any(keep(n, p) for n, p in named)],
-        lr=c.lr, betas=(0.9, 0.95), fused=dev.type == "cuda")
+    opt = optimizer(model, c, dev, added)
     cur = Curriculum(shards, start=c.curriculum, mix=parse_mix(c.mix))
     batches = StepBatches(shards, cur, batch=c.batch, steps=c.steps, seed=c.seed, rank=rank,
                           conversations=c.conversations, augment=c.augment, max_len=cfg.window // cfg.layout.length,
@@ -308,7 +331,6 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
 
         writer = SummaryWriter(str(out / "tb"))
     log = (out / "log.jsonl").open("a") if rank == 0 else None
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
     bar = tqdm(total=c.steps, initial=step, disable=rank != 0, desc="train", unit="step")
     t_last, tok_count = time.perf_counter(), 0
     model.train()
@@ -322,13 +344,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, c) * g.get("lr_scale", 1.0)  # (runs saved before added_lr have none)
             batch = _to(batch, dev)
-            with amp:
-                r = net(batch, speak_weight=c.speak_weight, recap_weight=c.recap_weight, early_listen=c.early_listen,
-                        listen_weight=listen_weight)
-            opt.zero_grad(set_to_none=True)
-            r["loss"].backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip)
-            opt.step()
+            r, gnorm = train_step(net, model, opt, batch, c, listen_weight)
             step += 1
             tok_count += int(batch["valid"].sum()) * cfg.layout.length * world
             if rank == 0:
