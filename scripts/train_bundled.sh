@@ -8,8 +8,10 @@
 # they take some hours more: not measured), scoring a few minutes. See docs/training.md for what produced the checkpoint in the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
-mt=.venv/bin/microturn
+# MT, PY, TORCHRUN: the commands run (tests/test_train.py gives ones that only check each command's options against
+# today's CLI, so the recipe cannot fall out of step with it unnoticed); unset, the project's own after setup
+mt=${MT:-.venv/bin/microturn} py=${PY:-.venv/bin/python} torchrun=${TORCHRUN:-.venv/bin/torchrun}
+[ -n "${MT:-}" ] || ./scripts/setup.sh
 ALL=turn,pause,backchannel,interrupt,user_backchannel,other_speaker,timespeak,cuespeak,delegate,translate,refusal
 
 shards() {  # folder, then synth options: skipped when the folder already holds its shards
@@ -45,53 +47,53 @@ shards data/shards/train/h --split train --per-family 500 --seed 9 --difficulty 
 shards data/shards/train/i --split train --per-family 2400 --seed 10 --difficulty 0.3,1 --generated-voices 0.8 \
     --generated-accents 0.5 --families user_backchannel
 
-OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --preset cpu \
+OMP_NUM_THREADS=1 $torchrun --nproc_per_node 2 --no-python $mt train --preset cpu \
     --data data/shards/train --val data/shards/val --out runs/cpu --steps 3850 --batch 8 --lr 1.5e-3 \
     --warmup 200 --eval-every 100 --ckpt-every 50 --threads 1 --conversations 0.4 \
     --mix timespeak=2.5,cuespeak=2.5,delegate=2,translate=2,interrupt=1.5,turn=1.5,user_backchannel=1.5,backchannel=0.75,refusal=0.75
 # phase 2: fine-tune from phase 1's model (a new optimiser and schedule), weighted to the families that wait
 # (times, cues): about 1 h 45 min
-OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/cpu/model \
+OMP_NUM_THREADS=1 $torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/cpu/model \
     --data data/shards/train --val data/shards/val --out runs/note --steps 950 --batch 8 --lr 1e-3 --min-lr 1e-4 \
     --warmup 50 --eval-every 100 --ckpt-every 50 --threads 1 --conversations 0.3 \
     --mix timespeak=3,cuespeak=3,delegate=1.5,translate=1.5,interrupt=1.5,turn=1.5,refusal=0.75,backchannel=0.75
 # phase 3: go on with the same run (resumed: same optimiser) on a longer schedule, conversations at 0.4, and the
 # tokens that only repeat (running timers, rehearsed notes) weighted down: about 2 h
-OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/cpu/model \
+OMP_NUM_THREADS=1 $torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/cpu/model \
     --data data/shards/train --val data/shards/val --out runs/note --steps 2000 --batch 8 --lr 1e-3 --min-lr 1e-4 \
     --warmup 50 --eval-every 100 --ckpt-every 50 --threads 1 --conversations 0.4 --recap-weight 0.1 \
     --mix timespeak=3,cuespeak=3,delegate=1.5,translate=1.5,interrupt=1.5,turn=1.5,refusal=0.75,backchannel=0.75
 # phase 4: fine-tune from phase 3's model (a new optimiser and schedule), the far rehearsals weighed as news
 # (layout.recaps): about 2 h
-OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/note/model \
+OMP_NUM_THREADS=1 $torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/note/model \
     --data data/shards/train --val data/shards/val --out runs/noack --steps 1050 --batch 8 --lr 7e-4 --min-lr 5e-5 \
     --warmup 50 --eval-every 100 --ckpt-every 50 --threads 1 --conversations 0.4 --recap-weight 0.1 \
     --mix timespeak=3,cuespeak=3,delegate=2,translate=2,interrupt=1.5,turn=1.5,refusal=0.75,backchannel=0.75
 # phase 5: fine-tune from phase 4's model, the listening head also trained after block 3 of 4 (--early-listen 3)
 # so the out slots can note what was heard; the data's listening targets lower-cased (session 7): about 1 h 30 min
-OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/noack/model \
+OMP_NUM_THREADS=1 $torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/noack/model \
     --data data/shards/train --val data/shards/val --out runs/early --steps 800 --batch 8 --lr 7e-4 --min-lr 5e-5 \
     --warmup 50 --eval-every 100 --ckpt-every 50 --threads 1 --conversations 0.4 --recap-weight 0.1 --early-listen 3 \
     --mix timespeak=3,cuespeak=3,delegate=2,translate=2,interrupt=1.5,turn=1.5,refusal=0.75,backchannel=0.75
 # phase 6: fine-tune from phase 5's model with the generated voices (parts f, g), the vocal-tract warp of the input
 # (train.data.augment) and countdowns whose first value is a function of the number (world.TIMER_LAG, session 8)
-OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/early/model \
+OMP_NUM_THREADS=1 $torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/early/model \
     --data data/shards/train --val data/shards/val --out runs/voices --steps 600 --batch 8 --lr 5e-4 --min-lr 5e-5 \
     --warmup 30 --eval-every 150 --ckpt-every 50 --threads 1 --conversations 0.4 --recap-weight 0.1 --early-listen 3 \
     --mix timespeak=4,cuespeak=3,delegate=2,translate=2,interrupt=1.5,turn=1.5,refusal=0.75,backchannel=0.75
 # phase 7: fine-tune from phase 6's model with part h and the background answers held in notes (session 9)
-OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/voices/model \
+OMP_NUM_THREADS=1 $torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/voices/model \
     --data data/shards/train --val data/shards/val --out runs/s9 --steps 900 --batch 8 --lr 4e-4 --min-lr 4e-5 \
     --warmup 30 --eval-every 150 --ckpt-every 50 --threads 1 --conversations 0.4 --recap-weight 0.1 --early-listen 3 \
     --mix timespeak=4,cuespeak=3,delegate=3,translate=2,interrupt=1.5,turn=1.5,refusal=0.75,backchannel=0.75
 mix=timespeak=4,cuespeak=3,delegate=3,translate=2,interrupt=1.5,turn=1.5,refusal=0.75,backchannel=0.75
 # phase 8: fine-tune from phase 7's model with the task words weighed up in the listening loss (session 10): 150
 # steps of an 850-step schedule, then (part i written, a new schedule) 800 steps from there
-OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/s9/model \
+OMP_NUM_THREADS=1 $torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/s9/model \
     --data data/shards/train --val data/shards/val --out runs/s11 --steps 850 --stop-at 150 --batch 8 --lr 4e-4 \
     --min-lr 4e-5 --warmup 30 --eval-every 200 --ckpt-every 50 --threads 1 --conversations 0.4 --recap-weight 0.1 \
     --early-listen 3 --task-listen 3 --mix $mix
-OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/s11/model \
+OMP_NUM_THREADS=1 $torchrun --nproc_per_node 2 --no-python $mt train --preset cpu --init runs/s11/model \
     --data data/shards/train --val data/shards/val --out runs/s12 --steps 800 --batch 8 --lr 4e-4 --min-lr 4e-5 \
     --warmup 30 --eval-every 200 --ckpt-every 50 --threads 1 --conversations 0.4 --recap-weight 0.1 --early-listen 3 \
     --task-listen 3 --mix $mix,user_backchannel=1.5
@@ -102,11 +104,11 @@ shards data/shards/train/j --split train --per-family 2700 --seed 11 --difficult
 shards data/shards/val/cue --split val --per-family 16 --seed 3 --families cuespeak
 shards data/shards/train/k --split train --per-family 2400 --seed 13 --difficulty 0.3,1 --generated-voices 0.8 \
     --generated-accents 0.5 --cue-drill 1.0 --families cuespeak
-.venv/bin/python scripts/drop_sessions.py data/shards/train/{a,b,c,d,e,f,g,h} data/shards/val/shard-00000 \
+$py scripts/drop_sessions.py data/shards/train/{a,b,c,d,e,f,g,h} data/shards/val/shard-00000 \
     --families cuespeak
 data=data/shards/train
 train() {  # out, init, steps, stop-at, lr, min-lr, warmup, mix, then more options (reads the shards under $data)
-  OMP_NUM_THREADS=1 .venv/bin/torchrun --nproc_per_node 2 --no-python $mt train --init "$2/model" \
+  OMP_NUM_THREADS=1 $torchrun --nproc_per_node 2 --no-python $mt train --init "$2/model" \
       --data "$data" --val data/shards/val --out "$1" --steps "$3" --stop-at "$4" --batch 8 --lr "$5" \
       --min-lr "$6" --warmup "$7" --eval-every 200 --ckpt-every 50 --threads 1 --conversations 0.4 \
       --recap-weight 0.1 --early-listen 3 --task-listen 3 --mix "$8" "${@:9}"
@@ -177,7 +179,7 @@ train runs/s30 runs/s29 400 300 5e-5 5e-6 10 $mix --openings 0.5 --task-listen 6
 # how many parts, so here 13 of every family (seeds 21-45, odd) and 12 of the instruction families (22-44, even).
 # On this CPU: two processes of 32, the same 64 sessions a step (train's later flags win over its defaults)
 $mt model bundle runs/s30/model --out runs/s30-f16/model
-FAM=$(.venv/bin/python -c "from microturn.data.world import FAMILIES; print(','.join(FAMILIES))")
+FAM=$($py -c "from microturn.data.world import FAMILIES; print(','.join(FAMILIES))")
 data=data/shards/s39
 for seed in $(seq 21 2 45); do shards $data/all-$seed $G --per-family 100 --seed "$seed" --families "$FAM"; done
 for seed in $(seq 22 2 44); do

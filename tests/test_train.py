@@ -1,6 +1,7 @@
 """Training: exact resume after an interruption, the schedule, and the multi-process (DDP, gloo) path."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -771,3 +772,32 @@ def test_train_throughput_counts_every_matrix_product_and_the_attention(shards, 
     assert fc.get_total_flops() == 7 * (2 * 4 * 16 * 16 * 64)
     assert (tt.gpu_peak("NVIDIA H100 80GB HBM3"), tt.gpu_peak("NVIDIA H100 PCIe"), tt.gpu_peak("NVIDIA L40S"),
             tt.gpu_peak("NVIDIA H200"), tt.gpu_peak("Some GPU")) == (989.4, 756.0, 362.1, 989.4, None)
+
+
+def test_the_bundled_models_recipe_parses_with_todays_cli(tmp_path):
+    """scripts/train_bundled.sh (the README's way to train the bundled model) run with commands that only parse
+    their options with microturn's CLI (train, synth, model bundle, results; torchrun's command after --no-python)
+    and check that the scripts it calls exist: a renamed or removed option fails here, not hours into a rerun."""
+    root = Path(__file__).parents[1]
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "train_bundled.sh").write_text((root / "scripts" / "train_bundled.sh").read_text())
+    log = tmp_path / "commands.log"
+    parse = ("import sys, pathlib; from microturn.cli import build_parser; a = build_parser().parse_args(sys.argv[1:]); "
+             "sys.argv[1] == 'synth' and pathlib.Path(a.out).mkdir(parents=True, exist_ok=True)")  # for its .done
+    tools = {"mt": f'echo "microturn $*" >> {log}; exec {sys.executable} -c "{parse}" "$@"',
+             "torchrun": 'while [ "$1" != --no-python ]; do shift; done; shift; exec "$@"',
+             "py": f'[ "$1" = -c ] && exec {sys.executable} "$@"; echo "python $*" >> {log}; test -f {root}/"$1"'}
+    for name, body in tools.items():
+        (tmp_path / name).write_text(f"#!/bin/sh\n{body}\n")
+        (tmp_path / name).chmod(0o755)
+    env = os.environ | {"MT": str(tmp_path / "mt"), "PY": str(tmp_path / "py"), "TORCHRUN": str(tmp_path / "torchrun")}
+    r = subprocess.run(["bash", str(tmp_path / "scripts" / "train_bundled.sh")], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = log.read_text().splitlines()
+    kinds = [" ".join(line.split()[:2]) for line in lines]
+    script = (root / "scripts" / "train_bundled.sh").read_text()
+    runs = script.count("$mt train") - 1 + len(re.findall(r"^train runs/", script, re.M))  # less train()'s own
+    assert kinds.count("microturn train") == runs and kinds.count("microturn synth") >= 60, kinds
+    assert "python scripts/drop_sessions.py" in " ".join(lines)
+    assert lines[-1] == "microturn results --scenarios sets/test"
