@@ -14,7 +14,8 @@ warm-up, ``--steps`` steps are timed.
   second, so padding counts as waste, not as work.
 - MFU: model FLOPs per second over the device's peak: on a GPU its dense bf16 peak from the vendor's datasheet
   (``PEAK_BF16``; ``--peak-tflops`` for others), on a CPU the fp32 matrix-product rate measured here at the same
-  thread count (an upper bound the CPU can reach, not a datasheet figure).
+  thread count (an upper bound the CPU can reach, not a datasheet figure; on a busy machine it is low, and MFU can
+  pass 100 %).
 - memory: the GPU's peak allocated memory, or the process's peak resident memory on a CPU.
 
 A preset that runs out of GPU memory is tried again with half the batch. Writes a table, ``--json`` and a PNG.
@@ -210,6 +211,9 @@ def main(argv=None):
         except torch.cuda.OutOfMemoryError:
             print(f"{name_}: out of memory at batch 1", flush=True)
             continue
+        except KeyboardInterrupt:  # Ctrl-C, or train_gpu.sh's time is up: what was measured is written
+            print(f"stopped while measuring {name_}", flush=True)
+            break
         r["mfu"] = r["model_tflops"] / peak
         rows.append(r)
         print(f"{r['preset']:>9}: {r['params'] / 1e6:7.1f} M params, batch {r['batch']:3d}, "

@@ -13,8 +13,9 @@
 # with the number of steps that fills what is left (a checkpoint every 100 steps). OUT gets the model (fp32 in parts
 # under 16 MiB: scripts/join_halves.py puts it together), its log, curves and config, and gpu.txt with the machine's
 # figures. Settings (environment): SYNTH_SECONDS, BATCH, LR, MIX (family weights), SEED (the shards' first seed),
-# WORKERS (loading processes), EXTRA (more flags for train), PY (the Python to use). THROUGHPUT=1: no training, but
-# benchmarks/train_throughput.py on every preset (training tokens/s and MFU), its figures and PNG in OUT.
+# WORKERS (loading processes), EXTRA (more flags for train), PY (the Python to use), THROUGHPUT (presets, e.g.
+# "100m 100m-moe 1b 1b-moe": while the shards are written, benchmarks/train_throughput.py measures their training
+# tokens/s and MFU on the GPU, idle until then, and stops when the writers do; its figures and PNG go to OUT).
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
@@ -80,12 +81,6 @@ from microturn.data.speech import Voice, synthesize
 for v in (Voice('espeak', 'en-us'), Voice('flite', 'slt')):
     s = synthesize('one two three', v); assert len(s.words) == 3 and s.audio.std() > 0, v
 print('speech engines: ok')" | tee -a "$LOG"
-if [ -n "${THROUGHPUT:-}" ]; then  # instead of training: every preset's training tokens/s and MFU on this GPU
-  speech mt synth --out /tmp/tp --shards --split train --per-family 8 --seed 99 --workers "$(nproc)" >/dev/null 2>&1
-  timeout -s INT $(( BUDGET - ($(date +%s) - T0) - 15 )) $PY benchmarks/train_throughput.py --data /tmp/tp \
-    --json "$OUT/train_throughput.json" 2>&1 | grep -v "it/s\]" | tee -a "$LOG" || true
-  say "done"; exit 0
-fi
 
 # 2. a 3-step run checks the GPU path while the shards are written
 rm -rf /tmp/smoke /tmp/smoke-run
@@ -123,6 +118,11 @@ if ! wait $smoke; then
   tail -30 /tmp/smoke.log | tee -a "$LOG"; say "the GPU check failed"; exit 1
 fi
 say "GPU check: ok ($WORKERS loading workers)"
+if [ -n "${THROUGHPUT:-}" ] && [ $(( end - $(date +%s) )) -gt 60 ]; then  # the GPU is idle while shards are written
+  timeout -s INT $(( end - $(date +%s) )) $PY benchmarks/train_throughput.py --data /tmp/smoke --presets $THROUGHPUT \
+    --json "$OUT/train_throughput.json" > /tmp/throughput.log 2>&1 || true
+  tail -12 /tmp/throughput.log | tee -a "$LOG"
+fi
 wait $w1 $w2 || true
 for d in $D/*/; do [ -f "$d/.done" ] || rm -rf "$d"; done  # sets cut short have only their easy sessions: left out
 say "shards: $(cat $D/*/shard-*/sessions.json | grep -o '"family"' | wc -l) sessions in $(ls -d $D/*/ | wc -l) sets:" \
