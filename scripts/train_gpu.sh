@@ -119,7 +119,7 @@ if ! wait $smoke; then
 fi
 say "GPU check: ok ($WORKERS loading workers)"
 if [ -n "${THROUGHPUT:-}" ] && [ $(( end - $(date +%s) )) -gt 60 ]; then  # the GPU is idle while shards are written
-  timeout -s INT $(( end - $(date +%s) )) $PY benchmarks/train_throughput.py --data /tmp/smoke --presets $THROUGHPUT \
+  timeout -s INT -k 20 $(( end - $(date +%s) )) $PY benchmarks/train_throughput.py --data /tmp/smoke --presets $THROUGHPUT \
     --json "$OUT/train_throughput.json" > /tmp/throughput.log 2>&1 || true
   tail -12 /tmp/throughput.log | tee -a "$LOG"
 fi
