@@ -7,11 +7,11 @@ warm-up, ``--steps`` steps are timed.
 
 - tokens/s: the batches' real tokens (micro-turns x ``layout.length``, padding not counted) per second, as the
   training progress bar counts them.
-- FLOPs: counted, not estimated: ``torch.utils.flop_counter.FlopCounterMode`` over one step's forward and backward
-  (matrix products, attention, convolutions; a mixture of experts counts only the experts each token is routed to).
-  Attention counts the whole causal square, as nanoGPT's and PaLM's MFU do. Divided by the positions computed
-  (padding included), that is the FLOPs per token; the model FLOPs per second are that times the real tokens per
-  second, so padding counts as waste, not as work.
+- FLOPs: counted, not estimated: ``torch.utils.flop_counter.FlopCounterMode`` over the forward and backward of each
+  timed batch, in an untimed step of its own just before (matrix products, attention, convolutions; a mixture of
+  experts counts only the experts each token is routed to). Attention counts the whole causal square, as nanoGPT's
+  and PaLM's MFU do. FLOPs per token: over the positions computed (padding included). Model FLOPs: each batch's
+  share of its real tokens, so padding counts as waste, not as work.
 - MFU: model FLOPs per second over the device's peak: on a GPU its dense bf16 peak from the vendor's datasheet
   (``PEAK_BF16``; ``--peak-tflops`` for others), on a CPU the fp32 matrix-product rate measured here at the same
   thread count (an upper bound the CPU can reach, not a datasheet figure; on a busy machine it is low, and MFU can
@@ -96,7 +96,7 @@ def measure(name: str, shards: Shards, c: TrainConfig, dev: torch.device, warmup
     model.train()
     opt = optimizer(model, c, dev)
     batches = StepBatches(shards, Curriculum(shards, start=c.curriculum, mix=parse_mix(c.mix)), batch=c.batch,
-                          steps=warmup + steps + 1, seed=c.seed, rank=0, conversations=c.conversations,
+                          steps=warmup + steps, seed=c.seed, rank=0, conversations=c.conversations,
                           augment=c.augment, max_len=cfg.window // cfg.layout.length, bucket=c.bucket)
     L = cfg.layout.length
 
@@ -105,27 +105,25 @@ def measure(name: str, shards: Shards, c: TrainConfig, dev: torch.device, warmup
 
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    flop_batch = on_dev(0)
-    flops = step_flops(model, opt, flop_batch, c)
-    flops_per_token = flops / (flop_batch["valid"].numel() * L)
-    for i in range(1, warmup + 1):
+    for i in range(warmup):
         train_step(model, model, opt, on_dev(i), c)
-    times, tokens, positions = [], 0, 0
-    for i in range(warmup + 1, warmup + steps + 1):
+    times, tokens, positions, flops, work = [], 0, 0, 0.0, 0.0
+    for i in range(warmup, warmup + steps):
         b = on_dev(i)  # made before the clock starts: the timed part is the step, as with workers making batches
+        real, computed = int(b["valid"].sum()) * L, b["valid"].numel() * L
+        f = step_flops(model, opt, b, c)  # counted on a step of its own (counting slows a step), then timed
         if dev.type == "cuda":
             torch.cuda.synchronize()
         times.append(_timed(lambda: train_step(model, model, opt, b, c)))
-        tokens += int(b["valid"].sum()) * L
-        positions += b["valid"].numel() * L
+        tokens, positions, flops, work = tokens + real, positions + computed, flops + f, work + f * real / computed
     total = sum(times)
     tps = tokens / total
     mem = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {"preset": name, "params": model.n_params(), "batch": c.batch, "steps": steps,
             "step_s_median": statistics.median(times), "tokens_per_s": tps, "padding": 1 - tokens / positions,
-            "flops_per_token": flops_per_token, "six_n": 6 * model.n_params(),
-            "model_tflops": flops_per_token * tps / 1e12, "peak_memory_gb": mem / 2**30}
+            "flops_per_token": flops / positions, "six_n": 6 * model.n_params(),
+            "model_tflops": work / total / 1e12, "peak_memory_gb": mem / 2**30}
 
 
 def fit(name: str, shards: Shards, c: TrainConfig, dev: torch.device, warmup: int, steps: int) -> dict:
