@@ -394,6 +394,26 @@ def test_moe_routes_to_every_expert_and_is_balanced_at_init():
     assert float(dense["moe"]) == 0.0
 
 
+def test_in_training_unused_experts_and_hmlp_get_zero_gradients():
+    """A batch without video frames, and a router that sends every token elsewhere: in training the hMLP and the idle
+    expert still take part, with zero gradients (a sharded run reduces the same gradients on every rank); in
+    evaluation they are skipped, and the outputs are the same either way."""
+    cfg = tiny(n_experts=4, top_k=2)
+    model = build(cfg)
+    for block in model.transformer.blocks:  # expert 0 never chosen
+        block.mlp.router.register_forward_hook(lambda m, i, o: o.index_fill(-1, torch.tensor([0]), -1e4))
+    batch = make_batch(cfg, 2, 3) | {"video_on": torch.zeros(2, 3, dtype=torch.bool)}
+    gen = torch.Generator()
+    ev = model(batch, generator=gen.manual_seed(0))["loss"]
+    model.train()
+    loss = model(batch, generator=gen.manual_seed(0))["loss"]
+    assert torch.allclose(loss, ev)
+    loss.backward()
+    idle = [p.grad for b in model.transformer.blocks for p in b.mlp.experts[0].parameters()]
+    hmlp = [p.grad for p in model.embed.video.parameters()]
+    assert all(g is not None and not g.any() for g in idle + hmlp)
+
+
 def test_moe_balance_loss_decreases():
     """An MoE whose router favours one expert: optimising the load-balancing loss spreads the tokens."""
     cfg = tiny(n_experts=4, top_k=2)

@@ -51,20 +51,22 @@ def _unwrap(model) -> InteractionModel:
     return model
 
 
-def save(model, path: str | Path, extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:
+def save(model, path: str | Path, extra: dict | None = None, dtype: torch.dtype | None = None,
+         state: dict | None = None) -> Path:
     """Write ``model.safetensors`` and ``config.json`` into the folder ``path`` (created if needed).
 
     ``dtype``: store floating-point weights in this type (``torch.float16`` or ``torch.bfloat16`` halves the file;
     ``load`` converts back to the model's float32). A weight the type cannot hold (beyond float16's range) is
     refused rather than stored as infinity.
     ``extra``: JSON-serialisable information stored in ``config.json`` under ``"extra"`` (training step, ...).
+    ``state``: the weights to write, when not the model's own ``state_dict()`` (a sharded model's, gathered).
     Both files are written to temporary names first and renamed, so a crash never leaves half a checkpoint.
     """
     from safetensors.torch import save_file
 
     model = _unwrap(model)
     folder = _folder(path)
-    state = model.state_dict()
+    state = model.state_dict() if state is None else state
     tensors = {k: v.detach().to("cpu", dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous()
                for k, v in state.items()}
     lost = [] if dtype is None else [k for k, v in tensors.items() if v.is_floating_point()

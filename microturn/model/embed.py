@@ -95,12 +95,13 @@ class HMLP(nn.Module):
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:  # [..., P*P*3] in [-1, 1] -> [..., d]
         lead, s = patches.shape[:-1], self.sub
-        x = patches.reshape(-1, 4, s, 4, s, 3).permute(0, 1, 3, 2, 4, 5)  # [N, 4, 4, s, s, 3]
+        n = lead.numel()  # (sizes given in full: N may be 0, in training, see InputEmbed.inputs)
+        x = patches.reshape(n, 4, s, 4, s, 3).permute(0, 1, 3, 2, 4, 5)  # [N, 4, 4, s, s, 3]
         x = F.gelu(self.s1(x.flatten(-3)))  # [N, 4, 4, c1]
-        x = x.reshape(-1, 2, 2, 2, 2, x.shape[-1]).permute(0, 1, 3, 2, 4, 5).flatten(-3)  # [N, 2, 2, 4*c1]
+        x = x.reshape(n, 2, 2, 2, 2, x.shape[-1]).permute(0, 1, 3, 2, 4, 5).flatten(-3)  # [N, 2, 2, 4*c1]
         x = F.gelu(self.s2(x))
         x = self.s3(x.flatten(1, 2).flatten(-2))  # [N, 4*c2] -> [N, d]
-        return x.view(*lead, -1)
+        return x.view(*lead, x.shape[-1])
 
 
 class InputEmbed(nn.Module):
@@ -140,7 +141,9 @@ class InputEmbed(nn.Module):
         parts = [self.clock(clock * L.delta)[:, :, None], a]
         if L.video:
             v = self.no_video.expand(*video.shape[:2], 1, -1)
-            if bool(video_on.any()):  # only frames that are there go through the hMLP
+            # only frames that are there go through the hMLP; in training it runs even on none, so that its weights
+            # always get a gradient (zero): a sharded (FSDP) run reduces the same gradients on every rank
+            if self.training or bool(video_on.any()):
                 seen = self.merge(self.video(to_patches(video[video_on], L.patch)).flatten(-2))
                 v = v.masked_scatter(video_on[..., None, None], seen.to(v.dtype))
             parts.append(v)

@@ -162,7 +162,7 @@ class MoE(nn.Module):
         out = torch.zeros_like(x)
         for e, expert in enumerate(self.experts):
             tok, slot = (top_i == e).nonzero(as_tuple=True)
-            if tok.numel():
+            if tok.numel() or self.training:  # (an expert with no tokens gets a zero gradient: see embed.inputs)
                 out.index_add_(0, tok, expert(x[tok]) * top_p[tok, slot, None])
         n_e = len(self.experts)
         frac = F.one_hot(top_i, n_e).sum(1).float().mean(0) / self.k  # share of routed tokens per expert

@@ -35,7 +35,7 @@ class TrainConfig:
     ckpt_every: int = _opt(250, "steps between checkpoints (model and train_state)")
     eval_batches: int = _opt(8, "batches per evaluation")
     seed: int = _opt(0, "seed of the batches and of a new model's weights")
-    fsdp: bool = _opt(False, "shard the model with FSDP under torchrun (the large presets)")
+    fsdp: bool = _opt(False, "shard the model and optimiser over the torchrun processes (FSDP2; the large presets)")
     threads: int = _opt(0, "torch threads on CPU (0: leave the default)")
     workers: int = _opt(0, "processes that make batches ahead of the training step (0: in the training process)")
     stop_at: int = _opt(0, "stop (with a checkpoint) at this step of the schedule; the same command resumes "

@@ -1,8 +1,10 @@
 """``microturn train``: one script for a CPU here and for many GPUs under ``torchrun``.
 
-AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast on GPU, DDP (or FSDP for the large
-presets), a curriculum over difficulty with families mixed evenly or by given weights (``mix``), batches of
-conversations (several sessions in a row, ``conversations``) and of session openings (``openings``), random clock
+AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast on GPU, DDP (or, with ``fsdp``, FSDP2's
+``fully_shard`` for the large presets: each block's weights and optimiser state split over the ranks; checkpoints
+hold the whole tensors, gathered), a curriculum over difficulty with families mixed evenly or by given weights
+(``mix``), batches of conversations (several sessions in a row, ``conversations``) and of session openings
+(``openings``), random clock
 shifts, batches made ahead in worker processes (``workers``; each batch is a pure function of seed, rank and step),
 checkpoints that resume exactly (model, optimiser, step and torch RNG state), also written when the run is stopped
 (Ctrl-C, SIGTERM: ``StopRequest``), TensorBoard logs, training curves as PNG, and a progress bar with tokens per
@@ -119,7 +121,7 @@ def optimizer(model: InteractionModel, c: TrainConfig, dev: torch.device, added:
     return torch.optim.AdamW(
         [{"params": [p for n, p in named if keep(n, p)], "weight_decay": wd, "lr_scale": scale}
          for keep, wd, scale in groups if any(keep(n, p) for n, p in named)],
-        lr=c.lr, betas=(0.9, 0.95), fused=dev.type == "cuda")
+        lr=c.lr, betas=(0.9, 0.95), fused=dev.type == "cuda" and not c.fsdp)
 
 
 def train_step(net, model: InteractionModel, opt, batch: dict, c: TrainConfig,
@@ -135,6 +137,8 @@ def train_step(net, model: InteractionModel, opt, batch: dict, c: TrainConfig,
     opt.zero_grad(set_to_none=True)
     r["loss"].backward()
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip)
+    if hasattr(gnorm, "full_tensor"):  # FSDP: the norm of sharded gradients is a distributed tensor
+        gnorm = gnorm.full_tensor()
     opt.step()
     return r, gnorm
 
@@ -292,35 +296,48 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                              f"{unexpected})")
     if c.added_lr <= 0:
         raise ValueError(f"added_lr must be a positive multiple of the learning rate, got {c.added_lr}")
-    opt = optimizer(model, c, dev, added)
     cur = Curriculum(shards, start=c.curriculum, mix=parse_mix(c.mix))
     batches = StepBatches(shards, cur, batch=c.batch, steps=c.steps, seed=c.seed, rank=rank,
                           conversations=c.conversations, augment=c.augment, max_len=cfg.window // cfg.layout.length,
                           openings=c.openings, eq=c.eq, bucket=c.bucket)
-    step = 0
+    step, st = 0, None
     if state_path.exists():  # resume exactly where the last checkpoint left off
         st = torch.load(state_path, map_location="cpu", weights_only=False)  # the RNG state stays a CPU tensor
         model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
         ranks = st["ranks"] if "ranks" in st else [{"rng": st["rng"]}]
         if rank < len(ranks):  # each rank resumes its own noise (its batches follow from the step alone)
             torch.set_rng_state(ranks[rank]["rng"])
         # else: a rank the checkpoint did not have (a run resumed on more processes) keeps its fresh seeds
         step = st["step"]
+    sharded = world > 1 and c.fsdp
     net = model
-    if world > 1:
-        if c.fsdp:
-            from torch.distributed.fsdp import FullyShardedDataParallel
+    if sharded:  # FSDP2: each block's weights, then the rest, sharded over the ranks; the model is called as itself
+        from torch.distributed.fsdp import fully_shard
 
-            net = FullyShardedDataParallel(model)
+        for t in [*model.parameters(), *model.buffers()]:  # rank 0's weights everywhere, as DDP starts
+            dist.broadcast(t.data, 0)
+        for b in model.transformer.blocks:
+            fully_shard(b)
+        fully_shard(model)
+    elif world > 1:  # batches without video leave the hMLP unused: let DDP find those parameters
+        net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    opt = optimizer(model, c, dev, added)  # after sharding: it holds the sharded parameters
+    if st is not None:
+        if st.get("opt_by_name"):  # saved by a sharded run: the whole state, by parameter name
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            # (not strict: parameters no batch has used yet, the hMLP's without video, have no state, as in AdamW)
+            set_optimizer_state_dict(model, opt, st["opt"], options=StateDictOptions(full_state_dict=True,
+                                                                                     strict=False))
+        elif sharded:
+            raise ValueError(f"{state_path} was saved by a run without --fsdp: resume it without --fsdp")
         else:
-            # batches without video leave the hMLP unused: let DDP find those parameters
-            net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+            opt.load_state_dict(st["opt"])
     val = None
-    if c.val and rank == 0:
+    if c.val and (rank == 0 or sharded):  # sharded, every rank takes part in each forward, evaluation's too
         if Path(c.val).exists():
             val = Shards(c.val)
-        else:
+        elif rank == 0:
             print(f"warning: no evaluation in this run: the held-out shards {c.val} do not exist", flush=True)
     writer = None
     if rank == 0:
@@ -363,8 +380,9 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                     for k in ("loss", "text", "listen", "flow", "grad_norm", "tokens_per_s", "lr"):
                         writer.add_scalar(f"train/{k}", row[k], step)
                     t_last, tok_count = now, 0
-                if val is not None and (step % c.eval_every == 0 or step == c.steps):
-                    e = evaluate(model, val, c.eval_batches, c.batch, dev, early_listen=c.early_listen)
+            if val is not None and (step % c.eval_every == 0 or step == c.steps):
+                e = evaluate(model, val, c.eval_batches, c.batch, dev, early_listen=c.early_listen)
+                if rank == 0:
                     bar.write(_log_eval(e, step, log, writer, c.early_listen))
                     plot_curves(out / "log.jsonl", out / "curves.png")
             signum = stop.agreed(world, dev)
@@ -375,8 +393,9 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                     dist.all_gather_object(ranks, mine)
                 else:
                     ranks = [mine]
+                model_state, opt_state = full_state(model, opt, sharded)
                 if rank == 0:
-                    save_state(out, model, opt, ranks, step, c)
+                    save_state(out, model, model_state, opt_state, ranks, step, c, by_name=sharded)
             if signum:
                 break
     bar.close()
@@ -405,10 +424,25 @@ def _log_eval(e: dict, step: int, log, writer, early_listen: int) -> str:
             f"accuracy: {news}")
 
 
-def save_state(out: Path, model, opt, ranks: list[dict], step: int, c: TrainConfig):
+def full_state(model, opt, sharded: bool) -> tuple[dict, dict]:
+    """The model's and the optimiser's whole state. Sharded (FSDP), it is gathered from every rank's shards onto rank
+    0's CPU, a collective every rank takes part in (the others get nothing), and the optimiser's is keyed by parameter
+    name."""
+    if not sharded:
+        return model.state_dict(), opt.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    o = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=o), get_optimizer_state_dict(model, opt, options=o)
+
+
+def save_state(out: Path, model, model_state: dict, opt_state: dict, ranks: list[dict], step: int, c: TrainConfig,
+               by_name: bool = False):
     """Atomic checkpoint: the full training state (with every rank's random state), plus the model
-    alone as safetensors for serving."""
+    alone as safetensors for serving. ``by_name``: the optimiser's state is keyed by parameter name (``full_state``
+    of a sharded run), and resumes with or without sharding."""
     tmp = out / "train_state.pt.tmp"
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "ranks": ranks, "step": step}, tmp)
+    torch.save({"model": model_state, "opt": opt_state, "ranks": ranks, "step": step}
+               | ({"opt_by_name": True} if by_name else {}), tmp)
     os.replace(tmp, out / "train_state.pt")
-    checkpoint.save(model, out / "model", extra={"step": step, "train": asdict(c)})
+    checkpoint.save(model, out / "model", extra={"step": step, "train": asdict(c)}, state=model_state)
