@@ -319,7 +319,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
         for b in model.transformer.blocks:
             fully_shard(b)
         fully_shard(model)
-    elif world > 1:  # batches without video leave the hMLP unused: let DDP find those parameters
+    elif world > 1:  # (every parameter gets a gradient in training, even a zero one; DDP still checks for others)
         net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     opt = optimizer(model, c, dev, added)  # after sharding: it holds the sharded parameters
     if st is not None:
