@@ -23,7 +23,8 @@ from microturn.model.config import ModelConfig
 from microturn.model.model import InteractionModel
 from microturn.stream.tokenizer import CUE_WORDS, EOT, HEARD, NOTE, default_tokenizer, is_heard
 from microturn.train.data import augment, collate, warp_channels
-from microturn.train.loop import TrainConfig, lr_at, plot_curves, task_word_mask, train
+from microturn.train.data import Shards
+from microturn.train.loop import TrainConfig, evaluate, lr_at, plot_curves, task_word_mask, train
 
 
 @pytest.fixture(scope="module")
@@ -400,6 +401,17 @@ def test_workers_train_the_same_model(shards, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_evaluation_leaves_the_training_noise_alone(shards):
+    """evaluate draws its flow-loss noise from a generator of its own: torch's global random state (the run's
+    training noise) is where it was, and two evaluations agree exactly, whichever ranks or how often a run evaluates."""
+    torch.manual_seed(3)
+    model = InteractionModel(_model_cfg())
+    before = torch.get_rng_state()
+    a = evaluate(model, Shards(shards / "val"), 1, 2, torch.device("cpu"))
+    assert torch.equal(torch.get_rng_state(), before)
+    assert evaluate(model, Shards(shards / "val"), 1, 2, torch.device("cpu"))["flow"] == a["flow"]
+
+
 def test_lr_schedule_warms_up_and_decays():
     c = TrainConfig(steps=100, warmup=10, lr=1.0, min_lr=0.1)
     assert lr_at(0, c) == pytest.approx(0.1) and lr_at(9, c) == pytest.approx(1.0)
@@ -445,7 +457,7 @@ def test_two_processes_with_gloo(shards, tmp_path):
 def test_fsdp_trains_as_ddp_does_and_resumes_exactly(shards, tmp_path):
     """--fsdp on two CPU processes (FSDP2 over gloo), a mixture of experts on sessions with and without video: the
     same weights as DDP (to float rounding), a checkpoint of whole tensors, an interrupted run that resumes
-    bit-identical to an uninterrupted one, and its state resumed without sharding too. (Before experts without
+    bit-identical to an uninterrupted one, its state resumed without sharding, and DDP's with. (Before experts without
     tokens and the hMLP without frames got a zero gradient in training, a step where one rank used them and the
     other did not broke the sharded gradients' reduction.)"""
     import shutil
@@ -478,6 +490,7 @@ def test_fsdp_trains_as_ddp_does_and_resumes_exactly(shards, tmp_path):
     whole = run("whole", "--fsdp")
     assert gap(resumed, whole) == 0
     assert gap(run("unsharded"), whole) < 1e-5  # a sharded run's state, resumed under DDP
+    assert gap(run("ddp", "--fsdp"), whole) < 1e-5  # and a DDP run's, resumed sharded
 
 
 @settings(max_examples=40, deadline=None)

@@ -152,9 +152,11 @@ def evaluate(model: InteractionModel, shards: Shards, n_batches: int, batch: int
     after that many blocks: ``listen_acc_early``) and, per
     family, the accuracy on the out tokens that carry news (no <eot>, no recaps: see ``layout.recaps``): a note's
     word when it is taken, a timer's first value, the words said. Teacher-forced, and *what* rather than *when*: the
-    likeliest token but <eot>, as greedy decoding picks once it has decided to act."""
+    likeliest token but <eot>, as greedy decoding picks once it has decided to act. Draws nothing from torch's global
+    random state: a run's training noise does not depend on how often, or on which ranks, it evaluates."""
     model.eval()
     cur = Curriculum(shards, seed)
+    noise = torch.Generator(device=dev).manual_seed(seed)  # the flow loss's: the same each time, and not the run's
     fam_loss: dict[str, list[float]] = {}
     news: dict[str, list[int]] = {}  # family -> [hits, tokens]
     hit = tot = hit_early = hit_task = tot_task = 0
@@ -164,7 +166,7 @@ def evaluate(model: InteractionModel, shards: Shards, n_batches: int, batch: int
     for _ in range(n_batches):
         idx = cur.sample(batch, 1.0)
         b = _to(collate([shards.session(i) for i in idx], shards.families), dev)
-        r = model(b, early_listen=early_listen)
+        r = model(b, early_listen=early_listen, generator=noise)
         for k in totals:
             totals[k] += float(r[k].mean()) / n_batches
         for f, v in zip(b["family"].tolist(), r["text"].tolist()):
@@ -323,14 +325,12 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
         net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     opt = optimizer(model, c, dev, added)  # after sharding: it holds the sharded parameters
     if st is not None:
-        if st.get("opt_by_name"):  # saved by a sharded run: the whole state, by parameter name
+        if st.get("opt_by_name") or sharded:  # the whole state by parameter name (a sharded run saves it so)
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-            # (not strict: parameters no batch has used yet, the hMLP's without video, have no state, as in AdamW)
-            set_optimizer_state_dict(model, opt, st["opt"], options=StateDictOptions(full_state_dict=True,
-                                                                                     strict=False))
-        elif sharded:
-            raise ValueError(f"{state_path} was saved by a run without --fsdp: resume it without --fsdp")
+            state = st["opt"] if st.get("opt_by_name") else by_name(model, opt, st["opt"])
+            # (not strict: parameters no step has changed yet have no state, as in AdamW)
+            set_optimizer_state_dict(model, opt, state, options=StateDictOptions(full_state_dict=True, strict=False))
         else:
             opt.load_state_dict(st["opt"])
     val = None
@@ -422,6 +422,17 @@ def _log_eval(e: dict, step: int, log, writer, early_listen: int) -> str:
     return (f"step {step}: held-out text {e['text']:.3f} listen {e['listen']:.3f} flow {e['flow']:.3f} listening "
             f"accuracy {e['listen_acc']:.1%}{early} (task words {e['listen_acc_task']:.1%}: {voices}); news "
             f"accuracy: {news}")
+
+
+def by_name(model, opt, state: dict) -> dict:
+    """An optimiser state as torch keys it (by the parameters' places in ``opt``'s groups) keyed by parameter name
+    instead, as a sharded run saves it, so that an unsharded run's state resumes sharded. Each group keeps ``opt``'s
+    own ``fused`` (sharded parameters take no fused kernel)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    order = [names[id(p)] for g in opt.param_groups for p in g["params"]]
+    return {"state": {order[i]: v for i, v in state["state"].items()},
+            "param_groups": [g | {"params": [order[i] for i in g["params"]], "fused": now.get("fused")}
+                             for g, now in zip(state["param_groups"], opt.param_groups)]}
 
 
 def full_state(model, opt, sharded: bool) -> tuple[dict, dict]:
