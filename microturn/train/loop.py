@@ -328,7 +328,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
         if st.get("opt_by_name") or sharded:  # the whole state by parameter name (a sharded run saves it so)
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-            state = st["opt"] if st.get("opt_by_name") else by_name(model, opt, st["opt"])
+            state = named_state(model, opt, st["opt"], by_index=not st.get("opt_by_name"))
             # (not strict: parameters no step has changed yet have no state, as in AdamW)
             set_optimizer_state_dict(model, opt, state, options=StateDictOptions(full_state_dict=True, strict=False))
         else:
@@ -424,14 +424,18 @@ def _log_eval(e: dict, step: int, log, writer, early_listen: int) -> str:
             f"accuracy: {news}")
 
 
-def by_name(model, opt, state: dict) -> dict:
-    """An optimiser state as torch keys it (by the parameters' places in ``opt``'s groups) keyed by parameter name
-    instead, as a sharded run saves it, so that an unsharded run's state resumes sharded. Each group keeps ``opt``'s
-    own ``fused`` (sharded parameters take no fused kernel)."""
+def named_state(model, opt, state: dict, by_index: bool) -> dict:
+    """An optimiser state keyed by parameter name, as a sharded run saves it: ``by_index``, it is keyed as torch keys
+    it (by the parameters' places in ``opt``'s groups) and renamed, so that an unsharded run's state resumes sharded.
+    Each group takes ``opt``'s own ``fused`` (sharded parameters take no fused kernel, a run on one GPU does)."""
     names = {id(p): n for n, p in model.named_parameters()}
     order = [names[id(p)] for g in opt.param_groups for p in g["params"]]
-    return {"state": {order[i]: v for i, v in state["state"].items()},
-            "param_groups": [g | {"params": [order[i] for i in g["params"]], "fused": now.get("fused")}
+
+    def key(k):
+        return order[k] if by_index else k
+
+    return {"state": {key(k): v for k, v in state["state"].items()},
+            "param_groups": [g | {"params": [key(k) for k in g["params"]], "fused": now.get("fused")}
                              for g, now in zip(state["param_groups"], opt.param_groups)]}
 
 
