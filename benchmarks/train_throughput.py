@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import statistics
 import sys
@@ -44,9 +45,10 @@ from microturn.train.config import TrainConfig
 from microturn.train.data import Curriculum, Shards, StepBatches, parse_mix
 from microturn.train.loop import optimizer, train_step
 
-# dense bf16 tensor-core peaks (no sparsity), TFLOP/s, from NVIDIA's datasheets; matched against the device name
+# dense bf16 tensor-core peaks (no sparsity), TFLOP/s, from NVIDIA's datasheets; matched against the device name as
+# whole words (an A10G, with no NVIDIA datasheet, is not an A10: give its peak with --peak-tflops)
 PEAK_BF16 = {"H200": 989.4, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.4, "GH200": 989.4, "B200": 2250.0,
-             "A100": 312.0, "L40S": 362.1, "L4": 121.0, "A10G": 70.0, "A10": 125.0}
+             "A100": 312.0, "L40S": 362.1, "L4": 121.0, "A10": 125.0}
 
 
 # torch counts the GPU attention kernels but not the CPU one: the same formulas for it
@@ -61,8 +63,8 @@ def _cpu_attention_backward(grad_shape, q_shape, k_shape, v_shape, *args, out_sh
 
 
 def gpu_peak(name: str) -> float | None:
-    """The datasheet peak for a device name such as 'NVIDIA H100 80GB HBM3' (the longest key it contains)."""
-    keys = [k for k in PEAK_BF16 if k in name]
+    """The datasheet peak for a device name such as 'NVIDIA H100 80GB HBM3' (the longest key it holds as words)."""
+    keys = [k for k in PEAK_BF16 if re.search(rf"\b{re.escape(k)}\b", name)]
     return PEAK_BF16[max(keys, key=len)] if keys else None
 
 

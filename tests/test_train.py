@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 from microturn.codecs import dmel
 from microturn.data.shards import write_shards
 from microturn.model import checkpoint
-from microturn.model.config import ModelConfig
+from microturn.model.config import ModelConfig, preset
 from microturn.model.model import InteractionModel
 from microturn.stream.tokenizer import CUE_WORDS, EOT, HEARD, NOTE, default_tokenizer, is_heard
 from microturn.train.data import augment, collate, warp_channels
@@ -460,8 +461,6 @@ def test_fsdp_trains_as_ddp_does_and_resumes_exactly(shards, tmp_path):
     bit-identical to an uninterrupted one, its state resumed without sharding, and DDP's with. (Before experts without
     tokens and the hMLP without frames got a zero gradient in training, a step where one rank used them and the
     other did not broke the sharded gradients' reduction.)"""
-    import shutil
-
     torchrun = Path(sys.executable).parent / "torchrun"
     data = tmp_path / "data"
     shutil.copytree(shards / "train", data / "talk")
@@ -631,9 +630,6 @@ def test_drop_sessions_takes_a_family_out_of_the_shards(shards, tmp_path):
     """scripts/drop_sessions.py: the reader no longer sees the family's sessions, the others read back as before, the
     old list is kept, a later drop of another family keeps its own, and a drop that would overwrite a backup is
     refused."""
-    import shutil
-
-    from microturn.train.data import Shards
 
     root = tmp_path / "train"
     shutil.copytree(shards / "train", root)
@@ -660,8 +656,6 @@ def test_relayout_shards_moves_ids_and_renders_the_changed_family_again(tmp_path
     the BPE ids move up, the cue sessions' out tokens and agent mel are rendered again (the other families' left
     as they are), the result is today's shards; a reader refuses shards left half done, and a session whose user
     audio no longer renders the same stops the script."""
-    import shutil
-
     sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
     import relayout_shards
 
@@ -807,7 +801,7 @@ def test_train_throughput_counts_every_matrix_product_and_the_attention(shards, 
     tt.main(["--data", str(shards / "train"), "--presets", "cpu", "--batch", "2", "--warmup", "0", "--steps", "1",
              "--peak-tflops", "0.5", "--json", str(out)])
     (r,) = json.loads(out.read_text())["rows"]
-    model = InteractionModel(tt.preset("cpu", vocab_size=default_tokenizer().vocab_size))
+    model = InteractionModel(preset("cpu", vocab_size=default_tokenizer().vocab_size))
     block_weights = sum(p.numel() for p in model.transformer.blocks.parameters() if p.ndim == 2)
     assert r["flops_per_token"] > 6 * block_weights
     assert r["tokens_per_s"] > 0 and 0 <= r["padding"] < 1
@@ -821,8 +815,8 @@ def test_train_throughput_counts_every_matrix_product_and_the_attention(shards, 
         torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True).sum().backward()
     # forward: two products (scores, then values); backward: five (it computes the scores again, as flash kernels do)
     assert fc.get_total_flops() == 7 * (2 * 4 * 16 * 16 * 64)
-    assert (tt.gpu_peak("NVIDIA H100 80GB HBM3"), tt.gpu_peak("NVIDIA H100 PCIe"), tt.gpu_peak("NVIDIA L40S"),
-            tt.gpu_peak("NVIDIA H200"), tt.gpu_peak("Some GPU")) == (989.4, 756.0, 362.1, 989.4, None)
+    assert [tt.gpu_peak(f"NVIDIA {n}") for n in ("H100 80GB HBM3", "H100 PCIe", "L40S", "H200", "A10G", "GH200 480GB",
+                                                 "Some GPU")] == [989.4, 756.0, 362.1, 989.4, None, 989.4, None]
 
 
 def test_the_bundled_models_recipe_parses_with_todays_cli(tmp_path):
