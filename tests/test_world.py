@@ -5,7 +5,7 @@ import pytest
 
 from microturn.codecs import dmel
 from microturn.bench.rules import evaluate
-from microturn.data.language import CUE_WORDS, number_words
+from microturn.data.language import CUE_WORDS, MASS_NOUNS, OBJECT_COLOURS, number_words, question_and_answer
 from microturn.data.synth import to_scenario, write_scenario_set
 from microturn.data.world import FAMILIES, RESUME_GAP, Builder, boundary, generate
 from microturn.stream.layout import Layout, decode_outputs, encode_timeline
@@ -63,6 +63,22 @@ def test_scenario_set_of_every_family_validates(tmp_path):
     rep = [s for s in scenarios if s.family == "repcount"][0]
     frames, fps = rep.load_video()
     assert frames.ndim == 4 and fps == 5.0
+
+
+def test_colour_questions_are_english():
+    """Every object's colour question reads right: "What colour is silver?", "an apple", "a tiger"."""
+    rng = np.random.default_rng(0)
+    asked = {}
+    for _ in range(2000):
+        q, a = question_and_answer(rng)
+        if q.startswith("What colour is"):
+            *art, obj = q.removeprefix("What colour is ").removesuffix("?").split()
+            asked[obj] = (art, a)
+    assert set(asked) == set(OBJECT_COLOURS)
+    for obj, (art, a) in asked.items():
+        assert a == OBJECT_COLOURS[obj]
+        assert art == ([] if obj in MASS_NOUNS else ["an"] if obj[0] in "aeiou" else ["a"]), obj
+    assert MASS_NOUNS <= set(OBJECT_COLOURS)
 
 
 def test_unknown_family_is_an_error():

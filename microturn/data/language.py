@@ -47,6 +47,7 @@ SPANISH = {
 OBJECT_COLOURS = {"apple": "red", "banana": "yellow", "orange": "orange", "river": "blue", "tiger": "orange",
                   "forest": "green", "butter": "yellow", "coffee": "brown", "silver": "grey", "monkey": "brown",
                   "rabbit": "white", "planet": "blue", "island": "green", "candle": "white", "garden": "green"}
+MASS_NOUNS = frozenset({"butter", "coffee", "silver"})  # "What colour is silver?", not "a silver"
 
 # Instruction forms ({R} response word, {C} cue word, {T} seconds as words).
 CUE_FORMS = ("When I say {C}, say {R}.", "Say {R} whenever I say {C}.", "Every time you hear {C}, say {R}.")
@@ -127,8 +128,8 @@ def question_and_answer(rng: np.random.Generator) -> tuple[str, str]:
         return f"What is {number_words(a)} plus {number_words(b)}?", number_words(a + b)
     if kind == 1:
         obj = list(OBJECT_COLOURS)[rng.integers(len(OBJECT_COLOURS))]
-        art = "an" if obj[0] in "aeiou" else "a"
-        return f"What colour is {art} {obj}?", OBJECT_COLOURS[obj]
+        art = "" if obj in MASS_NOUNS else "an " if obj[0] in "aeiou" else "a "
+        return f"What colour is {art}{obj}?", OBJECT_COLOURS[obj]
     if kind == 2:
         return "Tell me a number.", number_words(int(rng.integers(1, 21)))
     a, b = sorted(int(v) for v in rng.integers(0, 11, size=2))[::-1]
