@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -497,3 +498,12 @@ def test_results_table_has_every_family_and_the_paired_line_per_baseline(scenari
         r = compare([str(tmp_path / "microturn_model.json")], [str(tmp_path / f"harness_{h}__oracle.json")])["overall"]
         assert (f"Paired with harness {h} + oracle: the model passes {r['a_only']} scenarios it fails, it passes "
                 f"{r['b_only']} the model fails (sign test p = {r['p']:.2g}).") in table
+    # the instruction families by voice / typed: the report's own pass_pct_by_input, with the scenarios counted
+    rep = json.loads((tmp_path / "microturn_model.json").read_text())
+    line = next(x for x in table.splitlines() if "pass % by voice / typed (scenarios): " in x)
+    split = re.findall(r"(\w+) (\S+) \((\d+) of (\d+)\) / (\S+) \((\d+) of (\d+)\)", line)
+    assert [f for f, *_ in split] == [f for f in INSTRUCTION_FAMILIES if f in rep["families"]] != []
+    for fam, voice, v_ok, v_n, typed, t_ok, t_n in split:
+        want, mine = rep["families"][fam]["pass_pct_by_input"], [s for s in rep["scenarios"] if s["family"] == fam]
+        assert (voice, typed) == tuple("–" if want[m] is None else f"{want[m]:g}" for m in ("voice", "typed"))
+        assert (int(v_ok) + int(t_ok), int(v_n) + int(t_n)) == (sum(s["passed"] for s in mine), len(mine))

@@ -3,7 +3,8 @@
 Runs the bundled (or a given) model and the harness baselines over a scenario set and prints one markdown table:
 pass % per family for each agent, with the turn-taking latency, the stop latency, the pause take-over rate and the
 backchannel rate (the Full-Duplex-Bench figures this set can give), then the model paired with each baseline
-scenario by scenario (``compare``: the scenarios each passes that the other fails, and the sign test), and writes
+scenario by scenario (``compare``: the scenarios each passes that the other fails, and the sign test), the model's
+instruction families split by how the instruction came (by voice or typed, as the spec reports them), and writes
 every agent's JSON report.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..stream.scenario import FAMILIES
+from ..stream.scenario import FAMILIES, INSTRUCTION_FAMILIES, input_mode, read_set
 from .compare import compare
 from .run import bench
 
@@ -47,6 +48,22 @@ def cell(report: dict, family: str) -> str:
     return f"{f['pass_pct']:g}" + (f" ({', '.join(extra)})" if extra else "")
 
 
+def by_input(report: dict, modes: dict[str, str]) -> str:
+    """The instruction families' pass % by voice and typed, with the scenarios counted: the spec's split (its
+    ``pass_pct_by_input``), which a pass % of a handful of scenarios alone would overstate. ``modes``: scenario id ->
+    "voice" or "typed" (``input_mode``)."""
+    parts = []
+    for fam in INSTRUCTION_FAMILIES:
+        got: dict[str, list[bool]] = {"voice": [], "typed": []}
+        for s in report["scenarios"]:
+            if s["family"] == fam:
+                got[modes[s["id"]]].append(s["passed"])
+        if got["voice"] or got["typed"]:
+            parts.append(f"{fam} " + " / ".join(
+                f"{_fmt(round(100 * sum(v) / len(v), 1) if v else None)} ({sum(v)} of {len(v)})" for v in got.values()))
+    return "; ".join(parts)
+
+
 def run(scenarios: str, checkpoint: str | None = None, out: str = "out/results",
         harness: tuple[str, ...] = ("pipecat", "livekit")) -> str:
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -74,6 +91,9 @@ def run(scenarios: str, checkpoint: str | None = None, out: str = "out/results",
         r = compare([paths[names[0]]], [paths[n]])["overall"]
         table += (f"\n- Paired with {n}: the model passes {r['a_only']} scenarios it fails, it passes {r['b_only']} "
                   f"the model fails (sign test p = {r['p']:.2g}).")
+    split = by_input(first, {s.id: input_mode(s) for s in read_set(scenarios)})
+    if split:
+        table += f"\n- The model by how the instruction came, pass % by voice / typed (scenarios): {split}."
     print(table)
     (Path(out) / "table.md").write_text(table + "\n")
     (Path(out) / "summary.json").write_text(json.dumps({n: r["families"] for n, r in reports.items()}, indent=1))
