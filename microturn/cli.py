@@ -103,6 +103,16 @@ def _model_info(a):
         print("  ".join(f"{str(r[k]):>10}" for k in keys))
 
 
+def _warps(text: str) -> tuple[float, ...]:
+    """--warps: comma-separated vocal-tract scales, or none; checked as model.Sampling checks them."""
+    from .model.model import Sampling
+
+    try:
+        return Sampling(warps=Sampling.parse_warps(text)).warps
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _bench(a):
     from .bench.run import bench, make_agent
 
@@ -114,13 +124,14 @@ def _bench(a):
           families=a.families.split(",") if a.families else None, limit=a.limit, trace=a.trace,
           **({"preset": a.harness} if a.agent == "harness" else {}),
           **({"speak_threshold": a.speak_threshold} if a.agent == "model" and a.speak_threshold is not None else {}),
+          **({"warps": a.warps} if a.agent == "model" and a.warps is not None else {}),
           **remote)
 
 
 def _results(a):
     from .bench.results import run
 
-    run(a.scenarios, checkpoint=a.checkpoint, out=a.out)
+    run(a.scenarios, checkpoint=a.checkpoint, out=a.out, warps=a.warps)
 
 
 def _compare(a):
@@ -151,8 +162,9 @@ def _model_bundle(a):
 
     m = checkpoint.load(a.source)
     info = dict(getattr(m, "checkpoint_info", {}) or {}) | {"bundled_from": a.source, "stored_as": a.dtype}
-    if a.speak_threshold is not None:  # decoding settings that ship with the model (model.Sampling.of)
-        info["sampling"] = info.get("sampling", {}) | {"speak_threshold": a.speak_threshold}
+    for key in ("speak_threshold", "warps"):  # decoding settings that ship with the model (model.Sampling.of)
+        if getattr(a, key) is not None:
+            info["sampling"] = info.get("sampling", {}) | {key: getattr(a, key)}
     out = checkpoint.save(m, a.out or checkpoint.DEFAULT_CHECKPOINT, extra=info, dtype=getattr(torch, a.dtype))
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"bundled {a.source} into {out} ({size:.1f} MB, weights in {a.dtype})")
@@ -252,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the weights are stored (float16, the default, keeps 3 more bits of each weight than "
                         "bfloat16, so the bundled model's probabilities stay closer to its float32 checkpoint's)")
     s.add_argument("--speak-threshold", type=float, help="store this greedy speak threshold with the model")
+    s.add_argument("--warps", type=_warps, help="store these test-time vocal-tract warps with the model "
+                                                "(comma-separated scales, e.g. 0.9,1,1.1; none: the audio alone)")
     s.set_defaults(fn=_model_bundle)
 
     s = m.add_parser("grow", help="make a trained checkpoint deeper (and so wider), computing what it computed; "
@@ -282,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, help="only the first N scenarios of each family")
     s.add_argument("--speak-threshold", type=float, help="model agent: say a word when the words' total probability "
                                                           "exceeds this (default: the checkpoint's own, or 0.5)")
+    s.add_argument("--warps", type=_warps, help="model agent: hear the audio through these vocal-tract scales too and "
+                   "decide on their mean (comma-separated, e.g. 0.9,1,1.1; none: the audio alone; default: the "
+                   "checkpoint's own)")
     s.add_argument("--url", default=None, help="remote agent: the server's WebSocket URL "
                                               "(default ws://127.0.0.1:8000/v1/stream)")
     s.add_argument("--token", default=None, help="remote agent: the server's token (default $MICROTURN_TOKEN)")
@@ -293,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scenarios", default="sets/test", help="the held-out test set (`microturn synth --out sets/test`)")
     s.add_argument("--checkpoint", help="default: the bundled model")
     s.add_argument("--out", default="out/results", help="reports, table and pictures")
+    s.add_argument("--warps", type=_warps, help="the model's test-time vocal-tract warps (as for bench; default: the "
+                                                "checkpoint's own)")
     s.set_defaults(fn=_results)
 
     s = sub.add_parser("compare", help="is A better than B on the same scenarios? bench reports paired, sign test")

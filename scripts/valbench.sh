@@ -15,6 +15,10 @@
 # adds, per threshold, the paired comparison with NAME's reports at that threshold on the five sets (`microturn
 # compare`: the scenarios each passes that the other fails, and the sign test), the way to tell a real gain from the
 # sets' noise; a threshold NAME was not scored at gets a line that says so.
+#
+# WARPS=LIST (e.g. 0.9,0.95,1,1.05,1.1, or none) decodes with those test-time vocal-tract warps (`microturn bench
+# --warps`) instead of the checkpoint's own (the bundled model's ship with it; a training run's have none), and adds
+# "-wLIST" to NAME, so a candidate is scored the way the bundled model decodes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then
@@ -35,13 +39,15 @@ if .venv/bin/python -c "from microturn.data import speech; speech.synthesize('ye
   [ -d sets/val-joe ] || $mt synth --out sets/val-joe --per-family 6 --split val --seed 7 --piper 1
   joe=(val-joe)
 fi
-name=$(basename "$(dirname "$(realpath "$ckpt")")")
+name=$(basename "$(dirname "$(realpath "$ckpt")")")${WARPS:+-w$WARPS}
+warps=()
+[ -z "${WARPS:-}" ] || warps=(--warps "$WARPS")
 mkdir -p out/valbench
 for th in "$@"; do
   pids=() reports=()
   for set in "${sets[@]}" "${joe[@]}"; do
     reports+=(out/valbench/$name-$th-$set.json)
-    OMP_NUM_THREADS=1 $mt bench --scenarios sets/$set --checkpoint "$ckpt" --speak-threshold "$th" \
+    OMP_NUM_THREADS=1 $mt bench --scenarios sets/$set --checkpoint "$ckpt" --speak-threshold "$th" "${warps[@]}" \
       --json "${reports[-1]}" > out/valbench/$name-$th-$set.txt 2>&1 &
     pids+=($!)
   done

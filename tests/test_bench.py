@@ -334,6 +334,11 @@ def test_model_agent_end_to_end(scenario_set):
     assert rep["agent"] == "model" and len(rep["scenarios"]) == 2
     assert rep["compute"]["steps"] > 0 and rep["compute"]["clock"] == "simulated"
     assert json.loads(json.dumps(rep)) == rep
+    sampling = rep["agent_options"]["sampling"]  # the decoding it used, recorded whether given or the checkpoint's
+    assert sampling["speak_threshold"] == 0.5 and sampling["temperature"] == 0 and sampling["warps"] == []
+    warped = bench(str(root), "model", model=tiny_model(talk=True), families="repcount", print_table=False,
+                   warps=(0.9, 1.1))
+    assert warped["agent_options"]["sampling"]["warps"] == [0.9, 1.1] and json.loads(json.dumps(warped)) == warped
     for entry in rep["scenarios"]:  # --trace: what the agent did, each word written in the micro-turn it started
         out = entry["output"]
         assert out["words"] and out["out"] and all(isinstance(t, int) and text for t, text in out["out"])
@@ -507,3 +512,8 @@ def test_results_table_has_every_family_and_the_paired_line_per_baseline(scenari
         want, mine = rep["families"][fam]["pass_pct_by_input"], [s for s in rep["scenarios"] if s["family"] == fam]
         assert (voice, typed) == tuple("–" if want[m] is None else f"{want[m]:g}" for m in ("voice", "typed"))
         assert (int(v_ok) + int(t_ok), int(v_n) + int(t_n)) == (sum(s["passed"] for s in mine), len(mine))
+    assert "heard through" not in table
+    warped = run(str(root), out=str(tmp_path / "warped"), harness=(), warps=(0.9, 1.1))
+    assert "model checkpoint `bundled` heard through the warps 0.9, 1.1, " in warped
+    assert json.loads((tmp_path / "warped" / "microturn_model.json").read_text())["agent_options"]["sampling"][
+        "warps"] == [0.9, 1.1]

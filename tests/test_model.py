@@ -243,6 +243,52 @@ def test_free_running_step(sampling):
     assert_matches_forward(model, outs, batch | {"out": torch.stack([o.out for o in outs], 1)})
 
 
+def test_tied_rows_decide_once_from_their_mean_probabilities():
+    """step(tie=K) for one session heard K ways (``Sampling.warps``): each group of K consecutive rows writes the
+    same tokens, decided from the mean of its rows' probabilities; only a group's first row runs the flow head; K
+    alike rows decide and speak as the row alone does; groups the active rows cut through are refused."""
+    cfg = tiny()
+    model = build(cfg)
+    L = cfg.layout
+    batch = make_batch(cfg, 4, 6, seed=3)  # rows 0-1 one session, rows 2-3 another: the rows' inputs all differ
+    state = model.new_state(4)
+    g = torch.Generator().manual_seed(0)
+    outs = [model.step(state, *inputs_at(batch, t), tie=2, generator=g) for t in range(6)]
+    own_mind = 0
+    for o in outs:
+        check_out_rows(o.out, L.n_out)
+        assert torch.equal(o.out[0], o.out[1]) and torch.equal(o.out[2], o.out[3])
+        assert (o.mel[1::2] == -7).all()  # dmel.LOG_MIN: the second rows are never voiced
+        mean = o.text_logits[:, 0].softmax(-1).view(2, 2, -1).mean(1)  # each group's first token
+        assert torch.equal(o.out[::2, 0], model_mod.sample(mean.log().masked_fill(model.never_said, float("-inf")),
+                                                           Sampling()))
+        alone = model_mod.sample(o.text_logits[:, 0].masked_fill(model.never_said, float("-inf")), Sampling())
+        own_mind += int((alone != o.out[:, 0]).sum())
+    assert own_mind > 0  # some row alone would have decided otherwise: the test tells the mean from one row's mind
+    assert state.t.tolist() == [6] * 4
+
+    twice = {k: v[[0, 0]] for k, v in batch.items()}  # one session heard twice the same way: as the row alone
+    runs = []
+    for b, tie in ((batch, 1), (twice, 2)):
+        state, g = model.new_state(len(b["audio"]) if tie == 2 else 4), torch.Generator().manual_seed(1)
+        runs.append([model.step(state, *inputs_at(b, t), tie=tie, generator=g) for t in range(4)])
+    for alone, tied in zip(*runs):
+        assert torch.equal(tied.out[0], alone.out[0]) and torch.equal(tied.out[1], alone.out[0])
+        assert torch.equal(tied.mel[0], alone.mel[0])
+
+    state = model.new_state(4)
+    for active in ([True, False, True, True], [False, True, True, False]):
+        with pytest.raises(ValueError, match="whole groups of 2"):
+            model.step(state, *inputs_at(batch, 0), active=torch.tensor(active), tie=2)
+
+
+def test_sampling_warps_are_checked():
+    assert Sampling(warps=[0.9, 1, 1.1]).warps == (0.9, 1.0, 1.1)
+    for bad in ([0.3], [1.0, 2.5], ["fast"], 1.0):
+        with pytest.raises(ValueError, match="warps"):
+            Sampling(warps=bad)
+
+
 def test_silence_and_early_exit(monkeypatch):
     """A scripted sampler: in micro-turn 0 row 0 is silent (<eot> first) while row 1 says a word as long as the
     budget allows (only the rows still writing are sampled, and the last slot is <eot> without a draw); then both
@@ -848,7 +894,8 @@ def test_not_acting_on_a_heard_word_weighs_as_much_as_acting():
 
 
 def test_model_bundle_stores_float16_with_its_threshold(tmp_path, capsys):
-    """`microturn model bundle` writes float16 weights by default (bfloat16 on request) and the speak threshold."""
+    """`microturn model bundle` writes float16 weights by default (bfloat16 on request), the speak threshold and
+    the warps; Sampling.of reads them back, and a bad --warps is refused before anything is written."""
     from microturn.cli import main
 
     src = checkpoint.save(build(tiny(), seed=4), tmp_path / "src")
@@ -859,6 +906,15 @@ def test_model_bundle_stores_float16_with_its_threshold(tmp_path, capsys):
         assert extra["stored_as"] == dtype and extra["sampling"] == {"speak_threshold": 0.6}
         assert f"weights in {dtype}" in capsys.readouterr().out
     assert checkpoint.load(tmp_path / "float16").state_dict().keys() == checkpoint.load(src).state_dict().keys()
+    assert main(["model", "bundle", str(tmp_path / "float16"), "--out", str(tmp_path / "w"),
+                 "--warps", "0.9,1,1.1"]) == 0
+    assert Sampling.of(checkpoint.load(tmp_path / "w")) == Sampling(speak_threshold=0.6, warps=(0.9, 1.0, 1.1))
+    assert main(["model", "bundle", str(tmp_path / "w"), "--out", str(tmp_path / "none"), "--warps", "none"]) == 0
+    assert Sampling.of(checkpoint.load(tmp_path / "none")).warps == ()
+    for bad in ("0.2", "1,fast"):
+        with pytest.raises(SystemExit):
+            main(["model", "bundle", str(src), "--out", str(tmp_path / "bad"), "--warps", bad])
+        assert "--warps" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def test_model_grow_writes_a_deeper_checkpoint_and_says_how_close_it_is(tmp_path, capsys):

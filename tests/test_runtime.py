@@ -29,8 +29,8 @@ def _audio(seconds=2.0, seed=0):
     return (rng.standard_normal(int(16000 * seconds)) * 0.1).astype(np.float32)
 
 
-def _run(model, chunks, text_at=None, capacity=2, extra_sessions=0, leave_at=None):
-    eng = Engine(model, capacity=capacity, generate_audio=False, sampling=Sampling(temperature=0.0))
+def _run(model, chunks, text_at=None, capacity=2, extra_sessions=0, leave_at=None, sampling=Sampling(), audio=False):
+    eng = Engine(model, capacity=capacity, generate_audio=audio, sampling=sampling)
     s = eng.open()
     others = [eng.open() for _ in range(extra_sessions)]
     tokens, sent = [], 0
@@ -45,7 +45,7 @@ def _run(model, chunks, text_at=None, capacity=2, extra_sessions=0, leave_at=Non
         if leave_at is not None and sent >= leave_at * 16000 and others:
             others.pop().close()
             eng.open().push_audio(_audio(0.3, 9))  # someone else joins
-        tokens += [o.tokens for o in s.drain()]
+        tokens += [(o.tokens, o.audio) if audio else o.tokens for o in s.drain()]
     return tokens
 
 
@@ -64,6 +64,21 @@ def test_sessions_joining_and_leaving_do_not_change_a_session(model):
     alone = _run(model, chunks, text_at=0.5)
     crowded = _run(model, chunks, text_at=0.5, capacity=4, extra_sessions=2, leave_at=1.0)
     assert alone == crowded
+
+
+def test_sessions_heard_through_warps(model):
+    """Sampling.warps: a session heard twice as it came speaks exactly as heard once (tokens and audio); heard
+    through two vocal tracts it is still one conversation, untouched by sessions joining and leaving."""
+    x = _audio()
+    chunks = np.split(x, 20)
+    once = _run(model, chunks, text_at=0.5, audio=True)
+    twice = _run(model, chunks, text_at=0.5, audio=True, sampling=Sampling(warps=(1.0, 1.0)))
+    assert len(once) == len(twice) == 10
+    for (tok, wav), (tok2, wav2) in zip(once, twice):
+        assert tok == tok2 and np.array_equal(wav, wav2)
+    warped = Sampling(warps=(0.9, 1.1))
+    alone = _run(model, chunks, text_at=0.5, sampling=warped)
+    assert alone == _run(model, chunks, text_at=0.5, capacity=4, extra_sessions=2, leave_at=1.0, sampling=warped)
 
 
 def test_engine_refuses_beyond_capacity(model):

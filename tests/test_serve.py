@@ -137,6 +137,19 @@ def test_native_round_trip(model):
         run(round_trip(port))
 
 
+def test_served_through_warps_and_bad_warps_refused(model, capsys):
+    """A server whose sessions are heard through two vocal tracts (serve --warps) answers as any does; a bad
+    --warps stops `microturn serve` before it starts, saying why."""
+    with running(create_app(model, sampling=Sampling(temperature=1.0, warps=(0.9, 1.1)), max_sessions=4)) as port:
+        run(round_trip(port))
+    from microturn.serve.app import main
+
+    for bad in ("5", "0.9,loud"):
+        with pytest.raises(SystemExit):
+            main(["--warps", bad])
+        assert "warps" in capsys.readouterr().err
+
+
 async def resampled(port: int, rate: int) -> int:
     async with websockets.connect(url(port)) as ws:
         await start(ws, sample_rate=rate)

@@ -23,7 +23,7 @@ from microturn.model import checkpoint
 from microturn.model.config import ModelConfig, preset
 from microturn.model.model import InteractionModel
 from microturn.stream.tokenizer import CUE_WORDS, EOT, HEARD, NOTE, default_tokenizer, is_heard
-from microturn.train.data import augment, collate, warp_channels
+from microturn.train.data import augment, collate
 from microturn.train.data import Shards
 from microturn.train.loop import TrainConfig, evaluate, lr_at, plot_curves, task_word_mask, train
 
@@ -517,7 +517,7 @@ def test_warp_channels_is_a_speed_change_of_the_voice():
     audio = synthesize("The quick brown fox jumps over the lazy dog, then runs into the forest.",
                        Voice("espeak", "en-us", "m1")).audio
     bins = dmel.encode(audio).reshape(-1, dmel.N_MELS).astype(np.int16)
-    assert np.array_equal(warp_channels(bins, 1.0), bins)
+    assert np.array_equal(dmel.warp_channels(bins, 1.0), bins)
 
     def spectrum(b):  # mean level per channel over the voiced frames
         return b[b.max(-1) > 3].astype(float).mean(0)
@@ -526,8 +526,8 @@ def test_warp_channels_is_a_speed_change_of_the_voice():
         faster = resample(audio, dmel.SAMPLE_RATE, round(dmel.SAMPLE_RATE / alpha))  # played at 16 kHz: x alpha
         real = spectrum(dmel.encode(faster).reshape(-1, dmel.N_MELS))
         err = lambda b: np.abs(spectrum(b) - real).mean()  # noqa: E731
-        assert err(warp_channels(bins, alpha)) < 0.5 * err(bins)
-        assert err(warp_channels(bins, alpha)) < 0.5 * err(warp_channels(bins, 1 / alpha))
+        assert err(dmel.warp_channels(bins, alpha)) < 0.5 * err(bins)
+        assert err(dmel.warp_channels(bins, alpha)) < 0.5 * err(dmel.warp_channels(bins, 1 / alpha))
 
 
 def test_augment_alters_inputs():
@@ -770,7 +770,7 @@ def test_voices_report_hears_through_a_shelf_or_a_warp():
     assert np.array_equal(up[..., low], audio[..., low])
     assert np.array_equal(up[..., high], np.where(audio[..., high] > 0,
                                                   np.minimum(audio[..., high].astype(int) + 1, dmel.N_BINS - 1), 0))
-    assert np.array_equal(hear_through(item, warp=1.2)["audio"], warp_channels(audio.astype(np.int16), 1.2))
+    assert np.array_equal(hear_through(item, warp=1.2)["audio"], dmel.warp_channels(audio.astype(np.int16), 1.2))
     whole = hear_through(item, shelf=-1, shelf_from=0)["audio"].astype(int)  # a gain over every channel
     assert np.array_equal(whole, np.where(audio > 0, np.maximum(audio.astype(int) - 1, 0), 0))
 

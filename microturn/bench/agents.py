@@ -305,7 +305,7 @@ class ModelAgent(Agent):
 
     def __init__(self, model=None, checkpoint: str | None = None, capacity: int = 16, clock: str = "simulated",
                  temperature: float = 0.0, flow_temperature: float = 1.0, generate_audio: bool = True,
-                 seed: int = 0, speak_threshold: float | None = None):
+                 seed: int = 0, speak_threshold: float | None = None, warps: tuple[float, ...] | None = None):
         from ..model.model import Sampling
 
         if clock not in ("simulated", "realtime"):
@@ -314,7 +314,8 @@ class ModelAgent(Agent):
         self.capacity, self.clock, self.seed, self.generate_audio = capacity, clock, seed, generate_audio
         self.tok = default_tokenizer()
         self.sampling = Sampling.of(self.model, temperature=temperature, flow_temperature=flow_temperature,
-                                    **({} if speak_threshold is None else {"speak_threshold": speak_threshold}))
+                                    **({} if speak_threshold is None else {"speak_threshold": speak_threshold}),
+                                    **({} if warps is None else {"warps": warps}))
         self.name = "model"
 
     def _engine(self, n: int):

@@ -65,10 +65,11 @@ def by_input(report: dict, modes: dict[str, str]) -> str:
 
 
 def run(scenarios: str, checkpoint: str | None = None, out: str = "out/results",
-        harness: tuple[str, ...] = ("pipecat", "livekit")) -> str:
+        harness: tuple[str, ...] = ("pipecat", "livekit"), warps: tuple[float, ...] | None = None) -> str:
+    """``warps``: the model's test-time vocal-tract warps (``Sampling.warps``) instead of the checkpoint's own."""
     Path(out).mkdir(parents=True, exist_ok=True)
     reports, paths = {}, {}
-    runs = [("microturn model", "model", {"checkpoint": checkpoint})] + \
+    runs = [("microturn model", "model", {"checkpoint": checkpoint, "warps": warps})] + \
         [(f"harness {h} + oracle", "harness", {"preset": h, "responder": "oracle"}) for h in harness]
     for name, agent, kw in runs:
         safe = name.replace(" ", "_").replace("+", "")
@@ -83,8 +84,10 @@ def run(scenarios: str, checkpoint: str | None = None, out: str = "out/results",
     lines.append("| **overall** | | " + " | ".join(f"**{reports[n]['overall_pass_pct']:g}**" for n in names) + " |")
     first = reports[names[0]]
     table = "\n".join(lines)
+    heard = ", ".join(f"{w:g}" for w in first["agent_options"]["sampling"]["warps"])
     table += (f"\n\nSet `{scenarios}` ({sum(f['n'] for f in first['families'].values())} scenarios), model checkpoint "
-              f"`{first.get('checkpoint')}`, {first['created']}. Pass % per family; in brackets: turn-taking "
+              f"`{first.get('checkpoint')}`{f' heard through the warps {heard}' if heard else ''}, "
+              f"{first['created']}. Pass % per family; in brackets: turn-taking "
               f"latency (median), stop latency (median), RepCount off-by-one %, pause take-over rate (TOR).")
     table += "\n"
     for n in names[1:]:  # the model against each baseline, scenario by scenario (`microturn compare`)

@@ -13,6 +13,7 @@ audio against its word onsets), ``agent_options`` and, for the model, ``compute`
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -51,6 +52,8 @@ def bench(scenarios: str, agent: str | Agent, json_path=None, export_fdb=None, p
     rep["audio_word_agreement"] = agreement_by_family(chosen, outputs)
     rep["agent_options"] = {"clock": clock, **({"responder": responder} if runner.name.startswith("harness") else {}),
                             **{k: v for k, v in agent_options.items() if _jsonable(v) and k != "token"}}
+    if isinstance(runner, ModelAgent):  # the decoding it used, the checkpoint's own settings included
+        rep["agent_options"]["sampling"] = dataclasses.asdict(runner.sampling) | {"warps": list(runner.sampling.warps)}
     compute = compute_summary(outputs)
     if compute:
         rep["compute"] = compute

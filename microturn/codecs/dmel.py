@@ -82,6 +82,22 @@ def dequantize(bins: torch.Tensor | np.ndarray) -> torch.Tensor:
     return LOG_MIN + b.float() * STEP
 
 
+_MEL_CENTRES = np.linspace(hz_to_mel(F_MIN), hz_to_mel(F_MAX), N_MELS + 2)[1:-1]
+
+
+def warp_channels(x: np.ndarray, alpha: float) -> np.ndarray:
+    """Scale the frequency axis of dMel bins [..., 80] by ``alpha`` (vocal tract length perturbation, Jaitly & Hinton
+    2013): channel j takes the level at frequency f_j / alpha (linear between channels, the edge channels beyond the
+    range), so alpha > 1 moves formants and harmonics up, as a shorter vocal tract would. Silence stays silence.
+    Training alters its input with it (``train.data.augment``); decoding may hear through several
+    (``Sampling.warps``)."""
+    src = hz_to_mel(mel_to_hz(_MEL_CENTRES) / alpha)
+    pos = np.clip((src - _MEL_CENTRES[0]) / (_MEL_CENTRES[1] - _MEL_CENTRES[0]), 0, N_MELS - 1)
+    lo = np.floor(pos).astype(int)
+    hi, frac = np.minimum(lo + 1, N_MELS - 1), (pos - lo).astype(np.float32)
+    return np.rint(x[..., lo] * (1 - frac) + x[..., hi] * frac).astype(x.dtype)
+
+
 def encode(x: np.ndarray | torch.Tensor, rate: int = SAMPLE_RATE) -> np.ndarray:
     """Waveform at any rate -> dMel bins, uint8 [frames, 80]."""
     if rate != SAMPLE_RATE:

@@ -59,6 +59,9 @@ class StreamState:
         return self.length + self.n_tail
 
 
+WARP_BOUNDS = (0.5, 2.0)  # the vocal-tract scales Sampling.warps accepts
+
+
 @dataclass
 class Sampling:
     temperature: float = 0.0  # 0: greedy
@@ -68,13 +71,35 @@ class Sampling:
     speak_threshold: float = 0.5
     flow_steps: int = 4
     flow_temperature: float = 1.0
+    # test-time augmentation: hear each micro-turn through these vocal-tract scales (``dmel.warp_channels``; 1.0 is
+    # the audio as it came), one stream of the model each, and decide on the mean of their probabilities
+    # (``InteractionModel.step``'s ``tie``); empty: the audio alone. Costs their number times the compute.
+    warps: tuple[float, ...] = ()
 
     def __post_init__(self):
+        try:
+            self.warps = tuple(float(w) for w in self.warps)
+        except (TypeError, ValueError):
+            raise ValueError(f"Sampling.warps must be a list of numbers, got {self.warps!r}") from None
         for name, ok in (("temperature", self.temperature >= 0), ("top_p", 0 < self.top_p <= 1),
                          ("speak_threshold", 0 <= self.speak_threshold < 1), ("flow_steps", self.flow_steps >= 1),
                          ("flow_temperature", self.flow_temperature >= 0)):
             if not ok:
                 raise ValueError(f"Sampling.{name} out of range: {getattr(self, name)!r}")
+        if not all(WARP_BOUNDS[0] <= w <= WARP_BOUNDS[1] for w in self.warps):
+            raise ValueError(f"Sampling.warps out of range: {self.warps!r} (each a vocal-tract scale in "
+                             f"[{WARP_BOUNDS[0]}, {WARP_BOUNDS[1]}])")
+
+    @staticmethod
+    def parse_warps(text: str) -> tuple[float, ...]:
+        """A command line's warps: comma-separated scales ("0.9,1,1.1"), or "none" (the audio alone)."""
+        if text.strip().lower() == "none":
+            return ()
+        try:
+            return tuple(float(w) for w in text.split(","))
+        except ValueError:
+            raise ValueError(f"warps must be comma-separated numbers such as 0.9,1,1.1, or none; got {text!r}") \
+                from None
 
     @classmethod
     def of(cls, model: "InteractionModel", **overrides) -> "Sampling":
@@ -294,7 +319,7 @@ class InteractionModel(nn.Module):
     @torch.no_grad()
     def step(self, state: StreamState, audio, video, video_on, text_in, active: torch.Tensor | None = None,
              forced_out: torch.Tensor | None = None, sampling: Sampling = Sampling(), generate_audio: bool = True,
-             generator: Generators = None) -> StepOutput:
+             generator: Generators = None, tie: int = 1) -> StepOutput:
         """One micro-turn for the sessions of the batch: audio [B, A, F, 80] uint8, video [B, S, S, 3] uint8,
         video_on [B], text_in [B, K]. Only rows where ``active`` [B] is true are computed (their state advances;
         the others' outputs are <pad>/zeros and their state is untouched), so a step costs what its active
@@ -306,12 +331,22 @@ class InteractionModel(nn.Module):
         chunk, then one call per word it says. The mel comes from the state that predicted <eot>, so the tail is
         not needed until the next micro-turn: a silent micro-turn is a single forward call. The flow head runs for
         rows that said a word in the last ``SPEECH_TAIL`` micro-turns; once the agent's audio is over, the window is
-        silence (``dmel.LOG_MIN``) without generating it."""
+        silence (``dmel.LOG_MIN``) without generating it.
+
+        ``tie`` = K > 1: the batch holds each session K times, in K consecutive rows whose inputs differ (the same
+        audio heard through K vocal tracts: test-time augmentation, ``Sampling.warps``). Each group's out tokens are
+        decided once, from the mean of its rows' probabilities (by its first row's generator), and written to all
+        of its rows, so they stay one conversation; only its first row runs the flow head."""
         L = self.layout
         B = audio.shape[0]
         dev = audio.device
         rows = torch.arange(B, device=dev) if active is None else active.nonzero(as_tuple=True)[0]
         n = len(rows)
+        first = rows % tie == 0  # each group's first row: the one that decides for it and speaks
+        if tie > 1:
+            on = torch.ones(B, dtype=torch.bool, device=dev) if active is None else active
+            if B % tie or (on.view(-1, tie).any(1) != on.view(-1, tie).all(1)).any():
+                raise ValueError(f"tie={tie}: the active rows must be whole groups of {tie} consecutive rows")
         if forced_out is not None and not bool((forced_out[rows] == EOT).any(-1).all()):
             raise ValueError("forced_out: every active row needs an <eot> among its out tokens")
         gen = [generator[i] for i in rows.tolist()] if isinstance(generator, list) else generator
@@ -335,8 +370,11 @@ class InteractionModel(nn.Module):
             elif i == L.n_out - 1:  # the budget is spent: the micro-turn ends here
                 tok = torch.full((len(live),), EOT, dtype=torch.long, device=dev)
             else:
-                masked = lg.masked_fill(self.never_said, float("-inf"))
-                tok = sample(masked, sampling, [gen[j] for j in live.tolist()] if isinstance(gen, list) else gen)
+                joint = lg if tie == 1 else lg.softmax(-1).view(-1, tie, lg.shape[-1]).mean(1).log()
+                lead = live[::tie]
+                masked = joint.masked_fill(self.never_said, float("-inf"))
+                tok = sample(masked, sampling, [gen[j] for j in lead.tolist()] if isinstance(gen, list) else gen)
+                tok = tok.repeat_interleave(tie)
             logits[live, i], toks[live, i] = lg, tok
             end = tok == EOT
             if end.any():
@@ -354,7 +392,7 @@ class InteractionModel(nn.Module):
         mel = None
         if generate_audio:  # only rows whose audio is not over yet run the flow head; the others' window is silence
             mel = torch.full((n, L.frames, dmel.N_MELS), dmel.LOG_MIN, device=dev)
-            voiced = (state.quiet[rows] < SPEECH_TAIL).nonzero(as_tuple=True)[0]
+            voiced = ((state.quiet[rows] < SPEECH_TAIL) & first).nonzero(as_tuple=True)[0]
             if len(voiced):
                 g = [gen[j] for j in voiced.tolist()] if isinstance(gen, list) else gen
                 mel[voiced] = self.flow.sample(cond[voiced], sampling.flow_steps, sampling.flow_temperature, g)

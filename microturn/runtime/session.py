@@ -6,7 +6,9 @@ micro-turn t is ready once the audio up to (t + 1) * delta has arrived, however 
 camera frames join the micro-turn whose window they arrived in (by the audio clock).
 
 The ``Engine`` holds the model and the batched state; each ``tick`` steps every session that has a micro-turn
-ready, as one batch (sessions may join and leave at any time; a row's state is only touched by its session).
+ready, as one batch (sessions may join and leave at any time; a row's state is only touched by its session). With
+``Sampling.warps`` each session has a row per warp, hearing its audio through that vocal tract, and the model decides
+once for all of them (``InteractionModel.step``'s ``tie``).
 """
 from __future__ import annotations
 
@@ -176,8 +178,9 @@ class Engine:
                              f"over to this one with scripts/grow_vocab.py, then fine-tune it)")
         self.capacity, self.generate_audio, self.simulated = capacity, generate_audio, simulated
         self.sampling = sampling or Sampling.of(model)  # default: the checkpoint's own decoding settings
+        self.warps = self.sampling.warps or (1.0,)  # the vocal tracts each session is heard through, a row each
         self.device = next(model.parameters()).device
-        self.state = model.new_state(capacity, device=self.device)
+        self.state = model.new_state(capacity * len(self.warps), device=self.device)
         self.sessions: list[Session | None] = [None] * capacity
         self.lock = threading.RLock()
         self.seed = seed
@@ -191,9 +194,9 @@ class Engine:
                 slot = self.sessions.index(None)
             except ValueError:
                 raise RuntimeError(f"all {self.capacity} session slots are in use") from None
-            rows = torch.zeros(self.capacity, dtype=torch.bool, device=self.device)
+            rows = torch.zeros(self.capacity, len(self.warps), dtype=torch.bool, device=self.device)
             rows[slot] = True
-            self.state.reset(rows)
+            self.state.reset(rows.flatten())
             self.generators[slot].manual_seed(self.seed)
             s = Session(self, slot, background)
             self.sessions[slot] = s
@@ -216,7 +219,8 @@ class Engine:
             if not ready:
                 return []
             t0 = time.perf_counter()
-            B = self.capacity
+            K = len(self.warps)  # rows per session: session s is rows s * K ... s * K + K - 1
+            B = self.capacity * K
             audio = torch.zeros(B, L.n_audio, L.frames_per_token, dmel.N_MELS, dtype=torch.uint8)
             video = torch.zeros(B, L.video_size, L.video_size, 3, dtype=torch.uint8)
             video_on = torch.zeros(B, dtype=torch.bool)
@@ -224,14 +228,18 @@ class Engine:
             active = torch.zeros(B, dtype=torch.bool)
             for s in ready:
                 a, f, on, txt = s._inputs()
-                audio[s.slot], video[s.slot], video_on[s.slot] = torch.from_numpy(a), torch.from_numpy(f), on
-                text_in[s.slot], active[s.slot] = torch.from_numpy(txt), True
+                for r, w in enumerate(self.warps, s.slot * K):
+                    audio[r] = torch.from_numpy(a if w == 1.0 else dmel.warp_channels(a, w))
+                    video[r], video_on[r] = torch.from_numpy(f), on
+                    text_in[r], active[r] = torch.from_numpy(txt), True
+            # a session's draws come from its first row's generator
+            generator = [self.generators[r // K] if a and r % K == 0 else None for r, a in enumerate(active.tolist())]
         dev = self.device
         res = self.model.step(self.state, audio.to(dev), video.to(dev), video_on.to(dev), text_in.to(dev),
                               active=active.to(dev), sampling=self.sampling, generate_audio=self.generate_audio,
-                              generator=[g if a else None for g, a in zip(self.generators, active.tolist())])
-        out = res.out.cpu().numpy()
-        mel = res.mel.float().cpu().numpy() if res.mel is not None else None
+                              generator=generator, tie=K)
+        out = res.out[::K].cpu().numpy()  # back to a row per session
+        mel = res.mel[::K].float().cpu().numpy() if res.mel is not None else None
         audio = self.vocode(mel, ready) if mel is not None else {}
         with self.lock:
             outputs = [s._finish(out[s.slot], None if mel is None else mel[s.slot], audio.get(s.slot)) for s in ready]

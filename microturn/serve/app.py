@@ -277,10 +277,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--temperature", type=float, default=None, help="text sampling temperature (default 0: greedy)")
     p.add_argument("--speak-threshold", type=float, default=None,
                    help="greedy: speak when the words' total probability exceeds this (default: the checkpoint's)")
+    p.add_argument("--warps", default=None, help="hear the audio through these vocal-tract scales too and decide on "
+                   "their mean (comma-separated, e.g. 0.9,1,1.1; none: the audio alone; default: the checkpoint's); "
+                   "costs their number times the compute")
     a = p.parse_args(argv)
     sampling = {k: v for k, v in (("temperature", a.temperature), ("speak_threshold", a.speak_threshold))
                 if v is not None}
     try:
+        if a.warps is not None:
+            sampling["warps"] = Sampling.parse_warps(a.warps)
         Sampling(**sampling)
     except ValueError as e:
         p.error(str(e))

@@ -65,18 +65,6 @@ class Shards:
 
 
 WARP = (0.83, 1.2)  # the range of vocal-tract scaling ``augment`` draws from (log-uniform)
-_MEL_CENTRES = np.linspace(dmel.hz_to_mel(dmel.F_MIN), dmel.hz_to_mel(dmel.F_MAX), dmel.N_MELS + 2)[1:-1]
-
-
-def warp_channels(x: np.ndarray, alpha: float) -> np.ndarray:
-    """Scale the frequency axis of dMel bins [..., 80] by ``alpha`` (vocal tract length perturbation, Jaitly & Hinton
-    2013): channel j takes the level at frequency f_j / alpha (linear between channels, the edge channels beyond the
-    range), so alpha > 1 moves formants and harmonics up, as a shorter vocal tract would. Silence stays silence."""
-    src = dmel.hz_to_mel(dmel.mel_to_hz(_MEL_CENTRES) / alpha)
-    pos = np.clip((src - _MEL_CENTRES[0]) / (_MEL_CENTRES[1] - _MEL_CENTRES[0]), 0, dmel.N_MELS - 1)
-    lo = np.floor(pos).astype(int)
-    hi, frac = np.minimum(lo + 1, dmel.N_MELS - 1), (pos - lo).astype(np.float32)
-    return np.rint(x[..., lo] * (1 - frac) + x[..., hi] * frac).astype(x.dtype)
 
 
 def colour(bins: np.ndarray, gain) -> np.ndarray:
@@ -88,15 +76,16 @@ def colour(bins: np.ndarray, gain) -> np.ndarray:
 
 def augment(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Randomly alter a session's input dMel bins [T, A, F, 80] (uint8) so the model hears more voices and rooms
-    than the shards hold: three times in four a new vocal tract (``warp_channels``, a scale drawn log-uniformly from
-    ``WARP``: about the step from a man's formants to a woman's), a gain of one level (6 dB) up or down, and
-    SpecAugment-style masks (a band of up to 8 mel bins, and a few spans of up to 6 frames, set to silence). The
-    targets are untouched. The warp is there for the held-out voices most unlike the training ones: session 7's model
-    heard 37 % of the task-word tokens of flite's held-out awb (a man's voice; the training split's one voice of its
-    kind, slt, is a woman's) against 69 % for held-out espeak-ng voices (``scripts/voices_report.py``)."""
+    than the shards hold: three times in four a new vocal tract (``dmel.warp_channels``, a scale drawn
+    log-uniformly from ``WARP``: about the step from a man's formants to a woman's), a gain of one level (6 dB) up or
+    down, and SpecAugment-style masks (a band of up to 8 mel bins, and a few spans of up to 6 frames, set to
+    silence). The targets are untouched. The warp is there for the held-out voices most unlike the training ones:
+    session 7's model heard 37 % of the task-word tokens of flite's held-out awb (a man's voice; the training split's
+    one voice of its kind, slt, is a woman's) against 69 % for held-out espeak-ng voices
+    (``scripts/voices_report.py``)."""
     x = audio.reshape(-1, audio.shape[-1]).astype(np.int16)  # [frames, 80]
     if rng.random() < 0.75:
-        x = warp_channels(x, float(np.exp(rng.uniform(*np.log(WARP)))))
+        x = dmel.warp_channels(x, float(np.exp(rng.uniform(*np.log(WARP)))))
     if rng.random() < 0.5:
         x = colour(x, rng.choice([-1, 1]))
     if rng.random() < 0.5:
