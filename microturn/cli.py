@@ -152,7 +152,7 @@ def _perf(a):
     from .runtime.perf import run
 
     run(checkpoint=a.checkpoint, preset=a.preset, json_path=a.json, out=a.out, hour_seconds=a.hour_seconds,
-        threads=a.threads)
+        threads=a.threads, warps=a.warps)
 
 
 def _model_bundle(a):
@@ -327,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="out/perf", help="folder for the pictures")
     s.add_argument("--hour-seconds", type=float, default=3600.0, help="length of the long simulated session")
     s.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    s.add_argument("--warps", type=_warps, help="decode with these test-time vocal-tract warps (as for bench; "
+                                                "default: the checkpoint's own)")
     s.set_defaults(fn=_perf)
 
     sub.add_parser("serve", help="serve the model over WebSocket with a browser page (microturn serve --help)")

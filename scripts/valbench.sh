@@ -17,8 +17,8 @@
 # sets' noise; a threshold NAME was not scored at gets a line that says so.
 #
 # WARPS=LIST (e.g. 0.9,0.95,1,1.05,1.1, or none) decodes with those test-time vocal-tract warps (`microturn bench
-# --warps`) instead of the checkpoint's own (the bundled model's ship with it; a training run's have none), and adds
-# "-wLIST" to NAME, so a candidate is scored the way the bundled model decodes.
+# --warps`) instead of the checkpoint's own (none, unless it was bundled with `--warps`), and adds "-wLIST" to NAME,
+# so that a checkpoint's reports with and without them are kept apart.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then

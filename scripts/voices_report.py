@@ -106,7 +106,7 @@ def main():
     model = load(a.checkpoint).eval()
     for path in a.shards:
         for (g, kind), (hit, n) in sorted(report(model, Shards(path), a.sessions, shelf=a.shelf,
-                                                     warps=Sampling.parse_warps(a.warp),
+                                                     warps=Sampling.parse_warps(a.warp) or (1.0,),
                                                      shelf_from=a.shelf_from).items()):
             print(f"{path:<24} {g:<28} {kind:<12} {hit / max(n, 1):5.0%} of {n} tokens")
 

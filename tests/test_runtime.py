@@ -194,6 +194,7 @@ def test_perf_measures_the_steady_state(model):
         eng.tick()
     assert (eng.state.cache.pos[s.slot] >= 0).all()
     assert len(tick_times(model, 2, 3, warmup=1)) == 3
+    assert len(tick_times(model, 2, 3, warmup=1, sampling=Sampling(warps=(0.9, 1.1)))) == 3  # perf --warps
 
 
 def test_hour_session_figures(model):

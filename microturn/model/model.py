@@ -73,7 +73,7 @@ class Sampling:
     flow_temperature: float = 1.0
     # test-time augmentation: hear each micro-turn through these vocal-tract scales (``dmel.warp_channels``; 1.0 is
     # the audio as it came), one stream of the model each, and decide on the mean of their probabilities
-    # (``InteractionModel.step``'s ``tie``); empty: the audio alone. Costs their number times the compute.
+    # (``InteractionModel.step``'s ``tie``); empty: the audio alone. Costs up to their number times the compute.
     warps: tuple[float, ...] = ()
 
     def __post_init__(self):

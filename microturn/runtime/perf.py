@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from ..codecs.audio import SAMPLE_RATE
-from ..model.model import InteractionModel
+from ..model.model import InteractionModel, Sampling
 from ..model.transformer import KVCache
 from .session import Engine
 
@@ -45,11 +45,12 @@ def steady_after(model: InteractionModel) -> int:
 
 
 def tick_times(model: InteractionModel, n_sessions: int, steps: int, seed: int = 0,
-               warmup: int | None = None) -> list[float]:
+               warmup: int | None = None, sampling: Sampling | None = None) -> list[float]:
     """Milliseconds per batched tick with ``n_sessions`` sessions all stepping each tick, measured after
-    ``warmup`` ticks (default: until the sessions' caches are full, the steady state)."""
+    ``warmup`` ticks (default: until the sessions' caches are full, the steady state). ``sampling``: the decoding
+    (default: the checkpoint's own)."""
     warmup = steady_after(model) if warmup is None else warmup
-    eng = Engine(model, capacity=n_sessions)
+    eng = Engine(model, capacity=n_sessions, sampling=sampling)
     sessions = [eng.open() for _ in range(n_sessions)]
     rng = np.random.default_rng(seed)
     L = model.layout
@@ -67,7 +68,8 @@ def tick_times(model: InteractionModel, n_sessions: int, steps: int, seed: int =
     return out
 
 
-def hour(model: InteractionModel, seconds: float = 3600.0, seed: int = 0, minute: float = 60.0) -> dict:
+def hour(model: InteractionModel, seconds: float = 3600.0, seed: int = 0, minute: float = 60.0,
+         sampling: Sampling | None = None) -> dict:
     """A simulated session of ``seconds``: per-step time and memory over time (compared over windows of ``minute``).
 
     Step-time drift compares the session's last minute with a fresh session's second minute (caches full, as in
@@ -81,7 +83,7 @@ def hour(model: InteractionModel, seconds: float = 3600.0, seed: int = 0, minute
     chunk = _speech_like(rng, L.samples * 50)
 
     def stepper():
-        eng = Engine(model, capacity=1)
+        eng = Engine(model, capacity=1, sampling=sampling)
         s = eng.open()
         t = 0
 
@@ -119,7 +121,10 @@ def hour(model: InteractionModel, seconds: float = 3600.0, seed: int = 0, minute
 
 
 def run(checkpoint: str | None = None, preset: str = "cpu", json_path: str | None = None, out: str = "out/perf",
-        hour_seconds: float = 3600.0, max_sessions: int = 128, threads: int | None = None) -> dict:
+        hour_seconds: float = 3600.0, max_sessions: int = 128, threads: int | None = None,
+        warps: tuple[float, ...] | None = None) -> dict:
+    """The figures, printed, drawn under ``out`` and written to ``json_path``. ``warps``: decode with these test-time
+    vocal-tract warps (``Sampling.warps``) instead of the checkpoint's own."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,15 +144,18 @@ def run(checkpoint: str | None = None, preset: str = "cpu", json_path: str | Non
         model = InteractionModel(get_preset(preset, vocab_size=default_tokenizer().vocab_size))
         name = f"{preset} (random weights)"
     model.eval()
+    sampling = Sampling.of(model, **({} if warps is None else {"warps": warps}))
+    if sampling.warps:
+        name += ", warps " + ",".join(f"{w:g}" for w in sampling.warps)
     budget = model.layout.delta * 1000
     Path(out).mkdir(parents=True, exist_ok=True)
-    one = tick_times(model, 1, 300)
+    one = tick_times(model, 1, 300, sampling=sampling)
     p50, p99 = float(np.median(one)), float(np.percentile(one, 99))
     print(f"one session ({name}): step median {p50:.2f} ms, p99 {p99:.2f} ms (budget {budget:.0f} ms)")
     curve, best = [], 1
     n = 1
     while n <= max_sessions:
-        ts = tick_times(model, n, 40)
+        ts = tick_times(model, n, 40, sampling=sampling)
         q = float(np.percentile(ts, 99))
         curve.append((n, float(np.median(ts)), q))
         print(f"{n:4d} sessions: tick median {np.median(ts):7.1f} ms, p99 {q:7.1f} ms")
@@ -158,9 +166,9 @@ def run(checkpoint: str | None = None, preset: str = "cpu", json_path: str | Non
         n = n * 2 if n < 16 else n + 16
     gc.collect()  # the tick measurements' engines: freed before the memory is counted
     base = rss_mb()
-    eng = Engine(model, capacity=1)
+    eng = Engine(model, capacity=1, sampling=sampling)
     one_mem = rss_mb() - base
-    eng33 = Engine(model, capacity=33)
+    eng33 = Engine(model, capacity=33, sampling=sampling)
     per_session = (rss_mb() - base - one_mem) / 32
     del eng, eng33
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -175,7 +183,7 @@ def run(checkpoint: str | None = None, preset: str = "cpu", json_path: str | Non
     fig.tight_layout()
     fig.savefig(Path(out) / "sessions.png", dpi=100)
     plt.close(fig)
-    h = hour(model, hour_seconds)
+    h = hour(model, hour_seconds, sampling=sampling)
     fig, ax = plt.subplots(1, 2, figsize=(12, 4))
     ms = np.array(h["step_ms"])
     k = max(1, len(ms) // 300)

@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="greedy: speak when the words' total probability exceeds this (default: the checkpoint's)")
     p.add_argument("--warps", default=None, help="hear the audio through these vocal-tract scales too and decide on "
                    "their mean (comma-separated, e.g. 0.9,1,1.1; none: the audio alone; default: the checkpoint's); "
-                   "costs their number times the compute")
+                   "costs up to their number times the model's compute")
     a = p.parse_args(argv)
     sampling = {k: v for k, v in (("temperature", a.temperature), ("speak_threshold", a.speak_threshold))
                 if v is not None}
