@@ -325,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", default="cpu", help="random weights of this preset when there is no bundled model")
     s.add_argument("--json", help="write the figures here")
     s.add_argument("--out", default="out/perf", help="folder for the pictures")
-    s.add_argument("--hour-seconds", type=float, default=3600.0, help="length of the long simulated session")
+    s.add_argument("--hour-seconds", type=float, default=3600.0,
+                   help="length of the long simulated session (at least 40 s)")
     s.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     s.add_argument("--warps", type=_warps, help="decode with these test-time vocal-tract warps (as for bench; "
                                                 "default: the checkpoint's own)")

@@ -210,6 +210,21 @@ def test_hour_session_figures(model):
     assert [t for t, _ in h["memory"]][:2] == [0.0, 10 * L.delta]
 
 
+def test_perf_refuses_a_long_session_too_short_to_measure(capsys):
+    """`microturn perf --hour-seconds` below MIN_HOUR_SECONDS would report drifts of empty windows (NaN in the JSON):
+    it is refused with the reason, before any model is loaded; the shortest allowed measures finite drifts."""
+    from microturn.cli import main
+    from microturn.runtime.perf import MIN_HOUR_SECONDS, hour, run
+
+    with pytest.raises(ValueError, match=f"at least {MIN_HOUR_SECONDS:g}"):
+        run(hour_seconds=12)
+    assert main(["perf", "--hour-seconds", "12"]) == 2 and "hour_seconds" in capsys.readouterr().err
+    torch.manual_seed(0)
+    tiny = InteractionModel(ModelConfig(depth=1, vocab_size=default_tokenizer().vocab_size, flow_width=32)).eval()
+    h = hour(tiny, seconds=MIN_HOUR_SECONDS, minute=MIN_HOUR_SECONDS / 4)
+    assert all(np.isfinite(h[k]) for k in ("step_drift_pct", "raw_step_drift_pct", "memory_drift_pct"))
+
+
 def test_readme_python_api_runs(tmp_path, monkeypatch):
     """The README's Python API example runs as written, on the bundled model (a question from espeak-ng)."""
     import re

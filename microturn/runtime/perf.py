@@ -24,6 +24,9 @@ from ..model.transformer import KVCache
 from .session import Engine
 
 
+MIN_HOUR_SECONDS = 40.0  # the shortest long session whose drifts can be measured (quarters of 10 s)
+
+
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -124,7 +127,12 @@ def run(checkpoint: str | None = None, preset: str = "cpu", json_path: str | Non
         hour_seconds: float = 3600.0, max_sessions: int = 128, threads: int | None = None,
         warps: tuple[float, ...] | None = None) -> dict:
     """The figures, printed, drawn under ``out`` and written to ``json_path``. ``warps``: decode with these test-time
-    vocal-tract warps (``Sampling.warps``) instead of the checkpoint's own."""
+    vocal-tract warps (``Sampling.warps``) instead of the checkpoint's own. The long session's drifts compare its
+    minutes (a quarter of it, when ``hour_seconds`` is under four minutes)."""
+    if not hour_seconds >= MIN_HOUR_SECONDS:
+        raise ValueError(f"hour_seconds must be at least {MIN_HOUR_SECONDS:g} (the long session's drifts compare "
+                         f"quarters of it at the least, and its memory is sampled every 2 s), got {hour_seconds:g}")
+    minute = min(60.0, hour_seconds / 4)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,7 +191,7 @@ def run(checkpoint: str | None = None, preset: str = "cpu", json_path: str | Non
     fig.tight_layout()
     fig.savefig(Path(out) / "sessions.png", dpi=100)
     plt.close(fig)
-    h = hour(model, hour_seconds, sampling=sampling)
+    h = hour(model, hour_seconds, minute=minute, sampling=sampling)
     fig, ax = plt.subplots(1, 2, figsize=(12, 4))
     ms = np.array(h["step_ms"])
     k = max(1, len(ms) // 300)
@@ -202,10 +210,11 @@ def run(checkpoint: str | None = None, preset: str = "cpu", json_path: str | Non
               "hour_raw_step_drift_pct": round(h["raw_step_drift_pct"], 2),
               "hour_memory_drift_pct": round(h["memory_drift_pct"], 2)}
     print(f"largest real-time batch: {best} sessions; memory per session {per_session:.1f} MB")
-    print(f"{hour_seconds / 60:.0f}-minute session: step time drift {h['step_drift_pct']:+.1f} % (its last minute "
-          f"against a fresh session's second minute, stepped alternately; {h['raw_step_drift_pct']:+.1f} % against "
-          f"its own first minute, an hour earlier), memory drift {h['memory_drift_pct']:+.1f} %, clock at the end "
-          f"{h['clock_s']:.1f} s")
+    span = "minute" if minute == 60 else f"{minute:g} s"
+    print(f"{hour_seconds / 60:g}-minute session: step time drift {h['step_drift_pct']:+.1f} % (its last {span} "
+          f"against a fresh session's second {span}, stepped alternately; {h['raw_step_drift_pct']:+.1f} % against "
+          f"its own first {span}, timed that much earlier), memory drift {h['memory_drift_pct']:+.1f} %, clock at "
+          f"the end {h['clock_s']:.1f} s")
     print(f"pictures: {out}/sessions.png, {out}/hour.png")
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=1))
