@@ -79,6 +79,8 @@ def test_colour_questions_are_english():
         assert a == OBJECT_COLOURS[obj]
         assert art == ([] if obj in MASS_NOUNS else ["an"] if obj[0] in "aeiou" else ["a"]), obj
     assert MASS_NOUNS <= set(OBJECT_COLOURS)
+    assert {o: " ".join(asked[o][0]) for o in ("silver", "butter", "coffee", "apple", "island", "tiger")} == \
+        {"silver": "", "butter": "", "coffee": "", "apple": "an", "island": "an", "tiger": "a"}
 
 
 def test_unknown_family_is_an_error():
