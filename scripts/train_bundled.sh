@@ -5,10 +5,10 @@
 # goes on where it stopped (shards already written are kept; training resumes from runs/cpu/train_state.pt).
 # Time on 2 cores: data about 1 h, training about 34 h (2 processes, 4-16 s per step of 2 x 8
 # sessions; conversation batches are longer), then phases 16 and 17, which sessions 39 and 41 ran on a GPU: here
-# their 66,000 sessions take about 35 min to write (1,700-2,200 a minute) and their training about 10 h and 13 h
-# (session 43: 8 steps of phase 17 timed, 22.6 s a step on average, 3-60 s by length; the whole schedules
-# estimated from each step's padded micro-turns, which predicted the long timed steps within 12 % and the short
-# ones too high), scoring a few minutes. See docs/training.md for what produced the checkpoint in the repository.
+# their 66,000 sessions take about 35 min to write (1,700-2,200 a minute on parts of 120) and their training about
+# 10 h and 13 h (session 43: 8 steps of phase 17 timed, 22.6 s a step on average, 3-60 s by length; the whole
+# schedules estimated from each step's padded micro-turns, which predicted the long timed steps within 12 % and the
+# short ones too high), scoring a few minutes. See docs/training.md for what produced the checkpoint in the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # MT, PY, TORCHRUN: the commands run (tests/test_train.py gives ones that only check each command's options against

@@ -331,6 +331,7 @@ def test_summarize_and_report():
     rep = fams["repcount"]
     assert rep["count"] == {"obo_pct": 50.0, "mae": 2.5}  # |6 - 5| = 1, no number for target 4 = 4
     assert rep["pass_pct_by_input"] == {"voice": 100.0, "typed": 0.0}
+    assert rep["n_by_input"] == {"voice": {"passed": 1, "n": 1}, "typed": {"passed": 0, "n": 1}}
     assert fams["backchannel"]["backchannels_per_min"] == 6.0  # 2 in the window, cut to the 20 s session
     created = datetime(2026, 11, 24, 17, 0, tzinfo=timezone.utc)
     rep_obj = report("sets/dev", "model", "bundled", results, scenarios, created=created)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..stream.scenario import FAMILIES, INSTRUCTION_FAMILIES, input_mode, read_set
+from ..stream.scenario import FAMILIES
 from .compare import compare
 from .run import bench
 
@@ -48,19 +48,14 @@ def cell(report: dict, family: str) -> str:
     return f"{f['pass_pct']:g}" + (f" ({', '.join(extra)})" if extra else "")
 
 
-def by_input(report: dict, modes: dict[str, str]) -> str:
-    """The instruction families' pass % by voice and typed, with the scenarios counted: the spec's split (its
-    ``pass_pct_by_input``), which a pass % of a handful of scenarios alone would overstate. ``modes``: scenario id ->
-    "voice" or "typed" (``input_mode``)."""
+def by_input(report: dict) -> str:
+    """The instruction families' pass % by voice and typed (the spec's ``pass_pct_by_input``), with the scenarios
+    counted (``n_by_input``), which a pass % of a handful of scenarios alone would overstate."""
     parts = []
-    for fam in INSTRUCTION_FAMILIES:
-        got: dict[str, list[bool]] = {"voice": [], "typed": []}
-        for s in report["scenarios"]:
-            if s["family"] == fam:
-                got[modes[s["id"]]].append(s["passed"])
-        if got["voice"] or got["typed"]:
-            parts.append(f"{fam} " + " / ".join(
-                f"{_fmt(round(100 * sum(v) / len(v), 1) if v else None)} ({sum(v)} of {len(v)})" for v in got.values()))
+    for fam, f in report["families"].items():
+        if "n_by_input" in f:
+            parts.append(f"{fam} " + " / ".join(f"{_fmt(f['pass_pct_by_input'][m])} ({c['passed']} of {c['n']})"
+                                                for m, c in f["n_by_input"].items()))
     return "; ".join(parts)
 
 
@@ -94,7 +89,7 @@ def run(scenarios: str, checkpoint: str | None = None, out: str = "out/results",
         r = compare([paths[names[0]]], [paths[n]])["overall"]
         table += (f"\n- Paired with {n}: the model passes {r['a_only']} scenarios it fails, it passes {r['b_only']} "
                   f"the model fails (sign test p = {r['p']:.2g}).")
-    split = by_input(first, {s.id: input_mode(s) for s in read_set(scenarios)})
+    split = by_input(first)
     if split:
         table += f"\n- The model by how the instruction came, pass % by voice / typed (scenarios): {split}."
     print(table)

@@ -33,7 +33,8 @@ Readings of the spec chosen here (where it leaves room):
   ``/ \\ ⁄ ∕``. Lower-casing and accent stripping are repeated until stable, so normalising is idempotent.
 - **Report figures.** Percentages are rounded to 0.1, times to 0.001 s, p90 uses linear interpolation, backchannels
   per minute are rounded to 0.01 and are null when a family has no no_takeover rule (or their windows sum to 0 s).
-  ``pass_pct_by_input`` (instruction families only) has null for a mode without scenarios. Each scenario's rule
+  ``pass_pct_by_input`` (instruction families only) has null for a mode without scenarios; beside it (not in the
+  spec, added) ``n_by_input`` counts them: ``{"voice": {"passed", "n"}, "typed": {...}}``. Each scenario's rule
   entry carries kind, passed and detail, plus ``latency_s``, ``stop_latency_s``, ``count``, ``count_error`` and
   ``backchannels`` where they apply.
 """
@@ -456,6 +457,7 @@ def family_block(family: str, results: Sequence[ScenarioResult], scenarios: dict
         for r in results:
             by_mode[input_mode(scenarios[r.id])].append(r.passed)
         block["pass_pct_by_input"] = {m: _pct(sum(by_mode[m]), len(by_mode[m])) for m in ("voice", "typed")}
+        block["n_by_input"] = {m: {"passed": sum(by_mode[m]), "n": len(by_mode[m])} for m in ("voice", "typed")}
     return block
 
 
