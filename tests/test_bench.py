@@ -17,9 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microturn.bench import harness as H
-from microturn.bench.agents import (AgentOutput, ModelAgent, OracleAgent, RemoteAgent, SilentAgent, english_number,
+from microturn.bench.agents import (AgentOutput, ModelAgent, OracleAgent, SilentAgent, english_number,
                                     render_words)
 from microturn.bench.compare import compare, sign_test, verdict
+from microturn.bench.remote import RemoteAgent
 from microturn.bench.rules import evaluate, parse_numbers
 from microturn.bench.run import agreement, bench, format_table, make_agent, select
 from microturn.cli import main

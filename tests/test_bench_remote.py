@@ -17,8 +17,8 @@ import pytest
 import torch
 from serving import running
 
-from microturn.bench.agents import ModelAgent, RemoteAgent, n_samples
-from microturn.bench.remote import RemoteError
+from microturn.bench.agents import ModelAgent, n_samples
+from microturn.bench.remote import RemoteAgent, RemoteError
 from microturn.bench.run import bench, make_agent
 from microturn.codecs.audio import SAMPLE_RATE, load_wav
 from microturn.model.config import ModelConfig

@@ -820,7 +820,7 @@ def test_train_throughput_counts_every_matrix_product_and_the_attention(shards, 
 
 
 def test_the_bundled_models_recipe_parses_with_todays_cli(tmp_path):
-    """scripts/train_bundled.sh (the README's way to train the bundled model) run with commands that only parse
+    """scripts/train_bundled.sh (the README's and docs/training.md's way to train the bundled model) run with commands that only parse
     their options with microturn's CLI (train, synth, model bundle, results; torchrun's command after --no-python)
     and check that the scripts it calls exist: a renamed or removed option fails here, not hours into a rerun."""
     root = Path(__file__).parents[1]

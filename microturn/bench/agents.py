@@ -434,7 +434,3 @@ def load_model(checkpoint: str | None = None):
     obj = ck.load_default() if checkpoint in (None, "bundled") else ck.load(checkpoint)
     model = obj[0] if isinstance(obj, tuple) else getattr(obj, "model", obj)
     return model, ("bundled" if checkpoint in (None, "bundled") else str(checkpoint))
-
-
-# ----------------------------------------------------------------------------------------------- remote
-from .remote import RemoteAgent  # noqa: E402,F401 (the client lives in remote.py; it needs the names above)

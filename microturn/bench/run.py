@@ -24,8 +24,9 @@ from ..codecs.audio import SAMPLE_RATE, save_wav
 from ..stream.scenario import FAMILIES, Scenario, ScenarioError, read_set
 from ..stream.words import Word
 from . import rules
-from .agents import Agent, AgentOutput, ModelAgent, OracleAgent, RemoteAgent, SilentAgent
+from .agents import Agent, AgentOutput, ModelAgent, OracleAgent, SilentAgent
 from .harness import PRESETS, HarnessAgent, segments, vad_probs
+from .remote import RemoteAgent
 
 AGENTS = ("oracle", "silent", "model", "harness", "remote")
 AGREEMENT_WINDOW = 0.3  # a word "has voice" when the VAD hears voice within this many seconds of its start
