@@ -199,6 +199,9 @@ def test_load_wav_channels(tmp_path):
     assert audio.load_wav(tmp_path / "s.wav", channel=None).shape == (1600, 2)
     with pytest.raises(AudioError, match="2 channel"):
         audio.load_wav(tmp_path / "s.wav", channel=2)
+    audio.save_wav(tmp_path / "e.wav", np.zeros((0, 2), np.float32), 8000)  # a well-formed file of no samples
+    assert audio.load_wav(tmp_path / "e.wav").shape == (0,)
+    assert audio.load_wav(tmp_path / "e.wav", channel=None).shape == (0, 2)
 
 
 def test_bad_audio_raises_clear_errors(tmp_path):

@@ -104,6 +104,16 @@ def test_scenario_without_audio_is_silence(tmp_path):
     assert np.array_equal(s.load_audio(16_000), np.zeros(8000, np.float32))
 
 
+def test_empty_wav_is_silence(tmp_path):
+    """A well-formed WAV of no samples is valid audio that ends at once: the input is silence after it."""
+    d = tmp_path / "set"
+    (d / "a").mkdir(parents=True)
+    sf.write(d / "a" / "x.wav", np.zeros((0, 2)), 8000, subtype="PCM_16")
+    (s,) = read_set(write_manifest(d, [{"id": "x", "family": "turn", "duration": 0.5, "audio": "a/x.wav",
+                                        "expect": [{"kind": "silent", "window": [0, 0.5]}]}]))
+    assert np.array_equal(s.load_audio(16_000), np.zeros(8000, np.float32))
+
+
 def test_mp4_video_via_codec(tmp_path):
     pytest.importorskip("microturn.codecs.video")
     frames = np.full((6, 16, 16, 3), 128, np.uint8)
@@ -173,7 +183,10 @@ BAD = [  # (manifest object, words the message must contain)
     (_with(words=[{"w": "a", "start": 1.0}]), ["cue-0007", "words[0].end", "missing"]),
     (_with(background={"delay": -2}), ["cue-0007", "background.delay"]),
     (_with(background={}), ["cue-0007", "background.delay", "missing"]),
+    (_with(duration=10 ** 400), ["cue-0007", "duration", "finite", "too large"]),
     (_rule(kind="sing", window=[1, 2]), ["cue-0007", "expect[0].kind", "unknown rule kind 'sing'"]),
+    (_rule(kind=["say"], text="x", window=[1, 2]), ["cue-0007", "expect[0].kind", "unknown rule kind ['say']"]),
+    (_rule(kind={}, window=[1, 2]), ["cue-0007", "expect[0].kind", "unknown rule kind {}"]),
     (_rule(window=[1, 2]), ["cue-0007", "expect[0].kind", "missing"]),
     (_rule(kind="say", window=[1, 2]), ["cue-0007", "expect[0].text", "missing"]),
     (_rule(kind="say", text=5, window=[1, 2]), ["cue-0007", "expect[0].text"]),
@@ -226,6 +239,7 @@ def test_nan_inside_rule_rejected(tmp_path):
     (json.dumps(_with(id=None)), ["line 2", "field 'id'", "missing"]),
     (json.dumps(_with(id="cue 7/x")), ["line 2", "field 'id'", "'cue 7/x'"]),
     (json.dumps(_with(id="..")), ["line 2", "field 'id'"]),
+    (json.dumps(_with(id="cue-8\n")), ["line 2", "field 'id'", "'cue-8\\n'"]),
     (json.dumps(_with(id=7)), ["line 2", "field 'id'", "string"]),
     (json.dumps(GOOD), ["line 2", "cue-0007", "duplicate id", "line 1"]),
 ])

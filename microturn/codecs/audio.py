@@ -61,8 +61,6 @@ def load_wav(path: str | Path, rate: int = SAMPLE_RATE, channel: int | None = 0)
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises several types; name the file in one clear error
         raise AudioError(f"cannot read audio file {path}: {e}") from e
-    if data.shape[0] == 0:
-        raise AudioError(f"audio file {path} is empty")
     if channel is None:
         return np.stack([resample(data[:, c], sr, rate) for c in range(data.shape[1])], axis=1)
     if channel >= data.shape[1]:

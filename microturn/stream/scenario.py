@@ -55,7 +55,7 @@ RULE_FIELDS = {
 RULE_KINDS = tuple(RULE_FIELDS)
 MANIFEST = "manifest.jsonl"
 KNOWN_KEYS = ("id", "family", "duration", "audio", "video", "text", "words", "background", "expect")
-_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_ID_RE = re.compile(r"[A-Za-z0-9_.\-]+")  # always fullmatch: "$" would let a final newline through
 _MAX_REPORTED = 20
 
 
@@ -80,7 +80,10 @@ def _num(v, name: str, *, positive: bool = False) -> float:
     """A finite, non-negative (or positive) JSON number."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise _Bad(name, f"must be a number, got {v!r}")
-    v = float(v)
+    try:
+        v = float(v)
+    except OverflowError:  # an integer too large for a float
+        raise _Bad(name, "must be a finite number, got an integer too large for one") from None
     if not math.isfinite(v):
         raise _Bad(name, f"must be a finite number, got {v!r}")
     if positive and v <= 0:
@@ -185,7 +188,7 @@ class Rule:
     def _parse(cls, d, name: str) -> "Rule":
         d = _obj(d, name)
         kind = _need(d, "kind", f"{name}.kind")
-        if kind not in RULE_FIELDS:
+        if not isinstance(kind, str) or kind not in RULE_FIELDS:
             raise _Bad(f"{name}.kind", f"unknown rule kind {kind!r} (known: {', '.join(RULE_KINDS)})")
         vals: dict = {}
         for key in RULE_FIELDS[kind]:
@@ -293,7 +296,7 @@ class Scenario:
         With ``root`` given, referenced files must exist under it.
         """
         sid = d.get("id") if isinstance(d, dict) else None
-        label = f"scenario {sid!r}" if isinstance(sid, str) and _ID_RE.match(sid) else ""
+        label = f"scenario {sid!r}" if isinstance(sid, str) and _ID_RE.fullmatch(sid) else ""
         try:
             s = _parse_scenario(d)
             if root is not None:
@@ -364,7 +367,7 @@ def _parse_scenario(d) -> Scenario:
     if not isinstance(d, dict):
         raise _Bad("(whole line)", f"a scenario must be a JSON object, got {type(d).__name__}")
     sid = _str(_need(d, "id", "id"), "id")
-    if not _ID_RE.match(sid) or set(sid) == {"."}:
+    if not _ID_RE.fullmatch(sid) or set(sid) == {"."}:
         raise _Bad("id", f"{sid!r} must be letters, digits, '_', '.', '-' (and not only dots)")
     family = _need(d, "family", "family")
     if family not in FAMILIES:
