@@ -98,6 +98,10 @@ class Session:
     def push_text(self, text: str, source: str = "typed") -> None:
         if not isinstance(text, str) or not text.strip():
             raise ValueError("text must be a non-empty string")
+        try:
+            text.encode("utf-8")  # refused here, not by the tokenizer inside a tick that steps other sessions too
+        except UnicodeEncodeError as e:
+            raise ValueError(f"text is not valid Unicode: {e}") from None
         with self.engine.lock:
             self.text_due.append((self._turn_now(), text, source))
 

@@ -45,7 +45,7 @@ class NativeConnection(Connection):
         super().__init__(ws, hub)
         self.resample: Resampler | None = None
         self.spoken = SpokenText(hub.tok)
-        self.decoding = False  # a camera frame is being decoded
+        self.decoding: asyncio.Task | None = None  # the camera frame being decoded
 
     def error_message(self, code: str, message: str, fatal: bool) -> str:
         return P.error(code, message, fatal)
@@ -71,7 +71,7 @@ class NativeConnection(Connection):
         elif isinstance(msg, P.TextIn):
             self.hub.push_text(self.client, msg.text)
         elif isinstance(msg, P.FrameIn):
-            await self.frame(msg.jpeg)
+            self.frame(msg.jpeg)
         elif isinstance(msg, P.SessionEnd):
             await self.end()
 
@@ -98,25 +98,31 @@ class NativeConnection(Connection):
         if len(x) and not self.hub.push_audio(self.client, x):
             self.too_fast()
 
-    async def frame(self, jpeg: bytes) -> None:
-        """Decode off the event loop; a frame arriving while the previous one is still being decoded is dropped
-        (the model uses one frame per micro-turn anyway)."""
-        if self.decoding:
+    def frame(self, jpeg: bytes) -> None:
+        """Decode in a worker thread while this connection's audio goes on arriving; a frame arriving while the
+        previous one is still being decoded is dropped (the model uses one frame per micro-turn anyway)."""
+        if self.decoding is not None and not self.decoding.done():
             self.error("frame_dropped", "camera frame dropped: the previous one is still being decoded", every=5.0)
             return
-        self.decoding = True
+        self.decoding = asyncio.create_task(self._decode(jpeg))
+
+    async def _decode(self, jpeg: bytes) -> None:
         try:
             rgb = await asyncio.to_thread(P.decode_jpeg, jpeg)
         except P.ProtocolError as e:
             self.bad(e.code, e.message)
             return
-        finally:
-            self.decoding = False
-        if self.client is not None:
+        except Exception:  # nothing a client sends may crash the server
+            log.exception("decoding a camera frame failed")
+            self.bad("bad_frame", "the camera frame could not be decoded")
+            return
+        if self.client is not None and not self.closing:
             self.hub.push_frame(self.client, rgb)
 
     async def end(self) -> None:
-        words = await self.hub.finish(self.client)
+        if self.decoding is not None:
+            await self.decoding  # a frame sent before session.end joins the session
+        words = await self.hub.finish(self.client, self.resample.flush())
         for w in words:
             self.send(P.encode("word", w=w.w, start=w.start, end=w.end))
         self.send(self.stats_message())

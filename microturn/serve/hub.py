@@ -126,6 +126,12 @@ class Resampler:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return x if self.stream is None else self.stream.resample_chunk(x)
 
+    def flush(self) -> np.ndarray:
+        """The samples the filter still holds back, at the end of the input."""
+        if self.stream is None:
+            return np.zeros(0, np.float32)
+        return self.stream.resample_chunk(np.zeros(0, np.float32), last=True)
+
 
 # ---------------------------------------------------------------- the engine and its clients
 @dataclass
@@ -160,6 +166,7 @@ class Hub:
         self.layout = model.layout
         self.engines: list[Engine] = []
         self.busy = threading.Lock()  # held by whoever touches the engines (the stepping thread, open, close)
+        self.opening = threading.Lock()  # one session opens at a time, so a burst of them builds one engine, not many
         self.clients: dict[int, Client] = {}  # by id(session)
         self.reserved = 0  # slots being opened
         self.wake: asyncio.Event | None = None
@@ -184,10 +191,11 @@ class Hub:
     def warm_up(self) -> None:
         """Create the first engine (blocking), so the first client does not pay for the slow first steps of a fresh
         process (allocation, kernel selection)."""
-        if not self.engines:
-            engine = self._build(1)
-            with self.busy:
-                self.engines.append(engine)
+        with self.opening:
+            if not self.engines:
+                engine = self._build(1)
+                with self.busy:
+                    self.engines.append(engine)
 
     def _build(self, size: int) -> Engine:
         """An engine of ``size`` rows, warmed up by stepping a throw-away session (no lock needed: it is new)."""
@@ -204,17 +212,20 @@ class Hub:
 
     def _open(self, background: Background) -> Session:
         """Worker thread: a session in the smallest engine with a free row; when all are full, a new engine twice
-        the size of the last (1, 2, 4, ... ``batch`` rows, within ``max_sessions``), built while the others step."""
-        with self.busy:
-            for engine in self.engines:
-                if None in engine.sessions:
-                    return engine.open(background)
-            used = sum(e.capacity for e in self.engines)
-            size = min(self.settings.batch, self.settings.max_sessions - used, 2 ** len(self.engines))
-        engine = self._build(max(1, size))
-        with self.busy:
-            self.engines.append(engine)
-            return engine.open(background)
+        the size of the last (1, 2, 4, ... ``batch`` rows, within ``max_sessions``), built while the others step.
+        Sessions open one at a time (``opening``): those that arrive together while one engine is being built wait
+        for it and take its free rows."""
+        with self.opening:
+            with self.busy:
+                for engine in self.engines:
+                    if None in engine.sessions:
+                        return engine.open(background)
+                used = sum(e.capacity for e in self.engines)
+                size = min(self.settings.batch, self.settings.max_sessions - used, 2 ** len(self.engines))
+            engine = self._build(max(1, size))
+            with self.busy:
+                self.engines.append(engine)
+                return engine.open(background)
 
     def full(self) -> bool:
         return len(self.clients) + self.reserved >= self.settings.max_sessions
@@ -247,13 +258,23 @@ class Hub:
             del self.clients[id(client.session)]
             await asyncio.to_thread(self._locked, client.session.close)
 
-    async def finish(self, client: Client, timeout: float = 2.0) -> list:
-        """End of input: wait (bounded) for queued input to be stepped, then return the last words to become final."""
-        end = time.monotonic() + timeout
-        due = client.received // self.layout.samples  # every whole micro-turn of the audio received
-        while client.delivered < due and time.monotonic() < end:
+    async def finish(self, client: Client, tail: np.ndarray | None = None, timeout: float = 2.0) -> list:
+        """End of input: ``tail`` (the rest of the client's resampled audio) is queued, the last partial window is
+        filled with silence, and every micro-turn of it is stepped; the wait gives up only when the stepping makes
+        no progress for ``timeout`` seconds. Returns the last words to become final."""
+        n = self.layout.samples
+        rest = np.zeros(0, np.float32) if tail is None else tail.astype(np.float32)
+        rest = np.concatenate([rest, np.zeros(-(client.received + len(rest)) % n, np.float32)])
+        if len(rest):
+            client.received += len(rest)
+            client.inputs.append(("audio", rest))
+        due = client.received // n
+        last, since = client.delivered, time.monotonic()
+        while client.delivered < due and time.monotonic() - since < timeout:
             self.poke()
             await asyncio.sleep(0.01)
+            if client.delivered != last:
+                last, since = client.delivered, time.monotonic()
         n = len(client.session.words)
         words = await asyncio.to_thread(self._locked, client.session.finish)
         return words[n:]
@@ -268,9 +289,10 @@ class Hub:
             self.wake.set()
 
     def push_audio(self, client: Client, x: np.ndarray) -> bool:
-        """Queue 16 kHz audio. False (and the audio is dropped) when it would run more than ``max_ahead_s`` ahead
-        of the stepping: the client sends faster than real time or the server cannot keep up."""
-        if client.ahead_s() + len(x) / 16000 > self.settings.max_ahead_s:
+        """Queue 16 kHz audio. False (and the audio is dropped) when more than ``max_ahead_s`` of earlier audio is
+        still waiting to be stepped: the client sends faster than real time or the server cannot keep up. A chunk
+        of any size is taken when the stepping has caught up, so a client may send a whole utterance at once."""
+        if client.ahead_s() > self.settings.max_ahead_s:
             client.dropped += len(x)
             self.poke()
             return False

@@ -162,6 +162,10 @@ def text_field(v) -> str:
         raise ProtocolError("bad_text", "text must be a non-empty string")
     if len(v) > MAX_TEXT:
         raise ProtocolError("bad_text", f"text of {len(v)} characters is over the limit of {MAX_TEXT}")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:  # JSON can carry a lone surrogate ("\ud800"), which is no character at all
+        raise ProtocolError("bad_text", "text is not valid Unicode (a lone surrogate escape)") from None
     return v
 
 
