@@ -165,7 +165,7 @@ async def resampled(port: int, rate: int) -> int:
 
 def test_other_sample_rates_are_resampled(model):
     with running(make_app(model)) as port:
-        assert run(resampled(port, 24000)) == 5  # 1 s at 24 kHz -> 16 kHz: 5 windows, the filter's tail flushed at the end
+        assert run(resampled(port, 24000)) == 5  # 1 s at 24 kHz -> 16 kHz: 5 windows (the filter's tail flushed)
         assert run(resampled(port, 8000)) == 5
 
 

@@ -160,8 +160,8 @@ class NativeConnection(Connection):
 # ---------------------------------------------------------------- the app
 def create_app(model: InteractionModel | None = None, *, max_sessions: int = 32, token: str | None = None,
                allowed_origins: list[str] | None = None, idle_timeout: float = 60, max_ahead_s: float = 2.0,
-               gather_ms: float = 50.0, batch: int = 32, background_factory: Callable[[], Background] | None = None, sampling: Sampling | None = None,
-               model_name: str | None = None) -> FastAPI:
+               gather_ms: float = 50.0, batch: int = 32, background_factory: Callable[[], Background] | None = None,
+               sampling: Sampling | None = None, model_name: str | None = None) -> FastAPI:
     """The server app. ``model``: an ``InteractionModel`` (None: the bundled checkpoint, or an untrained model with
     a warning). ``token``: a bearer token both endpoints require. ``allowed_origins``: browser origins allowed
     (None: the page's own host and localhost; ["*"]: any). ``background_factory``: makes each session's
@@ -202,8 +202,8 @@ def _routes(app: FastAPI, hub: Hub) -> None:
     @app.get("/healthz")
     async def health():
         return JSONResponse({"ok": hub.failures == 0, "sessions": len(hub.clients),
-                             "max_sessions": hub.settings.max_sessions, "delta": hub.layout.delta, "ticks": hub.ticks, "model": hub.model_info,
-                             "protocol_version": P.VERSION})
+                             "max_sessions": hub.settings.max_sessions, "delta": hub.layout.delta, "ticks": hub.ticks,
+                             "model": hub.model_info, "protocol_version": P.VERSION})
 
     @app.websocket("/v1/stream")
     async def stream(ws: WebSocket):
