@@ -116,13 +116,19 @@ def _warps(text: str) -> tuple[float, ...]:
 def _bench(a):
     from .bench.run import bench, make_agent
 
+    for flag, value, agents in (("--checkpoint", a.checkpoint, ("model", "harness")),
+                                ("--speak-threshold", a.speak_threshold, ("model",)), ("--warps", a.warps, ("model",)),
+                                ("--responder", a.responder, ("harness",)), ("--harness", a.harness, ("harness",)),
+                                ("--url", a.url, ("remote",)), ("--token", a.token, ("remote",))):
+        if value is not None and a.agent not in agents:
+            raise ValueError(f"{flag} applies to --agent {' or '.join(agents)}, not {a.agent}")
     agent, remote = a.agent, {}
     if a.agent == "remote":  # built here: bench() records its keyword options in the report, the token must not be
         agent, remote = make_agent("remote", clock=a.clock, url=a.url, token=a.token), {"url": a.url}
     bench(a.scenarios, agent, json_path=a.json, export_fdb=a.export_fdb, pictures=a.pictures,
-          n_pictures=a.n_pictures, checkpoint=a.checkpoint, clock=a.clock, responder=a.responder,
+          n_pictures=a.n_pictures, checkpoint=a.checkpoint, clock=a.clock, responder=a.responder or "oracle",
           families=a.families.split(",") if a.families else None, limit=a.limit, trace=a.trace,
-          **({"preset": a.harness} if a.agent == "harness" else {}),
+          **({"preset": a.harness or "livekit"} if a.agent == "harness" else {}),
           **({"speak_threshold": a.speak_threshold} if a.agent == "model" and a.speak_threshold is not None else {}),
           **({"warps": a.warps} if a.agent == "model" and a.warps is not None else {}),
           **remote)
@@ -159,9 +165,18 @@ def _model_bundle(a):
     import torch
 
     from .model import checkpoint
+    from .model.model import Sampling
 
+    if a.speak_threshold is not None:
+        Sampling(speak_threshold=a.speak_threshold)  # checked as decoding will check it
     m = checkpoint.load(a.source)
-    info = dict(getattr(m, "checkpoint_info", {}) or {}) | {"bundled_from": a.source, "stored_as": a.dtype}
+    known = dict(getattr(m, "checkpoint_info", {}) or {})
+    if not all(torch.isfinite(p).all() for p in m.parameters()):
+        raise ValueError(f"{a.source} has weights that are NaN or infinite (a diverged run?): not bundled")
+    if _same_folder(a.source, a.out or checkpoint.DEFAULT_CHECKPOINT) and known.get("stored_as") != a.dtype:
+        raise ValueError(f"--out is {a.source} itself, whose weights are not stored as {a.dtype}: bundling it in place "
+                         f"would lose their precision; write the bundle elsewhere")
+    info = known | {"bundled_from": a.source, "stored_as": a.dtype}
     for key in ("speak_threshold", "warps"):  # decoding settings that ship with the model (model.Sampling.of)
         if getattr(a, key) is not None:
             info["sampling"] = info.get("sampling", {}) | {key: getattr(a, key)}
@@ -174,6 +189,8 @@ def _model_grow(a):
     from .model import checkpoint
     from .model.grow import difference, grow
 
+    if _same_folder(a.source, a.out):
+        raise ValueError(f"--out is {a.source} itself: write the grown checkpoint elsewhere")
     old = checkpoint.load(a.source)
     new = grow(old, a.depth, seed=a.seed)
     info = dict(getattr(old, "checkpoint_info", {}) or {})
@@ -185,12 +202,26 @@ def _model_grow(a):
           f"largest (an RMS norm's eps over a wider stream)")
 
 
+def _same_folder(source: str, out) -> bool:
+    """Whether a checkpoint's ``out`` folder is its ``source`` (a folder, or the weights file in it)."""
+    from pathlib import Path
+
+    src = Path(source).resolve()
+    return (src.parent if src.is_file() else src) == Path(out).resolve()
+
+
 def _tokenizer(a):
+    from pathlib import Path
+
     from .data.language import corpus
     from .stream.tokenizer import DEFAULT_PATH, train
 
+    out = Path(a.out or DEFAULT_PATH)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder: give the tokenizer's file")
+    out.parent.mkdir(parents=True, exist_ok=True)
     tok = train(corpus())
-    tok.hf.save(str(a.out or DEFAULT_PATH))
+    tok.hf.save(str(out))
     print(f"tokenizer with {tok.vocab_size} tokens written to {a.out or DEFAULT_PATH}")
 
 
@@ -290,8 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model and remote agents: realtime feeds each window once its audio would have arrived "
                         "by the wall clock, so a slow step delays the next; simulated runs as fast as compute allows "
                         "and its result does not depend on speed")
-    s.add_argument("--responder", default="oracle", choices=["oracle", "model"], help="the harness's responder")
-    s.add_argument("--harness", default="livekit", help="the harness's endpointing preset")
+    s.add_argument("--responder", choices=["oracle", "model"], help="the harness's responder (default: oracle)")
+    s.add_argument("--harness", help="the harness's endpointing preset (default: livekit)")
     s.add_argument("--families", help="comma-separated: only these families")
     s.add_argument("--limit", type=int, help="only the first N scenarios of each family")
     s.add_argument("--speak-threshold", type=float, help="model agent: say a word when the words' total probability "
@@ -340,18 +371,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """What bad input or a bad environment raises (a wrong option, a missing or unwritable file, a server that is not
+    there): said in one line. Anything else is a bug and keeps its traceback."""
+    from .bench.remote import RemoteError
+
+    return ValueError, OSError, RemoteError
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"]:  # the server has its own options: microturn serve --help
         from .serve.app import main as serve_main
 
-        serve_main(argv[1:])
-        return 0
-    args = build_parser().parse_args(argv)
+        command, fn, args = "serve", serve_main, argv[1:]
+    else:
+        args = build_parser().parse_args(argv)
+        command, fn = args.command, args.fn
     try:
-        args.fn(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"microturn {args.command}: error: {e}", file=sys.stderr)
+        fn(args)
+    except _user_errors() as e:
+        print(f"microturn {command}: error: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -126,6 +126,8 @@ class RemoteAgent(Agent):
         if concurrency < 1 or max_ahead <= 0 or timeout <= 0:
             raise ValueError("concurrency, max_ahead and timeout must be positive")
         self.url = url or (REALTIME_URL if realtime else NATIVE_URL)
+        if not self.url.startswith(("ws://", "wss://")):
+            raise ValueError(f"the server's URL must be a ws:// or wss:// URL, got {self.url!r}")
         self.token = token if token is not None else os.environ.get("MICROTURN_TOKEN") or None
         self.realtime, self.pace, self.concurrency = realtime, pace, concurrency
         self.max_ahead, self.timeout, self.retries = max_ahead, timeout, retries
@@ -139,7 +141,7 @@ class RemoteAgent(Agent):
         return _run_sync(self._run_all(scenarios))
 
     async def _run_all(self, scenarios: list[Scenario]) -> list[AgentOutput]:
-        from websockets.exceptions import InvalidHandshake
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
         gate = asyncio.Semaphore(self.concurrency)
 
@@ -149,8 +151,10 @@ class RemoteAgent(Agent):
                     try:
                         try:
                             return await (self._realtime(s) if self.realtime else self._native(s))
-                        except (OSError, InvalidHandshake) as e:  # refused, unreachable, not a WebSocket endpoint
+                        except (OSError, InvalidHandshake, InvalidURI) as e:  # refused, unreachable, no WebSocket
                             raise RemoteError("unreachable", f"cannot talk to {self.url}: {e}") from None
+                        except ConnectionClosed as e:  # the server closed the socket without an error message
+                            raise RemoteError("closed", f"the server closed the connection: {e}") from None
                     except RemoteError as e:
                         if e.code != "busy" or attempt == self.retries:
                             raise RemoteError(e.code, f"scenario {s.id!r}: {e.message}") from None

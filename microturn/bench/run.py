@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -41,6 +42,10 @@ def bench(scenarios: str, agent: str | Agent, json_path=None, export_fdb=None, p
     ``trace``: each scenario's entry also holds what the agent did (``output``: its words, events and, for the model,
     the out tokens of each micro-turn that wrote more than <eot>, silent notes and timers included)."""
     chosen = select(read_set(scenarios), families, limit)
+    if json_path:  # its folder made before the run: a bad path fails now, not after the run with the report lost
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        if Path(json_path).is_dir() or not os.access(Path(json_path).parent, os.W_OK):
+            raise ValueError(f"cannot write the report to {json_path}")
     runner = agent if isinstance(agent, Agent) else make_agent(agent, checkpoint=checkpoint, clock=clock,
                                                                responder=responder, **agent_options)
     outputs = runner.run_many(chosen)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -71,6 +72,48 @@ def write_scenario_set(out: str | Path, per_family: int, seed: int = 0, split: s
     return {"scenarios": len(written), "seconds": round(dt, 1), "scenarios_per_minute": round(60 * len(jobs) / dt, 1)}
 
 
+SET_PARTS = ("manifest.jsonl", "audio", "video", "pictures")  # what a scenario set folder holds
+
+
+def parse_difficulty(text: str) -> tuple[float, float]:
+    """``--difficulty LO,HI`` with 0 <= LO <= HI <= 1."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--difficulty must be two numbers LO,HI, got {text!r}") from None
+    if not 0 <= lo <= hi <= 1:
+        raise ValueError(f"--difficulty must have 0 <= LO <= HI <= 1, got {text!r}")
+    return lo, hi
+
+
+def prepare_out(out: str | Path, shards: bool) -> None:
+    """Make ``out`` ready before anything is generated: a new or empty folder, or one that holds what this command
+    writes (then that is replaced, so nothing of the old set or shards is left mixed in). Any other folder is refused:
+    nothing of the user's is deleted."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    old_shards = sorted(out.glob("shard-*")) if out.is_dir() else []
+    old_set = [out / p for p in SET_PARTS if (out / p).exists()]
+    kind, other = ("training shards", "a scenario set") if shards else ("scenario set", "training shards")
+    if shards and (out / "manifest.jsonl").exists() or not shards and old_shards:
+        raise ValueError(f"--out {out} holds {other}: choose another folder")
+    if shards:
+        mine = old_shards  # an interrupted writer's last shard too
+    else:
+        mine = old_set if (out / "manifest.jsonl").exists() else []
+    if out.is_dir() and any(out.iterdir()) and not mine:
+        raise ValueError(f"--out {out} is not empty and holds no {kind}: choose a new or empty folder")
+    if mine:
+        print(f"replacing the {kind} in {out}")
+    for p in mine:
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def run(out: str, per_family: int = 12, seed: int = 0, families: str | None = None, split: str = "test",
         shards: bool = False, workers: int | None = None, difficulty: str = "0,1", **options) -> dict:
     """``microturn synth``: a scenario set, or training shards with ``shards`` (``options``: ``world.generate``'s
@@ -81,16 +124,18 @@ def run(out: str, per_family: int = 12, seed: int = 0, families: str | None = No
         raise ValueError(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")
     if per_family < 1:
         raise ValueError("--per-family must be at least 1")
+    if not shards and (given := [f"--{k.replace('_', '-')}" for k, v in options.items()
+                                 if k not in VOICE_OPTIONS and (v is not None if k == "typed" else v)]):
+        raise ValueError(f"{', '.join(given)}: options of training shards (--shards)")
+    lo_hi = parse_difficulty(difficulty)
+    check_options(split, **(options if shards else {k: v for k, v in options.items() if k in VOICE_OPTIONS and v}))
+    prepare_out(out, shards)  # only once every option is known to be good: it replaces what was there
     if shards:
         from .shards import write_shards
 
-        lo, hi = (float(v) for v in difficulty.split(","))
-        r = write_shards(out, per_family, seed, split, fams, workers=workers, difficulty=(lo, hi), **options)
+        r = write_shards(out, per_family, seed, split, fams, workers=workers, difficulty=lo_hi, **options)
         print(f"wrote {r['sessions']} {split} sessions in {r['shards']} shard(s) to {out}: "
               f"{r['sessions_per_minute']:.0f} sessions per minute ({r['seconds']:.0f} s)")
-    elif given := [f"--{k.replace('_', '-')}" for k, v in options.items()
-                   if k not in VOICE_OPTIONS and (v is not None if k == "typed" else v)]:
-        raise ValueError(f"{', '.join(given)}: options of training shards (--shards)")
     else:
         r = write_scenario_set(out, per_family, seed, split, fams, workers,
                                **{k: v for k, v in options.items() if k in VOICE_OPTIONS and v})

@@ -132,6 +132,12 @@ def run(checkpoint: str | None = None, preset: str = "cpu", json_path: str | Non
     if not hour_seconds >= MIN_HOUR_SECONDS:
         raise ValueError(f"hour_seconds must be at least {MIN_HOUR_SECONDS:g} (the long session's drifts compare "
                          f"quarters of it at the least, and its memory is sampled every 2 s), got {hour_seconds:g}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    if json_path:  # its folder made before the measurements: a bad path fails now, not after them
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        if Path(json_path).is_dir():
+            raise ValueError(f"cannot write the figures to {json_path}: it is a folder")
     minute = min(60.0, hour_seconds / 4)
     import matplotlib
 

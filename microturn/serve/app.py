@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -287,6 +288,15 @@ def main(argv: list[str] | None = None) -> None:
                    "their mean (comma-separated, e.g. 0.9,1,1.1; none: the audio alone; default: the checkpoint's); "
                    "costs up to their number times the model's compute")
     a = p.parse_args(argv)
+    if not 0 < a.port < 65536:
+        p.error(f"--port must be 1-65535, got {a.port}")
+    for flag, v in (("--max-sessions", a.max_sessions), ("--batch", a.batch), ("--threads", a.threads or 1)):
+        if v < 1:
+            p.error(f"{flag} must be at least 1, got {v}")
+    if not (math.isfinite(a.idle_timeout) and a.idle_timeout > 0):
+        p.error(f"--idle-timeout must be a finite number of seconds above 0, got {a.idle_timeout}")
+    if not (math.isfinite(a.gather_ms) and a.gather_ms >= 0):
+        p.error(f"--gather-ms must be a finite number of at least 0, got {a.gather_ms}")
     sampling = {k: v for k, v in (("temperature", a.temperature), ("speak_threshold", a.speak_threshold))
                 if v is not None}
     try:
