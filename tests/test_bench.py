@@ -484,6 +484,14 @@ def test_compare_refuses_reports_of_other_scenarios(oracle_report, tmp_path, cap
         compare([str(oracle)], [str(fewer)])
     with pytest.raises(ValueError, match="in two of the reports"):
         compare([str(oracle), str(oracle)], [str(oracle)])
+    assert rep["set_sha256"] and len(rep["set_sha256"]) == 64
+    rep = json.loads(oracle.read_text()) | {"set_sha256": "0" * 64}  # the same name and ids, another set
+    (tmp_path / "other.json").write_text(json.dumps(rep))
+    with pytest.raises(ValueError, match="different sets of that name"):
+        compare([str(oracle)], [str(tmp_path / "other.json")])
+    rep.pop("set_sha256")  # a report from before the hashes were recorded pairs by name and id, as it did
+    (tmp_path / "old.json").write_text(json.dumps(rep))
+    assert compare([str(oracle)], [str(tmp_path / "old.json")])["overall"]["a_only"] == 0
     assert main(["compare", "--a", str(oracle), "--b", str(tmp_path / "missing.json")]) == 2
     assert "no report" in capsys.readouterr().err
     for bad in ({}, {"set": "x", "scenarios": [{"id": "a"}]}, []):

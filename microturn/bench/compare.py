@@ -23,9 +23,10 @@ def sign_test(wins: int, losses: int) -> float:
     return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n)
 
 
-def _passes(paths: list[str]) -> dict[tuple[str, str], tuple[str, bool]]:
-    """(set, scenario id) -> (family, passed), over the reports given; a scenario given twice is an error."""
-    out = {}
+def _passes(paths: list[str]) -> tuple[dict[tuple[str, str], tuple[str, bool]], dict[str, set[str]]]:
+    """(set, scenario id) -> (family, passed), over the reports given (a scenario given twice is an error), and each
+    set's manifest hashes (reports written before they recorded one have none)."""
+    out, hashes = {}, {}
     for p in paths:
         if not Path(p).is_file():
             raise FileNotFoundError(f"no report {p}")
@@ -35,16 +36,22 @@ def _passes(paths: list[str]) -> dict[tuple[str, str], tuple[str, bool]]:
             rows = [((set_name, s["id"]), (s["family"], bool(s["passed"]))) for s in rep["scenarios"]]
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{p}: not a bench report (microturn bench --json): {type(e).__name__} {e}") from e
+        if rep.get("set_sha256"):
+            hashes.setdefault(set_name, set()).add(rep["set_sha256"])
         for key, row in rows:
             if key in out:
                 raise ValueError(f"{p}: scenario {key[1]} of set {key[0]} is in two of the reports given")
             out[key] = row
-    return out
+    return out, hashes
 
 
 def compare(a_paths: list[str], b_paths: list[str]) -> dict:
     """Paired figures of A against B: overall and per family, pass counts, discordant pairs and the sign test."""
-    a, b = _passes(a_paths), _passes(b_paths)
+    (a, a_sets), (b, b_sets) = _passes(a_paths), _passes(b_paths)
+    for name in a_sets.keys() & b_sets.keys():
+        if len(a_sets[name] | b_sets[name]) > 1:
+            raise ValueError(f"set {name}: the reports were made on different sets of that name (their manifests "
+                             f"differ): their scenarios cannot be paired")
     if a.keys() != b.keys():
         only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
         raise ValueError(f"the two sides must hold the same scenarios: {len(only_a)} only in A (first: "

@@ -41,6 +41,7 @@ Readings of the spec chosen here (where it leaves room):
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import re
 import unicodedata
@@ -52,7 +53,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..stream.scenario import FAMILIES, INSTRUCTION_FAMILIES, Rule, Scenario, input_mode
+from ..stream.scenario import FAMILIES, INSTRUCTION_FAMILIES, MANIFEST, Rule, Scenario, input_mode
 from ..stream.words import Word
 
 EPS = 1e-6
@@ -478,8 +479,12 @@ def report(set_dir: str | Path, agent: str, checkpoint: str | None, results: Seq
            scenarios: Sequence[Scenario], created: datetime | None = None) -> dict:
     """The full JSON report object of the spec."""
     created = (created or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    manifest = Path(set_dir) / MANIFEST
     return {
-        "set": str(set_dir), "agent": agent, "checkpoint": checkpoint,
+        "set": str(set_dir),
+        # which set exactly: two sets of one name (another seed, say) must not be paired (``microturn compare``)
+        "set_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None,
+        "agent": agent, "checkpoint": checkpoint,
         "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "overall_pass_pct": _pct(sum(r.passed for r in results), len(results)),
         "families": summarize(results, scenarios),
