@@ -220,6 +220,11 @@ def test_bad_audio_raises_clear_errors(tmp_path):
             dmel.encode(np.zeros(1600, np.float32), rate=rate)
     with pytest.raises(AudioError, match="missing.wav"):
         audio.load_wav(tmp_path / "missing.wav")
+    audio.save_wav(tmp_path / "full.wav", np.full(16000, 0.1, np.float32))
+    (tmp_path / "cut.wav").write_bytes((tmp_path / "full.wav").read_bytes()[:500])  # a copy that stopped
+    with pytest.raises(AudioError, match="cut.wav is cut short"):
+        audio.load_wav(tmp_path / "cut.wav")
+    assert len(audio.load_wav(tmp_path / "full.wav")) == 16000
     (tmp_path / "junk.wav").write_bytes(b"RIFF not really a wav")
     with pytest.raises(AudioError, match="junk.wav"):
         audio.load_wav(tmp_path / "junk.wav")

@@ -57,6 +57,7 @@ def load_wav(path: str | Path, rate: int = SAMPLE_RATE, channel: int | None = 0)
     ``channel``: which channel to keep (default the first); ``None`` keeps all as [samples, channels].
     """
     path = Path(path)
+    _check_wav_length(path)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises several types; name the file in one clear error
@@ -66,6 +67,31 @@ def load_wav(path: str | Path, rate: int = SAMPLE_RATE, channel: int | None = 0)
     if channel >= data.shape[1]:
         raise AudioError(f"audio file {path} has {data.shape[1]} channel(s); channel {channel} requested")
     return resample(data[:, channel], sr, rate)
+
+
+def _check_wav_length(path: Path) -> None:
+    """A WAV file cut short (a copy or download that stopped) reads as the samples that are there, silently; refuse
+    one whose ``data`` chunk holds fewer bytes than its header says. A streamed WAV's unknown length (0 or
+    0xFFFFFFFF) is not checked; nor are other formats."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return
+            size = path.stat().st_size
+            while chunk := f.read(8):
+                if len(chunk) < 8:
+                    return
+                name, n = chunk[:4], int.from_bytes(chunk[4:], "little")
+                if name == b"data":
+                    have = size - f.tell()
+                    if n not in (0, 0xFFFFFFFF) and have < n:
+                        raise AudioError(f"audio file {path} is cut short: its header promises {n} bytes of "
+                                         f"samples, the file holds {have}")
+                    return
+                f.seek(n + (n & 1), 1)  # chunks are padded to an even length
+    except OSError:
+        return  # unreadable: sf.read says so
 
 
 def save_wav(path: str | Path, x: np.ndarray, rate: int = SAMPLE_RATE) -> None:
