@@ -150,8 +150,8 @@ def load(path: str | Path, device="cpu") -> InteractionModel:
         tensors = load_file(str(wfile), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{wfile}: cannot read the weights: {e}") from None
-    model = InteractionModel(cfg)
-    expected = model.state_dict()
+    with torch.device("meta"):  # the shapes first: a config far from its weights must not allocate a huge model
+        expected = InteractionModel(cfg).state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     problems = []
@@ -169,6 +169,7 @@ def load(path: str | Path, device="cpu") -> InteractionModel:
         raise CheckpointError(f"checkpoint {folder}: the weights do not match {CONFIG} "
                               f"(depth {cfg.depth}, d_model {cfg.d_model}, vocab {cfg.vocab_size}, "
                               f"experts {cfg.n_experts}): " + "; ".join(problems))
+    model = InteractionModel(cfg)
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
     model.checkpoint_info = extra  # training step etc., for reports
     return model.to(device).eval()
