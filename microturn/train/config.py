@@ -4,7 +4,8 @@ Kept apart from ``train.loop`` (and torch), so the CLI can list the options with
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 
 
 def _opt(default, text: str):
@@ -59,3 +60,61 @@ class TrainConfig:
                                   "(model.embed.InputEmbed), added to an --init model without it, starting at zero")
     added_lr: float = _opt(1.0, "learning rate of the weights an --init model lacks (--audio-conv, --hear-back), as a "
                                 "multiple of the schedule's: weights that start at zero learn little at a fine-tune's rate")
+
+    def check(self) -> None:
+        """Refuse options no run can use, before anything is read or written: a ValueError naming the option.
+
+        (What depends on the model, --early-listen's greatest block count, say, is checked once the model is known.)
+        """
+        for f in fields(self):  # every number a finite one: a NaN learning rate or weight trains NaN weights
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{option(f.name)} must be a finite number, got {v}")
+        for name in ("data", "out"):
+            if not getattr(self, name):
+                raise ValueError(f"{option(name)} must name a folder")
+        at_least = {"steps": 1, "batch": 1, "eval_every": 1, "ckpt_every": 1, "eval_batches": 1, "bucket": 1,
+                    "warmup": 0, "seed": 0, "threads": 0, "workers": 0, "stop_at": 0, "early_listen": 0,
+                    "audio_conv": 0}
+        for name, least in at_least.items():
+            if getattr(self, name) < least:
+                raise ValueError(f"{option(name)} must be >= {least}, got {getattr(self, name)}")
+        for name in ("lr", "min_lr", "weight_decay", "speak_weight", "recap_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{option(name)} must be 0 or more, got {getattr(self, name)}")
+        if self.clip <= 0:
+            raise ValueError(f"{option('clip')} must be a positive gradient norm, got {self.clip}")
+        if self.task_listen <= 0:
+            raise ValueError(f"{option('task_listen')} must be a positive weight, got {self.task_listen}")
+        if self.added_lr <= 0:
+            raise ValueError(f"{option('added_lr')} must be a positive multiple of the learning rate, got "
+                             f"{self.added_lr}")
+        if self.curriculum < 0:
+            raise ValueError(f"{option('curriculum')} is a session difficulty, 0 or more (1 or more: all), got "
+                             f"{self.curriculum}")
+        for name in ("conversations", "openings"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{option(name)} is a share of the batches, from 0 to 1, got {getattr(self, name)}")
+        from ..codecs import dmel  # (here, not above: the CLI lists the options without torch)
+
+        if not 0 <= self.eq <= dmel.N_BINS - 1:
+            raise ValueError(f"{option('eq')} is an equaliser depth in dMel levels, from 0 (off) to "
+                             f"{dmel.N_BINS - 1}, got {self.eq}")
+        from .data import parse_mix
+
+        try:
+            parse_mix(self.mix)
+        except ValueError as e:
+            raise ValueError(f"{option('mix')}: {e}") from None
+        if not self.init:  # (with --init the model is the checkpoint's)
+            from ..model.config import PRESETS
+
+            if self.preset not in PRESETS:
+                raise ValueError(f"{option('preset')}: unknown preset {self.preset!r}; known: {', '.join(PRESETS)}")
+
+
+def option(name: str) -> str:
+    """How a TrainConfig field is given: its ``microturn train`` option, with the field's own name when it differs
+    (train() is called from Python too)."""
+    flag = "--" + name.replace("_", "-")
+    return flag if "_" not in name else f"{flag} ({name})"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,45 @@ from ..codecs import dmel
 from ..stream.layout import Layout, recaps
 from ..stream.tokenizer import SPECIALS
 
-ARRAYS = ("audio", "mel", "text_in", "out", "listen", "frame", "frames")
+ARRAYS = ("audio", "mel", "text_in", "out", "listen", "frame", "frames")  # every shard holds them all
+SESSION_KEYS = ("family", "start", "length", "difficulty")  # what every session's entry in sessions.json gives
+REWRITE = "write the shard again (`microturn synth --shards`), or move it out of the training data"
+
+
+def read_meta(path: Path) -> dict:
+    """A shard's ``sessions.json``, checked for what ``Shards`` reads from it: a ValueError naming the file if not."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # (json's errors, and a UnicodeDecodeError, are ValueErrors)
+        raise ValueError(f"{path}: cannot be read ({e}); {REWRITE}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("layout"), dict) or \
+            not isinstance(meta.get("sessions"), list):
+        raise ValueError(f"{path}: not a shard's session list (a JSON object with a layout and sessions); {REWRITE}")
+    for i, s in enumerate(meta["sessions"]):
+        if not isinstance(s, dict) or any(k not in s for k in SESSION_KEYS):
+            raise ValueError(f"{path}: session {i} lacks some of {', '.join(SESSION_KEYS)}; {REWRITE}")
+    return meta
+
+
+def read_arrays(d: Path, sessions: list[dict]) -> dict[str, np.ndarray]:
+    """A shard's arrays, memory-mapped, each there, readable and as long as its sessions need: a ValueError naming
+    the file if not (rather than a KeyError or a read past the end at some later step)."""
+    arrays = {}
+    for k in ARRAYS:
+        f = d / f"{k}.npy"
+        if not f.exists():
+            raise ValueError(f"{d}: {f.name} is missing (a shard holds {', '.join(a + '.npy' for a in ARRAYS)}); "
+                             f"{REWRITE}")
+        try:
+            arrays[k] = np.load(f, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as e:
+            raise ValueError(f"{f}: cannot be read ({e}); {REWRITE}") from None
+    turns = max((s["start"] + s["length"] for s in sessions), default=0)
+    for k, a in arrays.items():
+        if k != "frames" and (a.ndim == 0 or len(a) < turns):
+            raise ValueError(f"{d / (k + '.npy')}: holds {len(a) if a.ndim else 0} micro-turns, the sessions of "
+                             f"sessions.json {turns}; {REWRITE}")
+    return arrays
 
 
 class Shards:
@@ -24,7 +63,7 @@ class Shards:
         self.shards, self.index = [], []
         layouts = set()
         for d in dirs:
-            meta = json.loads((d / "sessions.json").read_text())
+            meta = read_meta(d / "sessions.json")
             written = meta.get("specials", 7)  # shards from before the count was recorded had 7
             if written != len(SPECIALS):
                 raise ValueError(f"{d} was written with {written} special tokens, the tokenizer has "
@@ -34,8 +73,7 @@ class Shards:
                 raise ValueError(f"{d}: its {', '.join(meta['pending'])} sessions are not yet rendered again for "
                                  f"the tokenizer's ids; run scripts/relayout_shards.py again to finish")
             layouts.add(json.dumps(meta["layout"], sort_keys=True))
-            arrays = {k: np.load(d / f"{k}.npy", mmap_mode="r") for k in ARRAYS if (d / f"{k}.npy").exists()}
-            self.shards.append(arrays)
+            self.shards.append(read_arrays(d, meta["sessions"]))
             self.index += [(len(self.shards) - 1, s) for s in meta["sessions"]]
         if len(layouts) != 1:
             raise ValueError(f"shards under {root} mix layouts: {layouts}")
@@ -176,8 +214,8 @@ def parse_mix(text: str | None) -> dict[str, float]:
             weight = float(w)
         except ValueError:
             weight = -1.0
-        if not eq or not name or not weight >= 0:
-            raise ValueError(f"bad family weight {part!r}: expected family=weight with weight >= 0, "
+        if not eq or not name or not (math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"bad family weight {part!r}: expected family=weight with a finite weight >= 0, "
                              f"e.g. 'timespeak=3,cuespeak=2'")
         mix[name] = weight
     return mix
@@ -203,6 +241,8 @@ class Curriculum:
             raise ValueError(f"family weights for families the shards do not hold: {', '.join(unknown)} "
                              f"(shards hold: {', '.join(self.by_family)})")
         w = np.array([mix.get(f, 1.0) for f in self.by_family], np.float64)
+        if not (np.isfinite(w) & (w >= 0)).all():
+            raise ValueError(f"family weights must be finite and 0 or more, got {mix}")
         if not w.sum() > 0:
             raise ValueError("family weights are all zero")
         self.p = w / w.sum()

@@ -26,14 +26,13 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from ..codecs import dmel
 from ..data.language import task_words
 from ..model import checkpoint
 from ..model.config import ModelConfig, preset
 from ..model.model import InteractionModel
 from ..stream.layout import out_loss_mask
 from ..stream.tokenizer import EOT, SIL, Tokenizer, default_tokenizer
-from .config import TrainConfig
+from .config import TrainConfig, option
 from .data import Curriculum, Shards, StepBatches, collate, parse_mix
 
 
@@ -49,6 +48,60 @@ def lr_at(step: int, c: TrainConfig) -> float:
         return c.lr * (step + 1) / c.warmup
     p = min(1.0, (step - c.warmup) / max(1, c.steps - c.warmup))
     return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + math.cos(math.pi * p))
+
+
+class Diverged(ValueError):
+    """A training step whose loss or gradient norm is not a finite number: the run stops before saving it, and the
+    last checkpoint stays as it was. (A ValueError: the CLI says it in one line.)"""
+
+
+MODEL_OPTIONS = ("preset", "init", "audio_conv", "hear_back")  # what makes a run's model: fixed once it has begun
+
+
+def check_resume(c: TrainConfig, out: Path) -> dict:
+    """A run to resume: its record (``train_config.json``, {} if there is none), after checking that ``c`` asks for
+    the model it was started with (``MODEL_OPTIONS``; the schedule, the data and the rest may change: a new --steps
+    stretches the cosine schedule). Otherwise a ValueError listing the options that differ."""
+    path = out / "train_config.json"
+    if not path.exists():
+        return {}
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(saved, dict):
+            raise ValueError(f"a JSON object was expected, not {type(saved).__name__}")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot be read ({e}), so the options the run in {out} was started with are not "
+                         "known: delete the file to resume without checking them") from None
+    default = TrainConfig()
+    was = {k: saved.get(k, getattr(default, k)) for k in MODEL_OPTIONS}
+    if was["init"] and was["init"] == c.init:  # with --init the preset is not used
+        was["preset"] = c.preset
+    differ = [f"{option(k)} {was[k]!r} (now {getattr(c, k)!r})" for k in MODEL_OPTIONS if was[k] != getattr(c, k)]
+    if differ:
+        raise ValueError(f"{out} holds a run started with other options that make its model: {'; '.join(differ)}. "
+                         f"Give the same ones to resume it, or another --out to start a new run")
+    return saved
+
+
+def load_state(path: Path) -> dict:
+    """A run's ``train_state.pt``, or a ValueError naming the file when it cannot be read (cut short, say)."""
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=False)  # the RNG state stays a CPU tensor
+    except Exception as e:  # (torch raises many kinds for a broken file: RuntimeError, OSError, EOFError, pickle's)
+        raise ValueError(f"{path}: cannot be read ({type(e).__name__}: {e}); delete it to start the run over (the "
+                         f"model beside it, if whole, can be given to --init)") from None
+    if not isinstance(st, dict) or any(k not in st for k in ("model", "opt", "step")):
+        raise ValueError(f"{path}: not a training state (model, optimiser and step); delete it to start the run "
+                         f"over")
+    return st
+
+
+def finite_step(r: dict, gnorm: torch.Tensor, world: int) -> bool:
+    """Whether a step's loss and gradient norm are finite numbers on every process (all agree)."""
+    ok = (torch.isfinite(r["loss"].detach()) & torch.isfinite(gnorm.detach())).to(torch.int32).reshape(1)
+    if world > 1:
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+    return bool(ok.item())
 
 
 class Stopped(Exception):
@@ -249,6 +302,10 @@ def _plot_evals(ax, ev: list[dict], colors):
 
 
 def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
+    """Train (or resume, when ``c.out`` holds a training state) and return the run's folder. Bad options, shards or
+    a broken state are refused with a ValueError before anything is written; a step whose loss is not finite stops
+    the run (``Diverged``) with its last checkpoint kept."""
+    c.check()
     rank, world, dev = _dist()
     if c.threads:
         torch.set_num_threads(c.threads)
@@ -256,9 +313,16 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     out = Path(c.out)
     shards = Shards(c.data)
     state_path = out / "train_state.pt"
-    start = checkpoint.load(c.init) if c.init and not state_path.exists() else None
-    if model_cfg is None and state_path.exists():  # a resumed run keeps its architecture (an --init's, say)
-        model_cfg = checkpoint.read_config(out / "model")[0]
+    resumed = state_path.exists()
+    saved = check_resume(c, out) if resumed else {}
+    st = load_state(state_path) if resumed else None
+    start = checkpoint.load(c.init) if c.init and not resumed else None
+    # the run's model, to hold ``model_cfg`` to (a model given in Python; a Ctrl-C between the two files of a first
+    # checkpoint may leave the state alone)
+    run_cfg = checkpoint.read_config(out / "model")[0] if resumed and (
+        model_cfg is None or (out / "model").exists()) else None
+    if model_cfg is None and resumed:  # a resumed run keeps its architecture (an --init's, say)
+        model_cfg = run_cfg
     V = default_tokenizer().vocab_size
     cfg = model_cfg or (start.cfg if start is not None else preset(c.preset, vocab_size=V, layout=shards.layout))
     if c.audio_conv and cfg.audio_conv != c.audio_conv:
@@ -271,20 +335,16 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     if cfg.vocab_size < V or cfg.layout != shards.layout:
         raise ValueError(f"the model's vocabulary ({cfg.vocab_size} tokens) must hold the tokenizer's ({V}) and its "
                          f"layout must be the shards' ({shards.layout})")
+    if run_cfg is not None and cfg.to_json() != run_cfg.to_json():
+        differ = sorted(k for k, v in cfg.to_json().items() if run_cfg.to_json().get(k) != v)
+        raise ValueError(f"{out} holds a run of another model than the one asked for (it differs in "
+                         f"{', '.join(differ)}): resume it with its own, or give another --out to start a new run")
     if not 0 <= c.early_listen <= cfg.n_layer:
-        raise ValueError(f"early_listen must be 0 (off) or a block count in 1 .. {cfg.n_layer}, got {c.early_listen}")
-    if not 0 <= c.curriculum:
-        raise ValueError(f"curriculum is a session difficulty, 0 or more (1 or more: all), got {c.curriculum}")
-    for name in ("conversations", "openings"):
-        if not 0 <= getattr(c, name) <= 1:
-            raise ValueError(f"{name} is a share of the batches, from 0 to 1, got {getattr(c, name)}")
-    if not 0 <= c.eq <= dmel.N_BINS - 1:
-        raise ValueError(f"eq is an equaliser depth in dMel levels, from 0 (off) to {dmel.N_BINS - 1}, got {c.eq}")
+        raise ValueError(f"{option('early_listen')} must be 0 (off) or a block count in 1 .. {cfg.n_layer}, got "
+                         f"{c.early_listen}")
     model = InteractionModel(cfg).to(dev)
     listen_weight = None
     if c.task_listen != 1.0:
-        if c.task_listen <= 0:
-            raise ValueError(f"task_listen must be a positive weight, got {c.task_listen}")
         listen_weight = 1.0 + (c.task_listen - 1.0) * task_word_mask(default_tokenizer(), cfg.vocab_size).float()
         listen_weight = listen_weight.to(dev)
     # the weights the --init model lacks (read from its config, so that a resumed run finds the same ones)
@@ -296,15 +356,12 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
         if unexpected or [k for k in missing if not k.startswith(added)]:
             raise ValueError(f"--init {c.init}: weights that do not fit the model (missing {missing}, unexpected "
                              f"{unexpected})")
-    if c.added_lr <= 0:
-        raise ValueError(f"added_lr must be a positive multiple of the learning rate, got {c.added_lr}")
     cur = Curriculum(shards, start=c.curriculum, mix=parse_mix(c.mix))
     batches = StepBatches(shards, cur, batch=c.batch, steps=c.steps, seed=c.seed, rank=rank,
                           conversations=c.conversations, augment=c.augment, max_len=cfg.window // cfg.layout.length,
                           openings=c.openings, eq=c.eq, bucket=c.bucket)
-    step, st = 0, None
-    if state_path.exists():  # resume exactly where the last checkpoint left off
-        st = torch.load(state_path, map_location="cpu", weights_only=False)  # the RNG state stays a CPU tensor
+    step = 0
+    if st is not None:  # resume exactly where the last checkpoint left off
         model.load_state_dict(st["model"])
         ranks = st["ranks"] if "ranks" in st else [{"rng": st["rng"]}]
         if rank < len(ranks):  # each rank resumes its own noise (its batches follow from the step alone)
@@ -342,8 +399,8 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     writer = None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(asdict(c) | {"model": cfg.to_json(),
-                                                                          "params": model.n_params()}, indent=1))
+        (out / "train_config.json").write_text(json.dumps(run_record(c, cfg, model.n_params(), saved, step),
+                                                          indent=1))
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(out / "tb"))
@@ -355,13 +412,21 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(step, end), num_workers=c.workers,
                                          pin_memory=dev.type == "cuda", prefetch_factor=4 if c.workers else None,
                                          generator=torch.Generator().manual_seed(c.seed))  # not the model's RNG
-    signum = 0
+    signum, saved_step = 0, step
     with StopRequest() as stop:  # before the loader's workers start: they inherit it
         for batch in loader:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, c) * g.get("lr_scale", 1.0)  # (runs saved before added_lr have none)
             batch = _to(batch, dev)
             r, gnorm = train_step(net, model, opt, batch, c, listen_weight)
+            if not finite_step(r, gnorm, world):  # before anything of this step is logged or saved
+                bar.close()
+                if rank == 0:
+                    log.close()
+                    writer.close()
+                kept = f"the checkpoint of step {saved_step} in {out} is kept" if saved_step else "no checkpoint saved"
+                raise Diverged(f"step {step + 1}: the training loss is {r['loss'].item()} and the gradient norm "
+                               f"{float(gnorm)}: stopped without saving this step ({kept}); try a lower --lr")
             step += 1
             tok_count += int(batch["valid"].sum()) * cfg.layout.length * world
             if rank == 0:
@@ -396,6 +461,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                 model_state, opt_state = full_state(model, opt, sharded)
                 if rank == 0:
                     save_state(out, model, model_state, opt_state, ranks, step, c, by_name=sharded)
+                saved_step = step
             if signum:
                 break
     bar.close()
@@ -404,6 +470,16 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     if signum:
         raise Stopped(step, signum, out)
     return out
+
+
+def run_record(c: TrainConfig, cfg: ModelConfig, params: int, saved: dict, step: int) -> dict:
+    """What ``train_config.json`` holds: the options (as last given), the model and its size, and, for a resumed
+    run, ``resumed``: each time it was resumed with options other than those before, the step and the options that
+    changed, as [before, now] (its ``MODEL_OPTIONS`` never change)."""
+    now = asdict(c)
+    changed = {k: [saved[k], v] for k, v in now.items() if k in saved and saved[k] != v}
+    resumed = saved.get("resumed", []) + ([{"step": step, "changed": changed}] if changed else [])
+    return now | {"model": cfg.to_json(), "params": params} | ({"resumed": resumed} if resumed else {})
 
 
 def _log_eval(e: dict, step: int, log, writer, early_listen: int) -> str:
