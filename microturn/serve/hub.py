@@ -262,13 +262,13 @@ class Hub:
         """End of input: ``tail`` (the rest of the client's resampled audio) is queued, the last partial window is
         filled with silence, and every micro-turn of it is stepped; the wait gives up only when the stepping makes
         no progress for ``timeout`` seconds. Returns the last words to become final."""
-        n = self.layout.samples
+        window = self.layout.samples
         rest = np.zeros(0, np.float32) if tail is None else tail.astype(np.float32)
-        rest = np.concatenate([rest, np.zeros(-(client.received + len(rest)) % n, np.float32)])
+        rest = np.concatenate([rest, np.zeros(-(client.received + len(rest)) % window, np.float32)])
         if len(rest):
             client.received += len(rest)
             client.inputs.append(("audio", rest))
-        due = client.received // n
+        due = client.received // window
         last, since = client.delivered, time.monotonic()
         while client.delivered < due and time.monotonic() - since < timeout:
             self.poke()
