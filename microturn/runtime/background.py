@@ -5,6 +5,8 @@ answers with the session-clock time they arrived at, so a slow, failing or hangi
 Backends: ``LocalTools`` (a calculator that reads English number words, and the clock) and ``OpenAIChat`` (any
 OpenAI-compatible chat-completions endpoint). In simulated time an answer arrives ``delay`` seconds of session
 clock after the delegation (the bench sets it per scenario); in real time it arrives when the backend returns.
+A backend's answer must be text (a ``str`` that is valid Unicode): anything else comes back as an ``Answer`` with an
+``error``, so a backend's bad reply never reaches the tokenizer inside a tick that steps other sessions too.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import re
 import time
 import urllib.request
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 
 NUMBER_WORDS = {w: i for i, w in enumerate(
@@ -76,6 +79,17 @@ class LocalTools:
         raise BackendError(f"the calculator does not understand {query!r}")
 
 
+def _answer_text(reply) -> str:
+    """A backend's reply as the text that re-enters the stream; raises ``BackendError`` for anything else."""
+    if not isinstance(reply, str):
+        raise BackendError(f"the background answered {type(reply).__name__}, not text: {reply!r:.100}")
+    try:
+        reply.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise BackendError(f"the background's answer is not valid Unicode: {e}") from None
+    return reply
+
+
 class OpenAIChat:
     """Any OpenAI-compatible ``/chat/completions`` endpoint (base URL, key and model configurable)."""
 
@@ -87,14 +101,21 @@ class OpenAIChat:
         self.model, self.key, self.timeout, self.system = model, api_key, timeout, system
 
     def __call__(self, query: str) -> str:
-        body = json.dumps({"model": self.model, "messages": [{"role": "system", "content": self.system},
-                                                              {"role": "user", "content": query}]}).encode()
-        req = urllib.request.Request(self.url, body, {"Content-Type": "application/json"}
-                                     | ({"Authorization": f"Bearer {self.key}"} if self.key else {}))
+        messages = [{"role": "system", "content": self.system}, {"role": "user", "content": query}]
+        body = json.dumps({"model": self.model, "messages": messages}).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        req = urllib.request.Request(self.url, body, headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as r:
                 d = json.loads(r.read())
-            return str(d["choices"][0]["message"]["content"]).strip()
+            content = d["choices"][0]["message"]["content"]
+            if isinstance(content, list):  # content parts: their text, in order
+                content = "".join(c["text"] for c in content if c.get("type") == "text")
+            if not isinstance(content, str):  # null (a refusal, a tool call): there is nothing to say
+                raise ValueError(f"the reply's message has no text content ({content!r:.100})")
+            return _answer_text(content).strip()
         except Exception as e:  # network, HTTP, JSON shape: all become one clear error
             raise BackendError(f"background endpoint {self.url} failed: {e}") from e
 
@@ -121,7 +142,10 @@ class Background:
     """Runs delegations on a thread pool; ``poll(now)`` returns the answers that have arrived by session time now.
 
     ``delay``: simulated mode, the answer is released ``delay`` s of session clock after the delegation (and not
-    before the backend has returned). ``timeout``: seconds of session clock after which a query is given up.
+    before the backend has returned). ``timeout``: seconds of session clock after which a query is given up; in
+    simulated time a backend that is due is waited for (wall clock) at most the time-out's rest, once, then given up,
+    so a hanging backend stalls the stepping once, never tick after tick. ``close`` gives up every pending query
+    (those not started never run) and refuses new ones.
     """
 
     backend: object = field(default_factory=LocalTools)
@@ -129,8 +153,11 @@ class Background:
     timeout: float = 30.0
     pool: ThreadPoolExecutor | None = None
     pending: list[Pending] = field(default_factory=list)
+    closed: bool = False
 
     def ask(self, query: str, now: float):
+        if self.closed:  # the session has ended: nobody will hear the answer
+            return
         pool = self.pool or _shared_pool()
         due = None if self.delay is None else now + self.delay
         self.pending.append(Pending(query, now, pool.submit(self.backend, query), due))
@@ -139,16 +166,19 @@ class Background:
         """Answers that arrived by ``now``. ``wait``: in simulated time, block for backends that are due."""
         done, keep = [], []
         for p in self.pending:
-            if p.due is not None and now >= p.due and wait:
+            due = p.due is None or now >= p.due
+            if p.due is not None and due and wait and not p.future.done():
+                # simulated time: wait for the backend, but only until the query would be given up anyway
+                futures_wait([p.future], timeout=max(0.0, p.asked + self.timeout - now))
+                if not p.future.done():
+                    p.future.cancel()
+                    done.append(Answer(p.query, p.asked, now, None, f"time-out after {self.timeout:g} s"))
+                    continue
+            if p.future.done() and due:
                 try:
-                    p.future.result(timeout=max(0.0, self.timeout))
-                except Exception:
-                    pass
-            if p.future.done() and (p.due is None or now >= p.due):
-                try:
-                    done.append(Answer(p.query, p.asked, now, p.future.result()))
+                    done.append(Answer(p.query, p.asked, now, _answer_text(p.future.result())))
                 except Exception as e:
-                    done.append(Answer(p.query, p.asked, now, None, str(e)))
+                    done.append(Answer(p.query, p.asked, now, None, str(e) or type(e).__name__))
             elif now - p.asked > self.timeout:
                 p.future.cancel()
                 done.append(Answer(p.query, p.asked, now, None, f"time-out after {self.timeout:g} s"))
@@ -156,6 +186,13 @@ class Background:
                 keep.append(p)
         self.pending = keep
         return done
+
+    def close(self) -> None:
+        """Give up every pending query (a backend call not started yet never runs) and refuse new ones."""
+        self.closed = True
+        for p in self.pending:
+            p.future.cancel()
+        self.pending = []
 
 
 _POOL: ThreadPoolExecutor | None = None

@@ -9,9 +9,15 @@ The ``Engine`` holds the model and the batched state; each ``tick`` steps every 
 ready, as one batch (sessions may join and leave at any time; a row's state is only touched by its session). With
 ``Sampling.warps`` each session has a row per warp, hearing its audio through that vocal tract, and the model decides
 once for all of them (``InteractionModel.step``'s ``tie``).
+
+Threads: a session's ``push_*``, ``drain`` and ``finish`` and the engine's ``open`` and ``close`` may be called from
+any thread while another ticks; ``open`` waits for a step in flight (it resets the batched state's row the step may
+be writing). Input is checked when it is pushed (a ``ValueError``; a ``RuntimeError`` once the session is closed),
+so a bad push never fails inside a ``tick`` that steps every session of the batch.
 """
 from __future__ import annotations
 
+import numbers
 import threading
 import time
 from collections import deque
@@ -88,9 +94,14 @@ class Session:
     def _turn_now(self) -> int:
         return max(self.t, self.samples // self.layout.samples)
 
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError(f"session {self.slot} is closed: open a new one")
+
     def push_audio(self, x) -> None:
         x = as_mono(x, allow_empty=True)
         with self.engine.lock:
+            self._check_open()
             self.samples += len(x)
             f = self.dmel.push(x)
             self.frames.extend(f)
@@ -103,11 +114,19 @@ class Session:
         except UnicodeEncodeError as e:
             raise ValueError(f"text is not valid Unicode: {e}") from None
         with self.engine.lock:
+            self._check_open()
             self.text_due.append((self._turn_now(), text, source))
 
     def push_frame(self, frame) -> None:
+        """The camera frame shown now (the last one pushed in a micro-turn's window is the one it sees); ``None``:
+        no frame (the camera is off), as offline encoding has it."""
+        image, on = video_frame(frame, self.layout)  # checked here, outside the lock
         with self.engine.lock:
-            self.camera[self._turn_now()] = video_frame(frame, self.layout)[0]
+            self._check_open()
+            if on:
+                self.camera[self._turn_now()] = image
+            else:
+                self.camera.pop(self._turn_now(), None)
 
     def ready(self) -> bool:
         return not self.closed and len(self.frames) >= self.layout.frames
@@ -156,12 +175,15 @@ class Session:
 
     def finish(self) -> list[Word]:
         """End of input: the last open word becomes final. Returns all the session's words."""
-        self.words += self.decoder.flush()
-        return self.words
+        with self.engine.lock:
+            self.words += self.decoder.flush()
+            return list(self.words)
 
     def drain(self) -> list[TurnOutput]:
-        out = list(self.outputs)
-        self.outputs.clear()
+        """The outputs recorded since the last drain, oldest first (each exactly once, whatever thread ticks)."""
+        out = []
+        while self.outputs:
+            out.append(self.outputs.popleft())  # atomic against a tick appending: none is lost between two calls
         return out
 
     def close(self):
@@ -180,6 +202,8 @@ class Engine:
             raise ValueError(f"the model writes {model.cfg.vocab_size} token ids but the tokenizer has "
                              f"{self.tok.vocab_size}: it was trained for another vocabulary (carry a checkpoint "
                              f"over to this one with scripts/grow_vocab.py, then fine-tune it)")
+        if not isinstance(capacity, numbers.Integral) or capacity < 1:
+            raise ValueError(f"capacity must be a whole number of session slots, at least 1, got {capacity!r}")
         self.capacity, self.generate_audio, self.simulated = capacity, generate_audio, simulated
         self.sampling = sampling or Sampling.of(model)  # default: the checkpoint's own decoding settings
         self.warps = self.sampling.warps or (1.0,)  # the vocal tracts each session is heard through, a row each
@@ -187,13 +211,18 @@ class Engine:
         self.state = model.new_state(capacity * len(self.warps), device=self.device)
         self.sessions: list[Session | None] = [None] * capacity
         self.lock = threading.RLock()
+        self._idle = threading.Condition(self.lock)  # notified when a step in flight ends
+        self._stepping = False  # a model step is running outside the lock: the batched state is not ours
         self.seed = seed
         # one random stream per slot, reseeded when a session opens: a session's samples never depend on others
         self.generators = [torch.Generator(self.device) for _ in range(capacity)]
         self.vocoder = get_vocoder("griffinlim", iters=16) if generate_audio else None
 
     def open(self, background: Background | None = None) -> Session:
+        """A new session in a free slot; ``RuntimeError`` when all ``capacity`` slots are in use."""
         with self.lock:
+            while self._stepping:  # the step may still write the row a closed session left: reset it after
+                self._idle.wait()
             try:
                 slot = self.sessions.index(None)
             except ValueError:
@@ -207,10 +236,12 @@ class Engine:
             return s
 
     def close(self, s: Session):
+        """Free the session's slot (idempotent); its pending delegations are given up."""
         with self.lock:
             if self.sessions[s.slot] is s:
                 self.sessions[s.slot] = None
             s.closed = True
+            s.background.close()
 
     def active(self) -> list[Session]:
         return [s for s in self.sessions if s is not None]
@@ -219,6 +250,8 @@ class Engine:
         """Step every session with a micro-turn ready, as one batch. Returns the sessions stepped."""
         L = self.layout
         with self.lock:
+            while self._stepping:  # one step at a time (another thread's tick)
+                self._idle.wait()
             ready = [s for s in self.sessions if s is not None and s.ready()]
             if not ready:
                 return []
@@ -238,18 +271,24 @@ class Engine:
                     text_in[r], active[r] = torch.from_numpy(txt), True
             # a session's draws come from its first row's generator
             generator = [self.generators[r // K] if a and r % K == 0 else None for r, a in enumerate(active.tolist())]
+            self._stepping = True
         dev = self.device
-        res = self.model.step(self.state, audio.to(dev), video.to(dev), video_on.to(dev), text_in.to(dev),
-                              active=active.to(dev), sampling=self.sampling, generate_audio=self.generate_audio,
-                              generator=generator, tie=K)
+        try:
+            res = self.model.step(self.state, audio.to(dev), video.to(dev), video_on.to(dev), text_in.to(dev),
+                                  active=active.to(dev), sampling=self.sampling, generate_audio=self.generate_audio,
+                                  generator=generator, tie=K)
+        finally:
+            with self.lock:
+                self._stepping = False
+                self._idle.notify_all()
         out = res.out[::K].cpu().numpy()  # back to a row per session
         mel = res.mel[::K].float().cpu().numpy() if res.mel is not None else None
         audio = self.vocode(mel, ready) if mel is not None else {}
         with self.lock:
             outputs = [s._finish(out[s.slot], None if mel is None else mel[s.slot], audio.get(s.slot)) for s in ready]
-        ms = (time.perf_counter() - t0) * 1000  # the whole tick: inputs, model, decoding and vocoding
-        for s, o in zip(ready, outputs):
-            s._record(o, ms)
+            ms = (time.perf_counter() - t0) * 1000  # the whole tick: inputs, model, decoding and vocoding
+            for s, o in zip(ready, outputs):
+                s._record(o, ms)
         return ready
 
     def run_ready(self) -> int:

@@ -359,6 +359,9 @@ class Hub:
         broken = []
         with self.busy:
             for c in clients:
+                if c.session.closed:  # detached since the stepping took its list of clients
+                    c.inputs.clear()
+                    continue
                 try:
                     self._apply(c)
                 except Exception:  # input the session refuses ends that session, not the others
