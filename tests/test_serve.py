@@ -464,21 +464,22 @@ def test_realtime_beta_names(model):
     assert "response.output_audio.delta" not in types and "response.created" in types
 
 
-async def realtime_bad_events(port: int) -> list[str]:
+async def realtime_bad_events(port: int) -> list[tuple[str, str | None]]:
     codes = []
     async with websockets.connect(url(port, "/v1/realtime"), max_size=None) as ws:
         assert json.loads(await ws.recv())["type"] == "session.created"
-        for msg in [b"\x00\x01", "{oops", json.dumps({"type": "dance"}),
+        for msg in [b"\x00\x01", "{oops", json.dumps({"type": "dance", "event_id": "evt_c1"}),
                     json.dumps({"type": "session.update", "session": {"input_audio_format": "g711_ulaw"}}),
                     json.dumps({"type": "session.update", "session": []}),
                     json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"abc").decode()}),
                     json.dumps({"type": "conversation.item.create", "item": {"type": "message", "content": [
                         {"type": "input_audio", "audio": ""}]}}),
-                    "x" * (P.MAX_MESSAGE + 1)]:
+                    "x" * (P.MAX_MESSAGE + 1),
+                    json.dumps({"type": "response.cancel", "event_id": "evt_c2"})]:  # no response to cancel
             await ws.send(msg)
             while (d := json.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] != "error":
                 pass
-            codes.append(d["error"]["code"])
+            codes.append((d["error"]["code"], d["error"]["event_id"]))
         await ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
         while json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] != "input_audio_buffer.cleared":
             pass
@@ -488,8 +489,10 @@ async def realtime_bad_events(port: int) -> list[str]:
 def test_realtime_bad_events_give_errors(model):
     with running(make_app(model)) as port:
         codes = run(realtime_bad_events(port))
-    assert codes == ["bad_message", "bad_json", "unknown_event", "unsupported_format", "bad_message", "bad_audio",
-                     "unsupported_item", "too_large"]
+    assert [c for c, _ in codes] == ["bad_message", "bad_json", "unknown_event", "unsupported_format", "bad_message",
+                                     "bad_audio", "unsupported_item", "too_large", "response_cancel_not_active"]
+    # an error names the client event it answers, when that event had an id (as OpenAI's server does)
+    assert [e for _, e in codes] == [None, None, "evt_c1", None, None, None, None, None, "evt_c2"]
 
 
 # ---------------------------------------------------------------- the parser never raises anything else

@@ -62,6 +62,7 @@ class RealtimeConnection(Connection):
         self.instructions = ""
         self.response: dict | None = None  # the response being spoken: ids and transcript so far
         self.muted = False  # response.cancel: drop the rest of the current utterance
+        self.client_event: str | None = None  # the event_id of the client event being handled (errors name it)
         self.session_id = self.next_id("sess")
 
     # ---- formats ----
@@ -75,7 +76,7 @@ class RealtimeConnection(Connection):
         kind = "server_error" if code == "internal_error" else "invalid_request_error"
         return json.dumps({"type": "error", "event_id": self.next_id("event"),
                            "error": {"type": kind, "code": code, "message": message, "param": None,
-                                     "event_id": None}})
+                                     "event_id": self.client_event}})
 
     def session_object(self) -> dict:
         pcm = {"type": "audio/pcm", "rate": RATE}
@@ -106,9 +107,12 @@ class RealtimeConnection(Connection):
                 raise P.ProtocolError("too_large", f"message of {len(data)} bytes is over the limit of "
                                                    f"{P.MAX_MESSAGE} bytes")
             obj = P.load_json(data)
+            self.client_event = obj["event_id"] if isinstance(obj.get("event_id"), str) else None
             self.dispatch(obj)
         except P.ProtocolError as e:
             self.bad(e.code, e.message)
+        finally:
+            self.client_event = None
 
     def dispatch(self, obj: dict) -> None:
         kind = obj["type"]
@@ -184,9 +188,11 @@ class RealtimeConnection(Connection):
                          "status": "completed", "content": [{"type": "input_text", "text": text}]})
 
     def cancel(self) -> None:
-        if self.response is not None:
-            self.close_response("cancelled")
-            self.muted = True
+        if self.response is None:  # said, as OpenAI's server says it, but not counted as a bad message
+            self.error("response_cancel_not_active", "there is no response in progress to cancel")
+            return
+        self.close_response("cancelled")
+        self.muted = True
 
     # ---- output ----
     def deliver(self, outs: list[TurnOutput]) -> None:
