@@ -287,10 +287,20 @@ def test_segments_and_turns_from_probabilities():
     assert s.end == pytest.approx(55 * w) and s.closed == pytest.approx(62 * w)  # 7 windows = 0.224 s
     assert H.turns(segs, 0.0)[0].complete == pytest.approx(62 * w)
     lk = H.turns(H.segments(probs, livekit.threshold, livekit.start_secs, livekit.stop_secs), livekit.turn_wait)
-    assert lk[0].complete == pytest.approx(55 * w + 18 * w + 0.5)
+    # LiveKit's 0.5 s endpointing delay counts from the last speech, so it ends inside the VAD's 18 windows (0.576 s)
+    assert lk[0].complete == pytest.approx(55 * w + 18 * w)
+    fallback = H.PRESETS["pipecat-fallback"]
+    assert H.turns(segs, fallback.turn_wait)[0].complete == pytest.approx(55 * w + 3.0)  # 3 s of silence
     short = H.segments(np.array([0.0] * 5 + [0.9] * 8 + [0.0] * 30), 0.5, 0.05, 0.55)[0]
     assert H.barge_in_time(short, livekit) is None  # 0.26 s of speech does not interrupt LiveKit
     assert H.barge_in_time(short, pipecat) == short.detected
+
+
+def test_a_word_cut_early_by_a_barge_in_was_not_said():
+    words = [Word("one", 1.0, 1.32, "agent"), Word("two", 1.4, 1.72, "agent"), Word("three", 1.8, 2.12, "agent")]
+    assert [(w.w, w.end) for w in H._cut(words, 1.65)] == [("one", 1.32), ("two", 1.65)]  # 78 % of "two" said
+    assert [w.w for w in H._cut(words, 1.5)] == ["one"]  # 31 % of "two": cut after its first sound
+    assert H._cut(words, 3.0) == words and H._cut(words, 0.5) == []
 
 
 def test_vad_hears_espeak_speech():

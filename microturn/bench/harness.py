@@ -11,11 +11,13 @@ What it does, step by step:
 2. **Speech segments** (``segments``): speech starts once ``start_secs`` of consecutive windows reach
    ``threshold`` (onset = the first of them; detected at the end of the last) and ends after ``stop_secs`` of
    windows below it. Durations are rounded up to whole 32 ms windows.
-3. **Turn ends** (``turns``): a segment's end plus ``turn_wait`` seconds of further silence completes the turn; a
-   new segment detected before that continues the same turn. A typed message is a complete turn at its arrival.
+3. **Turn ends** (``turns``): the turn is complete once the VAD has closed the segment and ``turn_wait`` seconds
+   have passed since its last speech (``max(closed, end + turn_wait)``: LiveKit's endpointing delay counts from the
+   last detected speech, so it overlaps the VAD's own silence); a new segment detected before that continues the
+   same turn. A typed message is a complete turn at its arrival.
 4. **Barge-in**: a segment interrupts the agent once it has lasted ``interrupt_secs`` (at its detection when that
-   is shorter than ``start_secs``): words under way stop there (audio cut), later words and pending replies are
-   dropped. A segment that does not interrupt while the agent speaks is ignored (a backchannel, cough or echo).
+   is shorter than ``start_secs``): a word under way stops there (its audio cut; it counts as said only when at
+   least ``CUT_WORD_SAID`` of it was), later words and pending replies are dropped. A segment that does not interrupt while the agent speaks is ignored (a backchannel, cough or echo).
 5. **Reply**: after each turn end the responder picks what to say; the first word starts ``latency`` seconds after
    the turn end (LLM first token + TTS first audio; default 0.5 s) and words follow at ``rate`` words per second
    (default 2.5). A reply never starts while the previous one is still being spoken (typed turns queue).
@@ -25,7 +27,7 @@ Presets (``PRESETS``), after the public defaults (``shared/reference.md``):
 - ``pipecat``: confidence 0.7, start 0.2 s, stop 0.2 s, then Smart Turn. We have no Smart Turn model; this preset
   assumes it says "complete" at every VAD stop (``turn_wait`` 0): Pipecat at its quickest (and least patient).
 - ``pipecat-fallback``: the same VAD, Smart Turn never says "complete": the turn ends after 3 s of silence
-  (stop 0.2 s + ``turn_wait`` 2.8 s), Pipecat's fallback: patient but slow. The truth lies between the two.
+  (``turn_wait`` 3 s), Pipecat's fallback: patient but slow. The truth lies between the two.
   Both: any detected user speech start interrupts the bot.
 - ``livekit``: activation 0.5, min speech 0.05 s, min silence 0.55 s, endpointing delay 0.5 s (``turn_wait``;
   without the end-of-utterance model, which could stretch it to 3 s), interruption after 0.5 s of user speech.
@@ -39,7 +41,8 @@ Responders (``responder=``):
   its reply and that what it has said so far does not satisfy yet (a reply cut by a barge-in is owed again); in a
   scenario with a ``background`` it says it ``delay`` seconds later (a tool call made at the turn end). Else, with
   a ``count`` rule, the target number; else "okay" in instruction families and a ``reply_words``-word answer in
-  conversation families. A reply is made long enough to talk through the ``continue`` and ``no_gap`` windows
+  conversation families (default 1: a short answer, "Fourteen." to "What is four plus ten?", which neither runs
+  into the user's next question nor takes the turn after a "Stop."). A reply is made long enough to talk through the ``continue`` and ``no_gap`` windows
   ahead (it knows how much there is to say, not when to say it). It knows no times or cues, and not whether to
   speak: it replies to every turn end, pauses and speech not meant for it included.
 - ``model``: microturn's model used turn by turn: a fresh session hears the turn's audio (from ``prefix_secs``
@@ -132,14 +135,14 @@ class Endpointing:
     threshold: float
     start_secs: float
     stop_secs: float
-    turn_wait: float  # further silence after the VAD's end before the turn is complete
+    turn_wait: float  # silence after the last speech before the turn is complete (at the VAD's close at the earliest)
     interrupt_secs: float  # user speech needed to interrupt the agent
     prefix_secs: float = 0.0  # audio kept before the onset (what the turn holds)
 
 
 PRESETS = {
     "pipecat": Endpointing(threshold=0.7, start_secs=0.2, stop_secs=0.2, turn_wait=0.0, interrupt_secs=0.0),
-    "pipecat-fallback": Endpointing(threshold=0.7, start_secs=0.2, stop_secs=0.2, turn_wait=2.8, interrupt_secs=0.0),
+    "pipecat-fallback": Endpointing(threshold=0.7, start_secs=0.2, stop_secs=0.2, turn_wait=3.0, interrupt_secs=0.0),
     "livekit": Endpointing(threshold=0.5, start_secs=0.05, stop_secs=0.55, turn_wait=0.5, interrupt_secs=0.5),
     "openai": Endpointing(threshold=0.5, start_secs=0.0, stop_secs=0.5, turn_wait=0.0, interrupt_secs=0.0,
                           prefix_secs=0.3),
@@ -164,9 +167,9 @@ def turns(segs: list[Segment], turn_wait: float) -> list[Turn]:
         if out and out[-1].complete >= s.detected - EPS:
             t = out[-1]
             t.segments.append(s)
-            t.end, t.complete = s.end, s.closed + turn_wait
+            t.end, t.complete = s.end, max(s.closed, s.end + turn_wait)
         else:
-            out.append(Turn(s.onset, s.end, s.closed + turn_wait, [s]))
+            out.append(Turn(s.onset, s.end, max(s.closed, s.end + turn_wait), [s]))
     return [t for t in out if math.isfinite(t.complete)]
 
 
@@ -180,7 +183,7 @@ def barge_in_time(s: Segment, p: Endpointing) -> float | None:
 class OracleResponder:
     """The right reply from the scenario's rules (see the module docstring); knows no times, only turn ends."""
 
-    def __init__(self, scenario: Scenario, reply_words: int = 5):
+    def __init__(self, scenario: Scenario, reply_words: int = 1):
         self.scenario, self.reply_words = scenario, reply_words
 
     def reply(self, start: float, said: list[Word]) -> tuple[list[str], float]:
@@ -240,7 +243,7 @@ class HarnessAgent(Agent):
     """VAD + endpointing + a turn-based responder (see the module docstring for exactly what it does)."""
 
     def __init__(self, preset: str = "pipecat", responder: str = "oracle", latency: float = 0.5, rate: float = 2.5,
-                 reply_words: int = 5, model=None, checkpoint: str | None = None, max_reply_secs: float = 4.0,
+                 reply_words: int = 1, model=None, checkpoint: str | None = None, max_reply_secs: float = 4.0,
                  **overrides):
         if preset not in PRESETS:
             raise ValueError(f"unknown harness preset {preset!r}; known: {', '.join(PRESETS)}")
@@ -317,9 +320,19 @@ class HarnessAgent(Agent):
                 for i, w in enumerate(reply)]
 
 
+CUT_WORD_SAID = 0.6  # a word cut by a barge-in counts as said when at least this share of it was
+
+
 def _cut(words: list[Word], at: float) -> list[Word]:
-    """The agent stops at ``at``: a word under way ends there, later words are dropped."""
-    return [w if w.end <= at else Word(w.w, w.start, round(at, 4), w.speaker) for w in words if w.start < at - EPS]
+    """The agent stops at ``at``: a word under way ends there (kept only when ``CUT_WORD_SAID`` of it was said: a
+    word cut after its first sound was not said), later words are dropped."""
+    out = []
+    for w in words:
+        if w.end <= at:
+            out.append(w)
+        elif w.start < at - EPS and at - w.start >= CUT_WORD_SAID * (w.end - w.start):
+            out.append(Word(w.w, w.start, round(at, 4), w.speaker))
+    return out
 
 
 def _speaking_at(words: list[Word], t: float) -> bool:
