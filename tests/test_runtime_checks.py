@@ -183,7 +183,7 @@ class _Chat(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers["Content-Length"]))
         kind = self.path.split("/")[1]
         if kind == "slow":
-            time.sleep(1.0)
+            time.sleep(3.0)  # far longer than anything else here takes, however busy the machine
         code, body = self.replies[kind]
         try:
             self.send_response(code)
@@ -212,22 +212,19 @@ def test_openai_chat_replies(endpoint):
                       ("shape", "index"), ("down", "503")]:
         with pytest.raises(BackendError, match=why):
             OpenAIChat(endpoint + "/" + kind, "m")("q")
-    t0 = time.perf_counter()
     with pytest.raises(BackendError, match="timed out"):
         OpenAIChat(endpoint + "/slow", "m", timeout=0.3)("q")
-    assert time.perf_counter() - t0 < 0.9
 
 
 def test_a_slow_endpoint_never_blocks_real_time_stepping(model, endpoint):
     eng = Engine(model, capacity=1, generate_audio=False, simulated=False)
     s = eng.open(Background(OpenAIChat(endpoint + "/slow", "m", timeout=5.0)))
     s.background.ask("what is the time", 0.0)
-    t0 = time.perf_counter()
     for _ in range(3):
         s.push_audio(_window(eng))
         eng.tick()
-    assert s.t == 3 and time.perf_counter() - t0 < 0.8 and not s.answers  # the answer is on its way
-    deadline = time.perf_counter() + 5
+    assert s.t == 3 and not s.answers  # stepped on while the answer (3 s away) is on its way
+    deadline = time.perf_counter() + 20
     while not s.answers and time.perf_counter() < deadline:
         time.sleep(0.05)
         s.push_audio(_window(eng))
@@ -246,7 +243,7 @@ def test_simulated_time_waits_for_a_hanging_backend_once():
         t0 = time.perf_counter()
         answers = b.poll(0.2, wait=True)
         waited = time.perf_counter() - t0
-        assert 0.3 <= waited < 0.6 and len(answers) == 1 and "time-out" in answers[0].error
+        assert 0.3 <= waited < 5 and len(answers) == 1 and "time-out" in answers[0].error  # (the backend: 10 s)
         assert not b.pending and b.poll(0.4, wait=True) == []
     finally:
         release.set()
