@@ -17,7 +17,8 @@ What it does, step by step:
    same turn. A typed message is a complete turn at its arrival.
 4. **Barge-in**: a segment interrupts the agent once it has lasted ``interrupt_secs`` (at its detection when that
    is shorter than ``start_secs``): a word under way stops there (its audio cut; it counts as said only when at
-   least ``CUT_WORD_SAID`` of it was), later words and pending replies are dropped. A segment that does not interrupt while the agent speaks is ignored (a backchannel, cough or echo).
+   least ``CUT_WORD_SAID`` of it was), later words and pending replies are dropped. A segment that does not
+   interrupt while the agent speaks is ignored (a backchannel, cough or echo).
 5. **Reply**: after each turn end the responder picks what to say; the first word starts ``latency`` seconds after
    the turn end (LLM first token + TTS first audio; default 0.5 s) and words follow at ``rate`` words per second
    (default 2.5). A reply never starts while the previous one is still being spoken (typed turns queue).
@@ -42,8 +43,8 @@ Responders (``responder=``):
   scenario with a ``background`` it says it ``delay`` seconds later (a tool call made at the turn end). Else, with
   a ``count`` rule, the target number; else "okay" in instruction families and a ``reply_words``-word answer in
   conversation families (default 1: a short answer, "Fourteen." to "What is four plus ten?", which neither runs
-  into the user's next question nor takes the turn after a "Stop."). A reply is made long enough to talk through the ``continue`` and ``no_gap`` windows
-  ahead (it knows how much there is to say, not when to say it). It knows no times or cues, and not whether to
+  into the user's next question nor takes the turn after a "Stop."). A reply is made long enough to talk through
+  the ``continue`` and ``no_gap`` windows ahead (it knows how much there is to say, not when to say it). It knows no times or cues, and not whether to
   speak: it replies to every turn end, pauses and speech not meant for it included.
 - ``model``: microturn's model used turn by turn: a fresh session hears the turn's audio (from ``prefix_secs``
   before its onset to the turn end; a typed turn as text), then silence for up to ``max_reply_secs``; the words
