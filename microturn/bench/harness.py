@@ -44,8 +44,9 @@ Responders (``responder=``):
   a ``count`` rule, the target number; else "okay" in instruction families and a ``reply_words``-word answer in
   conversation families (default 1: a short answer, "Fourteen." to "What is four plus ten?", which neither runs
   into the user's next question nor takes the turn after a "Stop."). A reply is made long enough to talk through
-  the ``continue`` and ``no_gap`` windows ahead (it knows how much there is to say, not when to say it). It knows no times or cues, and not whether to
-  speak: it replies to every turn end, pauses and speech not meant for it included.
+  the ``continue`` and ``no_gap`` windows ahead (it knows how much there is to say, not when to say it). It knows
+  no times or cues, and not whether to speak: it replies to every turn end, pauses and speech not meant for it
+  included.
 - ``model``: microturn's model used turn by turn: a fresh session hears the turn's audio (from ``prefix_secs``
   before its onset to the turn end; a typed turn as text), then silence for up to ``max_reply_secs``; the words
   it says in that silence are the reply, re-timed by the harness. Only its content is used, none of its timing.
