@@ -18,6 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 
+from ..stream.tokenizer import check_text
+
 NUMBER_WORDS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen".split())}
@@ -81,13 +83,10 @@ class LocalTools:
 
 def _answer_text(reply) -> str:
     """A backend's reply as the text that re-enters the stream; raises ``BackendError`` for anything else."""
-    if not isinstance(reply, str):
-        raise BackendError(f"the background answered {type(reply).__name__}, not text: {reply!r:.100}")
     try:
-        reply.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise BackendError(f"the background's answer is not valid Unicode: {e}") from None
-    return reply
+        return check_text(reply)
+    except ValueError as e:
+        raise BackendError(f"the background's answer: {e}") from None
 
 
 class OpenAIChat:

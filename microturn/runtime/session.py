@@ -32,7 +32,7 @@ from ..codecs.vocoder import get_vocoder
 from ..model.model import InteractionModel, Sampling
 from ..stream.layout import OutputDecoder, TextQueue, audio_tokens, video_frame, voiced_frames
 from ..stream.timeline import Event
-from ..stream.tokenizer import Tokenizer, default_tokenizer
+from ..stream.tokenizer import Tokenizer, check_text, default_tokenizer
 from ..stream.words import Word
 from .background import Answer, Background
 
@@ -109,10 +109,7 @@ class Session:
     def push_text(self, text: str, source: str = "typed") -> None:
         if not isinstance(text, str) or not text.strip():
             raise ValueError("text must be a non-empty string")
-        try:
-            text.encode("utf-8")  # refused here, not by the tokenizer inside a tick that steps other sessions too
-        except UnicodeEncodeError as e:
-            raise ValueError(f"text is not valid Unicode: {e}") from None
+        check_text(text)  # refused here, not by the tokenizer inside a tick that steps other sessions too
         with self.engine.lock:
             self._check_open()
             self.text_due.append((self._turn_now(), text, source))

@@ -18,6 +18,8 @@ import math
 import struct
 from dataclasses import dataclass
 
+from ..stream.tokenizer import check_text
+
 VERSION = 1
 MAX_MESSAGE = 1 << 20  # bytes: larger messages are refused with an error (the session goes on)
 MAX_TEXT = 2000  # characters of one typed text message
@@ -163,10 +165,9 @@ def text_field(v) -> str:
     if len(v) > MAX_TEXT:
         raise ProtocolError("bad_text", f"text of {len(v)} characters is over the limit of {MAX_TEXT}")
     try:
-        v.encode("utf-8")
-    except UnicodeEncodeError:  # JSON can carry a lone surrogate ("\ud800"), which is no character at all
-        raise ProtocolError("bad_text", "text is not valid Unicode (a lone surrogate escape)") from None
-    return v
+        return check_text(v)
+    except ValueError as e:
+        raise ProtocolError("bad_text", str(e)) from None
 
 
 def b64_field(v, name: str) -> bytes:

@@ -36,6 +36,19 @@ PAD, EOT, DLG, DLG_END, TYPED, BG, SIL, NOTE = range(8)
 HEARD = NOTE + MAX_TIMER + 1  # <heard:apple>, the first heard token
 
 
+def check_text(text) -> str:
+    """``text`` if the tokenizer can take it: a ``str`` of real characters. JSON can carry a lone surrogate
+    (``"\\ud800"``), which is none; the tokenizer would refuse it inside a tick that steps other sessions too, so
+    every way text comes in checks it first. ValueError otherwise."""
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a string, not {type(text).__name__}: {text!r:.100}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"text is not valid Unicode (a lone surrogate escape?): {e}") from None
+    return text
+
+
 def timer(k: int) -> int:
     """The id of the timer token ``<tk>``: k micro-turns left (clipped to 1 .. MAX_TIMER)."""
     return NOTE + min(max(int(k), 1), MAX_TIMER)
