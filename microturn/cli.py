@@ -35,7 +35,7 @@ def _synth(a):
         workers=a.workers, difficulty=a.difficulty, generated_voices=a.generated_voices,
         generated_accents=a.generated_accents, cue_drill=a.cue_drill, typed=a.typed,
         note_questions=a.note_questions, heard_late=a.heard_late, festival=a.festival,
-        mbrola=a.mbrola, kokoro=a.kokoro, piper=a.piper)
+        mbrola=a.mbrola, kokoro=a.kokoro, piper=a.piper, late_replies=a.late_replies)
 
 
 def _config_options(p: argparse.ArgumentParser, cls: type) -> None:
@@ -259,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--heard-late", action="store_true",
                    help="shards: the agent notes a cue-list word it heard a micro-turn later, from the word it hears "
                         "back (for --hear-back models)")
+    s.add_argument("--late-replies", type=float, default=0.0,
+                   help="training shards: the chance that a reply to a user's turn starts one or two micro-turns "
+                        "late, so the model learns a reply is still owed after the first moment passed")
     s.add_argument("--festival", type=float, default=0.0,
                    help="training shards or sets: the chance that a user speaks with one of festival's voices "
                         "(needs the festival packages scripts/setup.sh installs)")

@@ -618,3 +618,44 @@ def test_piper_voice_is_held_out_for_validation(tmp_path):
     got = next(sc for sc in scenarios if sc.family == "cuespeak")
     assert [w.w for w in got.words] == [w.w for w in s.timeline.words_of("user")]
     assert np.allclose(got.load_audio(), s.timeline.track("user"), atol=1e-4)  # the set keeps 16 bits
+
+
+def test_late_replies_move_replies_a_micro_turn_or_two_and_nothing_before_them(tmp_path):
+    """late_replies: the chance a reply to a user's turn starts one or two micro-turns after the first boundary it
+    may. At 1 every reply of a turn session is late, by one or two micro-turns (both seen), the first question is
+    the one drawn without the option (own stream), the targets still pass the rules, and the shard's info renders
+    the session again; at 0 the session is the one drawn without it; training only."""
+    from microturn.data.shards import render_again, write_shards
+    from microturn.data.world import REACT
+    from microturn.train.data import Shards
+
+    def user(s):
+        return [(w.w, w.start) for w in s.timeline.words_of("user")]
+
+    lateness = []
+    for i in range(10):
+        plain = generate("turn", 11, "train", 1.0, i)
+        late = generate("turn", 11, "train", 1.0, i, late_replies=1.0)
+        assert user(generate("turn", 11, "train", 1.0, i, late_replies=0.0)) == user(plain)
+        first_reply = plain.timeline.words_of("agent")[0].start
+        assert user(late)[: len([w for w in user(plain) if w[1] < first_reply])] == \
+            [w for w in user(plain) if w[1] < first_reply]
+        words = late.timeline.words
+        for prev, w in zip(words, words[1:]):  # a reply: an agent word right after a user's
+            if prev.speaker == "user" and w.speaker == "agent":
+                lateness.append(round((w.start - boundary(prev.end + REACT)) / 0.2, 6))
+        assert evaluate(to_scenario(late)[0], late.timeline.words_of("agent")).passed
+    assert set(lateness) == {1, 2}
+    for fam in ("pause", "interrupt", "refusal", "delegate"):
+        plain, late = generate(fam, 2, "train", 1.0, 0), generate(fam, 2, "train", 1.0, 0, late_replies=1.0)
+        assert late.timeline.words_of("agent")[0].start > plain.timeline.words_of("agent")[0].start, fam
+    for bad, match in ((dict(split="val", late_replies=0.5), "training only"), (dict(late_replies=2.0), "chance in")):
+        with pytest.raises(ValueError, match=match):
+            generate("turn", 0, **bad)
+
+    write_shards(tmp_path, 2, seed=3, families=("turn",), workers=1, late_replies=1.0)
+    sh = Shards(tmp_path)
+    for i in range(len(sh)):
+        info, got = sh.info(i), sh.session(i)
+        assert info["late_replies"] == 1.0
+        assert np.array_equal(render_again(info, "train", Layout())["out"], got["out"])

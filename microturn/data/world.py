@@ -6,7 +6,9 @@ shards use the whole timeline; scenario sets keep only the user side and the rul
 
 Timing conventions of the targets (what the bundled model learns):
 - the agent starts a reply at the first micro-turn boundary at least ``REACT`` seconds after the user's speech ends
-  (or a typed text arrives): it must hear a little silence to know the turn is over;
+  (or a typed text arrives): it must hear a little silence to know the turn is over; with ``late_replies``
+  (training only) some replies start one or two micro-turns later, so that a model that let the first moment pass
+  has seen that a reply is still owed (``Builder.reply_at``);
 - a reaction to something heard or seen (a cue, a completed rep, "stop") starts at the first boundary after it,
   a cue's included: while the agent waits on a cue it notes each cue-list word it hears at that boundary
   (``<heard:pencil>``: ``heard`` events) and says the response right after, in the same micro-turn, if the word
@@ -70,8 +72,10 @@ class Builder:
     def __init__(self, rng: np.random.Generator, split: str, difficulty: float = 1.0, generated_voices: float = 0.0,
                  voice_rng: np.random.Generator | None = None, generated_accents: float = 0.0, drill: bool = False,
                  typed: float | None = None, note_questions: bool = False, heard_late: bool = False,
-                 festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0, piper: float = 0.0):
+                 festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0, piper: float = 0.0,
+                 late_replies: float = 0.0, late_rng: np.random.Generator | None = None):
         self.rng, self.split, self.difficulty = rng, split, difficulty
+        self.late_replies, self.late_rng = late_replies, late_rng  # training only (generate)
         self.drill = drill  # training only: a cue session with several times the cue-list words (generate(cue_drill))
         self.typed = typed  # training only: the chance an instruction is typed, in place of difficulty's (generate)
         self.note_questions = note_questions  # note a delegated question's words (generate)
@@ -197,6 +201,13 @@ class Builder:
         """A timer from ``start`` to the agent's act at ``due`` (called off at ``end``)."""
         self.events.append(Event(start, "timer", f"{due:.4f}" + ("" if end is None else f" {end:.4f}")))
 
+    def reply_at(self, t: float) -> float:
+        """When the agent's reply to a user's turn starts, given the first time it may (``t``): the first boundary
+        from t, or with chance ``late_replies`` one or two micro-turns after it (from a stream of its own)."""
+        if self.late_replies and self.late_rng.random() < self.late_replies:
+            return round(boundary(t) + DELTA * int(self.late_rng.integers(1, 3)), 6)
+        return boundary(t)
+
     def agent(self, text: str, t: float) -> tuple[float, float]:
         """The agent says ``text`` from the first boundary at or after t; returns (start, end)."""
         sp = synthesize(text, AGENT_VOICE)
@@ -289,7 +300,7 @@ def gen_turn(b: Builder):
         q, a = lang.question_and_answer(rng)
         s, e = b.say(q, t)
         rules += [silent(s, e - 0.05), respond(e)]
-        _, ae = b.agent(a, e + REACT)
+        _, ae = b.agent(a, b.reply_at(e + REACT))
         t = ae + float(rng.uniform(0.6, 2.0))
     return t + 1.0, rules
 
@@ -305,7 +316,7 @@ def gen_pause(b: Builder):
     t2 = pe + float(rng.uniform(0.5, 1.4))
     _, e = b.say(" ".join(words[cut:]), t2)
     rules = [{"kind": "no_takeover", "window": [round(e1, 3), round(t2, 3)]}, respond(e)]
-    _, ae = b.agent(a, e + REACT)
+    _, ae = b.agent(a, b.reply_at(e + REACT))
     return ae + 1.5, rules
 
 
@@ -349,7 +360,7 @@ def gen_interrupt(b: Builder):
     rng = b.rng
     request, items = _agent_talks(b)
     _, e = b.say(request, float(rng.uniform(0.3, 1.0)))
-    start = boundary(e + REACT)
+    start = b.reply_at(e + REACT)
     onset = start + float(rng.uniform(1.5, 4.0))
     # the agent stops at the first boundary after hearing the interruption begin: mid-word if need be
     stop = boundary(onset + 0.1)
@@ -363,7 +374,7 @@ def gen_interrupt(b: Builder):
         return ie + 3.0, rules
     q, a = lang.question_and_answer(rng)
     s, qe = b.say(q, onset)
-    _, ae = b.agent(a, qe + REACT)
+    _, ae = b.agent(a, b.reply_at(qe + REACT))
     rules = [{"kind": "continue", "window": [round(onset - 1.0, 3), round(onset - 0.1, 3)]},
              {"kind": "stop", "after": round(s, 3), "within": 1.0},
              respond(qe)] + ([silent(s + 1.0, qe - 0.05)] if qe - 0.05 > s + 1.0 else [])
@@ -378,7 +389,7 @@ def gen_user_backchannel(b: Builder):
     rng = b.rng
     request, items = _agent_talks(b)
     _, e = b.say(request, float(rng.uniform(0.3, 1.0)))
-    start = boundary(e + REACT)
+    start = b.reply_at(e + REACT)
     s, be = b.say(str(rng.choice(lang.USER_BACKCHANNELS)), start + float(rng.uniform(1.2, 2.5 if len(items) <= 10
                                                                                        else 4.0)))
     stop, resume = boundary(s + 0.1), boundary(be + 0.05)  # stop: as for an interruption; resume: once heard
@@ -536,7 +547,7 @@ def gen_delegate(b: Builder):
         for t in sorted(set(times)):
             b.events.append(Event(t, "note", " ".join(w for w, s in zip(words, times) if s == t)))
     delay = float(rng.uniform(1.0, 4.0))
-    hold_start, hold_end = b.agent(str(rng.choice(lang.HOLDING)), E + REACT)
+    hold_start, hold_end = b.agent(str(rng.choice(lang.HOLDING)), b.reply_at(E + REACT))
     asked = boundary(hold_end)
     b.events.append(Event(asked, "delegate", question))
     arrives = asked + delay
@@ -576,7 +587,7 @@ def gen_refusal(b: Builder):
     rng = b.rng
     typed = _typed(b)
     E = b.instruct(str(rng.choice(lang.REFUSAL_REQUESTS)), float(rng.uniform(0.3, 1.2)), typed)
-    _, ae = b.agent(lang.REFUSAL_REPLY, E + (0.6 if typed else REACT))
+    _, ae = b.agent(lang.REFUSAL_REPLY, b.reply_at(E + (0.6 if typed else REACT)))
     return ae + 1.5, [say("sorry", E, E + 2.0)]
 
 
@@ -595,13 +606,14 @@ VOICE_OPTIONS = ("generated_voices", "generated_accents", "festival", "mbrola", 
 
 def check_options(split: str, generated_voices: float = 0.0, generated_accents: float = 0.0, cue_drill: float = 0.0,
                   typed: float | None = None, note_questions: bool = False, heard_late: bool = False,
-                  festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0, piper: float = 0.0) -> None:
+                  festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0, piper: float = 0.0,
+                  late_replies: float = 0.0) -> None:
     """ValueError unless ``generate``'s options are valid for ``split``: the chances in [0, 1], all but the two
     flags (``note_questions``, ``heard_late``: out tokens only), ``kokoro`` (whose validation split has a voice of
     its own) and ``piper`` (validation only) for training only."""
     for name, p in (("generated_voices", generated_voices), ("generated_accents", generated_accents),
                     ("cue_drill", cue_drill), ("typed", 0.0 if typed is None else typed), ("festival", festival),
-                    ("mbrola", mbrola), ("kokoro", kokoro), ("piper", piper)):
+                    ("mbrola", mbrola), ("kokoro", kokoro), ("piper", piper), ("late_replies", late_replies)):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} is a chance in [0, 1], got {p!r}")
     if generated_accents and not generated_voices:
@@ -623,12 +635,15 @@ def check_options(split: str, generated_voices: float = 0.0, generated_accents: 
         raise ValueError(f"cue drills are for training only; the {split} split keeps the scenario families' sessions")
     if typed is not None and split != "train":
         raise ValueError(f"a typed share is for training only; the {split} split keeps difficulty's")
+    if late_replies and split != "train":
+        raise ValueError(f"late replies are for training only; the {split} split has no agent side to move")
 
 
 def generate(family: str, seed: int, split: str = "train", difficulty: float = 1.0, index: int = 0,
              generated_voices: float = 0.0, generated_accents: float = 0.0, cue_drill: float = 0.0,
              typed: float | None = None, note_questions: bool = False, heard_late: bool = False,
-             festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0, piper: float = 0.0) -> Session:
+             festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0, piper: float = 0.0,
+             late_replies: float = 0.0) -> Session:
     """One session of ``family``, deterministic for its arguments.
 
     ``generated_voices``: the chance that the user's espeak-ng voice gets a generated variant (``speech.
@@ -673,15 +688,23 @@ def generate(family: str, seed: int, split: str = "train", difficulty: float = 1
 
     ``piper``: the same again for Piper's voice (``speech.PIPER_VOICES``: joe, a neural voice of an American man, the
     clearest here to a recogniser of people's speech), below ``festival + mbrola + kokoro + piper``; validation only:
-    a human-like voice that no training hears."""
+    a human-like voice that no training hears.
+
+    ``late_replies``: the chance that a reply to a user's turn (an answer, a refusal, a holding phrase, the start of
+    a count or list) starts one or two micro-turns later than the first boundary it may (``Builder.reply_at``; the
+    lateness drawn from a stream of its own, so the session is otherwise the one drawn without it, its later times
+    moved with the reply). Training only. Without it every reply starts on that boundary, and a model that let the
+    moment pass had never seen a reply after it: the bundled model's chance of speaking fell from 0.35 to 0.00 the
+    micro-turn after it let a question go (docs/training.md, "Session 45")."""
     if family not in GENERATORS:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     check_options(split, generated_voices, generated_accents, cue_drill, typed, note_questions, heard_late, festival,
-                  mbrola, kokoro, piper)
+                  mbrola, kokoro, piper, late_replies)
     key = [seed, FAMILIES.index(family), index, ["train", "val", "test"].index(split)]
     drill = family == "cuespeak" and bool(cue_drill) and np.random.default_rng(key + [2]).random() < cue_drill
     b = Builder(np.random.default_rng(key), split, difficulty, generated_voices, np.random.default_rng(key + [1]),
-                generated_accents, drill, typed, note_questions, heard_late, festival, mbrola, kokoro, piper)
+                generated_accents, drill, typed, note_questions, heard_late, festival, mbrola, kokoro, piper,
+                late_replies, np.random.default_rng(key + [3]))
     res = GENERATORS[family](b)
     duration, rules = res[0], res[1]
     delay = res[2] if len(res) > 2 else None
