@@ -61,17 +61,20 @@ def main():
     ap.add_argument("--split", default="val", choices=["train", "val", "test"])
     ap.add_argument("--families", default=",".join(FAMILIES))
     a = ap.parse_args()
+    fams = a.families.split(",")
+    if bad := [f for f in fams if f not in FAMILIES]:
+        ap.error(f"{', '.join(bad)}: only {', '.join(FAMILIES)} (the families whose agents only reply)")
+    if a.sessions < 1:
+        ap.error("--sessions must be at least 1")
     torch.set_num_threads(1)
     model = load(a.checkpoint)
     th = Sampling.of(model).speak_threshold
     print(f"{a.checkpoint}: p(speak) held silent, k micro-turns after the first reply's moment "
           f"(mean; share above the threshold {th:g})")
-    for fam in a.families.split(","):
-        if fam not in FAMILIES:
-            raise SystemExit(f"{fam}: only {', '.join(FAMILIES)} (their agents only reply)")
+    for fam in fams:
         p = profile(model, fam, a.sessions, a.seed, a.split)
-        print(f"  {fam:8s} n={len(p):3d}  " + "  ".join(f"k={k}: {p[:, k].mean():.2f} ({(p[:, k] > th).mean():.0%})"
-                                                    for k in range(AFTER)))
+        cells = [f"k={k}: {p[:, k].mean():.2f} ({(p[:, k] > th).mean():.0%})" for k in range(AFTER)] if len(p) else []
+        print(f"  {fam:8s} n={len(p):3d}  " + "  ".join(cells))
 
 
 if __name__ == "__main__":
