@@ -48,6 +48,7 @@ TIMER_LAG = {"voice": 1, "typed": 4}  # micro-turns from what a countdown counts
 #   instruction took to read or hear, some 60 values of which the model learned only some; these lags give the values
 #   it had learned most often, 5 T - 1 by voice and 5 T - 4 typed)
 DELTA = Layout().delta
+STOP_WITHIN = 1.0  # seconds from an interruption's onset by which the agent's speech under way has ended (rule)
 RESUME_GAP = 0.6  # seconds of silence at most when the agent pauses at a user's backchannel and goes on (rule: 0.8)
 
 
@@ -369,15 +370,18 @@ def gen_interrupt(b: Builder):
     if rng.random() < 0.5:
         s, ie = b.say(str(rng.choice(lang.INTERRUPTIONS)), onset)
         rules = [{"kind": "continue", "window": [round(onset - 1.0, 3), round(onset - 0.1, 3)]},
-                 {"kind": "stop", "after": round(s, 3), "within": 1.0},
-                 {"kind": "no_takeover", "window": [round(s + 1.0, 3), round(ie + 2.5, 3)]}]
+                 {"kind": "stop", "after": round(s, 3), "within": STOP_WITHIN},
+                 {"kind": "no_takeover", "window": [round(s + STOP_WITHIN, 3), round(ie + 2.5, 3)]}]
         return ie + 3.0, rules
     q, a = lang.question_and_answer(rng)
     s, qe = b.say(q, onset)
-    _, ae = b.agent(a, b.reply_at(qe + REACT))
+    # the answer waits for the stop rule's second to pass (its end included): a word started within it must end
+    # within it (spec), so the answer to a short question ("Tell me a number", 0.67 s) said 0.15 s after it failed
+    # its own session's rule
+    _, ae = b.agent(a, b.reply_at(max(qe + REACT, s + STOP_WITHIN + 0.01)))
     rules = [{"kind": "continue", "window": [round(onset - 1.0, 3), round(onset - 0.1, 3)]},
-             {"kind": "stop", "after": round(s, 3), "within": 1.0},
-             respond(qe)] + ([silent(s + 1.0, qe - 0.05)] if qe - 0.05 > s + 1.0 else [])
+             {"kind": "stop", "after": round(s, 3), "within": STOP_WITHIN},
+             respond(qe)] + ([silent(s + STOP_WITHIN, qe - 0.05)] if qe - 0.05 > s + STOP_WITHIN else [])
     return ae + 1.5, rules
 
 
