@@ -18,7 +18,8 @@ Timing conventions of the targets (what the bundled model learns):
   two-token ``<heard> tiger``, did not read it); with ``heard_late`` (for a model that hears back) a micro-turn
   later, when the word its listening head heard is one of its inputs;
 - the user talking over the agent stops it at the first boundary 0.1 s after the onset, before the word can be told
-  (an interruption or a backchannel alike); after a backchannel, once heard, it goes on where it was cut;
+  (an interruption or a backchannel alike); after a backchannel, once heard, it goes on where it was cut; the answer
+  to an interrupting question starts no earlier than ``STOP_WITHIN`` after the interruption's onset (the stop rule);
 - agent speech starts on micro-turn boundaries, so its words decode to the times they were spoken;
 - the words of an instruction that lasts (a time, a cue) are noted as the agent takes them in (written silently
   after ``<note>``: ``note`` events), then rehearsed in its free out slots while the instruction lasts
