@@ -13,7 +13,8 @@
 # with the number of steps that fills what is left (a checkpoint every 100 steps). OUT gets the model (fp32 in parts
 # under 16 MiB: scripts/join_halves.py puts it together), its log, curves and config, and gpu.txt with the machine's
 # figures. Settings (environment): SYNTH_SECONDS, BATCH, LR, MIX (family weights), SEED (the shards' first seed),
-# WORKERS (loading processes), EXTRA (more flags for train), PY (the Python to use), THROUGHPUT (presets, e.g.
+# WORKERS (loading processes), EXTRA (more flags for train), LATE (the chance a reply to a user's turn starts one or
+# two micro-turns late: synth --late-replies; default 0), PY (the Python to use), THROUGHPUT (presets, e.g.
 # "100m 100m-moe 1b 1b-moe": while the shards are written, benchmarks/train_throughput.py measures their training
 # tokens/s and MFU on the GPU, idle until then, and stops when the writers do; its figures and PNG go to OUT).
 set -Eeuo pipefail
@@ -102,7 +103,8 @@ writer() {  # name, families, sessions per family, first seed: one set of shards
   while t=$(date +%s); [ $(( t + took )) -lt $end ]; do
     if [ ! -f $D/$name-$seed/.done ]; then
       speech mt synth --out $D/$name-$seed --shards --split train --per-family "$n" --seed "$seed" --families "$fams" \
-        --difficulty 0.3,1 --generated-voices 0.8 --generated-accents 0.5 --workers 7 > /tmp/synth-$name-$seed.log 2>&1
+        --difficulty 0.3,1 --generated-voices 0.8 --generated-accents 0.5 --late-replies "${LATE:-0}" --workers 7 \
+        > /tmp/synth-$name-$seed.log 2>&1
       touch $D/$name-$seed/.done
       took=$(( $(date +%s) - t ))
     fi
