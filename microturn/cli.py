@@ -261,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "back (for --hear-back models)")
     s.add_argument("--late-replies", type=float, default=0.0,
                    help="training shards: the chance that a reply to a user's turn starts one or two micro-turns "
-                        "late, so the model learns a reply is still owed after the first moment passed")
+                        "late, so the model learns a reply is still owed after the first moment passed; it also lowers "
+                        "the first moment's target to 1 - P (at 0.4 a fine-tune lost turns: docs/training.md, "
+                        "session 46), so keep it small")
     s.add_argument("--festival", type=float, default=0.0,
                    help="training shards or sets: the chance that a user speaks with one of festival's voices "
                         "(needs the festival packages scripts/setup.sh installs)")
