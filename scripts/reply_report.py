@@ -2,11 +2,11 @@
 
 Each session (generated on the fly, the validation split's voices and sentences by default) is played with the
 agent's side removed, so the agent stays silent throughout; at the micro-turn where its first reply would start
-(the first boundary ``REACT`` after the user's turn ends, ``world.Builder.reply_at``) and at the k micro-turns
-after it, the model's p(speak) = 1 - p(<eot>) of the first out slot is read. A model trained only on replies that
-start on that boundary learns that a reply let pass is never made: its p(speak) falls to about zero a micro-turn
-later (session 45: the bundled model on the test set's "What colour is silver", 0.37 then 0.00). Printed per family:
-the mean p(speak) at k = 0, 1, 2, 3 and the share above the speak threshold.
+(where the generated session's first agent word starts: the first boundary it may, ``world.Builder.reply_at``) and
+at the k micro-turns after it, the model's p(speak) = 1 - p(<eot>) of the first out slot is read. A model trained
+only on replies that start on that boundary learns that a reply let pass is never made: its p(speak) falls to about
+zero a micro-turn later (session 45: the bundled model on the test set's "What colour is silver", 0.37 then 0.00).
+Printed per family: the mean p(speak) at k = 0, 1, 2, 3 and the share above the speak threshold.
 
     python scripts/reply_report.py microturn/assets/model --sessions 40
 """
@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 import torch
 
-from microturn.data.world import REACT, boundary, generate
+from microturn.data.world import generate
 from microturn.model.checkpoint import load
 from microturn.model.model import Sampling
 from microturn.stream.layout import encode_timeline
@@ -40,10 +40,9 @@ def profile(model, family: str, n: int, seed: int, split: str) -> np.ndarray:
     L, tok, rows = model.layout, default_tokenizer(), []
     for i in range(n):
         s = generate(family, seed, split, 1.0, i)
-        first = next(r for r in s.expect if r["kind"] in ("respond", "say"))
-        e = first["after"] if first["kind"] == "respond" else first["window"][0]
-        typed = family == "refusal" and bool(s.timeline.text)
-        r = int(round(boundary(e + (0.6 if typed else REACT)) / L.delta)) - 1  # its words are said from (r + 1) delta
+        # generated without late replies, the agent's first word starts on the first moment it may reply; that
+        # word is said from the micro-turn after the one that decides it
+        r = int(round(s.timeline.words_of("agent")[0].start / L.delta)) - 1
         item = encode_timeline(silenced(s.timeline), L, tok) | {"family": family}
         if r + AFTER > len(item["clock"]):
             continue
