@@ -167,8 +167,8 @@ def _model_bundle(a):
     from .model import checkpoint
     from .model.model import Sampling
 
-    if a.speak_threshold is not None:
-        Sampling(speak_threshold=a.speak_threshold)  # checked as decoding will check it
+    given = {k: getattr(a, k) for k in ("speak_threshold", "doubt_floor", "warps") if getattr(a, k) is not None}
+    Sampling(**given)  # checked as decoding will check them: the decoding settings that ship with the model
     m = checkpoint.load(a.source)
     known = dict(getattr(m, "checkpoint_info", {}) or {})
     if not all(torch.isfinite(p).all() for p in m.parameters()):
@@ -177,9 +177,8 @@ def _model_bundle(a):
         raise ValueError(f"--out is {a.source} itself, whose weights are not stored as {a.dtype}: bundling it in place "
                          f"would lose their precision; write the bundle elsewhere")
     info = known | {"bundled_from": a.source, "stored_as": a.dtype}
-    for key in ("speak_threshold", "warps"):  # decoding settings that ship with the model (model.Sampling.of)
-        if getattr(a, key) is not None:
-            info["sampling"] = info.get("sampling", {}) | {key: getattr(a, key)}
+    if given:  # model.Sampling.of reads them
+        info["sampling"] = info.get("sampling", {}) | given
     out = checkpoint.save(m, a.out or checkpoint.DEFAULT_CHECKPOINT, extra=info, dtype=getattr(torch, a.dtype))
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"bundled {a.source} into {out} ({size:.1f} MB, weights in {a.dtype})")
@@ -300,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the weights are stored (float16, the default, keeps 3 more bits of each weight than "
                         "bfloat16, so the bundled model's probabilities stay closer to its float32 checkpoint's)")
     s.add_argument("--speak-threshold", type=float, help="store this greedy speak threshold with the model")
+    s.add_argument("--doubt-floor", type=float, help="store this doubt floor with the model: greedy decoding then "
+                   "combines consecutive quiet micro-turns whose speak probability is at least this (model.Sampling)")
     s.add_argument("--warps", type=_warps, help="store these test-time vocal-tract warps with the model "
                                                 "(comma-separated scales, e.g. 0.9,1,1.1; none: the audio alone)")
     s.set_defaults(fn=_model_bundle)

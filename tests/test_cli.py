@@ -12,7 +12,7 @@ from microturn.cli import main
 from microturn.data.synth import parse_difficulty, prepare_out
 from microturn.model import checkpoint
 from microturn.model.config import ModelConfig
-from microturn.model.model import InteractionModel
+from microturn.model.model import InteractionModel, Sampling
 from microturn.stream.tokenizer import default_tokenizer
 
 
@@ -68,11 +68,14 @@ def test_checkpoints_are_not_written_over_themselves_or_bundled_broken(capsys, c
     refused(capsys, ["model", "bundle", ckpt, "--out", ckpt], "itself", "precision")
     refused(capsys, ["model", "bundle", ckpt + "/model.safetensors", "--out", ckpt], "itself")
     refused(capsys, ["model", "bundle", ckpt, "--out", str(tmp_path / "b"), "--speak-threshold", "2"], "speak")
+    refused(capsys, ["model", "bundle", ckpt, "--out", str(tmp_path / "b"), "--doubt-floor", "1"], "doubt_floor")
     assert (Path(ckpt) / "model.safetensors").read_bytes() == weights
     assert not (tmp_path / "b").exists()
     # a bundled (float16) model may be bundled again in place, to change its settings
     assert main(["model", "bundle", ckpt, "--out", str(tmp_path / "b")]) == 0
     assert main(["model", "bundle", str(tmp_path / "b"), "--out", str(tmp_path / "b"), "--speak-threshold", "0.4"]) == 0
+    assert main(["model", "bundle", str(tmp_path / "b"), "--out", str(tmp_path / "b"), "--doubt-floor", "0.3"]) == 0
+    assert Sampling.of(checkpoint.load(tmp_path / "b")) == Sampling(speak_threshold=0.4, doubt_floor=0.3)
     m = checkpoint.load(ckpt)
     with torch.no_grad():
         next(m.parameters())[0] = math.nan

@@ -7,6 +7,7 @@ Regenerate the golden losses (only after an intended change to the model, its in
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -301,7 +302,7 @@ def test_silence_and_early_exit(monkeypatch):
     script = [torch.tensor([EOT, word[0]])] + [torch.tensor([w]) for w in word[1:]] + [torch.tensor([EOT, EOT])] * 2
     calls = []
 
-    def scripted(logits, s, generator=None):
+    def scripted(logits, s, generator=None, silent=None):
         calls.append(tuple(logits.shape))
         return script[len(calls) - 1]
 
@@ -759,6 +760,50 @@ def test_speak_threshold_decides_on_the_words_total_mass():
     assert logits[0].argmax() == EOT  # plain argmax would have stayed silent
 
 
+def test_doubt_memory_speaks_once_consecutive_doubts_would_have(monkeypatch):
+    """Sampling.doubt_floor: while the agent is quiet, micro-turns in doubt (speak probability p at least the floor)
+    combine into 1 - prod(1 - p), and greedy decoding speaks once that passes the threshold; a micro-turn under the
+    floor forgets them, so do words said and a reset. Without the floor each micro-turn decides alone, and sampling
+    at a temperature keeps no memory (its draws are the chance itself)."""
+    cfg = tiny()
+    model = build(cfg)
+    p = [0.0]
+    word = len(SPECIALS) + 5
+
+    def logits(h):  # every slot: a word with probability p[0], else <eot>
+        out = torch.full((h.shape[0], cfg.vocab_size), -1e4)
+        out[:, EOT], out[:, word] = math.log(1 - p[0]), math.log(p[0])
+        return out
+
+    monkeypatch.setattr(model, "text_logits", logits)
+    batch = make_batch(cfg, 1, 12, seed=2)
+
+    def run(ps, sampling, state=None):
+        state = state or model.new_state(1)
+        first = []
+        for t, q in enumerate(ps):
+            p[0] = q
+            first.append(int(model.step(state, *inputs_at(batch, t), sampling=sampling, generate_audio=False).out[0, 0]))
+        return ["w" if x == word else "." for x in first], state
+
+    memory = Sampling(doubt_floor=0.2)
+    # 0.3 alone stays silent; 0.3 then 0.3 is 1 - 0.7 * 0.7 = 0.51; a 0.1 between them forgets the first
+    assert run([0.3, 0.1, 0.3, 0.3], memory)[0] == [".", ".", ".", "w"]
+    assert run([0.3, 0.1, 0.3, 0.3], Sampling())[0] == [".", ".", ".", "."]
+    assert run([0.3, 0.3], Sampling(doubt_floor=0.2, speak_threshold=0.6))[0] == [".", "."]  # 0.51 < 0.6
+    assert run([0.15, 0.15, 0.15, 0.15], memory)[0] == ["."] * 4  # under the floor: no doubt at all
+    # after a word, the agent's audio is not over for SPEECH_TAIL micro-turns: no memory then (stopping is not
+    # outweighed by doubts), and the first quiet micro-turn starts afresh
+    said, state = run([0.9] + [0.3] * (model_mod.SPEECH_TAIL + 2), memory)
+    assert said == ["w"] + ["."] * model_mod.SPEECH_TAIL + [".", "w"]
+    _, state = run([0.3], memory)
+    assert state.doubt.tolist() == pytest.approx([0.7])
+    state.reset()
+    assert state.doubt.tolist() == [1.0]
+    _, state = run([0.3, 0.3], Sampling(doubt_floor=0.2, temperature=1.0))
+    assert state.doubt.tolist() == [1.0]
+
+
 def test_sampling_comes_with_the_checkpoint(tmp_path):
     model = build(tiny())
     checkpoint.save(model, tmp_path / "m", extra={"sampling": {"speak_threshold": 0.3}})
@@ -768,7 +813,7 @@ def test_sampling_comes_with_the_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [dict(speak_threshold=1.0), dict(speak_threshold=-0.1), dict(temperature=-1),
-                                 dict(top_p=0), dict(flow_steps=0)])
+                                 dict(top_p=0), dict(flow_steps=0), dict(doubt_floor=0.0), dict(doubt_floor=1.0)])
 def test_sampling_rejects_out_of_range_settings(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         Sampling(**bad)

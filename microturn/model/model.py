@@ -41,6 +41,7 @@ class StreamState:
     noting: torch.Tensor  # [B] bool: the row's last token was a <note> (its next word is written, not said)
     audio_past: torch.Tensor  # [B, context, 80] uint8: the last audio frames heard, the audio front-end's context
     heard: torch.Tensor  # [B, n_audio] the words the listening head heard last micro-turn, fed back (hear_back)
+    doubt: torch.Tensor  # [B] float: the chance that the row's doubts so far all came out silent (Sampling.doubt_floor)
 
     def reset(self, rows: torch.Tensor | None = None):
         rows = torch.ones_like(self.length, dtype=torch.bool) if rows is None else rows
@@ -52,6 +53,7 @@ class StreamState:
         self.noting[rows] = False
         self.audio_past[rows] = 0
         self.heard[rows] = SIL
+        self.doubt[rows] = 1.0
 
     @property
     def tokens(self) -> torch.Tensor:
@@ -75,6 +77,12 @@ class Sampling:
     # the audio as it came), one stream of the model each, and decide on the mean of their probabilities
     # (``InteractionModel.step``'s ``tie``); empty: the audio alone. Costs up to their number times the compute.
     warps: tuple[float, ...] = ()
+    # greedy decoding remembers doubts: while the agent is quiet (its last word's audio over), consecutive micro-turns
+    # whose speak probability p is at least this floor combine into the chance that sampling would have spoken by
+    # now, 1 - prod(1 - p), and the agent speaks once that exceeds the threshold; a micro-turn under the floor
+    # forgets them. None: each micro-turn decides alone. (Sampling at a temperature needs no memory: its draws are
+    # the chance itself.)
+    doubt_floor: float | None = None
 
     def __post_init__(self):
         try:
@@ -83,7 +91,8 @@ class Sampling:
             raise ValueError(f"Sampling.warps must be a list of numbers, got {self.warps!r}") from None
         for name, ok in (("temperature", self.temperature >= 0), ("top_p", 0 < self.top_p <= 1),
                          ("speak_threshold", 0 <= self.speak_threshold < 1), ("flow_steps", self.flow_steps >= 1),
-                         ("flow_temperature", self.flow_temperature >= 0)):
+                         ("flow_temperature", self.flow_temperature >= 0),
+                         ("doubt_floor", self.doubt_floor is None or 0 < self.doubt_floor < 1)):
             if not ok:
                 raise ValueError(f"Sampling.{name} out of range: {getattr(self, name)!r}")
         if not all(WARP_BOUNDS[0] <= w <= WARP_BOUNDS[1] for w in self.warps):
@@ -131,11 +140,15 @@ class StepOutput:
 Generators = "torch.Generator | list[torch.Generator] | None"
 
 
-def sample(logits: torch.Tensor, s: Sampling, generator: Generators = None) -> torch.Tensor:
+def sample(logits: torch.Tensor, s: Sampling, generator: Generators = None,
+           silent: torch.Tensor | None = None) -> torch.Tensor:
     """Temperature and nucleus sampling of [B, V] logits (greedy at temperature 0). A list of generators, one per
-    row, makes each session's draws independent of which other sessions share its batch."""
+    row, makes each session's draws independent of which other sessions share its batch. ``silent`` [B]: greedy
+    decoding's chance that each row's earlier doubts all came out silent, which scales this <eot>'s probability
+    (``Sampling.doubt_floor``)."""
     if s.temperature <= 0:
-        speak = 1 - logits.softmax(-1)[:, EOT] > s.speak_threshold
+        still = logits.softmax(-1)[:, EOT] * (1 if silent is None else silent)
+        speak = 1 - still > s.speak_threshold
         words = logits.clone()
         words[:, EOT] = float("-inf")
         return torch.where(speak, words.argmax(-1), EOT)
@@ -275,7 +288,7 @@ class InteractionModel(nn.Module):
         return StreamState(KVCache.empty(self.cfg, batch, device=device), zeros(batch), zeros(batch),
                            zeros(batch, self.layout.n_out), zeros(batch), zeros(batch) + SPEECH_TAIL,
                            zeros(batch).bool(), zeros(batch, self.embed.audio.context, dmel.N_MELS).to(torch.uint8),
-                           zeros(batch, self.layout.n_audio) + SIL)
+                           zeros(batch, self.layout.n_audio) + SIL, torch.ones(batch, device=device))
 
     def _run(self, state, x, rows):
         pos = state.length[rows, None] + torch.arange(x.shape[1], device=x.device)
@@ -373,7 +386,15 @@ class InteractionModel(nn.Module):
                 joint = lg if tie == 1 else lg.softmax(-1).view(-1, tie, lg.shape[-1]).mean(1).log()
                 lead = live[::tie]
                 masked = joint.masked_fill(self.never_said, float("-inf"))
-                tok = sample(masked, sampling, [gen[j] for j in lead.tolist()] if isinstance(gen, list) else gen)
+                memory = i == 0 and sampling.doubt_floor is not None and sampling.temperature <= 0
+                quiet = state.quiet[rows[lead]] >= SPEECH_TAIL  # the agent's audio is over
+                silent = torch.where(quiet, state.doubt[rows[lead]], 1.0) if memory else None
+                tok = sample(masked, sampling, [gen[j] for j in lead.tolist()] if isinstance(gen, list) else gen,
+                             silent)
+                if memory:  # a quiet micro-turn in doubt that stays silent is remembered; any other forgets
+                    eot = masked.softmax(-1)[:, EOT]
+                    held = (tok == EOT) & (1 - eot >= sampling.doubt_floor) & quiet
+                    state.doubt[rows[live]] = torch.where(held, silent * eot, 1.0).repeat_interleave(tie)
                 tok = tok.repeat_interleave(tie)
             logits[live, i], toks[live, i] = lg, tok
             end = tok == EOT
