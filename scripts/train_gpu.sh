@@ -14,8 +14,9 @@
 # under 16 MiB: scripts/join_halves.py puts it together), its log, curves and config, and gpu.txt with the machine's
 # figures. Settings (environment): SYNTH_SECONDS, BATCH, LR, MIX (family weights), SEED (the shards' first seed),
 # WORKERS (loading processes), EXTRA (more flags for train), LATE (the chance a reply to a user's turn starts one or
-# two micro-turns late: synth --late-replies; default 0; at 0.4 a CPU fine-tune lost turns, session 46), PY (the
-# Python to use), THROUGHPUT (presets, e.g.
+# two micro-turns late: synth --late-replies; default 0; at 0.4 a CPU fine-tune lost turns, session 46; 0.1 kept
+# the first moment's p(speak) near the bundled model's and still owed the reply a micro-turn later, session 47),
+# PY (the Python to use), THROUGHPUT (presets, e.g.
 # "100m 100m-moe 1b 1b-moe": while the shards are written, benchmarks/train_throughput.py measures their training
 # tokens/s and MFU on the GPU, idle until then, and stops when the writers do; its figures and PNG go to OUT).
 set -Eeuo pipefail
