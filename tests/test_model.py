@@ -802,6 +802,14 @@ def test_doubt_memory_speaks_once_consecutive_doubts_would_have(monkeypatch):
     assert state.doubt.tolist() == [1.0]
     _, state = run([0.3, 0.3], Sampling(doubt_floor=0.2, temperature=1.0))
     assert state.doubt.tolist() == [1.0]
+    # a session heard through two vocal tracts (tie=2): its rows remember one doubt and speak together
+    pair, state = make_batch(cfg, 2, 2, seed=3), model.new_state(2)
+    outs = []
+    for t in range(2):
+        p[0] = 0.3
+        outs.append(model.step(state, *inputs_at(pair, t), sampling=memory, generate_audio=False, tie=2).out[:, 0])
+        assert state.doubt.tolist() == pytest.approx([0.7, 0.7] if t == 0 else [1.0, 1.0])
+    assert outs[0].tolist() == [EOT, EOT] and outs[1].tolist() == [word, word]
 
 
 def test_sampling_comes_with_the_checkpoint(tmp_path):
