@@ -386,12 +386,13 @@ class InteractionModel(nn.Module):
                 joint = lg if tie == 1 else lg.softmax(-1).view(-1, tie, lg.shape[-1]).mean(1).log()
                 lead = live[::tie]
                 masked = joint.masked_fill(self.never_said, float("-inf"))
-                memory = i == 0 and sampling.doubt_floor is not None and sampling.temperature <= 0
-                quiet = state.quiet[rows[lead]] >= SPEECH_TAIL  # the agent's audio is over
-                silent = torch.where(quiet, state.doubt[rows[lead]], 1.0) if memory else None
+                silent = None  # Sampling.doubt_floor: the first slot's chance that the doubts so far came out silent
+                if i == 0 and sampling.doubt_floor is not None and sampling.temperature <= 0:
+                    quiet = state.quiet[rows[lead]] >= SPEECH_TAIL  # the agent's audio is over
+                    silent = torch.where(quiet, state.doubt[rows[lead]], 1.0)
                 tok = sample(masked, sampling, [gen[j] for j in lead.tolist()] if isinstance(gen, list) else gen,
                              silent)
-                if memory:  # a quiet micro-turn in doubt that stays silent is remembered; any other forgets
+                if silent is not None:  # a quiet micro-turn in doubt that stays silent is remembered; any other forgets
                     eot = masked.softmax(-1)[:, EOT]
                     held = (tok == EOT) & (1 - eot >= sampling.doubt_floor) & quiet
                     state.doubt[rows[live]] = torch.where(held, silent * eot, 1.0).repeat_interleave(tie)
