@@ -180,7 +180,9 @@ train runs/s30 runs/s29 400 300 5e-5 5e-6 10 $mix --openings 0.5 --task-listen 6
 # (30,000), 1,496 steps of 64 sessions, --bucket 8. Session 39 ran it on a lent H200 (scripts/train_gpu.sh: parts
 # written there in 230 s, training in 2 min 20 s, bf16 autocast); that machine did not record which writer wrote
 # how many parts, so here 13 of every family (seeds 21-45, odd) and 12 of the instruction families (22-44, even).
-# On this CPU: two processes of 32, the same 64 sessions a step (train's later flags win over its defaults)
+# On this CPU: two processes of 32, the same 64 sessions a step (train's later flags win over its defaults), each
+# process's 32 run in two pieces of 16 (--accum 2: session 48's like run took 12.6 GB in one process on a batch
+# of 32 long sessions, and two such processes do not fit in this machine's 24 GB)
 $mt model bundle runs/s30/model --out runs/s30-f16/model
 FAM=$($py -c "from microturn.data.world import FAMILIES; print(','.join(FAMILIES))")
 data=data/shards/s39
@@ -188,7 +190,7 @@ for seed in $(seq 21 2 45); do shards $data/all-$seed $G --per-family 100 --seed
 for seed in $(seq 22 2 44); do
   shards $data/task-$seed $G --per-family 300 --seed "$seed" --families timespeak,cuespeak,delegate,translate
 done
-train runs/s39 runs/s30-f16 1496 0 2e-4 2e-5 100 $mix --batch 32 --val "" --ckpt-every 100 --eval-every 1000000 \
+train runs/s39 runs/s30-f16 1496 0 2e-4 2e-5 100 $mix --batch 32 --accum 2 --val "" --ckpt-every 100 --eval-every 1000000 \
     --openings 0.5 --task-listen 6 --bucket 8
 $mt model bundle runs/s39/model --speak-threshold 0.6
 # phase 17 (session 41): runs/s39 in float16 as it was bundled, on 30 fresh parts of 1,200 sessions (36,000), 1,906
@@ -202,7 +204,7 @@ for seed in $(seq 102 2 132); do
   shards $data/task-$seed $G --per-family 300 --seed "$seed" --families timespeak,cuespeak,delegate,translate
 done
 mix=timespeak=4,cuespeak=6,delegate=4,translate=3,interrupt=1.5,turn=2,pause=1.5,user_backchannel=1.5,other_speaker=1.5,refusal=1.5,backchannel=0.75
-train runs/s41 runs/s39-f16 1906 0 2e-4 2e-5 100 $mix --batch 32 --val "" --ckpt-every 100 --eval-every 1000000 \
+train runs/s41 runs/s39-f16 1906 0 2e-4 2e-5 100 $mix --batch 32 --accum 2 --val "" --ckpt-every 100 --eval-every 1000000 \
     --openings 0.5 --task-listen 6 --bucket 8
 $mt model bundle runs/s41/model --speak-threshold 0.5
 [ -d sets/test ] || $mt synth --out sets/test --per-family 12 --split test --seed 100

@@ -439,15 +439,63 @@ def test_train_cli_has_one_documented_option_per_config_field(capsys):
         build_parser().parse_args(["train", "--steps", "many"])
 
 
+def test_accum_takes_the_same_step_in_pieces(shards, monkeypatch):
+    """--accum 3 runs a batch of 5 sessions of unlike lengths in pieces of 2, 2 and 1, each cut to its own longest
+    session, and adds up the same gradients, losses and gradient norm as the whole batch (the flow loss's noise made
+    the same for both: it is drawn piece by piece)."""
+    from microturn.model import heads
+    from microturn.train.loop import optimizer, pieces, train_step
+
+    data = Shards(shards / "train")
+    items = [data.session(i % len(data)) for i in range(5)]  # (the fixture's 4 sessions, and a short one)
+    items[1] = {k: v if k == "family" else v[:7] for k, v in items[4].items()}
+    batch = collate(items, data.families)
+    lengths = batch["valid"].sum(1)
+    order = lengths.argsort(stable=True)
+    parts = pieces(batch, 3)
+    assert [w for _, w in parts] == [0.4, 0.4, 0.2]
+    for (piece, _), rows in zip(parts, order.tensor_split(3)):
+        assert piece["valid"].shape[1] == int(lengths[rows].max())  # cut to its own longest session
+        assert torch.equal(piece["out"], batch["out"][rows, : piece["valid"].shape[1]])
+    assert int(lengths.min()) == 7 and parts[0][0]["valid"].shape[1] < batch["valid"].shape[1]
+    grads, out = [], []
+    models = [InteractionModel(replace(_model_cfg(), layout=data.layout)) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    zeros, full = torch.zeros, torch.full  # (torch's own, for the flow loss's noise below)
+    monkeypatch.setattr(heads.torch, "randn", lambda shape, generator=None, device=None: zeros(shape, device=device))
+    monkeypatch.setattr(heads.torch, "rand", lambda n, generator=None, device=None: full((n,), 0.5, device=device))
+    for accum, model in zip((1, 3), models):
+        c = TrainConfig(accum=accum)
+        r, gnorm = train_step(model, model, optimizer(model, c, torch.device("cpu")), batch, c)
+        grads.append({k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
+        out.append((r, gnorm))
+    assert grads[0].keys() == grads[1].keys()
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k], rtol=1e-4, atol=1e-6, msg=k)
+    (whole, g1), (split, g3) = out
+    torch.testing.assert_close(split["loss"], whole["loss"].detach())
+    torch.testing.assert_close(g3, g1)
+    for k in ("text", "listen", "flow"):  # per session, in the pieces' order (by length)
+        torch.testing.assert_close(split[k], whole[k].detach()[order])
+
+
+def test_accum_is_at_most_the_batch():
+    with pytest.raises(ValueError, match=r"--accum cuts each step's batch of 4 sessions into pieces: at most 4, got 5"):
+        TrainConfig(batch=4, accum=5).check()
+    with pytest.raises(ValueError, match=r"--accum must be >= 1, got 0"):
+        TrainConfig(accum=0).check()
+
+
 @pytest.mark.slow
-def test_two_processes_with_gloo(shards, tmp_path):
-    """The torchrun path (DDP over gloo) on two CPU processes."""
+@pytest.mark.parametrize("extra", [(), ("--accum", "2")])
+def test_two_processes_with_gloo(shards, tmp_path, extra):
+    """The torchrun path (DDP over gloo) on two CPU processes; with --accum, gradients reduced in the last piece."""
     torchrun = Path(sys.executable).parent / "torchrun"
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--no-python", str(Path(sys.executable).parent /
                         "microturn"), "train", "--preset", "cpu", "--data", str(shards / "train"), "--val",
                         str(shards / "val"), "--out", str(tmp_path / "ddp"), "--steps", "2", "--batch", "2",
-                        "--warmup", "1", "--eval-every", "2", "--ckpt-every", "2", "--threads", "1"],
+                        "--warmup", "1", "--eval-every", "2", "--ckpt-every", "2", "--threads", "1", *extra],
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert checkpoint.load(tmp_path / "ddp" / "model").checkpoint_info["step"] == 2

@@ -21,6 +21,8 @@ class TrainConfig:
     preset: str = _opt("cpu", "model size (`microturn model info` lists the presets); ignored with --init")
     steps: int = _opt(20000, "optimiser steps of the schedule")
     batch: int = _opt(8, "sessions per step and process")
+    accum: int = _opt(1, "run each step's batch in this many pieces, one after another, adding up their gradients "
+                         "(the same sessions and step in about 1/accum of the activations' memory; train.loop.pieces)")
     lr: float = _opt(2e-3, "peak learning rate (AdamW)")
     min_lr: float = _opt(1e-4, "learning rate at the end of the cosine decay")
     warmup: int = _opt(300, "steps of linear warm-up")
@@ -73,8 +75,8 @@ class TrainConfig:
         for name in ("data", "out"):
             if not getattr(self, name):
                 raise ValueError(f"{option(name)} must name a folder")
-        at_least = {"steps": 1, "batch": 1, "eval_every": 1, "ckpt_every": 1, "eval_batches": 1, "bucket": 1,
-                    "warmup": 0, "seed": 0, "threads": 0, "workers": 0, "stop_at": 0, "early_listen": 0,
+        at_least = {"steps": 1, "batch": 1, "accum": 1, "eval_every": 1, "ckpt_every": 1, "eval_batches": 1,
+                    "bucket": 1, "warmup": 0, "seed": 0, "threads": 0, "workers": 0, "stop_at": 0, "early_listen": 0,
                     "audio_conv": 0}
         for name, least in at_least.items():
             if getattr(self, name) < least:
@@ -82,6 +84,9 @@ class TrainConfig:
         for name in ("lr", "min_lr", "weight_decay", "speak_weight", "recap_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{option(name)} must be 0 or more, got {getattr(self, name)}")
+        if self.accum > self.batch:
+            raise ValueError(f"{option('accum')} cuts each step's batch of {self.batch} sessions into pieces: at most "
+                             f"{self.batch}, got {self.accum}")
         if self.clip <= 0:
             raise ValueError(f"{option('clip')} must be a positive gradient norm, got {self.clip}")
         if self.task_listen <= 0:

@@ -4,15 +4,16 @@ AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast on 
 ``fully_shard`` for the large presets: each block's weights and optimiser state split over the ranks; checkpoints
 hold the whole tensors, gathered), a curriculum over difficulty with families mixed evenly or by given weights
 (``mix``), batches of conversations (several sessions in a row, ``conversations``) and of session openings
-(``openings``), random clock
-shifts, batches made ahead in worker processes (``workers``; each batch is a pure function of seed, rank and step),
-checkpoints that resume exactly (model, optimiser, step and torch RNG state), also written when the run is stopped
-(Ctrl-C, SIGTERM: ``StopRequest``), TensorBoard logs, training curves as PNG, and a progress bar with tokens per
-second. Evaluation on held-out shards (voices, speakers and sentences never trained on) reports the losses and the
-listening accuracy at every evaluation.
+(``openings``), random clock shifts, gradient accumulation (``accum``: a step's batch in pieces), batches made ahead
+in worker processes (``workers``; each batch is a pure function of seed, rank and step), checkpoints that resume
+exactly (model, optimiser, step and torch RNG state), also written when the run is stopped (Ctrl-C, SIGTERM:
+``StopRequest``), TensorBoard logs, training curves as PNG, and a progress bar with tokens per second. Evaluation
+on held-out shards (voices, speakers and sentences never trained on) reports the losses and the listening accuracy
+at every evaluation.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -177,18 +178,60 @@ def optimizer(model: InteractionModel, c: TrainConfig, dev: torch.device, added:
         lr=c.lr, betas=(0.9, 0.95), fused=dev.type == "cuda" and not c.fsdp)
 
 
+def pieces(batch: dict, k: int) -> list[tuple[dict, float]]:
+    """A batch [B, T, ...] cut into ``k`` pieces for gradient accumulation (``--accum``), each with its share of the
+    sessions: sorted by length, so each piece is cut to its own longest session (less padding). The batch's loss is
+    the mean of its sessions' losses, so the pieces' losses weighed by their shares add up to it (all but a mixture
+    of experts' load-balance loss, which is taken per forward, and the flow loss's noise, drawn piece by piece)."""
+    k = min(k, len(batch["valid"]))
+    if k <= 1:
+        return [(batch, 1.0)]
+    length = batch["valid"].sum(1)
+    out = []
+    for rows in length.argsort(stable=True).tensor_split(k):
+        T = max(int(length[rows].max()), 1)
+        out.append(({key: v[rows, :T] if v.dim() > 1 else v[rows] for key, v in batch.items()},
+                    len(rows) / len(length)))
+    return out
+
+
+@contextlib.contextmanager
+def _gradient_sync(net, on: bool):
+    """Across processes, gradients are reduced in the last piece's backward only; the pieces before add up locally
+    (DDP's ``no_sync``, FSDP2's ``set_requires_gradient_sync``)."""
+    if on or not (hasattr(net, "no_sync") or hasattr(net, "set_requires_gradient_sync")):
+        yield
+    elif hasattr(net, "no_sync"):
+        with net.no_sync():
+            yield
+    else:
+        net.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            net.set_requires_gradient_sync(True)
+
+
 def train_step(net, model: InteractionModel, opt, batch: dict, c: TrainConfig,
                listen_weight: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
     """One optimiser step on a batch already on the model's device: the forward in bf16 autocast on a GPU (fp32 on
-    a CPU), backward, gradient clipping, AdamW. ``net`` is the model or its DDP/FSDP wrapper. Returns the forward's
-    losses and the gradient norm before clipping."""
+    a CPU), backward (in ``c.accum`` pieces of the batch: ``pieces``), gradient clipping, AdamW. ``net`` is the model
+    or its DDP/FSDP wrapper. Returns the losses (the whole batch's: ``loss`` and ``moe`` weighed by the pieces'
+    shares, the rest per session, in the pieces' order) and the gradient norm before clipping."""
     dev = batch["valid"].device
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
-    with amp:
-        r = net(batch, speak_weight=c.speak_weight, recap_weight=c.recap_weight, early_listen=c.early_listen,
-                listen_weight=listen_weight)
     opt.zero_grad(set_to_none=True)
-    r["loss"].backward()
+    parts, rs = pieces(batch, c.accum), []
+    for i, (piece, share) in enumerate(parts):
+        with _gradient_sync(net, i == len(parts) - 1):
+            with amp:
+                r = net(piece, speak_weight=c.speak_weight, recap_weight=c.recap_weight,
+                        early_listen=c.early_listen, listen_weight=listen_weight)
+            (r["loss"] * share).backward()
+        rs.append((r, share))
+    if len(rs) > 1:
+        r = {k: sum(x[k].detach() * w for x, w in rs) for k in ("loss", "moe")} | {
+            k: torch.cat([x[k].detach() for x, _ in rs]) for k in ("text", "listen", "listen_early", "flow")}
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip)
     if hasattr(gnorm, "full_tensor"):  # FSDP: the norm of sharded gradients is a distributed tensor
         gnorm = gnorm.full_tensor()
