@@ -228,10 +228,12 @@ def train_step(net, model: InteractionModel, opt, batch: dict, c: TrainConfig,
                 r = net(piece, speak_weight=c.speak_weight, recap_weight=c.recap_weight,
                         early_listen=c.early_listen, listen_weight=listen_weight)
             (r["loss"] * share).backward()
-        rs.append((r, share))
-    if len(rs) > 1:
-        r = {k: sum(x[k].detach() * w for x, w in rs) for k in ("loss", "moe")} | {
-            k: torch.cat([x[k].detach() for x, _ in rs]) for k in ("text", "listen", "listen_early", "flow")}
+        if len(parts) > 1:  # its losses only: a piece's logits are let go before the next piece runs
+            rs.append(({k: r[k].detach() for k in ("loss", "moe", "text", "listen", "listen_early", "flow")}, share))
+            del r
+    if rs:
+        r = {k: sum(x[k] * w for x, w in rs) for k in ("loss", "moe")} | {
+            k: torch.cat([x[k] for x, _ in rs]) for k in ("text", "listen", "listen_early", "flow")}
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip)
     if hasattr(gnorm, "full_tensor"):  # FSDP: the norm of sharded gradients is a distributed tensor
         gnorm = gnorm.full_tensor()
