@@ -489,7 +489,8 @@ def test_accum_is_at_most_the_batch():
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", [(), ("--accum", "2")])
 def test_two_processes_with_gloo(shards, tmp_path, extra):
-    """The torchrun path (DDP over gloo) on two CPU processes; with --accum, gradients reduced in the last piece."""
+    """The torchrun path (DDP over gloo) on two CPU processes, whole and with --accum 2 (the first piece's backward
+    under DDP's no_sync)."""
     torchrun = Path(sys.executable).parent / "torchrun"
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--no-python", str(Path(sys.executable).parent /
