@@ -42,8 +42,8 @@ from microturn.model.config import PRESETS, preset
 from microturn.model.model import InteractionModel
 from microturn.stream.tokenizer import default_tokenizer
 from microturn.train.config import TrainConfig
-from microturn.train.data import Curriculum, Shards, StepBatches, parse_mix
-from microturn.train.loop import optimizer, train_step
+from microturn.train.data import Shards
+from microturn.train.loop import optimizer, step_batches, train_step
 
 # dense bf16 tensor-core peaks (no sparsity), TFLOP/s, from NVIDIA's datasheets; matched against the device name as
 # whole words (an A10G, with no NVIDIA datasheet, is not an A10: give its peak with --peak-tflops)
@@ -97,9 +97,7 @@ def measure(name: str, shards: Shards, c: TrainConfig, dev: torch.device, warmup
     model = InteractionModel(cfg).to(dev)
     model.train()
     opt = optimizer(model, c, dev)
-    batches = StepBatches(shards, Curriculum(shards, start=c.curriculum, mix=parse_mix(c.mix)), batch=c.batch,
-                          steps=warmup + steps, seed=c.seed, rank=0, conversations=c.conversations,
-                          augment=c.augment, max_len=cfg.window // cfg.layout.length, bucket=c.bucket)
+    batches = step_batches(c, shards, cfg, steps=warmup + steps)
     L = cfg.layout.length
 
     def on_dev(i):

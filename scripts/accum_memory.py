@@ -16,10 +16,9 @@ from dataclasses import fields
 import torch
 
 from microturn.model import checkpoint
-from microturn.stream.tokenizer import default_tokenizer
 from microturn.train.config import TrainConfig
-from microturn.train.data import Curriculum, Shards, StepBatches, parse_mix
-from microturn.train.loop import optimizer, task_word_mask, train_step
+from microturn.train.data import Shards
+from microturn.train.loop import listen_weights, optimizer, step_batches, train_step
 
 
 def main():
@@ -36,12 +35,8 @@ def main():
     c.check()
     torch.set_num_threads(1)
     model = checkpoint.load(c.init).train()
-    shards = Shards(c.data)
-    batches = StepBatches(shards, Curriculum(shards, start=c.curriculum, mix=parse_mix(c.mix)), batch=c.batch,
-                          steps=c.steps, seed=c.seed, rank=a.rank, conversations=c.conversations, augment=c.augment,
-                          max_len=model.cfg.window // model.cfg.layout.length, openings=c.openings, eq=c.eq,
-                          bucket=c.bucket)
-    listen_weight = 1.0 + (c.task_listen - 1.0) * task_word_mask(default_tokenizer(), model.cfg.vocab_size).float()
+    batches = step_batches(c, Shards(c.data), model.cfg, a.rank)
+    listen_weight = listen_weights(c, model.cfg.vocab_size)
     opt = optimizer(model, c, torch.device("cpu"))
     total = 0.0
     for step in range(*a.steps):

@@ -178,6 +178,27 @@ def optimizer(model: InteractionModel, c: TrainConfig, dev: torch.device, added:
         lr=c.lr, betas=(0.9, 0.95), fused=dev.type == "cuda" and not c.fsdp)
 
 
+def step_batches(c: TrainConfig, shards: Shards, cfg: ModelConfig, rank: int = 0,
+                 steps: int | None = None) -> StepBatches:
+    """The batches of ``c``'s schedule (of ``steps``, c.steps unless given) for one rank, as ``train`` draws them:
+    each a pure function of the seed, the rank and the step."""
+    return StepBatches(shards, Curriculum(shards, start=c.curriculum, mix=parse_mix(c.mix)), batch=c.batch,
+                       steps=steps or c.steps, seed=c.seed, rank=rank, conversations=c.conversations,
+                       augment=c.augment, max_len=cfg.window // cfg.layout.length, openings=c.openings, eq=c.eq,
+                       bucket=c.bucket)
+
+
+def listen_weights(c: TrainConfig, vocab_size: int) -> torch.Tensor | None:
+    """The listening loss's weight per target token [vocab_size]: the task words at ``c.task_listen``, the rest at 1
+    (None when that is 1 too)."""
+    if c.task_listen == 1.0:
+        return None
+    return 1.0 + (c.task_listen - 1.0) * task_word_mask(default_tokenizer(), vocab_size).float()
+
+
+PIECE_SUMS, PIECE_ROWS = ("loss", "moe"), ("text", "listen", "listen_early", "flow")  # a piece's losses: see train_step
+
+
 def pieces(batch: dict, k: int) -> list[tuple[dict, float]]:
     """A batch [B, T, ...] cut into ``k`` pieces for gradient accumulation (``--accum``), each with its share of the
     sessions: sorted by length, so each piece is cut to its own longest session (less padding). The batch's loss is
@@ -199,17 +220,19 @@ def pieces(batch: dict, k: int) -> list[tuple[dict, float]]:
 def _gradient_sync(net, on: bool):
     """Across processes, gradients are reduced in the last piece's backward only; the pieces before add up locally
     (DDP's ``no_sync``, FSDP2's ``set_requires_gradient_sync``)."""
-    if on or not (hasattr(net, "no_sync") or hasattr(net, "set_requires_gradient_sync")):
+    if on:
         yield
     elif hasattr(net, "no_sync"):
         with net.no_sync():
             yield
-    else:
+    elif hasattr(net, "set_requires_gradient_sync"):
         net.set_requires_gradient_sync(False)
         try:
             yield
         finally:
             net.set_requires_gradient_sync(True)
+    else:  # one process
+        yield
 
 
 def train_step(net, model: InteractionModel, opt, batch: dict, c: TrainConfig,
@@ -229,11 +252,11 @@ def train_step(net, model: InteractionModel, opt, batch: dict, c: TrainConfig,
                         early_listen=c.early_listen, listen_weight=listen_weight)
             (r["loss"] * share).backward()
         if len(parts) > 1:  # its losses only: a piece's logits are let go before the next piece runs
-            rs.append(({k: r[k].detach() for k in ("loss", "moe", "text", "listen", "listen_early", "flow")}, share))
+            rs.append(({k: r[k].detach() for k in PIECE_SUMS + PIECE_ROWS}, share))
             del r
     if rs:
-        r = {k: sum(x[k] * w for x, w in rs) for k in ("loss", "moe")} | {
-            k: torch.cat([x[k] for x, _ in rs]) for k in ("text", "listen", "listen_early", "flow")}
+        r = {k: sum(x[k] * w for x, w in rs) for k in PIECE_SUMS} | {
+            k: torch.cat([x[k] for x, _ in rs]) for k in PIECE_ROWS}
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip)
     if hasattr(gnorm, "full_tensor"):  # FSDP: the norm of sharded gradients is a distributed tensor
         gnorm = gnorm.full_tensor()
@@ -388,10 +411,8 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
         raise ValueError(f"{option('early_listen')} must be 0 (off) or a block count in 1 .. {cfg.n_layer}, got "
                          f"{c.early_listen}")
     model = InteractionModel(cfg).to(dev)
-    listen_weight = None
-    if c.task_listen != 1.0:
-        listen_weight = 1.0 + (c.task_listen - 1.0) * task_word_mask(default_tokenizer(), cfg.vocab_size).float()
-        listen_weight = listen_weight.to(dev)
+    listen_weight = listen_weights(c, cfg.vocab_size)
+    listen_weight = None if listen_weight is None else listen_weight.to(dev)
     # the weights the --init model lacks (read from its config, so that a resumed run finds the same ones)
     init_cfg = checkpoint.read_config(c.init)[0] if c.init else cfg
     added = tuple((["embed.audio.conv."] if cfg.audio_conv != init_cfg.audio_conv else []) + (
@@ -401,10 +422,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
         if unexpected or [k for k in missing if not k.startswith(added)]:
             raise ValueError(f"--init {c.init}: weights that do not fit the model (missing {missing}, unexpected "
                              f"{unexpected})")
-    cur = Curriculum(shards, start=c.curriculum, mix=parse_mix(c.mix))
-    batches = StepBatches(shards, cur, batch=c.batch, steps=c.steps, seed=c.seed, rank=rank,
-                          conversations=c.conversations, augment=c.augment, max_len=cfg.window // cfg.layout.length,
-                          openings=c.openings, eq=c.eq, bucket=c.bucket)
+    batches = step_batches(c, shards, cfg, rank)
     step = 0
     if st is not None:  # resume exactly where the last checkpoint left off
         model.load_state_dict(st["model"])
