@@ -10,7 +10,8 @@ Shards written from scratch by today's generators need none of this.
 """
 import argparse
 import json
-from pathlib import Path
+
+from microturn.train.data import shard_dirs
 
 
 def main():
@@ -20,7 +21,7 @@ def main():
     a = p.parse_args()
     fams = set(a.families.split(","))
     for root in a.roots:
-        paths = sorted(Path(root).glob("**/sessions.json"))
+        paths = [d / "sessions.json" for d in shard_dirs(root)]
         if not paths:
             raise SystemExit(f"no shards under {root}")
         for path in paths:

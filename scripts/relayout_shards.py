@@ -26,6 +26,7 @@ from tqdm import tqdm
 from microturn.data.shards import render_again
 from microturn.stream.layout import Layout, decode_outputs
 from microturn.stream.tokenizer import SPECIALS, default_tokenizer
+from microturn.train.data import shard_dirs
 
 TOKEN_ARRAYS = ("text_in", "out", "listen")
 
@@ -89,7 +90,7 @@ def main():
                                                         "(after a change to their targets)")
     a = p.parse_args()
     for root in a.roots:
-        for meta_path in sorted(Path(root).glob("**/sessions.json")):
+        for meta_path in (d / "sessions.json" for d in shard_dirs(root)):
             done = update(meta_path.parent, a.old_specials, set(a.families.split(",")), a.workers, a.again)
             print(f"{meta_path.parent}: {done}")
 

@@ -1,8 +1,10 @@
 """Reading training shards: memory-mapped sessions, a curriculum sampler, and collation into padded batches."""
 from __future__ import annotations
 
+import glob
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,17 @@ from ..stream.tokenizer import SPECIALS
 ARRAYS = ("audio", "mel", "text_in", "out", "listen", "frame", "frames")  # every shard holds them all
 SESSION_KEYS = ("family", "start", "length", "difficulty")  # what every session's entry in sessions.json gives
 REWRITE = "write the shard again (`microturn synth --shards`), or move it out of the training data"
+
+
+def shard_dirs(root: str | Path) -> list[Path]:
+    """The shard folders (those holding a ``sessions.json``) at or under ``root``, sorted, following symbolic links:
+    a run's data folder may link parts written for another (pathlib's ``**`` does not follow them before Python 3.13,
+    and skipped such parts without a word). A folder reached by two paths counts once."""
+    found = glob.glob(os.path.join(glob.escape(str(root)), "**", "sessions.json"), recursive=True)
+    dirs = {}
+    for p in sorted(Path(f).parent for f in found):
+        dirs.setdefault(p.resolve(), p)
+    return sorted(dirs.values())
 
 
 def read_meta(path: Path) -> dict:
@@ -57,7 +70,7 @@ class Shards:
     """All sessions of the shard folders under ``root`` (memory-mapped)."""
 
     def __init__(self, root: str | Path):
-        dirs = sorted(p.parent for p in Path(root).glob("**/sessions.json"))
+        dirs = shard_dirs(root)
         if not dirs:
             raise FileNotFoundError(f"no training shards under {root}: write some with `microturn synth --shards`")
         self.shards, self.index = [], []
