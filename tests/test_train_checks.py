@@ -117,6 +117,10 @@ def test_resuming_with_options_that_change_the_model_is_refused(shards, tmp_path
     train(replace(c, stop_at=0, steps=3))
     saved = json.loads((out / "train_config.json").read_text())
     assert saved["steps"] == 3 and saved["preset"] == "cpu"
+    read = Shards(c.data)  # what the run read is recorded: its sessions, folders and families
+    assert saved["data_read"] == read.summary() and saved["data_read"]["sessions"] == len(read) > 0
+    assert sum(read.summary()["by_family"].values()) == len(read) and set(read.summary()["by_family"]) == {
+        "turn", "cuespeak"} and read.summary()["folders"] == len(read.shards)
     assert saved["resumed"] == [{"step": 1, "changed": {"steps": [2, 3], "stop_at": [1, 0]}}]
     assert checkpoint.load(out / "model").checkpoint_info["step"] == 3
 

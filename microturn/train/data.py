@@ -96,6 +96,13 @@ class Shards:
     def __len__(self):
         return len(self.index)
 
+    def summary(self) -> dict:
+        """How many sessions, in how many shard folders, and of each family: what a run read."""
+        by_family = {}
+        for _, s in self.index:
+            by_family[s["family"]] = by_family.get(s["family"], 0) + 1
+        return {"sessions": len(self), "folders": len(self.shards), "by_family": dict(sorted(by_family.items()))}
+
     def info(self, i: int) -> dict:
         return self.index[i][1]
 

@@ -462,7 +462,10 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     writer = None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(run_record(c, cfg, model.n_params(), saved, step),
+        data = shards.summary()
+        print(f"data: {data['sessions']:,} sessions in {data['folders']} shard folders under {c.data} (" +
+              ", ".join(f"{f} {n:,}" for f, n in data["by_family"].items()) + ")", flush=True)
+        (out / "train_config.json").write_text(json.dumps(run_record(c, cfg, model.n_params(), saved, step, data),
                                                           indent=1))
         from torch.utils.tensorboard import SummaryWriter
 
@@ -535,14 +538,16 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     return out
 
 
-def run_record(c: TrainConfig, cfg: ModelConfig, params: int, saved: dict, step: int) -> dict:
-    """What ``train_config.json`` holds: the options (as last given), the model and its size, and, for a resumed
-    run, ``resumed``: each time it was resumed with options other than those before, the step and the options that
-    changed, as [before, now] (its ``MODEL_OPTIONS`` never change)."""
+def run_record(c: TrainConfig, cfg: ModelConfig, params: int, saved: dict, step: int, data: dict) -> dict:
+    """What ``train_config.json`` holds: the options (as last given), the model and its size, ``data_read`` (what
+    ``Shards.summary`` says of the shards last read), and, for a resumed run, ``resumed``: each time it was resumed
+    with options other than those before, the step and the options that changed, as [before, now] (its
+    ``MODEL_OPTIONS`` never change)."""
     now = asdict(c)
     changed = {k: [saved[k], v] for k, v in now.items() if k in saved and saved[k] != v}
     resumed = saved.get("resumed", []) + ([{"step": step, "changed": changed}] if changed else [])
-    return now | {"model": cfg.to_json(), "params": params} | ({"resumed": resumed} if resumed else {})
+    return now | {"model": cfg.to_json(), "params": params, "data_read": data} | (
+        {"resumed": resumed} if resumed else {})
 
 
 def _log_eval(e: dict, step: int, log, writer, early_listen: int) -> str:
