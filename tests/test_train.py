@@ -286,14 +286,15 @@ def test_train_draws_by_its_curriculum_option(shards, tmp_path, monkeypatch):
 
 def test_a_data_folder_may_link_parts_written_elsewhere(shards, tmp_path):
     """A run's data folder of symbolic links to other runs' parts reads them all (pathlib's ``**`` skipped linked
-    folders without a word before Python 3.13), and a part linked twice counts once."""
+    folders without a word before Python 3.13), and a part linked twice counts once. Hidden folders count, as they
+    did."""
     from microturn.train.data import Shards, shard_dirs
 
     whole = Shards(shards / "train")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "a").symlink_to(shards / "train", target_is_directory=True)
     (tmp_path / "mine" / "b").symlink_to(shards / "train", target_is_directory=True)
-    (tmp_path / "mine" / "own").symlink_to(shards / "val", target_is_directory=True)
+    (tmp_path / "mine" / ".own").symlink_to(shards / "val", target_is_directory=True)  # hidden names count too
     assert len(shard_dirs(tmp_path / "mine")) == len(shard_dirs(shards))
     assert len(Shards(tmp_path / "mine")) == len(whole) + len(Shards(shards / "val"))
 

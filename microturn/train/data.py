@@ -23,7 +23,7 @@ def shard_dirs(root: str | Path) -> list[Path]:
     """The shard folders (those holding a ``sessions.json``) at or under ``root``, sorted, following symbolic links:
     a run's data folder may link parts written for another (pathlib's ``**`` does not follow them before Python 3.13,
     and skipped such parts without a word). A folder reached by two paths counts once."""
-    found = glob.glob(os.path.join(glob.escape(str(root)), "**", "sessions.json"), recursive=True)
+    found = glob.glob(os.path.join(glob.escape(str(root)), "**", "sessions.json"), recursive=True, include_hidden=True)
     dirs = {}
     for p in sorted(Path(f).parent for f in found):
         dirs.setdefault(p.resolve(), p)
