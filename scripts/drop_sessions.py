@@ -3,10 +3,11 @@ generated (write their new sessions as a new part with ``microturn synth --shard
 
     python scripts/drop_sessions.py data/shards/train data/shards/val --families user_backchannel
 
-Only each shard's ``sessions.json`` changes (the reader finds a session by its start and length, so the arrays stay
-as they are); the old list is kept beside it as ``sessions.before-drop-FAMILIES.json`` (session 10 named its backups
-``sessions.before-drop.json``), and a drop whose backup is already there is refused, so no backup is overwritten.
-Shards written from scratch by today's generators need none of this.
+Linked parts under a root are changed where they lie. Only each shard's ``sessions.json`` changes (the reader finds a
+session by its start and length, so the arrays stay as they are); the old list is kept beside it as
+``sessions.before-drop-FAMILIES.json`` (session 10 named its backups ``sessions.before-drop.json``), and a drop whose
+backup is already there is refused, so no backup is overwritten. Shards written from scratch by today's generators
+need none of this.
 """
 import argparse
 import json

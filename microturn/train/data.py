@@ -5,6 +5,7 @@ import glob
 import json
 import math
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -98,9 +99,7 @@ class Shards:
 
     def summary(self) -> dict:
         """How many sessions, in how many shard folders, and of each family: what a run read."""
-        by_family = {}
-        for _, s in self.index:
-            by_family[s["family"]] = by_family.get(s["family"], 0) + 1
+        by_family = Counter(s["family"] for _, s in self.index)
         return {"sessions": len(self), "folders": len(self.shards), "by_family": dict(sorted(by_family.items()))}
 
     def info(self, i: int) -> dict:
