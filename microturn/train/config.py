@@ -44,7 +44,7 @@ class TrainConfig:
     stop_at: int = _opt(0, "stop (with a checkpoint) at this step of the schedule; the same command resumes "
                            "(0: run all)")
     augment: bool = _opt(True, "alter the input audio and shift the clock at random (train.data); never in evaluation")
-    eq: float = _opt(0.0, "with --augment, half the sessions heard through a random equaliser of up to this many "
+    eq: float = _opt(0.0, "unless --no-augment, half the sessions heard through a random equaliser of up to this many "
                           "levels (6 dB each) up or down (train.data.equalise; 0: off)")
     mix: str = _opt("", "family weights, e.g. 'timespeak=3,cuespeak=2' (families not named weigh 1); evaluation "
                         "mixes evenly")
@@ -61,7 +61,8 @@ class TrainConfig:
     hear_back: bool = _opt(False, "feed each audio token the word the listening head heard a micro-turn before "
                                   "(model.embed.InputEmbed), added to an --init model without it, starting at zero")
     added_lr: float = _opt(1.0, "learning rate of the weights an --init model lacks (--audio-conv, --hear-back), as a "
-                                "multiple of the schedule's: weights that start at zero learn little at a fine-tune's rate")
+                                "multiple of the schedule's: weights that start at zero learn little at a "
+                                "fine-tune's rate")
 
     def check(self) -> None:
         """Refuse options no run can use, before anything is read or written: a ValueError naming the option.
