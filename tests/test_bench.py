@@ -25,7 +25,7 @@ from microturn.bench.rules import evaluate, parse_numbers
 from microturn.bench.run import agreement, bench, format_table, make_agent, select
 from microturn.cli import main
 from microturn.codecs.audio import SAMPLE_RATE, resample
-from microturn.stream.scenario import FAMILIES, INSTRUCTION_FAMILIES, Scenario, ScenarioError, write_set
+from microturn.stream.scenario import FAMILIES, INSTRUCTION_FAMILIES, Scenario, ScenarioError, read_set, write_set
 from microturn.stream.words import Word
 
 SPEECH_RULES = {"say", "respond", "continue", "no_gap", "count"}
@@ -259,6 +259,27 @@ def test_malformed_set_names_the_scenario(tmp_path):
         + "\n" + json.dumps({"id": "bad-07", "family": "turn", "duration": -3, "expect": []}) + "\n")
     with pytest.raises(ScenarioError, match="bad-07"):
         bench(str(tmp_path), "oracle", print_table=False)
+
+
+def test_unknown_family_is_scored_and_reported_as_such(tmp_path, capsys):
+    """The spec: "an unknown family is reported as such, never silently skipped"."""
+    rule = [{"kind": "silent", "window": [0, 1]}]
+    lines = [{"id": "k-1", "family": "karaoke", "duration": 2.0, "expect": rule},
+             {"id": "t-1", "family": "turn", "duration": 2.0, "expect": rule},
+             {"id": "k-2", "family": "karaoke", "duration": 2.0, "expect": rule + [{"kind": "respond", "after": 0.5,
+                                                                                   "within": 1.0}]}]
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(o) + "\n" for o in lines))
+    rep = bench(str(tmp_path), "silent", print_table=False)
+    assert "family 'karaoke' (2 scenarios) is not one of the spec's" in capsys.readouterr().err
+    assert list(rep["families"]) == ["turn", "karaoke"] and rep["unknown_families"] == ["karaoke"]
+    assert (rep["families"]["karaoke"]["n"], rep["families"]["karaoke"]["passed"]) == (2, 1)
+    assert [(s["id"], s["family"], s["passed"]) for s in rep["scenarios"]] == \
+        [("k-1", "karaoke", True), ("t-1", "turn", True), ("k-2", "karaoke", False)]
+    assert "karaoke (unknown family)" in format_table(rep)
+    assert [s.id for s in select(read_set(tmp_path), "karaoke")] == ["k-1", "k-2"]
+    with pytest.raises(ValueError, match="known: turn, .*, refusal, karaoke"):
+        select(read_set(tmp_path), "nope")
+    assert bench(str(tmp_path), "silent", print_table=False, families="turn")["unknown_families"] == []
 
 
 def test_filters_and_agent_names(scenario_set):

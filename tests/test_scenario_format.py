@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from microturn.stream.scenario import (FAMILIES, INSTRUCTION_FAMILIES, MANIFEST, Rule, Scenario, ScenarioError,
-                                       TextEvent, Video, input_mode, read_set, validate_set, write_set)
+                                       TextEvent, Video, input_mode, is_instruction_family, read_set, unknown_families,
+                                       validate_set, write_set)
 from microturn.stream.words import Word
 
 GOOD = {
@@ -159,7 +160,11 @@ def _rule(**r):
 
 
 BAD = [  # (manifest object, words the message must contain)
-    (_with(family="karaoke"), ["cue-0007", "family", "unknown family 'karaoke'"]),
+    (_with(family="kara oke"), ["cue-0007", "family", "must be letters"]),
+    (_with(family=""), ["cue-0007", "family", "must be letters"]),
+    (_with(family=3), ["cue-0007", "family", "string"]),
+    (_with(text=[{"t": 1, "text": "a\ud800b"}]), ["cue-0007", "text[0].text", "not valid Unicode"]),
+    (_with(words=[{"w": "\udfff", "start": 1, "end": 2}]), ["cue-0007", "words[0].w", "not valid Unicode"]),
     (_with(family=None), ["cue-0007", "family", "missing"]),
     (_with(duration=None), ["cue-0007", "duration", "missing"]),
     (_with(duration="14"), ["cue-0007", "duration", "number"]),
@@ -252,12 +257,22 @@ def test_validator_names_line_when_id_is_unusable(tmp_path, line, needles):
 
 
 def test_all_problems_reported_and_good_ones_kept(tmp_path):
-    d = write_manifest(tmp_path, [GOOD, _with(id="b", family="x"), "{", _with(id="c", duration=None)])
+    d = write_manifest(tmp_path, [GOOD, _with(id="b", family="x/y"), "{", _with(id="c", duration=None)])
     good, errors = validate_set(d)
     assert [s.id for s in good] == ["cue-0007"] and len(errors) == 3
     with pytest.raises(ScenarioError) as e:
         read_set(d)
-    assert len(e.value.errors) == 3 and "unknown family 'x'" in str(e.value)
+    assert len(e.value.errors) == 3 and "'x/y' must be letters" in str(e.value)
+
+
+def test_unknown_family_and_ids_in_any_script_are_read(tmp_path):
+    """The spec: "an unknown family is reported as such, never silently skipped", so the scenario is kept (the bench
+    scores and reports it under its own name); an id is letters of any script, digits, '_ . -'."""
+    d = write_manifest(tmp_path, [GOOD, _with(id="café-1", family="karaoke"), _with(id="b", family="karaoke")])
+    got = read_set(d)
+    assert [(s.id, s.family) for s in got] == [("cue-0007", "cuespeak"), ("café-1", "karaoke"), ("b", "karaoke")]
+    assert unknown_families(got) == {"karaoke": 2} and unknown_families(got[:1]) == {}
+    assert not is_instruction_family("karaoke")
 
 
 def test_missing_manifest_and_empty_set(tmp_path):

@@ -74,8 +74,9 @@ def run(scenarios: str, checkpoint: str | None = None, out: str = "out/results",
                               **{k: v for k, v in kw.items() if v is not None})
     names = list(reports)
     lines = ["| family | goal | " + " | ".join(names) + " |", "| --- | --- | " + " | ".join("---" for _ in names) + " |"]
-    for fam in FAMILIES:
-        lines.append(f"| {fam} | {GOALS[fam]} | " + " | ".join(cell(reports[n], fam) for n in names) + " |")
+    for fam in FAMILIES + tuple(f for f in reports[names[0]]["families"] if f not in FAMILIES):
+        label, goal = (fam, GOALS[fam]) if fam in FAMILIES else (f"{fam} (unknown family)", "")
+        lines.append(f"| {label} | {goal} | " + " | ".join(cell(reports[n], fam) for n in names) + " |")
     lines.append("| **overall** | | " + " | ".join(f"**{reports[n]['overall_pass_pct']:g}**" for n in names) + " |")
     first = reports[names[0]]
     table = "\n".join(lines)

@@ -31,6 +31,9 @@ Readings of the spec chosen here (where it leaves room):
 - **Normalisation.** Digit strings are maximal runs of decimal digits, also inside a word ("mp3" = "mp three");
   those with a leading zero ("007") are read digit by digit. Hyphens are all Unicode dash punctuation; slashes are
   ``/ \\ ⁄ ∕``. Lower-casing and accent stripping are repeated until stable, so normalising is idempotent.
+- **Families.** A family that is not one of the spec's is "reported as such, never silently skipped": its scenarios
+  are scored like any others, its block comes after the spec's families (in name order), and the report names it in
+  ``unknown_families`` (not in the spec, added; empty when there is none).
 - **Report figures.** Percentages are rounded to 0.1, times to 0.001 s, p90 uses linear interpolation, backchannels
   per minute are rounded to 0.01 and are null when a family has no no_takeover rule (or their windows sum to 0 s).
   ``pass_pct_by_input`` (instruction families only) has null for a mode without scenarios; beside it (not in the
@@ -53,7 +56,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..stream.scenario import FAMILIES, INSTRUCTION_FAMILIES, MANIFEST, Rule, Scenario, input_mode
+from ..stream.scenario import FAMILIES, INSTRUCTION_FAMILIES, MANIFEST, Rule, Scenario, input_mode, unknown_families
 from ..stream.words import Word
 
 EPS = 1e-6
@@ -488,5 +491,7 @@ def report(set_dir: str | Path, agent: str, checkpoint: str | None, results: Seq
         "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "overall_pass_pct": _pct(sum(r.passed for r in results), len(results)),
         "families": summarize(results, scenarios),
+        # families of the set that are not the spec's: scored and reported like the rest, under their own names
+        "unknown_families": list(unknown_families(scenarios)),
         "scenarios": [r.to_json() for r in results],
     }

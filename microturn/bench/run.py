@@ -16,13 +16,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from ..codecs.audio import SAMPLE_RATE, save_wav
-from ..stream.scenario import FAMILIES, Scenario, ScenarioError, read_set
+from ..stream.scenario import FAMILIES, Scenario, ScenarioError, read_set, unknown_families
 from ..stream.words import Word
 from . import rules
 from .agents import Agent, AgentOutput, ModelAgent, OracleAgent, SilentAgent
@@ -42,6 +43,9 @@ def bench(scenarios: str, agent: str | Agent, json_path=None, export_fdb=None, p
     ``trace``: each scenario's entry also holds what the agent did (``output``: its words, events and, for the model,
     the out tokens of each micro-turn that wrote more than <eot>, silent notes and timers included)."""
     chosen = select(read_set(scenarios), families, limit)
+    for fam, n in unknown_families(chosen).items():
+        print(f"note: family {fam!r} ({n} scenario{'s' * (n != 1)}) is not one of the spec's "
+              f"({', '.join(FAMILIES)}): its rules are scored and it is reported under its own name", file=sys.stderr)
     if json_path:  # its folder made before the run: a bad path fails now, not after the run with the report lost
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         if Path(json_path).is_dir() or not os.access(Path(json_path).parent, os.W_OK):
@@ -106,9 +110,10 @@ def select(scenarios: list[Scenario], families=None, limit: int | None = None) -
     if isinstance(families, str):
         families = [f.strip() for f in families.split(",") if f.strip()]
     if families:
-        unknown = [f for f in families if f not in FAMILIES]
+        known = list(FAMILIES) + sorted({s.family for s in scenarios} - set(FAMILIES))  # the set's own too
+        unknown = [f for f in families if f not in known]
         if unknown:
-            raise ValueError(f"unknown families {', '.join(unknown)}; known: {', '.join(FAMILIES)}")
+            raise ValueError(f"unknown families {', '.join(unknown)}; known: {', '.join(known)}")
         scenarios = [s for s in scenarios if s.family in families]
     if limit is not None:
         seen: dict[str, int] = defaultdict(int)
@@ -249,7 +254,8 @@ def format_table(rep: dict) -> str:
     for fam, b in rep["families"].items():
         by = b.get("pass_pct_by_input")
         agree = rep.get("audio_word_agreement", {}).get(fam, {})
-        rows.append((fam, _num(b["pass_pct"]), str(b["n"]), _dist(b["latency_s"]), _dist(b["stop_latency_s"]),
+        label = fam if fam in FAMILIES else f"{fam} (unknown family)"
+        rows.append((label, _num(b["pass_pct"]), str(b["n"]), _dist(b["latency_s"]), _dist(b["stop_latency_s"]),
                      "-" if not b["count"] else f"{_num(b['count']['obo_pct'])}/{_num(b['count']['mae'])}",
                      _num(b["backchannels_per_min"]), "-" if by is None else f"{_num(by['voice'])}/{_num(by['typed'])}",
                      _num(agree.get("median_abs_s"), "s")))

@@ -14,7 +14,14 @@ Readings of the spec chosen here:
   kept in ``Rule.extra``. Unknown keys inside ``video``, ``background``, text events and words are ignored.
 - An unknown rule ``kind`` is an error (a rule the bench cannot score must not silently pass), and so is an empty
   ``expect`` (a scenario without rules would always pass) and a set without scenarios. Blank manifest lines are skipped.
-- Ids that consist only of dots (``.``, ``..``) are rejected: ids also name folders (``--export-fdb DIR/<id>/``).
+- Ids are letters (any script's: ``café`` is one), digits, ``_ . -``; ids that consist only of dots (``.``, ``..``)
+  are rejected: ids also name folders (``--export-fdb DIR/<id>/``).
+- A ``family`` not among the spec's twelve (:data:`FAMILIES`) is kept, "reported as such, never silently skipped":
+  the bench scores its rules like any other's and reports it under its own name, after the spec's families, and
+  names it in the report's ``unknown_families`` and on stderr (:func:`unknown_families`). It must be a non-empty
+  string of letters, digits, ``_ . -`` like an id, since it names a block of the report and a row of its table.
+- Every string must be real Unicode: JSON can carry a lone surrogate (``"\\ud800"``), which no text can hold, so it
+  is an error naming its field here rather than a failure in the middle of a bench.
 - Times (``duration``, ``t``, window ends, ``after``, ``within``, ``gap``, ``delay``, word times) must be finite and
   not negative; ``duration`` and ``fps`` must be positive. Windows may reach past ``duration``: the bench clips.
 - A ``say`` text (or each alternative) must normalise to at least one word, or it could never be said.
@@ -30,7 +37,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -55,7 +61,6 @@ RULE_FIELDS = {
 RULE_KINDS = tuple(RULE_FIELDS)
 MANIFEST = "manifest.jsonl"
 KNOWN_KEYS = ("id", "family", "duration", "audio", "video", "text", "words", "background", "expect")
-_ID_RE = re.compile(r"[A-Za-z0-9_.\-]+")  # always fullmatch: "$" would let a final newline through
 _MAX_REPORTED = 20
 
 
@@ -93,9 +98,18 @@ def _num(v, name: str, *, positive: bool = False) -> float:
     return v
 
 
+def _is_name(v) -> bool:
+    """An id or a family: letters (any script's) and digits, ``_ . -``, at least one character."""
+    return isinstance(v, str) and bool(v) and all(c.isalnum() or c in "_.-" for c in v)
+
+
 def _str(v, name: str, *, empty_ok: bool = True) -> str:
     if not isinstance(v, str):
         raise _Bad(name, f"must be a string, got {v!r}")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Bad(name, f"is not valid Unicode (a lone surrogate escape?): {v!r:.80}") from None
     if not empty_ok and not v.strip():
         raise _Bad(name, "must not be empty")
     return v
@@ -296,7 +310,7 @@ class Scenario:
         With ``root`` given, referenced files must exist under it.
         """
         sid = d.get("id") if isinstance(d, dict) else None
-        label = f"scenario {sid!r}" if isinstance(sid, str) and _ID_RE.fullmatch(sid) else ""
+        label = f"scenario {sid!r}" if _is_name(sid) else ""
         try:
             s = _parse_scenario(d)
             if root is not None:
@@ -367,11 +381,11 @@ def _parse_scenario(d) -> Scenario:
     if not isinstance(d, dict):
         raise _Bad("(whole line)", f"a scenario must be a JSON object, got {type(d).__name__}")
     sid = _str(_need(d, "id", "id"), "id")
-    if not _ID_RE.fullmatch(sid) or set(sid) == {"."}:
+    if not _is_name(sid) or set(sid) == {"."}:
         raise _Bad("id", f"{sid!r} must be letters, digits, '_', '.', '-' (and not only dots)")
-    family = _need(d, "family", "family")
-    if family not in FAMILIES:
-        raise _Bad("family", f"unknown family {family!r} (known: {', '.join(FAMILIES)})")
+    family = _str(_need(d, "family", "family"), "family")
+    if not _is_name(family):
+        raise _Bad("family", f"{family!r} must be letters, digits, '_', '.', '-' (the spec's: {', '.join(FAMILIES)})")
     duration = _num(_need(d, "duration", "duration"), "duration", positive=True)
     expect = _list(_need(d, "expect", "expect"), "expect")
     if not expect:
@@ -532,6 +546,15 @@ def _write_video(set_dir: Path, s: Scenario, payload, video_format: str) -> Scen
 
 
 # ----------------------------------------------------------------------------------------------- input mode
+def unknown_families(scenarios) -> dict[str, int]:
+    """The families of these scenarios that are not the spec's, with their number of scenarios, in first-seen order."""
+    out: dict[str, int] = {}
+    for s in scenarios:
+        if s.family not in FAMILIES:
+            out[s.family] = out.get(s.family, 0) + 1
+    return out
+
+
 def is_instruction_family(family: str) -> bool:
     return family in INSTRUCTION_FAMILIES
 
