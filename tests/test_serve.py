@@ -308,6 +308,27 @@ def test_audio_ahead_of_the_stepping_is_dropped(model):
         client.session.push_text("hi \ud800")
 
 
+def test_camera_frames_are_shrunk_and_only_the_last_one_waits(model):
+    """Frames are decoded and cut to the model's size in the decoding worker (not the stepping thread, not 12 MB a
+    frame), and a frame queued right after another replaces it: a client that sends frames and no audio holds one."""
+    hub = Hub(model, Settings())
+    client = Client(hub._open(Background(LocalTools())), sink=lambda outs: None, fail=lambda: None)
+    size = model.layout.video_size
+    frames = [hub.camera_frame(jpeg(h, w)) for h, w in ((1536, 2048), (48, 64))]
+    assert all(f.shape == (size, size, 3) and f.dtype == np.uint8 for f in frames)
+    for _ in range(50):
+        hub.push_frame(client, frames[0])
+    hub.push_frame(client, frames[1])
+    assert [k for k, _ in client.inputs] == ["frame"] and client.inputs[0][1] is frames[1]
+    hub.push_audio(client, np.zeros(WINDOW, np.float32))
+    hub.push_frame(client, frames[0])
+    assert [k for k, _ in client.inputs] == ["frame", "audio", "frame"]
+    stepped, broken = hub._step([client])
+    assert stepped == [client] and not broken and not client.inputs
+    with pytest.raises(P.ProtocolError):
+        hub.camera_frame(b"not a jpeg")
+
+
 def test_token(model):
     app = make_app(model, token="s3cret")
 

@@ -109,7 +109,7 @@ class NativeConnection(Connection):
 
     async def _decode(self, jpeg: bytes) -> None:
         try:
-            rgb = await asyncio.to_thread(P.decode_jpeg, jpeg)
+            rgb = await asyncio.to_thread(self.hub.camera_frame, jpeg)
         except P.ProtocolError as e:
             self.bad(e.code, e.message)
             return

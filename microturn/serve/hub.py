@@ -33,7 +33,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..model.model import InteractionModel, Sampling
 from ..runtime.background import Background, LocalTools
 from ..runtime.session import Engine, Session, TurnOutput
+from ..stream.layout import video_frame
 from ..stream.tokenizer import default_tokenizer
+from . import protocol as P
 
 log = logging.getLogger("microturn.serve")
 
@@ -305,7 +307,22 @@ class Hub:
         client.inputs.append(("text", text))
         self.poke()
 
+    def camera_frame(self, jpeg: bytes) -> np.ndarray:
+        """JPEG bytes -> the frame at the model's size (call it in a worker thread, not the stepping one): a frame
+        waiting for its micro-turn then holds 19 KB, not the 12 MB of a 2048-pixel image, and the stepping thread
+        never resizes one while other sessions wait."""
+        return video_frame(P.decode_jpeg(jpeg), self.layout)[0]
+
     def push_frame(self, client: Client, rgb: np.ndarray) -> None:
+        """Queue a camera frame. A micro-turn sees the last frame of its window, so a frame queued right after
+        another (nothing between them) replaces it: a client whose clock is stopped (no audio) cannot grow its queue
+        with frames alone."""
+        try:
+            if client.inputs and client.inputs[-1][0] == "frame":
+                client.inputs[-1] = ("frame", rgb)
+                return
+        except IndexError:  # the stepping thread took the last item meanwhile: queue this one after it
+            pass
         client.inputs.append(("frame", rgb))
         self.poke()
 
