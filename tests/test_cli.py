@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from microturn.cli import main
-from microturn.data.synth import parse_difficulty, prepare_out
+from microturn.data import synth
+from microturn.data.synth import parse_difficulty, partial, prepare_out, replace_out
 from microturn.model import checkpoint
 from microturn.model.config import ModelConfig
 from microturn.model.model import InteractionModel, Sampling
@@ -106,16 +107,24 @@ def test_difficulty_is_parsed_with_its_bounds():
             parse_difficulty(bad)
 
 
-def test_synth_replaces_only_what_it_wrote(tmp_path, capsys):
-    """A folder of the same kind is replaced whole (nothing old left mixed in); any other folder is refused with
-    nothing deleted."""
+def test_synth_replaces_only_what_it_wrote(tmp_path):
+    """A folder of the same kind is replaced whole (nothing old left mixed in), once the new parts are written; any
+    other folder is refused with nothing deleted."""
     s = tmp_path / "set"
     (s / "audio").mkdir(parents=True)
     (s / "manifest.jsonl").write_text("{}\n")
     (s / "audio" / "old.wav").write_bytes(b"x")
     (s / "notes.txt").write_text("mine")
-    prepare_out(s, shards=False)
-    assert sorted(p.name for p in s.iterdir()) == ["notes.txt"] and "replacing" in capsys.readouterr().out
+    mine = prepare_out(s, shards=False)
+    assert sorted(p.name for p in mine) == ["audio", "manifest.jsonl"] and (s / "audio" / "old.wav").exists()
+    new = partial(s)
+    assert new.parent == s.parent and new.name.endswith(".partial")
+    (new / "audio").mkdir(parents=True)
+    (new / "manifest.jsonl").write_text("{}\n")
+    replace_out(s, mine, new)
+    assert sorted(p.name for p in s.iterdir()) == ["audio", "manifest.jsonl", "notes.txt"] and not new.exists()
+    assert not (s / "audio" / "old.wav").exists()
+    (s / "manifest.jsonl").unlink()
     with pytest.raises(ValueError, match="holds no training shards"):
         prepare_out(s, shards=True)  # notes.txt is not ours
     (s / "manifest.jsonl").write_text("{}\n")
@@ -125,9 +134,7 @@ def test_synth_replaces_only_what_it_wrote(tmp_path, capsys):
     for i in range(3):
         (d / f"shard-{i:05d}").mkdir(parents=True)
     (d / ".done").write_text("")
-    prepare_out(d, shards=True)
-    assert [p.name for p in d.iterdir()] == [".done"]
-    (d / "shard-00000").mkdir()
+    assert [p.name for p in prepare_out(d, shards=True)] == ["shard-00000", "shard-00001", "shard-00002"]
     with pytest.raises(ValueError, match="holds training shards"):
         prepare_out(d, shards=False)
     f = tmp_path / "foreign"
@@ -136,5 +143,32 @@ def test_synth_replaces_only_what_it_wrote(tmp_path, capsys):
     with pytest.raises(ValueError, match="not empty"):
         prepare_out(f, shards=False)
     assert (f / "audio").is_dir()
-    prepare_out(tmp_path / "new" / "deeper", shards=True)
-    assert (tmp_path / "new" / "deeper").is_dir()
+    assert prepare_out(tmp_path / "new" / "deeper", shards=True) == []
+
+
+def test_synth_that_fails_keeps_the_old_set(tmp_path, monkeypatch, capsys):
+    """`microturn synth` writes beside the folder and swaps the result in at the end: bad numbers are refused before
+    anything is touched, and a run that fails (or is interrupted) half-way leaves the old set whole; the next run
+    clears what it left."""
+    out = tmp_path / "set"
+    synth.run(str(out), per_family=1, seed=3, families="turn")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    manifest = (out / "manifest.jsonl").read_text()
+    for bad in ({"seed": -1}, {"workers": 0}, {"families": "turn,turn"}):
+        with pytest.raises(ValueError, match="--seed|--workers|twice"):
+            synth.run(str(out), **({"per_family": 1, "families": "turn"} | bad))
+
+    def broken(tmp, *args, **kwargs):
+        (Path(tmp) / "audio").mkdir(parents=True)
+        (Path(tmp) / "audio" / "half.wav").write_bytes(b"x")
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(synth, "write_scenario_set", broken)
+        with pytest.raises(KeyboardInterrupt):
+            synth.run(str(out), per_family=1, seed=4, families="turn")
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert (out / "manifest.jsonl").read_text() == manifest and synth.partial(out).exists()
+    synth.run(str(out), per_family=1, seed=4, families="turn")
+    assert not synth.partial(out).exists() and (out / "manifest.jsonl").read_text() != manifest
+    assert "replacing the scenario set" in capsys.readouterr().out

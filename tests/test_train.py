@@ -287,7 +287,7 @@ def test_train_draws_by_its_curriculum_option(shards, tmp_path, monkeypatch):
 def test_a_data_folder_may_link_parts_written_elsewhere(shards, tmp_path):
     """A run's data folder of symbolic links to other runs' parts reads them all (pathlib's ``**`` skipped linked
     folders without a word before Python 3.13), and a part linked twice counts once. Hidden folders count, as they
-    did."""
+    did; a folder `microturn synth` is still writing (``*.partial``) does not."""
     from microturn.train.data import Shards, shard_dirs
 
     whole = Shards(shards / "train")
@@ -297,6 +297,8 @@ def test_a_data_folder_may_link_parts_written_elsewhere(shards, tmp_path):
     (tmp_path / "mine" / ".own").symlink_to(shards / "val", target_is_directory=True)  # hidden names count too
     assert len(shard_dirs(tmp_path / "mine")) == len(shard_dirs(shards))
     assert len(Shards(tmp_path / "mine")) == len(whole) + len(Shards(shards / "val"))
+    (tmp_path / "mine" / "c.partial").symlink_to(shards / "val", target_is_directory=True)  # synth still writing
+    assert len(shard_dirs(tmp_path / "mine")) == len(shard_dirs(shards))
 
 
 def test_batches_are_a_pure_function_of_seed_rank_and_step(shards):

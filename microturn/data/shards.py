@@ -62,6 +62,9 @@ def render_again(info: dict, split: str, layout: Layout) -> dict:
     return _render((info["family"], info["seed"], split, info["difficulty"], info["index"], layout, options))[1]
 
 
+PARTIAL = ".partial"  # the suffix of a folder still being written (``synth.partial``); readers skip it
+
+
 def write_shards(out: str | Path, n_per_family: int, seed: int = 0, split: str = "train",
                  families=FAMILIES, layout: Layout = Layout(), shard_size: int = 512, workers: int | None = None,
                  difficulty: tuple[float, float] = (0.0, 1.0), **options) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..stream.scenario import Scenario, write_set
+from .shards import PARTIAL, write_shards
 from .world import FAMILIES, VOICE_OPTIONS, Session, check_options, generate
 
 
@@ -86,10 +87,11 @@ def parse_difficulty(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def prepare_out(out: str | Path, shards: bool) -> None:
-    """Make ``out`` ready before anything is generated: a new or empty folder, or one that holds what this command
-    writes (then that is replaced, so nothing of the old set or shards is left mixed in). Any other folder is refused:
-    nothing of the user's is deleted."""
+def prepare_out(out: str | Path, shards: bool) -> list[Path]:
+    """Check ``out`` before anything is generated: a new or empty folder, or one that holds what this command
+    writes. Returns those parts (the old set or shards, an interrupted writer's last shard too), which
+    :func:`replace_out` replaces once the new ones are written whole. Any other folder is refused: nothing of the
+    user's is deleted."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
@@ -99,19 +101,29 @@ def prepare_out(out: str | Path, shards: bool) -> None:
     if shards and (out / "manifest.jsonl").exists() or not shards and old_shards:
         raise ValueError(f"--out {out} holds {other}: choose another folder")
     if shards:
-        mine = old_shards  # an interrupted writer's last shard too
+        mine = old_shards
     else:
         mine = old_set if (out / "manifest.jsonl").exists() else []
     if out.is_dir() and any(out.iterdir()) and not mine:
         raise ValueError(f"--out {out} is not empty and holds no {kind}: choose a new or empty folder")
-    if mine:
-        print(f"replacing the {kind} in {out}")
+    return mine
+
+
+def partial(out: str | Path) -> Path:
+    """Where ``microturn synth`` writes before the result replaces what ``out`` held: a sibling folder, so an
+    interrupted or failed run leaves the old set or shards whole (training's ``shard_dirs`` skips it)."""
+    out = Path(out).resolve()  # "." has no name; a linked folder's parts are renamed on its own file system
+    return out.with_name(out.name + PARTIAL)
+
+
+def replace_out(out: Path, mine: list[Path], tmp: Path) -> None:
+    """Swap the new parts written in ``tmp`` for the old ones (``mine``) in ``out``."""
     for p in mine:
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    for p in sorted(tmp.iterdir()):
+        p.rename(out / p.name)
+    tmp.rmdir()
 
 
 def run(out: str, per_family: int = 12, seed: int = 0, families: str | None = None, split: str = "test",
@@ -122,23 +134,35 @@ def run(out: str, per_family: int = 12, seed: int = 0, families: str | None = No
     unknown = [f for f in fams if f not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")
+    if len(set(fams)) < len(fams):
+        raise ValueError(f"--families names a family twice: {','.join(fams)}")
     if per_family < 1:
         raise ValueError("--per-family must be at least 1")
+    if seed < 0:
+        raise ValueError(f"--seed must be 0 or more, got {seed}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
     if not shards and (given := [f"--{k.replace('_', '-')}" for k, v in options.items()
                                  if k not in VOICE_OPTIONS and (v is not None if k == "typed" else v)]):
         raise ValueError(f"{', '.join(given)}: options of training shards (--shards)")
     lo_hi = parse_difficulty(difficulty)
     check_options(split, **(options if shards else {k: v for k, v in options.items() if k in VOICE_OPTIONS and v}))
-    prepare_out(out, shards)  # only once every option is known to be good: it replaces what was there
+    mine = prepare_out(out, shards)  # only once every option is known to be good
+    tmp = partial(out)
+    if tmp.exists():  # an interrupted or failed earlier run's
+        shutil.rmtree(tmp)
     if shards:
-        from .shards import write_shards
-
-        r = write_shards(out, per_family, seed, split, fams, workers=workers, difficulty=lo_hi, **options)
+        r = write_shards(tmp, per_family, seed, split, fams, workers=workers, difficulty=lo_hi, **options)
+    else:
+        r = write_scenario_set(tmp, per_family, seed, split, fams, workers,
+                               **{k: v for k, v in options.items() if k in VOICE_OPTIONS and v})
+    if mine:
+        print(f"replacing the {'training shards' if shards else 'scenario set'} in {out}")
+    replace_out(Path(out), mine, tmp)
+    if shards:
         print(f"wrote {r['sessions']} {split} sessions in {r['shards']} shard(s) to {out}: "
               f"{r['sessions_per_minute']:.0f} sessions per minute ({r['seconds']:.0f} s)")
     else:
-        r = write_scenario_set(out, per_family, seed, split, fams, workers,
-                               **{k: v for k, v in options.items() if k in VOICE_OPTIONS and v})
         print(f"wrote {r['scenarios']} scenarios to {out}: {r['scenarios_per_minute']:.0f} per minute "
               f"({r['seconds']:.0f} s)")
     return r

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..codecs import dmel
+from ..data.shards import PARTIAL
 from ..stream.layout import Layout, recaps
 from ..stream.tokenizer import SPECIALS
 
@@ -23,10 +24,13 @@ REWRITE = "write the shard again (`microturn synth --shards`), or move it out of
 def shard_dirs(root: str | Path) -> list[Path]:
     """The shard folders (those holding a ``sessions.json``) at or under ``root``, sorted, following symbolic links:
     a run's data folder may link parts written for another (pathlib's ``**`` does not follow them before Python 3.13,
-    and skipped such parts without a word). A folder reached by two paths counts once."""
+    and skipped such parts without a word). A folder reached by two paths counts once; folders being written by
+    ``microturn synth`` (``*.partial``, under ``root``) are not read."""
     found = glob.glob(os.path.join(glob.escape(str(root)), "**", "sessions.json"), recursive=True, include_hidden=True)
     dirs = {}
     for p in sorted(Path(f).parent for f in found):
+        if any(part.endswith(PARTIAL) for part in p.relative_to(root).parts):
+            continue  # a folder `microturn synth` is still writing, or an interrupted one left
         dirs.setdefault(p.resolve(), p)
     return sorted(dirs.values())
 
