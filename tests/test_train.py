@@ -182,6 +182,28 @@ def test_added_weights_learn_at_their_own_rate_and_resume(shards, tmp_path):
         train(replace(run, out=str(tmp_path / "bad"), added_lr=0.0))
 
 
+def test_a_run_resumes_from_its_state_alone(shards, tmp_path):
+    """The state holds what resuming needs: a run killed between the two files of its first checkpoint (the state
+    written, the model folder not) and whose --init folder has gone since resumes; the log keeps no row of the steps
+    the kill discarded."""
+    c = TrainConfig(data=str(shards / "train"), val=str(shards / "val"), steps=2, batch=2, warmup=1, ckpt_every=1,
+                    eval_every=1, eval_batches=1, lr=1e-3)
+    train(replace(c, out=str(tmp_path / "a")), _model_cfg())
+    shutil.copytree(tmp_path / "a" / "model", tmp_path / "init")
+    run = replace(c, out=str(tmp_path / "r"), init=str(tmp_path / "init"), hear_back=True, added_lr=10.0)
+    train(replace(run, stop_at=1))
+    shutil.rmtree(tmp_path / "init")
+    shutil.rmtree(tmp_path / "r" / "model")
+    log = tmp_path / "r" / "log.jsonl"
+    with log.open("a") as f:  # what a kill after step 2 was logged, before its checkpoint, leaves
+        f.write(json.dumps({"kind": "eval", "step": 2, "loss": -1.0}) + "\n" + '{"kind": "train", "st')
+    train(run)
+    m = checkpoint.load(tmp_path / "r" / "model")
+    assert m.cfg.hear_back and m.checkpoint_info["step"] == 2
+    rows = [json.loads(r) for r in log.read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "eval"] == [1, 2] and all(r.get("loss") != -1.0 for r in rows)
+
+
 def test_a_run_from_an_init_model_resumes_with_its_architecture(shards, tmp_path):
     """A fine-tuning run interrupted and started again keeps the --init model's architecture (here one with the
     audio front-end, which the preset lacks) rather than the preset's."""

@@ -97,6 +97,26 @@ def load_state(path: Path) -> dict:
     return st
 
 
+def cut_log(path: Path, step: int) -> None:
+    """Drop the rows of ``log.jsonl`` after ``step``: a run killed after its last checkpoint logged steps that its
+    resumption trains again (their rows would be there twice, the discarded ones first)."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line).get("step", 0) > step:
+                continue
+        except (ValueError, AttributeError):  # a line cut short by the kill: dropped too
+            continue
+        kept.append(line if line.endswith("\n") else line + "\n")
+    if kept != lines:
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+
+
 def finite_step(r: dict, gnorm: torch.Tensor, world: int) -> bool:
     """Whether a step's loss and gradient norm are finite numbers on every process (all agree)."""
     ok = (torch.isfinite(r["loss"].detach()) & torch.isfinite(gnorm.detach())).to(torch.int32).reshape(1)
@@ -385,10 +405,13 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     saved = check_resume(c, out) if resumed else {}
     st = load_state(state_path) if resumed else None
     start = checkpoint.load(c.init) if c.init and not resumed else None
-    # the run's model, to hold ``model_cfg`` to (a model given in Python; a Ctrl-C between the two files of a first
-    # checkpoint may leave the state alone)
-    run_cfg = checkpoint.read_config(out / "model")[0] if resumed and (
-        model_cfg is None or (out / "model").exists()) else None
+    # the run's model, to hold ``model_cfg`` to: the state's record of it (a Ctrl-C between the two files of a first
+    # checkpoint leaves the state alone), or, from a state written before it kept one, the model folder's
+    run_cfg = None
+    if st is not None and "config" in st:
+        run_cfg = ModelConfig.from_json(st["config"])
+    elif resumed and (model_cfg is None or (out / "model").exists()):
+        run_cfg = checkpoint.read_config(out / "model")[0]
     if model_cfg is None and resumed:  # a resumed run keeps its architecture (an --init's, say)
         model_cfg = run_cfg
     V = default_tokenizer().vocab_size
@@ -413,10 +436,14 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     model = InteractionModel(cfg).to(dev)
     listen_weight = listen_weights(c, cfg.vocab_size)
     listen_weight = None if listen_weight is None else listen_weight.to(dev)
-    # the weights the --init model lacks (read from its config, so that a resumed run finds the same ones)
-    init_cfg = checkpoint.read_config(c.init)[0] if c.init else cfg
-    added = tuple((["embed.audio.conv."] if cfg.audio_conv != init_cfg.audio_conv else []) + (
-        ["embed.heard."] if cfg.hear_back != init_cfg.hear_back else []))
+    # the weights the --init model lacks: kept in the state, so that a resumed run finds the same ones even when the
+    # --init folder has moved or changed since (a state written before it kept them: read from the --init config)
+    if st is not None and "added" in st:
+        added = tuple(st["added"])
+    else:
+        init_cfg = checkpoint.read_config(c.init)[0] if c.init else cfg
+        added = tuple((["embed.audio.conv."] if cfg.audio_conv != init_cfg.audio_conv else []) + (
+            ["embed.heard."] if cfg.hear_back != init_cfg.hear_back else []))
     if start is not None:
         missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
         if unexpected or [k for k in missing if not k.startswith(added)]:
@@ -469,7 +496,9 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                                                           indent=1))
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(out / "tb"))
+        writer = SummaryWriter(str(out / "tb"), purge_step=step + 1 if step else None)  # resumed: drop later events
+        if step:
+            cut_log(out / "log.jsonl", step)
     log = (out / "log.jsonl").open("a") if rank == 0 else None
     bar = tqdm(total=c.steps, initial=step, disable=rank != 0, desc="train", unit="step")
     t_last, tok_count = time.perf_counter(), 0
@@ -526,7 +555,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                     ranks = [mine]
                 model_state, opt_state = full_state(model, opt, sharded)
                 if rank == 0:
-                    save_state(out, model, model_state, opt_state, ranks, step, c, by_name=sharded)
+                    save_state(out, model, model_state, opt_state, ranks, step, c, by_name=sharded, added=added)
                 saved_step = step
             if signum:
                 break
@@ -596,12 +625,14 @@ def full_state(model, opt, sharded: bool) -> tuple[dict, dict]:
 
 
 def save_state(out: Path, model, model_state: dict, opt_state: dict, ranks: list[dict], step: int, c: TrainConfig,
-               by_name: bool = False):
-    """Atomic checkpoint: the full training state (with every rank's random state), plus the model
-    alone as safetensors for serving. ``by_name``: the optimiser's state is keyed by parameter name (``full_state``
-    of a sharded run), and resumes with or without sharding."""
+               by_name: bool = False, added: tuple[str, ...] = ()):
+    """Atomic checkpoint: the full training state (with every rank's random state, the model's config and the
+    weights an --init model lacked, ``added``), plus the model alone as safetensors for serving. ``by_name``: the
+    optimiser's state is keyed by parameter name (``full_state`` of a sharded run), and resumes with or without
+    sharding."""
     tmp = out / "train_state.pt.tmp"
-    torch.save({"model": model_state, "opt": opt_state, "ranks": ranks, "step": step}
+    torch.save({"model": model_state, "opt": opt_state, "ranks": ranks, "step": step,
+                "config": model.cfg.to_json(), "added": list(added)}
                | ({"opt_by_name": True} if by_name else {}), tmp)
     os.replace(tmp, out / "train_state.pt")
     checkpoint.save(model, out / "model", extra={"step": step, "train": asdict(c)}, state=model_state)
