@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import time
 import urllib.request
 
@@ -25,7 +26,7 @@ from microturn.model.model import InteractionModel, Sampling
 from microturn.serve import protocol as P
 from microturn.serve.app import create_app
 from microturn.runtime.background import Background, LocalTools
-from microturn.serve.hub import Client, Hub, Settings, origin_allowed
+from microturn.serve.hub import Client, Hub, Settings, host_allowed, origin_allowed
 from microturn.stream.tokenizer import default_tokenizer
 
 torch.set_num_threads(1)  # the machine's 2 cores are shared
@@ -366,6 +367,27 @@ def test_origin(model):
             await start(ws)
 
     with running(make_app(model)) as port:
+        run(scenario())
+
+
+def test_a_loopback_server_admits_only_loopback_host_names(model):
+    """Against DNS rebinding: a page at evil.example whose name is re-pointed at 127.0.0.1 sends Host and Origin
+    evil.example, which agree; a server on loopback (``serve``'s default) refuses any Host that is not loopback."""
+    assert host_allowed("evil.example:8000", False) and host_allowed("127.0.0.1:8000", True)
+    assert host_allowed("[::1]:80", True) and host_allowed("localhost", True)
+    assert not host_allowed("evil.example:8000", True) and not host_allowed(None, True)
+    assert not host_allowed("[bad", True)
+
+    async def scenario():
+        evil = f"evil.example:{port}"  # the socket goes to 127.0.0.1, the request names evil.example
+        sock = socket.create_connection(("127.0.0.1", port))
+        async with websockets.connect(f"ws://{evil}/v1/stream", sock=sock, origin=f"http://{evil}") as ws:
+            msgs, _, code = await recv_all(ws, timeout=5)
+        assert (msgs[-1]["code"], code) == ("forbidden_host", 1008)
+        async with websockets.connect(url(port), origin=f"http://127.0.0.1:{port}") as ws:
+            await start(ws)
+
+    with running(make_app(model, local_only=True)) as port:
         run(scenario())
 
 

@@ -162,18 +162,20 @@ class NativeConnection(Connection):
 def create_app(model: InteractionModel | None = None, *, max_sessions: int = 32, token: str | None = None,
                allowed_origins: list[str] | None = None, idle_timeout: float = 60, max_ahead_s: float = 2.0,
                gather_ms: float = 50.0, batch: int = 32, background_factory: Callable[[], Background] | None = None,
-               sampling: Sampling | None = None, model_name: str | None = None) -> FastAPI:
+               sampling: Sampling | None = None, model_name: str | None = None, local_only: bool = False) -> FastAPI:
     """The server app. ``model``: an ``InteractionModel`` (None: the bundled checkpoint, or an untrained model with
     a warning). ``token``: a bearer token both endpoints require. ``allowed_origins``: browser origins allowed
     (None: the page's own host and localhost; ["*"]: any). ``background_factory``: makes each session's
     ``Background`` (default: local tools). ``max_ahead_s``: audio a session may have waiting for the stepping before
     more is dropped. ``gather_ms``: how long a tick may wait for other sessions' windows to share the batch.
-    ``batch``: rows of the largest engine (engines of 1, 2, 4, ... rows are created as sessions arrive)."""
+    ``batch``: rows of the largest engine (engines of 1, 2, 4, ... rows are created as sessions arrive).
+    ``local_only``: only requests whose Host header names loopback are admitted (``serve`` sets it when it listens on
+    loopback: a defence against DNS rebinding)."""
     if model is None:
         model, model_name = load_model(None)
     settings = Settings(max_sessions=max_sessions, token=token, allowed_origins=allowed_origins,
                         idle_timeout=idle_timeout, max_ahead_s=max_ahead_s, gather_ms=gather_ms, batch=batch,
-                        background_factory=background_factory)
+                        background_factory=background_factory, local_only=local_only)
     hub = Hub(model, settings, sampling)
     hub.model_info = {"name": model_name or "custom", "params": model.n_params(), "trained": None if model_name is None
                       else model_name != "UNTRAINED"}
@@ -254,8 +256,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000, checkpoint: str | Path | No
     sampling = kw.pop("sampling", None)
     if isinstance(sampling, dict):  # settings over the checkpoint's own (model.Sampling.of)
         sampling = Sampling.of(model, **sampling)
-    app = create_app(model, model_name=name, sampling=sampling, **kw)
-    if host not in ("127.0.0.1", "localhost", "::1") and not kw.get("token"):
+    local = host in ("127.0.0.1", "localhost", "::1")
+    app = create_app(model, model_name=name, sampling=sampling, **({"local_only": local} | kw))
+    if not local and not kw.get("token"):
         print(f"microturn serve: WARNING: listening on {host} without a token; anyone who can reach it can use it",
               file=sys.stderr)
     print(f"microturn serve: http://{host}:{port}/  (native: ws://{host}:{port}/v1/stream, realtime: "

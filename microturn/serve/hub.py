@@ -50,6 +50,7 @@ class Settings:
     max_sessions: int = 32
     token: str | None = None  # bearer token required by both endpoints, or None
     allowed_origins: list[str] | None = None  # None: same host + localhost; ["*"]: any
+    local_only: bool = False  # served on loopback: a Host header must name loopback too (against DNS rebinding)
     idle_timeout: float = 60.0  # seconds without a client message before the session is closed
     max_ahead_s: float = 2.0  # audio received but not yet stepped, beyond which input audio is dropped
     max_outbox: int = 512  # queued server messages beyond which a client that does not read is closed
@@ -75,6 +76,17 @@ def origin_allowed(origin: str | None, host: str | None, allowed: list[str] | No
     if o.hostname in LOCAL_HOSTS:
         return True
     return bool(host) and o.netloc.lower() == host.lower()
+
+
+def host_allowed(host: str | None, local_only: bool) -> bool:
+    """A server on loopback admits only requests whose ``Host`` names loopback: a web page whose name an attacker
+    re-points at 127.0.0.1 (DNS rebinding) sends its own name, with an Origin that matches it."""
+    if not local_only:
+        return True
+    try:
+        return urlsplit("//" + (host or "")).hostname in LOCAL_HOSTS
+    except ValueError:
+        return False
 
 
 def token_ok(expected: str | None, given: str | None) -> bool:
@@ -541,6 +553,10 @@ class Connection:
             await self.close(CLOSE_POLICY, "origin not allowed",
                              ("forbidden_origin", f"origin {self.ws.headers.get('origin')!r} is not allowed"))
             return False
+        if not host_allowed(self.ws.headers.get("host"), s.local_only):
+            await self.close(CLOSE_POLICY, "host not allowed",
+                             ("forbidden_host", f"host {self.ws.headers.get('host')!r} is not this loopback server's"))
+            return False
         if self.hub.full():
             await self.close(CLOSE_TRY_LATER, "server busy",
                              ("busy", f"all {s.max_sessions} sessions are in use; try again later"))
@@ -591,5 +607,5 @@ class Connection:
                                f"({c.dropped / 16000:.2f} s so far); send audio at real-time pace", every=1.0)
 
 
-__all__ = ["Settings", "Hub", "Client", "Connection", "Busy", "SpokenText", "voiced", "origin_allowed", "token_ok",
-           "bearer", "Resampler", "CLOSE_NORMAL", "CLOSE_POLICY", "CLOSE_TRY_LATER", "CLOSE_GOING_AWAY"]
+__all__ = ["Settings", "Hub", "Client", "Connection", "Busy", "SpokenText", "voiced", "origin_allowed", "host_allowed",
+           "token_ok", "bearer", "Resampler", "CLOSE_NORMAL", "CLOSE_POLICY", "CLOSE_TRY_LATER", "CLOSE_GOING_AWAY"]
