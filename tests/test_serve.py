@@ -330,6 +330,21 @@ def test_camera_frames_are_shrunk_and_only_the_last_one_waits(model):
         hub.camera_frame(b"not a jpeg")
 
 
+def test_typed_text_waits_at_most_max_text_wait_s(model):
+    """Typed text enters the model two tokens a micro-turn: a client may send one long text, but not queue more
+    behind it without limit; once the audio clock has taken most of it in, text is taken again."""
+    hub = Hub(model, Settings(max_text_wait_s=2.0, max_ahead_s=1000.0))
+    client = Client(hub._open(Background(LocalTools())), sink=lambda outs: None, fail=lambda: None)
+    hub.push_text(client, "one two three " * 100)  # about 300 tokens, 30 s: taken, since nothing waits before it
+    with pytest.raises(P.ProtocolError) as e:
+        hub.push_text(client, "b")  # it would wait those 30 s
+    assert e.value.code == "text_backlog" and [k for k, _ in client.inputs] == ["text"]
+    turns = client.text_until - round(2.0 / model.layout.delta)  # the audio that brings the wait down to 2 s
+    hub.push_audio(client, np.zeros(turns * WINDOW, np.float32))
+    hub.push_text(client, "b")
+    assert [k for k, _ in client.inputs] == ["text", "audio", "text"]
+
+
 def test_token(model):
     app = make_app(model, token="s3cret")
 

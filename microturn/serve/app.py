@@ -70,7 +70,10 @@ class NativeConnection(Connection):
         elif isinstance(msg, P.AudioIn):
             self.audio(msg.pcm)
         elif isinstance(msg, P.TextIn):
-            self.hub.push_text(self.client, msg.text)
+            try:
+                self.hub.push_text(self.client, msg.text)
+            except P.ProtocolError as e:  # text_backlog
+                self.bad(e.code, e.message)
         elif isinstance(msg, P.FrameIn):
             self.frame(msg.jpeg)
         elif isinstance(msg, P.SessionEnd):

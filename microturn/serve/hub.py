@@ -55,6 +55,7 @@ class Settings:
     max_ahead_s: float = 2.0  # audio received but not yet stepped, beyond which input audio is dropped
     max_outbox: int = 512  # queued server messages beyond which a client that does not read is closed
     max_errors: int = 100  # protocol errors after which a client is closed
+    max_text_wait_s: float = 30.0  # typed text waiting to enter the model beyond which more is refused
     stats_every: int = 5  # micro-turns between stats messages
     gather_ms: float = 50.0  # a tick waits up to this long for other sessions' windows, so they share the batch
     batch: int = 32  # rows of the largest engine
@@ -160,6 +161,7 @@ class Client:
     received: int = 0  # samples at 16 kHz accepted so far (queued or applied)
     dropped: int = 0  # samples refused because the client ran ahead of the stepping
     delivered: int = 0  # micro-turns whose outputs have been handed to the sink
+    text_until: int = 0  # the micro-turn by which the typed text queued so far will have entered the model
 
     def ahead_s(self) -> float:
         """Seconds of audio accepted but not yet stepped."""
@@ -316,6 +318,17 @@ class Hub:
         return True
 
     def push_text(self, client: Client, text: str) -> None:
+        """Queue typed text. It enters the model ``n_text_in`` tokens a micro-turn (10 a second), after the text
+        still waiting; text that would wait more than ``max_text_wait_s`` for that is refused (``text_backlog``),
+        so that a client cannot queue without limit (one long text is taken when nothing waits)."""
+        L = self.layout
+        now = client.received // L.samples  # the micro-turn it joins (the audio clock)
+        start = max(client.text_until, now)
+        wait = (start - now) * L.delta
+        if wait > self.settings.max_text_wait_s:
+            raise P.ProtocolError("text_backlog", f"typed text sent earlier needs {wait:.0f} s more of audio to enter "
+                                                  f"the model (10 tokens a second); send this later")
+        client.text_until = start + -(-(1 + len(self.tok.encode(" " + text.strip()))) // L.n_text_in)
         client.inputs.append(("text", text))
         self.poke()
 

@@ -140,8 +140,8 @@ class RealtimeConnection(Connection):
         self._check_formats(session)
         instructions = session.get("instructions")
         if isinstance(instructions, str) and instructions.strip() and instructions != self.instructions:
-            self.instructions = P.text_field(instructions)
-            self.hub.push_text(self.client, instructions)
+            self.hub.push_text(self.client, P.text_field(instructions))
+            self.instructions = instructions
         asked = session.get("turn_detection", _get(session, "audio", "input", "turn_detection"))
         extra = {"note": TURN_NOTE} if asked is not None else {}
         self.event("session.updated", session=self.session_object(), **extra)
