@@ -26,7 +26,7 @@ from microturn.model.model import InteractionModel, Sampling
 from microturn.serve import protocol as P
 from microturn.serve.app import create_app
 from microturn.runtime.background import Background, LocalTools
-from microturn.serve.hub import Client, Hub, Settings, host_allowed, origin_allowed
+from microturn.serve.hub import Busy, Client, Hub, Settings, host_allowed, origin_allowed
 from microturn.stream.tokenizer import default_tokenizer
 
 torch.set_num_threads(1)  # the machine's 2 cores are shared
@@ -343,6 +343,28 @@ def test_typed_text_waits_at_most_max_text_wait_s(model):
     hub.push_audio(client, np.zeros(turns * WINDOW, np.float32))
     hub.push_text(client, "b")
     assert [k for k, _ in client.inputs] == ["text", "audio", "text"]
+
+
+def test_no_engine_is_built_beyond_max_sessions(model):
+    """A session asked for while every row is taken (a client admitted as another's row was being freed) is refused
+    as busy, never given an engine beyond ``max_sessions``; a detached client's row counts as taken until closed."""
+    hub = Hub(model, Settings(max_sessions=2))
+    clients = [Client(hub._open(Background(LocalTools())), sink=lambda outs: None, fail=lambda: None)
+               for _ in range(2)]
+    with pytest.raises(Busy):
+        hub._open(Background(LocalTools()))
+    assert sum(e.capacity for e in hub.engines) == 2
+
+    async def scenario():
+        for c in clients:
+            hub.clients[id(c.session)] = c
+        closing = asyncio.create_task(hub.detach(clients[0]))
+        await asyncio.sleep(0)  # detached: no longer a client, its session not closed yet
+        assert id(clients[0].session) not in hub.clients and hub.full()
+        await closing
+        assert not hub.full() and clients[0].session.closed
+
+    run(scenario())
 
 
 def test_token(model):

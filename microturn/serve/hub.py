@@ -184,7 +184,7 @@ class Hub:
         self.busy = threading.Lock()  # held by whoever touches the engines (the stepping thread, open, close)
         self.opening = threading.Lock()  # one session opens at a time, so a burst of them builds one engine, not many
         self.clients: dict[int, Client] = {}  # by id(session)
-        self.reserved = 0  # slots being opened
+        self.reserved = 0  # slots being opened, or freed (a detached client's row until its session is closed)
         self.wake: asyncio.Event | None = None
         self.task: asyncio.Task | None = None
         self.ticks = 0
@@ -238,7 +238,9 @@ class Hub:
                         return engine.open(background)
                 used = sum(e.capacity for e in self.engines)
                 size = min(self.settings.batch, self.settings.max_sessions - used, 2 ** len(self.engines))
-            engine = self._build(max(1, size))
+                if size < 1:  # every row of max_sessions is built and taken: never an engine beyond them
+                    raise Busy(f"all {self.settings.max_sessions} sessions are in use")
+            engine = self._build(size)
             with self.busy:
                 self.engines.append(engine)
                 return engine.open(background)
@@ -272,7 +274,11 @@ class Hub:
         """Free the client's slot (idempotent)."""
         if self.clients.get(id(client.session)) is client:
             del self.clients[id(client.session)]
-            await asyncio.to_thread(self._locked, client.session.close)
+            self.reserved += 1  # its row is taken until closed: a client admitted meanwhile would find none
+            try:
+                await asyncio.to_thread(self._locked, client.session.close)
+            finally:
+                self.reserved -= 1
 
     async def finish(self, client: Client, tail: np.ndarray | None = None, timeout: float = 2.0) -> list:
         """End of input: ``tail`` (the rest of the client's resampled audio) is queued, the last partial window is
