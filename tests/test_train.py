@@ -422,11 +422,15 @@ def test_shares_of_batches_outside_0_to_1_are_refused(shards, tmp_path):
     assert not (tmp_path / "x" / "model").exists()  # refused before anything was written
 
 
-def test_missing_held_out_shards_are_warned_of(shards, tmp_path, capsys):
+def test_missing_held_out_shards_are_refused(shards, tmp_path):
+    """A --val folder that is not there (mistyped) is refused before anything is written; '' trains without."""
     c = TrainConfig(data=str(shards / "train"), val=str(tmp_path / "no-such-shards"), out=str(tmp_path / "x"),
                     steps=1, batch=1, warmup=1, ckpt_every=1)
-    train(c, _model_cfg())
-    assert "no evaluation in this run: the held-out shards" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="no-such-shards: no such folder"):
+        train(c, _model_cfg())
+    assert not (tmp_path / "x").exists()
+    train(replace(c, val=""), _model_cfg())
+    assert checkpoint.load(tmp_path / "x" / "model").checkpoint_info["step"] == 1
 
 
 def test_workers_train_the_same_model(shards, tmp_path):

@@ -400,6 +400,10 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     torch.manual_seed(c.seed + rank)
     out = Path(c.out)
     shards = Shards(c.data)
+    if c.val and not Path(c.val).is_dir():  # a mistyped folder must not leave a run without a single evaluation
+        raise ValueError(f"{option('val')} {c.val}: no such folder; write held-out shards there (`microturn synth "
+                         f"--out {c.val} --split val --per-family 16 --shards`) or give {option('val')} '' to train "
+                         f"without evaluations")
     state_path = out / "train_state.pt"
     resumed = state_path.exists()
     saved = check_resume(c, out) if resumed else {}
@@ -480,12 +484,8 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
             set_optimizer_state_dict(model, opt, state, options=StateDictOptions(full_state_dict=True, strict=False))
         else:
             opt.load_state_dict(st["opt"])
-    val = None
-    if c.val and (rank == 0 or sharded):  # sharded, every rank takes part in each forward, evaluation's too
-        if Path(c.val).exists():
-            val = Shards(c.val)
-        elif rank == 0:
-            print(f"warning: no evaluation in this run: the held-out shards {c.val} do not exist", flush=True)
+    # sharded, every rank takes part in each forward, evaluation's too
+    val = Shards(c.val) if c.val and (rank == 0 or sharded) else None
     writer = None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)

@@ -115,6 +115,7 @@ async function startMedia() {
     audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
     video: wantCam ? { width: 320, height: 240 } : false,
   });
+  if (state.ctx) state.ctx.close(); // the last session's (kept after Stop so its final audio could play out)
   state.ctx = new AudioContext();
   await state.ctx.audioWorklet.addModule("/static/worklet.js");
   const source = state.ctx.createMediaStreamSource(stream);
