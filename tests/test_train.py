@@ -202,6 +202,9 @@ def test_a_run_resumes_from_its_state_alone(shards, tmp_path):
     assert m.cfg.hear_back and m.checkpoint_info["step"] == 2
     rows = [json.loads(r) for r in log.read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "eval"] == [1, 2] and all(r.get("loss") != -1.0 for r in rows)
+    (tmp_path / "r" / "train_state.pt").unlink()  # started over in its folder: the old run's rows go
+    train(replace(c, out=str(tmp_path / "r"), steps=1), _model_cfg())
+    assert [json.loads(r)["step"] for r in log.read_text().splitlines()] == [1]
 
 
 def test_a_run_from_an_init_model_resumes_with_its_architecture(shards, tmp_path):

@@ -99,7 +99,8 @@ def load_state(path: Path) -> dict:
 
 def cut_log(path: Path, step: int) -> None:
     """Drop the rows of ``log.jsonl`` after ``step``: a run killed after its last checkpoint logged steps that its
-    resumption trains again (their rows would be there twice, the discarded ones first)."""
+    resumption trains again (their rows would be there twice, the discarded ones first); at step 0 (a run started
+    over in its folder) the old run's rows."""
     if not path.exists():
         return
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -496,9 +497,10 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                                                           indent=1))
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(out / "tb"), purge_step=step + 1 if step else None)  # resumed: drop later events
-        if step:
-            cut_log(out / "log.jsonl", step)
+        # the log from this step on is this run's: rows and events a resumed run trains again (or an old run's, in a
+        # folder started over) are dropped
+        writer = SummaryWriter(str(out / "tb"), purge_step=step + 1)
+        cut_log(out / "log.jsonl", step)
     log = (out / "log.jsonl").open("a") if rank == 0 else None
     bar = tqdm(total=c.steps, initial=step, disable=rank != 0, desc="train", unit="step")
     t_last, tok_count = time.perf_counter(), 0
