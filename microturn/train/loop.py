@@ -461,6 +461,8 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
         ranks = st["ranks"] if "ranks" in st else [{"rng": st["rng"]}]
         if rank < len(ranks):  # each rank resumes its own noise (its batches follow from the step alone)
             torch.set_rng_state(ranks[rank]["rng"])
+            if dev.type == "cuda" and "cuda_rng" in ranks[rank]:  # the flow head's noise is drawn on the GPU
+                torch.cuda.set_rng_state(ranks[rank]["cuda_rng"], dev)
         # else: a rank the checkpoint did not have (a run resumed on more processes) keeps its fresh seeds
         step = st["step"]
     sharded = world > 1 and c.fsdp
@@ -550,7 +552,8 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
             signum = stop.agreed(world, dev)
             if step % c.ckpt_every == 0 or step == end or signum:
                 ranks = [None] * world
-                mine = {"rng": torch.get_rng_state()}
+                mine = {"rng": torch.get_rng_state()} | (
+                    {"cuda_rng": torch.cuda.get_rng_state(dev)} if dev.type == "cuda" else {})
                 if world > 1:
                     dist.all_gather_object(ranks, mine)
                 else:
