@@ -538,6 +538,25 @@ async def beta_names(port: int) -> set[str]:
     return types
 
 
+def test_realtime_response_audio_ends_with_its_last_word(model):
+    """The 16 -> 24 kHz resampler holds back the end of each chunk (16 ms here): a response's audio ends with what
+    the first silent micro-turn brings out of it, not without it."""
+    from types import SimpleNamespace
+
+    from microturn.runtime.session import TurnOutput
+    from microturn.serve.realtime import RealtimeConnection
+
+    rt = RealtimeConnection(SimpleNamespace(headers={}, query_params={}), Hub(model, Settings()))
+    sent = []
+    rt.event = lambda kind, **fields: sent.append((kind, fields))
+    x = (0.3 * np.sin(np.arange(2 * WINDOW) / 3)).astype(np.float32)
+    rt.deliver([TurnOutput(t, [], [], "", [], [], [], a, 0.0)
+                for t, a in enumerate((x[:WINDOW], x[WINDOW:], np.zeros(WINDOW, np.float32)))])
+    assert sent[-1][0] == "response.done"
+    pcm24 = b"".join(base64.b64decode(f["delta"]) for k, f in sent if k == "response.output_audio.delta")
+    assert 2 * WINDOW * 3 // 2 <= len(pcm24) // 2 <= 2 * WINDOW * 3 // 2 + 480  # all 0.4 s, at most 20 ms more
+
+
 def test_realtime_beta_names(model):
     with running(make_app(model)) as port:
         types = run(beta_names(port))

@@ -425,6 +425,32 @@ def test_shares_of_batches_outside_0_to_1_are_refused(shards, tmp_path):
     assert not (tmp_path / "x" / "model").exists()  # refused before anything was written
 
 
+def test_held_out_shards_of_another_layout_are_refused(shards, tmp_path):
+    """Held-out shards written for another layout are refused before training, not at the first evaluation."""
+    from microturn.stream.layout import Layout
+
+    write_shards(tmp_path / "val", 1, seed=1, split="val", families=("turn",), workers=1, layout=Layout(n_out=2))
+    c = TrainConfig(data=str(shards / "train"), val=str(tmp_path / "val"), out=str(tmp_path / "x"), steps=1,
+                    batch=1, warmup=1, ckpt_every=1)
+    with pytest.raises(ValueError, match="layout .* is not the model's"):
+        train(c, _model_cfg())
+    assert not (tmp_path / "x").exists()
+
+
+def test_one_process_trains_in_a_folder_at_a_time(shards, tmp_path):
+    """A second start in a run's folder while one trains there is refused (they would share its state files)."""
+    from microturn.train.loop import run_lock
+
+    c = TrainConfig(data=str(shards / "train"), val="", out=str(tmp_path / "x"), steps=1, batch=1, warmup=1,
+                    ckpt_every=1)
+    held = run_lock(tmp_path / "x")  # as a run in progress holds it
+    with pytest.raises(ValueError, match="being trained by another process"):
+        train(c, _model_cfg())
+    held.close()
+    train(c, _model_cfg())
+    train(replace(c, steps=2), _model_cfg())  # the lock went with the run that held it
+
+
 def test_missing_held_out_shards_are_refused(shards, tmp_path):
     """A --val folder that is not there (mistyped) is refused before anything is written; '' trains without."""
     c = TrainConfig(data=str(shards / "train"), val=str(tmp_path / "no-such-shards"), out=str(tmp_path / "x"),

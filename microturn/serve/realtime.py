@@ -203,6 +203,10 @@ class RealtimeConnection(Connection):
             if not speaking:
                 self.muted = False
                 if self.response is not None:
+                    tail = audio[: 1 + np.flatnonzero(np.abs(audio) > 1e-4).max(initial=-1)]
+                    if len(tail):  # the end of the last word, which the resampler's filter held back
+                        self.event(self.names["audio.delta"], **self.ref(),
+                                   delta=base64.b64encode(float_to_pcm16(tail)).decode())
                     self.close_response("completed")
                 continue
             if self.muted:

@@ -97,6 +97,22 @@ def load_state(path: Path) -> dict:
     return st
 
 
+def run_lock(out: Path):
+    """One training process at a time in a run's folder (``train.lock``, an advisory lock the OS drops with the
+    process): a second start would share its state files. Returns the open lock file; closing it unlocks."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    f = (out / "train.lock").open("w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise ValueError(f"{out} is being trained by another process (it holds {out / 'train.lock'}): let it finish or "
+                         f"stop it, or give another --out") from None
+    return f
+
+
 def cut_log(path: Path, step: int) -> None:
     """Drop the rows of ``log.jsonl`` after ``step``: a run killed after its last checkpoint logged steps that its
     resumption trains again (their rows would be there twice, the discarded ones first); at step 0 (a run started
@@ -405,6 +421,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
         raise ValueError(f"{option('val')} {c.val}: no such folder; write held-out shards there (`microturn synth "
                          f"--out {c.val} --split val --per-family 16 --shards`) or give {option('val')} '' to train "
                          f"without evaluations")
+    held_out = Shards(c.val) if c.val else None
     state_path = out / "train_state.pt"
     resumed = state_path.exists()
     saved = check_resume(c, out) if resumed else {}
@@ -431,6 +448,9 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     if cfg.vocab_size < V or cfg.layout != shards.layout:
         raise ValueError(f"the model's vocabulary ({cfg.vocab_size} tokens) must hold the tokenizer's ({V}) and its "
                          f"layout must be the shards' ({shards.layout})")
+    if held_out is not None and held_out.layout != cfg.layout:  # found now, not at the first evaluation
+        raise ValueError(f"{option('val')} {c.val}: its shards' layout ({held_out.layout}) is not the model's "
+                         f"({cfg.layout}); write them again (`microturn synth --shards`)")
     if run_cfg is not None and cfg.to_json() != run_cfg.to_json():
         differ = sorted(k for k, v in cfg.to_json().items() if run_cfg.to_json().get(k) != v)
         raise ValueError(f"{out} holds a run of another model than the one asked for (it differs in "
@@ -487,11 +507,10 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
             set_optimizer_state_dict(model, opt, state, options=StateDictOptions(full_state_dict=True, strict=False))
         else:
             opt.load_state_dict(st["opt"])
-    # sharded, every rank takes part in each forward, evaluation's too
-    val = Shards(c.val) if c.val and (rank == 0 or sharded) else None
+    val = held_out if rank == 0 or sharded else None  # sharded, every rank takes part in each forward, evaluation's too
     writer = None
+    lock = run_lock(out) if rank == 0 else None
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
         data = shards.summary()
         print(f"data: {data['sessions']:,} sessions in {data['folders']} shard folders under {c.data} (" +
               ", ".join(f"{f} {n:,}" for f, n in data["by_family"].items()) + ")", flush=True)
@@ -523,6 +542,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
                 if rank == 0:
                     log.close()
                     writer.close()
+                    lock.close()
                 kept = f"the checkpoint of step {saved_step} in {out} is kept" if saved_step else "no checkpoint saved"
                 raise Diverged(f"step {step + 1}: the training loss is {r['loss'].item()} and the gradient norm "
                                f"{float(gnorm)}: stopped without saving this step ({kept}); try a lower --lr")
@@ -567,6 +587,8 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     bar.close()
     if dist.is_initialized():
         dist.barrier()
+    if lock is not None:
+        lock.close()
     if signum:
         raise Stopped(step, signum, out)
     return out
