@@ -3,6 +3,7 @@
 
     python scripts/join_halves.py FOLDER_WITH_PARTS CHECKPOINT_FOLDER
 """
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -22,7 +23,9 @@ w = {}
 for i in range(n):
     w |= load_file(src / f"model-{i}.safetensors")
 dst.mkdir(parents=True, exist_ok=True)
-save_file(w, dst / checkpoint.WEIGHTS, metadata={"format": checkpoint.FORMAT, "version": str(checkpoint.VERSION)})
+save_id = json.loads((src / "config.json").read_text()).get("save_id")  # the config's: the two are one save
+save_file(w, dst / checkpoint.WEIGHTS, metadata={"format": checkpoint.FORMAT, "version": str(checkpoint.VERSION)}
+          | ({"save_id": save_id} if save_id else {}))
 shutil.copy(src / "config.json", dst / checkpoint.CONFIG)
 m = checkpoint.load(dst)  # checks every tensor against the config
 print(f"{dst}: {m.n_params():,} parameters, step {m.checkpoint_info['step']}")

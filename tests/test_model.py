@@ -363,20 +363,31 @@ def test_flow_head_runs_only_while_the_agent_speaks():
 
 
 def test_heard_and_noted_words_are_not_said():
-    """The step's rule for what was said (it runs the flow head): a word after <note> is written, not said, also
-    over the next micro-turn's timer; a heard token is silent and the word after it is said."""
+    """The step's rule for what was said (it runs the flow head), the decoder's: a word after <note> is written, not
+    said, also over the next micro-turn's timer; a heard token is silent and the word after it is said; a
+    delegation's query is not said, over micro-turns, and the word after </dlg> is."""
     from types import SimpleNamespace
 
     from microturn.model.model import InteractionModel
-    from microturn.stream.tokenizer import NOTE, heard, timer
+    from microturn.stream.layout import Layout, OutputDecoder
+    from microturn.stream.tokenizer import DLG, DLG_END, NOTE, default_tokenizer, heard, timer
 
     word = len(SPECIALS) + 100
-    rows = torch.arange(4)
-    state = SimpleNamespace(noting=torch.zeros(4, dtype=torch.bool))
-    first = torch.tensor([[heard("tiger"), word, EOT], [NOTE, word, EOT], [word, EOT, PAD], [timer(3), NOTE, EOT]])
-    assert InteractionModel._said(state, first, rows).tolist() == [True, False, True, False]
-    second = torch.tensor([[word, EOT, PAD], [EOT, PAD, PAD], [EOT, PAD, PAD], [timer(2), word, EOT]])
-    assert InteractionModel._said(state, second, rows).tolist() == [True, False, False, False]
+    rows = torch.arange(6)
+    state = SimpleNamespace(noting=torch.zeros(6, dtype=torch.bool), asking=torch.zeros(6, dtype=torch.bool))
+    turns = [torch.tensor([[heard("tiger"), word, EOT], [NOTE, word, EOT], [word, EOT, PAD], [timer(3), NOTE, EOT],
+                           [heard("pencil"), EOT, PAD], [DLG, word, word]]),
+             torch.tensor([[word, EOT, PAD], [EOT, PAD, PAD], [EOT, PAD, PAD], [timer(2), word, EOT],
+                           [NOTE, heard("tiger"), EOT], [word, DLG_END, EOT]]),
+             torch.tensor([[EOT, PAD, PAD]] * 5 + [[word, EOT, PAD]])]
+    said = [InteractionModel._said(state, toks, rows).tolist() for toks in turns]
+    assert said == [[True, False, True, False, False, False], [True, False, False, False, False, False],
+                    [False, False, False, False, False, True]]
+    for r in range(6):  # the decoder agrees, micro-turn by micro-turn
+        dec = OutputDecoder(Layout(), default_tokenizer())
+        for t, toks in enumerate(turns):
+            dec.push(toks[r].numpy())
+            assert bool(dec.said) == said[t][r], (r, t)
 
 
 def test_state_reset_starts_over():
@@ -592,7 +603,7 @@ def test_checkpoint_round_trip(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
     meta = json.loads((folder / "config.json").read_text())
     assert meta["format"] == "microturn-model" and meta["version"] == 1 and meta["extra"]["step"] == 12
-    assert ModelConfig.from_json({k: v for k, v in meta.items() if k not in ("format", "version", "extra")}) == cfg
+    assert checkpoint.read_config(folder) == (cfg, meta["extra"]) and len(meta["save_id"]) == 32
     loaded = checkpoint.load(folder)
     assert loaded.cfg == cfg and not loaded.training and loaded.checkpoint_info["step"] == 12
     for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
@@ -662,6 +673,15 @@ def test_checkpoint_errors(tmp_path):
           "transformer.blocks.0.mlp.up.weight")
     fails(variant("conv", json.dumps(meta | {"audio_conv": 1})), "missing tensors: embed.audio.conv.convs.0.")
     fails(variant("badconv", json.dumps(meta | {"audio_conv": -1})), "audio_conv must be a non-negative integer")
+    fails(variant("fpt0", json.dumps(meta | {"layout": meta["layout"] | {"frames_per_token": 0}})),
+          "bad model config", "frames_per_token must be a whole number")
+    fails(variant("sampling", json.dumps(meta | {"extra": {"sampling": {"top_k": 5}}})), "extra.sampling", "top_k")
+    other = checkpoint.save(build(cfg), tmp_path / "other")  # the same model saved again: another save
+    fails(variant("mixed", (other / "config.json").read_text()), "two different saves")
+    nan = build(cfg)
+    with torch.no_grad():
+        nan.listen.weight[0, 0] = float("nan")
+    fails(checkpoint.save(nan, tmp_path / "nan"), "not finite", "listen.weight")
     # a field added after version 1 may be absent: written before it, the checkpoint means its old value
     older = checkpoint.load(variant("older", json.dumps({k: v for k, v in meta.items() if k != "audio_conv"})))
     assert older.cfg.audio_conv == 0

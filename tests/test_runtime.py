@@ -156,6 +156,42 @@ def test_threads_can_push_while_engine_ticks(model):
     assert s.t == 5
 
 
+def test_a_tick_waits_until_the_one_in_flight_has_advanced_its_sessions(model):
+    """Two threads ticking one engine: the second steps micro-turn 1 only once the first has finished micro-turn 0
+    (its vocoding included), so it sees the session's clock moved on and micro-turn 1's camera frame."""
+    eng = Engine(model, capacity=1)
+    seen, slow = [], threading.Event()
+    step, vocode = model.step, eng.vocode
+
+    def watched_step(state, audio, video, video_on, *args, **kwargs):
+        seen.append((int(state.t[0]), bool(video_on[0])))
+        return step(state, audio, video, video_on, *args, **kwargs)
+
+    def slow_vocode(mel, sessions):
+        if not slow.is_set():
+            slow.set()
+            time.sleep(0.5)
+        return vocode(mel, sessions)
+
+    eng.vocode = slow_vocode
+    s = eng.open()
+    L = model.layout
+    s.push_audio(np.zeros(L.samples, np.float32))
+    s.push_frame(np.full((80, 80, 3), 200, np.uint8))  # shown in micro-turn 1's window
+    s.push_audio(np.zeros(L.samples, np.float32))
+    try:
+        model.step = watched_step
+        first = threading.Thread(target=eng.tick)
+        first.start()
+        assert slow.wait(30)  # the first tick is vocoding
+        eng.tick()
+        first.join()
+    finally:
+        del model.step
+    assert seen == [(0, False), (1, True)] and not s.camera
+    assert [o.t for o in s.drain()] == [0, 1]
+
+
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 def test_window_by_window_vocoding_keeps_the_speech(model, tmp_path):
     """The engine vocodes each 200 ms window on its own (after a few frames of the previous one): real speech's

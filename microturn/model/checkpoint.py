@@ -3,8 +3,9 @@
 ``config.json`` = the fields of ``ModelConfig.to_json()`` plus ``{"format": "microturn-model", "version": 1}`` plus
 anything the caller adds (training step, data, ...) under ``"extra"``; fields added later (``LATER_FIELDS``) may be
 absent and then mean what checkpoints written before them were. ``load`` checks everything before building a model
-and says exactly what is wrong: a missing or malformed file, unknown config fields, missing or unexpected tensors, a
-tensor whose shape does not match the config.
+and says exactly what is wrong: a missing or malformed file, unknown config fields, decoding settings (``extra.sampling``)
+the model does not take, missing or unexpected tensors, a tensor whose shape does not match the config, weights that
+are not finite, and a config and weights of two different saves (``save`` gives both the same ``save_id``).
 
 The text head is tied to ``embed.text.weight`` by computation (``h @ W.T``), not by a second parameter, so the state
 dict has no shared storage and safetensors stores every tensor once.
@@ -25,7 +26,7 @@ VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "model"
-_RESERVED = ("format", "version", "extra")
+_RESERVED = ("format", "version", "extra", "save_id")
 # config fields added after version 1, with the value a checkpoint without them means
 LATER_FIELDS = {"audio_conv": 0, "hear_back": False}
 
@@ -60,8 +61,12 @@ def save(model, path: str | Path, extra: dict | None = None, dtype: torch.dtype 
     refused rather than stored as infinity.
     ``extra``: JSON-serialisable information stored in ``config.json`` under ``"extra"`` (training step, ...).
     ``state``: the weights to write, when not the model's own ``state_dict()`` (a sharded model's, gathered).
-    Both files are written to temporary names first and renamed, so a crash never leaves half a checkpoint.
+    Both files are written to temporary names first and renamed, so a crash never leaves half a file; both carry
+    this save's ``save_id``, so that a crash between the two renames (new weights beside the old config) is found
+    by ``load`` rather than read as one checkpoint.
     """
+    import uuid
+
     from safetensors.torch import save_file
 
     model = _unwrap(model)
@@ -74,7 +79,8 @@ def save(model, path: str | Path, extra: dict | None = None, dtype: torch.dtype 
     if lost:
         raise CheckpointError(f"{_names(lost)} overflow {dtype}: store the weights in a wider type")
     folder.mkdir(parents=True, exist_ok=True)
-    meta = model.cfg.to_json() | {"format": FORMAT, "version": VERSION}
+    save_id = uuid.uuid4().hex
+    meta = model.cfg.to_json() | {"format": FORMAT, "version": VERSION, "save_id": save_id}
     if extra:
         meta["extra"] = extra
     try:
@@ -82,7 +88,7 @@ def save(model, path: str | Path, extra: dict | None = None, dtype: torch.dtype 
     except TypeError as e:
         raise CheckpointError(f"checkpoint extra information is not JSON-serialisable: {e}") from None
     tmp_w, tmp_c = folder / (WEIGHTS + ".tmp"), folder / (CONFIG + ".tmp")
-    save_file(tensors, str(tmp_w), metadata={"format": FORMAT, "version": str(VERSION)})
+    save_file(tensors, str(tmp_w), metadata={"format": FORMAT, "version": str(VERSION), "save_id": save_id})
     tmp_c.write_text(text + "\n", encoding="utf-8")
     tmp_w.replace(folder / WEIGHTS)
     tmp_c.replace(folder / CONFIG)
@@ -118,7 +124,7 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict]:
         raise CheckpointError(f"{cfile}: model config lacks fields: {', '.join(lacking)}")
     try:
         cfg = ModelConfig.from_json(fields)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, ArithmeticError) as e:
         raise CheckpointError(f"{cfile}: bad model config: {e}") from None
     for name in ("depth", "vocab_size", "n_experts", "top_k", "window", "pinned", "flow_width", "audio_conv"):
         v = getattr(cfg, name)
@@ -133,12 +139,19 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict]:
     extra = meta.get("extra", {})
     if not isinstance(extra, dict):
         raise CheckpointError(f"{cfile}: \"extra\" must be an object, got {type(extra).__name__}")
+    if "sampling" in extra:  # the checkpoint's own decoding settings (Sampling.of): checked now, not at a first step
+        from .model import Sampling
+
+        try:
+            Sampling(**extra["sampling"])
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{cfile}: extra.sampling is not the model's decoding settings: {e}") from None
     return cfg, extra
 
 
 def load(path: str | Path, device="cpu") -> InteractionModel:
     """Build the model a checkpoint folder describes and load its weights (eval mode, on ``device``)."""
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     folder = _folder(path)
@@ -148,8 +161,14 @@ def load(path: str | Path, device="cpu") -> InteractionModel:
         raise CheckpointError(f"checkpoint {folder}: {WEIGHTS} is missing")
     try:
         tensors = load_file(str(wfile), device="cpu")
+        with safe_open(str(wfile), "pt") as f:
+            save_id = (f.metadata() or {}).get("save_id")
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{wfile}: cannot read the weights: {e}") from None
+    config_id = json.loads((folder / CONFIG).read_text(encoding="utf-8")).get("save_id")
+    if save_id != config_id:
+        raise CheckpointError(f"checkpoint {folder}: {CONFIG} and {WEIGHTS} come from two different saves (one "
+                              f"interrupted between its two files?); save the model again")
     with torch.device("meta"):  # the shapes first: a config far from its weights must not allocate a huge model
         expected = InteractionModel(cfg).state_dict()
     missing = sorted(set(expected) - set(tensors))
@@ -169,6 +188,9 @@ def load(path: str | Path, device="cpu") -> InteractionModel:
         raise CheckpointError(f"checkpoint {folder}: the weights do not match {CONFIG} "
                               f"(depth {cfg.depth}, d_model {cfg.d_model}, vocab {cfg.vocab_size}, "
                               f"experts {cfg.n_experts}): " + "; ".join(problems))
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:  # greedy decoding would stay silent for ever, sampling fail in the middle of a batch's tick
+        raise CheckpointError(f"checkpoint {folder}: weights that are not finite (NaN or infinity): {_names(broken)}")
     model = InteractionModel(cfg)
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
     model.checkpoint_info = extra  # training step etc., for reports

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..codecs import dmel
 from ..stream.layout import Layout, out_loss_mask
-from ..stream.tokenizer import EOT, NOTE, PAD, SIL, SPECIALS, TYPED, is_heard, is_timer
+from ..stream.tokenizer import DLG, DLG_END, EOT, NOTE, PAD, SIL, SPECIALS, TYPED, is_heard, is_timer
 from .config import ModelConfig
 from .embed import InputEmbed
 from .heads import FlowHead
@@ -39,6 +39,7 @@ class StreamState:
     n_tail: torch.Tensor  # [B] how many of them (its <eot> and the <pad>s after it) are still to be fed
     quiet: torch.Tensor  # [B] micro-turns since the row last said a word (up to SPEECH_TAIL: its audio is over)
     noting: torch.Tensor  # [B] bool: the row's last token was a <note> (its next word is written, not said)
+    asking: torch.Tensor  # [B] bool: the row is writing a delegation's query (<dlg> ... </dlg>: not said)
     audio_past: torch.Tensor  # [B, context, 80] uint8: the last audio frames heard, the audio front-end's context
     heard: torch.Tensor  # [B, n_audio] the words the listening head heard last micro-turn, fed back (hear_back)
     doubt: torch.Tensor  # [B] float: the chance that the row's doubts so far all came out silent (Sampling.doubt_floor)
@@ -51,6 +52,7 @@ class StreamState:
         self.n_tail[rows] = 0
         self.quiet[rows] = SPEECH_TAIL
         self.noting[rows] = False
+        self.asking[rows] = False
         self.audio_past[rows] = 0
         self.heard[rows] = SIL
         self.doubt[rows] = 1.0
@@ -287,7 +289,8 @@ class InteractionModel(nn.Module):
         zeros = lambda *shape: torch.zeros(*shape, dtype=torch.long, device=device)  # noqa: E731
         return StreamState(KVCache.empty(self.cfg, batch, device=device), zeros(batch), zeros(batch),
                            zeros(batch, self.layout.n_out), zeros(batch), zeros(batch) + SPEECH_TAIL,
-                           zeros(batch).bool(), zeros(batch, self.embed.audio.context, dmel.N_MELS).to(torch.uint8),
+                           zeros(batch).bool(), zeros(batch).bool(),
+                           zeros(batch, self.embed.audio.context, dmel.N_MELS).to(torch.uint8),
                            zeros(batch, self.layout.n_audio) + SIL, torch.ones(batch, device=device))
 
     def _run(self, state, x, rows):
@@ -317,16 +320,19 @@ class InteractionModel(nn.Module):
 
     @staticmethod
     def _said(state: StreamState, toks: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """[n] whether each row said a word in this micro-turn's out tokens [n, n_out]: not controls, timers or
-        noted words (the rule of ``stream.layout.OutputDecoder``: a note's word follows it, or the next micro-turn's
-        timer)."""
+        """[n] whether each row said a word in this micro-turn's out tokens [n, n_out]: not controls, timers, heard
+        tokens, noted words or a delegation's query (the rule of ``stream.layout.OutputDecoder``: a note's word
+        follows it, or the next micro-turn's timer; a query runs from <dlg> to </dlg>, over micro-turns)."""
         noting = state.noting[rows] & is_timer(toks[:, 0])
+        asking = state.asking[rows]
         said = torch.zeros_like(noting)
         for x in toks.unbind(1):
             word = (x >= len(SPECIALS)) | is_heard(x)  # what a note holds (a cue-list word as its heard token)
-            said |= word & ~noting
+            said |= (x >= len(SPECIALS)) & ~noting & ~asking
+            asking = (asking | (x == DLG)) & (x != DLG_END)
             noting = (x == NOTE) | (noting & ~word)
         state.noting[rows] = noting
+        state.asking[rows] = asking
         return said
 
     @torch.no_grad()

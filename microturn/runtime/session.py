@@ -270,22 +270,23 @@ class Engine:
             generator = [self.generators[r // K] if a and r % K == 0 else None for r, a in enumerate(active.tolist())]
             self._stepping = True
         dev = self.device
-        try:
+        try:  # the step is over only once its sessions have advanced (_finish): another tick must not see them before
             res = self.model.step(self.state, audio.to(dev), video.to(dev), video_on.to(dev), text_in.to(dev),
                                   active=active.to(dev), sampling=self.sampling, generate_audio=self.generate_audio,
                                   generator=generator, tie=K)
+            out = res.out[::K].cpu().numpy()  # back to a row per session
+            mel = res.mel[::K].float().cpu().numpy() if res.mel is not None else None
+            audio = self.vocode(mel, ready) if mel is not None else {}
+            with self.lock:
+                outputs = [s._finish(out[s.slot], None if mel is None else mel[s.slot], audio.get(s.slot))
+                           for s in ready]
+                ms = (time.perf_counter() - t0) * 1000  # the whole tick: inputs, model, decoding and vocoding
+                for s, o in zip(ready, outputs):
+                    s._record(o, ms)
         finally:
             with self.lock:
                 self._stepping = False
                 self._idle.notify_all()
-        out = res.out[::K].cpu().numpy()  # back to a row per session
-        mel = res.mel[::K].float().cpu().numpy() if res.mel is not None else None
-        audio = self.vocode(mel, ready) if mel is not None else {}
-        with self.lock:
-            outputs = [s._finish(out[s.slot], None if mel is None else mel[s.slot], audio.get(s.slot)) for s in ready]
-            ms = (time.perf_counter() - t0) * 1000  # the whole tick: inputs, model, decoding and vocoding
-            for s, o in zip(ready, outputs):
-                s._record(o, ms)
         return ready
 
     def run_ready(self) -> int:

@@ -63,6 +63,10 @@ class Layout:
     video: bool = True
 
     def __post_init__(self):
+        for name in ("frames_per_token", "video_size", "patch", "n_text_in", "n_out"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, got {v!r}")
         if not (0.05 <= self.delta <= 1.0):
             raise ValueError(f"delta must be between 0.05 and 1.0 s, got {self.delta}")
         frames = self.delta / FRAME_S
