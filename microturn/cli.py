@@ -124,10 +124,14 @@ def _bench(a):
             raise ValueError(f"{flag} applies to --agent {' or '.join(agents)}, not {a.agent}")
     agent, remote = a.agent, {}
     if a.agent == "remote":  # built here: bench() records its keyword options in the report, the token must not be
-        agent, remote = make_agent("remote", clock=a.clock, url=a.url, token=a.token), {"url": a.url}
+        from urllib.parse import urlsplit
+
+        realtime = urlsplit(a.url or "").path.rstrip("/").endswith("/v1/realtime")  # the OpenAI-Realtime endpoint
+        agent = make_agent("remote", clock=a.clock, url=a.url, token=a.token, **({"realtime": True} if realtime else {}))
+        remote = {"url": a.url, **({"realtime": True} if realtime else {})}
     bench(a.scenarios, agent, json_path=a.json, export_fdb=a.export_fdb, pictures=a.pictures,
           n_pictures=a.n_pictures, checkpoint=a.checkpoint, clock=a.clock, responder=a.responder or "oracle",
-          families=a.families.split(",") if a.families else None, limit=a.limit, trace=a.trace,
+          families=a.families, limit=a.limit, trace=a.trace,
           **({"preset": a.harness or "livekit"} if a.agent == "harness" else {}),
           **({"speak_threshold": a.speak_threshold} if a.agent == "model" and a.speak_threshold is not None else {}),
           **({"warps": a.warps} if a.agent == "model" and a.warps is not None else {}),
@@ -336,8 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--warps", type=_warps, help="model agent: hear the audio through these vocal-tract scales too and "
                    "decide on their mean (comma-separated, e.g. 0.9,1,1.1; none: the audio alone; default: the "
                    "checkpoint's own)")
-    s.add_argument("--url", default=None, help="remote agent: the server's WebSocket URL "
-                                              "(default ws://127.0.0.1:8000/v1/stream)")
+    s.add_argument("--url", default=None, help="remote agent: the server's WebSocket URL (default "
+                                              "ws://127.0.0.1:8000/v1/stream; a path ending in /v1/realtime speaks "
+                                              "the OpenAI-Realtime protocol)")
     s.add_argument("--token", default=None, help="remote agent: the server's token (default $MICROTURN_TOKEN)")
     s.add_argument("--trace", action="store_true", help="the JSON report also holds what the agent did in each "
                    "scenario: its words, events and (model) the out tokens of each micro-turn, silent ones included")

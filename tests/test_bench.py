@@ -25,7 +25,8 @@ from microturn.bench.rules import evaluate, parse_numbers
 from microturn.bench.run import agreement, bench, format_table, make_agent, select
 from microturn.cli import main
 from microturn.codecs.audio import SAMPLE_RATE, resample
-from microturn.stream.scenario import FAMILIES, INSTRUCTION_FAMILIES, Scenario, ScenarioError, read_set, write_set
+from microturn.stream.scenario import (FAMILIES, INSTRUCTION_FAMILIES, Rule, Scenario, ScenarioError, read_set,
+                                       write_set)
 from microturn.stream.words import Word
 
 SPEECH_RULES = {"say", "respond", "continue", "no_gap", "count"}
@@ -344,6 +345,15 @@ def test_harness_answers_turns_but_cannot_speak_at_a_time(scenario_set):
     assert not say["passed"]
     stop = next(r for r in res["int-1"]["rules"] if r["kind"] == "stop")
     assert stop["passed"] and stop["stop_latency_s"] < 0.5  # pipecat's barge-in: any speech start
+
+
+def test_harness_oracle_says_every_reply_owed_at_a_turn_end():
+    """Two translations due at one turn end are both said, in the order they fall due; one already said is not."""
+    rules = [Rule("say", text="nueve", window=(5.7, 7.7)), Rule("say", text="tres", window=(5.0, 7.0)),
+             Rule("say", text="gato", window=(9.0, 11.0))]
+    oracle = H.OracleResponder(Scenario("t", "translate", 12.0, rules))
+    assert oracle.reply(6.0, []) == (["tres", "nueve"], 0.0)
+    assert oracle.reply(6.0, [Word("tres", 5.5, 5.8)]) == (["nueve"], 0.0)
 
 
 def test_harness_presets_differ_in_patience(scenario_set):

@@ -2,6 +2,7 @@
 what it should not: a checkpoint written over itself, a folder of the user's, a report lost after the run."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -61,6 +62,15 @@ def test_bench_checks_its_report_path_before_the_run(capsys, scenario_set, tmp_p
     (tmp_path / "afile").write_text("x")
     refused(capsys, ["bench", "--scenarios", scenario_set, "--agent", "oracle", "--json",
                      str(tmp_path / "afile" / "r.json")], "afile")  # the folder is a file: said before the run
+    for flag in ("--export-fdb", "--pictures"):  # folders the run writes after it: a file there is said before it
+        refused(capsys, ["bench", "--scenarios", scenario_set, "--agent", "oracle", flag, str(tmp_path / "afile")],
+                f"{flag} {tmp_path / 'afile'} is a file")
+
+
+def test_bench_families_are_trimmed(capsys, scenario_set, tmp_path):
+    assert main(["bench", "--scenarios", scenario_set, "--agent", "silent", "--families", " turn ,",
+                 "--json", str(tmp_path / "r.json")]) == 0
+    assert list(json.loads((tmp_path / "r.json").read_text())["families"]) == ["turn"]
 
 
 def test_checkpoints_are_not_written_over_themselves_or_bundled_broken(capsys, ckpt, tmp_path):

@@ -38,8 +38,9 @@ Presets (``PRESETS``), after the public defaults (``shared/reference.md``):
 Responders (``responder=``):
 
 - ``oracle``: the harness at its best: it knows what to say from the scenario's rules, but it can speak only at
-  turn ends. At a turn end it says the text of the first ``say`` rule whose window contains the planned start of
-  its reply and that what it has said so far does not satisfy yet (a reply cut by a barge-in is owed again); in a
+  turn ends. At a turn end it says the text of every ``say`` rule whose window contains the planned start of its
+  reply and that what it has said so far does not satisfy yet, in window order (a reply cut by a barge-in is owed
+  again; two translations due at one turn end are both said); in a
   scenario with a ``background`` it says it ``delay`` seconds later (a tool call made at the turn end). Else, with
   a ``count`` rule, the target number; else "okay" in instruction families and a ``reply_words``-word answer in
   conversation families (default 1: a short answer, "Fourteen." to "What is four plus ten?", which neither runs
@@ -193,10 +194,10 @@ class OracleResponder:
         the agent has said (or still plans to say) so far."""
         sc = self.scenario
         delay = sc.background.delay if sc.background is not None else 0.0
-        for r in sc.expect:
-            if (r.kind == "say" and r.window[0] - EPS <= start + delay <= r.window[1] + EPS
-                    and not check_say(r, said).passed):
-                return normalize(r.alternatives[0]), delay
+        due = sorted((r for r in sc.expect if r.kind == "say" and not check_say(r, said).passed
+                      and r.window[0] - EPS <= start + delay <= r.window[1] + EPS), key=lambda r: r.window)
+        if due:  # every reply owed now (two translations due at one turn end, say), in the order they fall due
+            return [w for r in due for w in normalize(r.alternatives[0])], delay
         counts = [r for r in sc.expect if r.kind == "count"]
         if counts:
             return english_number(counts[0].target), 0.0

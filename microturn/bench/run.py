@@ -48,8 +48,12 @@ def bench(scenarios: str, agent: str | Agent, json_path=None, export_fdb=None, p
               f"({', '.join(FAMILIES)}): its rules are scored and it is reported under its own name", file=sys.stderr)
     if json_path:  # its folder made before the run: a bad path fails now, not after the run with the report lost
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        if Path(json_path).is_dir() or not os.access(Path(json_path).parent, os.W_OK):
+        if Path(json_path).is_dir() or not os.access(Path(json_path).parent, os.W_OK) or (
+                Path(json_path).exists() and not os.access(json_path, os.W_OK)):
             raise ValueError(f"cannot write the report to {json_path}")
+    for flag, folder in (("--export-fdb", export_fdb), ("--pictures", pictures)):
+        if folder and Path(folder).exists() and not Path(folder).is_dir():
+            raise ValueError(f"{flag} {folder} is a file, not a folder")
     runner = agent if isinstance(agent, Agent) else make_agent(agent, checkpoint=checkpoint, clock=clock,
                                                                responder=responder, **agent_options)
     outputs = runner.run_many(chosen)
