@@ -26,7 +26,8 @@ from microturn.model.model import InteractionModel, Sampling
 from microturn.serve import protocol as P
 from microturn.serve.app import create_app
 from microturn.runtime.background import Background, LocalTools
-from microturn.serve.hub import Busy, Client, Hub, Settings, host_allowed, origin_allowed
+from microturn.serve.hub import (Busy, Client, Hub, Resampler, Settings, host_allowed, origin_allowed,
+                                 resampler_lag)
 from microturn.stream.tokenizer import default_tokenizer
 
 torch.set_num_threads(1)  # the machine's 2 cores are shared
@@ -166,8 +167,10 @@ async def resampled(port: int, rate: int) -> int:
 
 def test_other_sample_rates_are_resampled(model):
     with running(make_app(model)) as port:
-        assert run(resampled(port, 24000)) == 5  # 1 s at 24 kHz -> 16 kHz: 5 windows (the filter's tail flushed)
-        assert run(resampled(port, 8000)) == 5
+        # 1 s at 24 or 8 kHz -> 16 kHz after the resampler's lag in silence (37 or 115 ms): 6 windows, the last
+        # filled with silence, the filter's tail flushed
+        assert run(resampled(port, 24000)) == 6
+        assert run(resampled(port, 8000)) == 6
 
 
 async def bad_inputs(port: int) -> list[str]:
@@ -555,6 +558,22 @@ def test_realtime_response_audio_ends_with_its_last_word(model):
     assert sent[-1][0] == "response.done"
     pcm24 = b"".join(base64.b64decode(f["delta"]) for k, f in sent if k == "response.output_audio.delta")
     assert 2 * WINDOW * 3 // 2 <= len(pcm24) // 2 <= 2 * WINDOW * 3 // 2 + 480  # all 0.4 s, at most 20 ms more
+
+
+@pytest.mark.parametrize("rate", [8000, 24000, 44100, 48000])
+def test_resampled_input_fills_each_window_when_it_ends(rate):
+    """Started with the resampler's lag in silence, a client's audio at another rate always gives the server at least
+    as much 16 kHz audio as it has sent, whatever the chunks: a micro-turn is stepped once its window has come, not a
+    chunk later."""
+    for chunk in (rate // 50, rate // 5, 1234):
+        r, sent, got = Resampler(rate, lead=True), 0, 0
+        x = np.random.default_rng(1).standard_normal(3 * rate).astype(np.float32)
+        for i in range(0, len(x), chunk):
+            got += len(r(x[i : i + chunk]))
+            sent = min(i + chunk, len(x))
+            assert got >= sent * 16000 // rate, (chunk, i)
+        assert got + len(r.flush()) == round(len(x) * 16000 / rate) + resampler_lag(rate, 16000)  # all heard
+    assert len(Resampler(16000, lead=True)(np.ones(7, np.float32))) == 7  # no resampling, no lag
 
 
 def test_realtime_beta_names(model):

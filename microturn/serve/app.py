@@ -91,7 +91,7 @@ class NativeConnection(Connection):
         self.authenticated = True
         if not await self.attach():
             return
-        self.resample = Resampler(msg.sample_rate)
+        self.resample = Resampler(msg.sample_rate, lead=True)
         L = self.hub.layout
         self.send(P.encode("session.started", session_id=f"s{id(self.client.session):x}", sample_rate=msg.sample_rate,
                            delta=L.delta, audio_out={"format": "pcm16", "rate": P.OUT_RATE,

@@ -57,7 +57,7 @@ class RealtimeConnection(Connection):
         self.names = BETA_NAMES if self.beta else GA_NAMES
         self.model = (ws.query_params.get("model") or "microturn")[:64]
         self.counter = itertools.count(1)
-        self.to16, self.to24 = Resampler(RATE, 16000), Resampler(16000, RATE)
+        self.to16, self.to24 = Resampler(RATE, 16000, lead=True), Resampler(16000, RATE)
         self.spoken = SpokenText(hub.tok)
         self.instructions = ""
         self.response: dict | None = None  # the response being spoken: ids and transcript so far
