@@ -248,6 +248,18 @@ def test_fdb_export_layout(oracle_report, scenario_set):
     assert turn["chunks"] and turn["text"] == "okay"
 
 
+def test_fdb_export_holds_this_run_only(scenario_set, tmp_path):
+    """An export over an earlier one (another --families) leaves only this run's scenario folders, and whatever
+    else is in the folder alone."""
+    root, scenarios = scenario_set
+    fdb = tmp_path / "fdb"
+    bench(str(root), "silent", export_fdb=str(fdb), print_table=False)
+    (fdb / "notes").mkdir()
+    (fdb / "notes" / "mine.txt").write_text("x")
+    bench(str(root), "silent", export_fdb=str(fdb), print_table=False, families="turn")
+    assert sorted(p.name for p in fdb.iterdir()) == sorted([s.id for s in scenarios if s.family == "turn"] + ["notes"])
+
+
 def test_pictures_are_written(oracle_report):
     _, out = oracle_report
     pngs = sorted((out / "png").glob("*.png"))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -186,7 +187,15 @@ def compute_summary(outputs: list[AgentOutput]) -> dict | None:
 
 # ----------------------------------------------------------------------------------------------- outputs
 def export_fdb_layout(out_dir, scenarios: list[Scenario], outputs: list[AgentOutput]) -> None:
-    """Full-Duplex-Bench layout: DIR/<id>/input.wav, output.wav (agent audio, same clock), output.json."""
+    """Full-Duplex-Bench layout: DIR/<id>/input.wav, output.wav (agent audio, same clock), output.json. Scenario
+    folders an earlier export left there (another --families, say) are removed, so that FDB's scoring, which walks
+    DIR, sees this run only; anything else in DIR is left alone."""
+    ids = {s.id for s in scenarios}
+    if Path(out_dir).is_dir():
+        for d in Path(out_dir).iterdir():
+            if d.name not in ids and d.is_dir() and not d.is_symlink() and \
+                    {p.name for p in d.iterdir()} <= {"input.wav", "output.wav", "output.json"}:
+                shutil.rmtree(d)
     for s, o in zip(scenarios, outputs):
         d = Path(out_dir) / s.id
         d.mkdir(parents=True, exist_ok=True)
