@@ -192,6 +192,31 @@ def test_a_tick_waits_until_the_one_in_flight_has_advanced_its_sessions(model):
     assert [o.t for o in s.drain()] == [0, 1]
 
 
+def test_the_camera_holds_its_frame_until_the_next_or_off(model):
+    """A window without a frame of its own sees the last one (as offline encoding's video holds its frame); the last
+    frame of a window is the one it sees; None turns the camera off from its window."""
+    eng = Engine(model, capacity=1, generate_audio=False)
+    seen, step = [], model.step
+
+    def watched_step(state, audio, video, video_on, *args, **kwargs):
+        seen.append((bool(video_on[0]), int(video[0, 0, 0, 0])))
+        return step(state, audio, video, video_on, *args, **kwargs)
+
+    s = eng.open()
+    window = np.zeros(model.layout.samples, np.float32)
+    pushes = {0: [100], 2: [150, 200], 4: [None]}  # micro-turn -> frames pushed in its window (grey levels)
+    try:
+        model.step = watched_step
+        for t in range(6):
+            for level in pushes.get(t, []):
+                s.push_frame(None if level is None else np.full((80, 80, 3), level, np.uint8))
+            s.push_audio(window)
+            eng.run_ready()
+    finally:
+        del model.step
+    assert seen == [(True, 100), (True, 100), (True, 200), (True, 200), (False, 0), (False, 0)]
+
+
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 def test_window_by_window_vocoding_keeps_the_speech(model, tmp_path):
     """The engine vocodes each 200 ms window on its own (after a few frames of the previous one): real speech's

@@ -655,6 +655,22 @@ def test_parse_edge_cases(data):
         pass
 
 
+def test_a_frame_of_null_turns_the_camera_off(model):
+    assert P.parse('{"type": "frame", "jpeg": null}') == P.FrameIn(None)
+    with pytest.raises(P.ProtocolError):
+        P.parse('{"type": "frame"}')
+    hub = Hub(model, Settings())
+    client = Client(hub._open(Background(LocalTools())), sink=lambda outs: None, fail=lambda: None)
+    hub.push_frame(client, hub.camera_frame(jpeg()))
+    hub.push_audio(client, np.zeros(WINDOW, np.float32))
+    hub.push_frame(client, None)
+    hub.push_audio(client, np.zeros(WINDOW, np.float32))
+    hub._step([client])
+    assert client.session.shown is not None  # micro-turn 0 saw the frame
+    hub._step([client])
+    assert client.session.shown is None  # micro-turn 1: the camera is off
+
+
 def test_audio_frame_round_trip():
     b = P.audio_frame(7, 1600, b"\x01\x00" * 5, True)
     assert P.parse_audio_frame(b) == (7, 1600, True, b"\x01\x00" * 5)

@@ -408,11 +408,10 @@ def _push_window(f: _Feed, L) -> None:
     for e in f.scenario.text:
         if a - 1e-9 <= e.t < b - 1e-9 and e.text.strip():
             s.push_text(e.text, "typed")
-    if f.video is not None:
+    if f.video is not None:  # the frame the video shows at the window's start; after its last one, none
         frames, fps = f.video
         k = int(math.floor(a * fps + 1e-9))
-        if 0 <= k < len(frames):
-            s.push_frame(frames[k])
+        s.push_frame(frames[k] if 0 <= k < len(frames) else None)
     s.push_audio(f.audio[t * L.samples : (t + 1) * L.samples])
     f.t += 1
 

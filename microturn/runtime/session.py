@@ -75,7 +75,8 @@ class Session:
         self.t = 0  # next micro-turn to step
         self.text = TextQueue(L, engine.tok)
         self.text_due: list[tuple[int, str, str]] = []  # (micro-turn, text, source) waiting for their micro-turn
-        self.camera: dict[int, np.ndarray] = {}
+        self.camera: dict[int, np.ndarray | None] = {}  # micro-turn -> the frame pushed in its window (None: off)
+        self.shown: np.ndarray | None = None  # what the camera shows until another frame comes (None: off)
         self.decoder = OutputDecoder(L, engine.tok)
         self.outputs: deque[TurnOutput] = deque()
         self.words: list[Word] = []
@@ -115,15 +116,13 @@ class Session:
             self.text_due.append((self._turn_now(), text, source))
 
     def push_frame(self, frame) -> None:
-        """The camera frame shown now (the last one pushed in a micro-turn's window is the one it sees); ``None``:
-        no frame (the camera is off), as offline encoding has it."""
+        """The camera frame shown from now until the next one, as a video holds its frame: the last one pushed in a
+        micro-turn's window is the one it sees, and a window with none sees the one before (a client's frames
+        drift against its audio clock: some windows get two, some none). ``None``: the camera is off from now."""
         image, on = video_frame(frame, self.layout)  # checked here, outside the lock
         with self.engine.lock:
             self._check_open()
-            if on:
-                self.camera[self._turn_now()] = image
-            else:
-                self.camera.pop(self._turn_now(), None)
+            self.camera[self._turn_now()] = image if on else None
 
     def ready(self) -> bool:
         return not self.closed and len(self.frames) >= self.layout.frames
@@ -135,10 +134,9 @@ class Session:
         for item in [d for d in self.text_due if d[0] <= self.t]:
             self.text.push(item[1], item[2])
             self.text_due.remove(item)
-        frame = self.camera.pop(self.t, None)
-        for k in [k for k in self.camera if k < self.t]:
-            del self.camera[k]
-        on = frame is not None
+        for k in sorted(k for k in self.camera if k <= self.t):
+            self.shown = self.camera.pop(k)
+        frame, on = self.shown, self.shown is not None
         if frame is None:
             frame = np.zeros((L.video_size, L.video_size, 3), np.uint8)
         return audio_tokens(bins, L), frame, on, self.text.take()

@@ -102,9 +102,13 @@ class NativeConnection(Connection):
         if len(x) and not self.hub.push_audio(self.client, x):
             self.too_fast()
 
-    def frame(self, jpeg: bytes) -> None:
+    def frame(self, jpeg: bytes | None) -> None:
         """Decode in a worker thread while this connection's audio goes on arriving; a frame arriving while the
-        previous one is still being decoded is dropped (the model uses one frame per micro-turn anyway)."""
+        previous one is still being decoded is dropped (the model uses one frame per micro-turn anyway). None: the
+        camera is off from now (after a frame still being decoded)."""
+        if jpeg is None:
+            self.decoding = asyncio.create_task(self._camera_off(self.decoding))
+            return
         if self.decoding is not None and not self.decoding.done():
             self.error("frame_dropped", "camera frame dropped: the previous one is still being decoded", every=5.0)
             return
@@ -122,6 +126,12 @@ class NativeConnection(Connection):
             return
         if self.client is not None and not self.closing:
             self.hub.push_frame(self.client, rgb)
+
+    async def _camera_off(self, decoding: asyncio.Task | None) -> None:
+        if decoding is not None:
+            await asyncio.wait({decoding})
+        if self.client is not None and not self.closing:
+            self.hub.push_frame(self.client, None)
 
     async def end(self) -> None:
         if self.decoding is not None:

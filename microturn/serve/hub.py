@@ -371,10 +371,10 @@ class Hub:
         never resizes one while other sessions wait."""
         return video_frame(P.decode_jpeg(jpeg), self.layout)[0]
 
-    def push_frame(self, client: Client, rgb: np.ndarray) -> None:
-        """Queue a camera frame. A micro-turn sees the last frame of its window, so a frame queued right after
-        another (nothing between them) replaces it: a client whose clock is stopped (no audio) cannot grow its queue
-        with frames alone."""
+    def push_frame(self, client: Client, rgb: np.ndarray | None) -> None:
+        """Queue a camera frame (None: the camera is off), shown until the next. A micro-turn sees the last frame of
+        its window, so a frame queued right after another (nothing between them) replaces it: a client whose clock
+        is stopped (no audio) cannot grow its queue with frames alone."""
         try:
             if client.inputs and client.inputs[-1][0] == "frame":
                 client.inputs[-1] = ("frame", rgb)

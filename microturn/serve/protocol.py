@@ -61,9 +61,9 @@ class TextIn:
 
 @dataclass(frozen=True)
 class FrameIn:
-    """A camera frame: JPEG bytes (checked for the JPEG signature, not yet decoded)."""
+    """A camera frame: JPEG bytes (checked for the JPEG signature, not yet decoded); None: the camera is off."""
 
-    jpeg: bytes
+    jpeg: bytes | None
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def parse_json(obj: dict) -> Message:
     if kind == "text":
         return TextIn(text_field(obj.get("text")))
     if kind == "frame":
-        return FrameIn(jpeg_field(obj.get("jpeg")))
+        return FrameIn(None if "jpeg" in obj and obj["jpeg"] is None else jpeg_field(obj.get("jpeg")))
     if kind == "session.end":
         return SessionEnd()
     raise ProtocolError("unknown_type", f"unknown message type {kind[:64]!r}; expected session.start, text, frame "
