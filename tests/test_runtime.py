@@ -132,6 +132,14 @@ def test_engine_refuses_a_model_of_another_vocabulary():
         Engine(other, capacity=1, generate_audio=False)
 
 
+def test_engine_refuses_a_half_precision_model():
+    """Inference runs in float32 (its cache, clock and noise are): a bfloat16 model is refused with the way out."""
+    half = InteractionModel(ModelConfig(depth=2, vocab_size=default_tokenizer().vocab_size, flow_width=32))
+    with pytest.raises(ValueError, match=r"float32 model, got torch.bfloat16 .*model.float\(\)"):
+        Engine(half.to(torch.bfloat16), capacity=1, generate_audio=False)
+    Engine(half.float(), capacity=1, generate_audio=False)
+
+
 def test_push_text_rejects_empty(model):
     s = Engine(model, capacity=1, generate_audio=False).open()
     with pytest.raises(ValueError):

@@ -193,6 +193,10 @@ class Engine:
         self.model = model.eval()
         self.layout = model.layout
         self.tok = tok or default_tokenizer()
+        dtypes = {p.dtype for p in model.parameters()}
+        if dtypes != {torch.float32}:  # the cache, the clock and the flow noise are float32: say so, not a matmul's error
+            raise ValueError(f"the engine steps a float32 model, got {', '.join(sorted(map(str, dtypes)))} weights: "
+                             f"give it model.float()")
         if model.cfg.vocab_size != self.tok.vocab_size:
             raise ValueError(f"the model writes {model.cfg.vocab_size} token ids but the tokenizer has "
                              f"{self.tok.vocab_size}: it was trained for another vocabulary (carry a checkpoint "
