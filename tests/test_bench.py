@@ -256,8 +256,10 @@ def test_fdb_export_holds_this_run_only(scenario_set, tmp_path):
     bench(str(root), "silent", export_fdb=str(fdb), print_table=False)
     (fdb / "notes").mkdir()
     (fdb / "notes" / "mine.txt").write_text("x")
+    (fdb / "empty").mkdir()
     bench(str(root), "silent", export_fdb=str(fdb), print_table=False, families="turn")
-    assert sorted(p.name for p in fdb.iterdir()) == sorted([s.id for s in scenarios if s.family == "turn"] + ["notes"])
+    assert sorted(p.name for p in fdb.iterdir()) == sorted([s.id for s in scenarios if s.family == "turn"]
+                                                           + ["empty", "notes"])
 
 
 def test_pictures_are_written(oracle_report):

@@ -156,6 +156,17 @@ def test_synth_replaces_only_what_it_wrote(tmp_path):
     assert prepare_out(tmp_path / "new" / "deeper", shards=True) == []
 
 
+def test_synth_under_a_parent_it_cannot_write_works_inside_its_folder(tmp_path, monkeypatch):
+    """--out on a mount point (its parent not writable): the new parts are written in OUT/.partial, then moved."""
+    out = tmp_path / "mnt"
+    out.mkdir()
+    monkeypatch.setattr(synth.os, "access", lambda p, mode: Path(p) != tmp_path)
+    assert partial(out) == out / ".partial"
+    synth.run(str(out), per_family=1, seed=3, families="turn")
+    synth.run(str(out), per_family=1, seed=4, families="turn")  # replaced, as anywhere
+    assert sorted(p.name for p in out.iterdir()) == ["audio", "manifest.jsonl", "pictures"]
+
+
 def test_synth_that_fails_keeps_the_old_set(tmp_path, monkeypatch, capsys):
     """`microturn synth` writes beside the folder and swaps the result in at the end: bad numbers are refused before
     anything is touched, and a run that fails (or is interrupted) half-way leaves the old set whole; the next run

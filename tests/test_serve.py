@@ -413,10 +413,11 @@ def test_origin(model):
 def test_a_loopback_server_admits_only_loopback_host_names(model):
     """Against DNS rebinding: a page at evil.example whose name is re-pointed at 127.0.0.1 sends Host and Origin
     evil.example, which agree; a server on loopback (``serve``'s default) refuses any Host that is not loopback."""
-    assert host_allowed("evil.example:8000", False) and host_allowed("127.0.0.1:8000", True)
-    assert host_allowed("[::1]:80", True) and host_allowed("localhost", True)
-    assert not host_allowed("evil.example:8000", True) and not host_allowed(None, True)
-    assert not host_allowed("[bad", True)
+    assert host_allowed("evil.example:8000", None) and host_allowed("evil.example:8000", ["*"])
+    for local in ("127.0.0.1:8000", "127.0.0.2", "[::1]:80", "localhost", "localhost.:8000"):
+        assert host_allowed(local, []), local
+    assert not host_allowed("evil.example:8000", []) and not host_allowed(None, []) and not host_allowed("[bad", [])
+    assert host_allowed("app.example.org:443", ["App.Example.org"])  # behind a proxy that passes the client's Host
 
     async def scenario():
         evil = f"evil.example:{port}"  # the socket goes to 127.0.0.1, the request names evil.example
@@ -427,7 +428,7 @@ def test_a_loopback_server_admits_only_loopback_host_names(model):
         async with websockets.connect(url(port), origin=f"http://127.0.0.1:{port}") as ws:
             await start(ws)
 
-    with running(make_app(model, local_only=True)) as port:
+    with running(make_app(model, allowed_hosts=[])) as port:
         run(scenario())
 
 

@@ -449,6 +449,16 @@ def test_one_process_trains_in_a_folder_at_a_time(shards, tmp_path):
     held.close()
     train(c, _model_cfg())
     train(replace(c, steps=2), _model_cfg())  # the lock went with the run that held it
+    import microturn.train.loop as loop
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(loop, "train_step", broken)
+        with pytest.raises(RuntimeError, match="out of memory"):
+            train(replace(c, steps=3), _model_cfg())
+    train(replace(c, steps=3), _model_cfg())  # a run that failed let go of its folder too
 
 
 def test_missing_held_out_shards_are_refused(shards, tmp_path):
@@ -460,6 +470,13 @@ def test_missing_held_out_shards_are_refused(shards, tmp_path):
     assert not (tmp_path / "x").exists()
     train(replace(c, val=""), _model_cfg())
     assert checkpoint.load(tmp_path / "x" / "model").checkpoint_info["step"] == 1
+
+
+def test_the_default_held_out_shards_missing_are_warned_of(shards, tmp_path, monkeypatch, capsys):
+    """The default --val (data/shards/val) not written yet: the run trains without evaluations, and says so."""
+    monkeypatch.chdir(tmp_path)
+    train(TrainConfig(data=str(shards / "train"), out="x", steps=1, batch=1, warmup=1, ckpt_every=1), _model_cfg())
+    assert "no evaluations in this run: the held-out shards data/shards/val do not exist" in capsys.readouterr().out
 
 
 def test_workers_train_the_same_model(shards, tmp_path):

@@ -466,7 +466,8 @@ def family_block(family: str, results: Sequence[ScenarioResult], scenarios: dict
 
 
 def summarize(results: Sequence[ScenarioResult], scenarios: Sequence[Scenario]) -> dict:
-    """The report's "families" object: one block per family that has results, in the spec's family order."""
+    """The report's "families" object: one block per family that has results, in the spec's family order, then
+    families not in the spec in name order."""
     by_id = {s.id: s for s in scenarios}
     missing = [r.id for r in results if r.id not in by_id]
     if missing:
@@ -492,6 +493,6 @@ def report(set_dir: str | Path, agent: str, checkpoint: str | None, results: Seq
         "overall_pass_pct": _pct(sum(r.passed for r in results), len(results)),
         "families": summarize(results, scenarios),
         # families of the set that are not the spec's: scored and reported like the rest, under their own names
-        "unknown_families": list(unknown_families(scenarios)),
+        "unknown_families": sorted(unknown_families(scenarios)),
         "scenarios": [r.to_json() for r in results],
     }

@@ -193,7 +193,7 @@ def export_fdb_layout(out_dir, scenarios: list[Scenario], outputs: list[AgentOut
     ids = {s.id for s in scenarios}
     if Path(out_dir).is_dir():
         for d in Path(out_dir).iterdir():
-            if d.name not in ids and d.is_dir() and not d.is_symlink() and \
+            if d.name not in ids and d.is_dir() and not d.is_symlink() and (d / "output.json").is_file() and \
                     {p.name for p in d.iterdir()} <= {"input.wav", "output.wav", "output.json"}:
                 shutil.rmtree(d)
     for s, o in zip(scenarios, outputs):

@@ -104,16 +104,18 @@ def prepare_out(out: str | Path, shards: bool) -> list[Path]:
         mine = old_shards
     else:
         mine = old_set if (out / "manifest.jsonl").exists() else []
-    if out.is_dir() and any(out.iterdir()) and not mine:
+    if out.is_dir() and any(p.name != PARTIAL for p in out.iterdir()) and not mine:
         raise ValueError(f"--out {out} is not empty and holds no {kind}: choose a new or empty folder")
     return mine
 
 
 def partial(out: str | Path) -> Path:
-    """Where ``microturn synth`` writes before the result replaces what ``out`` held: a sibling folder, so an
-    interrupted or failed run leaves the old set or shards whole (training's ``shard_dirs`` skips it)."""
+    """Where ``microturn synth`` writes before the result replaces what ``out`` held: a sibling folder, or
+    ``out/.partial`` where the parent cannot be written (a mount point), so an interrupted or failed run leaves the
+    old set or shards whole (training's ``shard_dirs`` skips either)."""
     out = Path(out).resolve()  # "." has no name; a linked folder's parts are renamed on its own file system
-    return out.with_name(out.name + PARTIAL)
+    parent = next(p for p in out.parents if p.exists()) if not out.parent.exists() else out.parent
+    return out.with_name(out.name + PARTIAL) if os.access(parent, os.W_OK) else out / PARTIAL
 
 
 def replace_out(out: Path, mine: list[Path], tmp: Path) -> None:

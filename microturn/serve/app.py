@@ -72,8 +72,8 @@ class NativeConnection(Connection):
         elif isinstance(msg, P.TextIn):
             try:
                 self.hub.push_text(self.client, msg.text)
-            except P.ProtocolError as e:  # text_backlog
-                self.bad(e.code, e.message)
+            except P.ProtocolError as e:  # text_backlog: the client's text is fine, it comes too fast: not counted
+                self.error(e.code, e.message, every=1.0)
         elif isinstance(msg, P.FrameIn):
             self.frame(msg.jpeg)
         elif isinstance(msg, P.SessionEnd):
@@ -175,20 +175,21 @@ class NativeConnection(Connection):
 def create_app(model: InteractionModel | None = None, *, max_sessions: int = 32, token: str | None = None,
                allowed_origins: list[str] | None = None, idle_timeout: float = 60, max_ahead_s: float = 2.0,
                gather_ms: float = 50.0, batch: int = 32, background_factory: Callable[[], Background] | None = None,
-               sampling: Sampling | None = None, model_name: str | None = None, local_only: bool = False) -> FastAPI:
+               sampling: Sampling | None = None, model_name: str | None = None,
+               allowed_hosts: list[str] | None = None) -> FastAPI:
     """The server app. ``model``: an ``InteractionModel`` (None: the bundled checkpoint, or an untrained model with
     a warning). ``token``: a bearer token both endpoints require. ``allowed_origins``: browser origins allowed
     (None: the page's own host and localhost; ["*"]: any). ``background_factory``: makes each session's
     ``Background`` (default: local tools). ``max_ahead_s``: audio a session may have waiting for the stepping before
     more is dropped. ``gather_ms``: how long a tick may wait for other sessions' windows to share the batch.
     ``batch``: rows of the largest engine (engines of 1, 2, 4, ... rows are created as sessions arrive).
-    ``local_only``: only requests whose Host header names loopback are admitted (``serve`` sets it when it listens on
-    loopback: a defence against DNS rebinding)."""
+    ``allowed_hosts``: the Host names WebSockets are admitted with besides loopback's (None or ["*"]: any; ``serve``
+    listening on loopback admits loopback's only, unless told others: a defence against DNS rebinding)."""
     if model is None:
         model, model_name = load_model(None)
     settings = Settings(max_sessions=max_sessions, token=token, allowed_origins=allowed_origins,
                         idle_timeout=idle_timeout, max_ahead_s=max_ahead_s, gather_ms=gather_ms, batch=batch,
-                        background_factory=background_factory, local_only=local_only)
+                        background_factory=background_factory, allowed_hosts=allowed_hosts)
     hub = Hub(model, settings, sampling)
     hub.model_info = {"name": model_name or "custom", "params": model.n_params(), "trained": None if model_name is None
                       else model_name != "UNTRAINED"}
@@ -270,7 +271,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000, checkpoint: str | Path | No
     if isinstance(sampling, dict):  # settings over the checkpoint's own (model.Sampling.of)
         sampling = Sampling.of(model, **sampling)
     local = host in ("127.0.0.1", "localhost", "::1")
-    app = create_app(model, model_name=name, sampling=sampling, **({"local_only": local} | kw))
+    if local and kw.get("allowed_hosts") is None:  # on loopback: loopback's names only, unless told others
+        kw["allowed_hosts"] = []
+    app = create_app(model, model_name=name, sampling=sampling, **kw)
     if not local and not kw.get("token"):
         print(f"microturn serve: WARNING: listening on {host} without a token; anyone who can reach it can use it",
               file=sys.stderr)
@@ -294,6 +297,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="seconds without a client message before a session is closed")
     p.add_argument("--allowed-origin", action="append", dest="allowed_origins", default=None,
                    help="browser origin allowed to connect (repeatable; default: same host and localhost)")
+    p.add_argument("--allowed-host", action="append", dest="allowed_hosts", default=None,
+                   help="a Host name WebSockets may use besides loopback's, e.g. behind an HTTPS proxy that passes "
+                        "the client's Host (repeatable; '*': any; default on loopback: loopback's only)")
     p.add_argument("--batch", type=int, default=32, help="rows of the largest engine (engines grow 1, 2, 4, ...)")
     p.add_argument("--gather-ms", type=float, default=50.0, help="how long a tick waits to batch sessions")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -326,7 +332,8 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(a.threads)
     serve(a.host, a.port, a.checkpoint, token=a.token, max_sessions=a.max_sessions, idle_timeout=a.idle_timeout,
-          allowed_origins=a.allowed_origins, batch=a.batch, gather_ms=a.gather_ms, sampling=sampling)
+          allowed_origins=a.allowed_origins, allowed_hosts=a.allowed_hosts, batch=a.batch, gather_ms=a.gather_ms,
+          sampling=sampling)
 
 
 if __name__ == "__main__":

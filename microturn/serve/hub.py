@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
+import ipaddress
 import logging
 import threading
 import time
@@ -51,7 +52,7 @@ class Settings:
     max_sessions: int = 32
     token: str | None = None  # bearer token required by both endpoints, or None
     allowed_origins: list[str] | None = None  # None: same host + localhost; ["*"]: any
-    local_only: bool = False  # served on loopback: a Host header must name loopback too (against DNS rebinding)
+    allowed_hosts: list[str] | None = None  # WebSockets' Host names besides loopback's (None or ["*"]: any)
     idle_timeout: float = 60.0  # seconds without a client message before the session is closed
     max_ahead_s: float = 2.0  # audio received but not yet stepped, beyond which input audio is dropped
     max_outbox: int = 512  # queued server messages beyond which a client that does not read is closed
@@ -80,15 +81,22 @@ def origin_allowed(origin: str | None, host: str | None, allowed: list[str] | No
     return bool(host) and o.netloc.lower() == host.lower()
 
 
-def host_allowed(host: str | None, local_only: bool) -> bool:
-    """A server on loopback admits only requests whose ``Host`` names loopback: a web page whose name an attacker
+def host_allowed(host: str | None, allowed: list[str] | None) -> bool:
+    """Whether a WebSocket's ``Host`` header names loopback or one of ``allowed`` (None or ["*"]: any). A server on
+    loopback admits loopback names only (plus those it is told of, a proxy's): a web page whose name an attacker
     re-points at 127.0.0.1 (DNS rebinding) sends its own name, with an Origin that matches it."""
-    if not local_only:
+    if allowed is None or "*" in allowed:
         return True
     try:
-        return urlsplit("//" + (host or "")).hostname in LOCAL_HOSTS
+        name = (urlsplit("//" + (host or "")).hostname or "").rstrip(".")
     except ValueError:
         return False
+    try:
+        if ipaddress.ip_address(name).is_loopback:
+            return True
+    except ValueError:
+        pass
+    return name in LOCAL_HOSTS or name in {a.lower().rstrip(".") for a in allowed}
 
 
 def token_ok(expected: str | None, given: str | None) -> bool:
@@ -599,7 +607,7 @@ class Connection:
             await self.close(CLOSE_POLICY, "origin not allowed",
                              ("forbidden_origin", f"origin {self.ws.headers.get('origin')!r} is not allowed"))
             return False
-        if not host_allowed(self.ws.headers.get("host"), s.local_only):
+        if not host_allowed(self.ws.headers.get("host"), s.allowed_hosts):
             await self.close(CLOSE_POLICY, "host not allowed",
                              ("forbidden_host", f"host {self.ws.headers.get('host')!r} is not this loopback server's"))
             return False

@@ -109,8 +109,8 @@ class RealtimeConnection(Connection):
             obj = P.load_json(data)
             self.client_event = obj["event_id"] if isinstance(obj.get("event_id"), str) else None
             self.dispatch(obj)
-        except P.ProtocolError as e:
-            self.bad(e.code, e.message)
+        except P.ProtocolError as e:  # text_backlog is not a bad event, only one too soon: not counted
+            (self.error if e.code == "text_backlog" else self.bad)(e.code, e.message)
         finally:
             self.client_event = None
 

@@ -20,8 +20,9 @@ Readings of the spec chosen here:
   the bench scores its rules like any other's and reports it under its own name, after the spec's families, and
   names it in the report's ``unknown_families`` and on stderr (:func:`unknown_families`). It must be a non-empty
   string of letters, digits, ``_ . -`` like an id, since it names a block of the report and a row of its table.
-- Every string must be real Unicode: JSON can carry a lone surrogate (``"\\ud800"``), which no text can hold, so it
-  is an error naming its field here rather than a failure in the middle of a bench.
+- Every string the bench reads (ids, families, paths, texts, words, rule texts) must be real Unicode: JSON can
+  carry a lone surrogate (``"\\ud800"``), which no text can hold, so it is an error naming its field here rather
+  than a failure in the middle of a bench; so must the unknown keys kept to be written back.
 - Times (``duration``, ``t``, window ends, ``after``, ``within``, ``gap``, ``delay``, word times) must be finite and
   not negative; ``duration`` and ``fps`` must be positive. Windows may reach past ``duration``: the bench clips.
 - A ``say`` text (or each alternative) must normalise to at least one word, or it could never be said.
@@ -98,6 +99,16 @@ def _num(v, name: str, *, positive: bool = False) -> float:
     return v
 
 
+def _kept(extra: dict, where: str = "") -> dict:
+    """Unknown keys, kept to be written back: they too must be real Unicode, or writing the set back would fail."""
+    for k, v in extra.items():
+        try:
+            json.dumps({k: v}, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Bad(f"{where}.{k}" if where else k, "is not valid Unicode (a lone surrogate escape?)") from None
+    return extra
+
+
 def _is_name(v) -> bool:
     """An id or a family: letters (any script's) and digits, ``_ . -``, at least one character."""
     return isinstance(v, str) and bool(v) and all(c.isalnum() or c in "_.-" for c in v)
@@ -144,7 +155,7 @@ def _window(v, name: str) -> tuple[float, float]:
 
 def _say_text(v, name: str) -> str | tuple[str, ...]:
     if isinstance(v, str):
-        alts, out = [v], v
+        alts, out = [_str(v, name)], v
     elif isinstance(v, (list, tuple)) and v:
         alts = [_str(x, f"{name}[{i}]") for i, x in enumerate(v)]
         out = tuple(alts)
@@ -218,7 +229,7 @@ class Rule:
                 vals[key] = int(n)
             else:
                 vals[key] = _num(v, fname)
-        extra = {k: v for k, v in d.items() if k != "kind" and k not in vals}
+        extra = _kept({k: v for k, v in d.items() if k != "kind" and k not in vals}, name)
         return cls(kind=kind, extra=extra, **vals)
 
 
@@ -395,7 +406,7 @@ def _parse_scenario(d) -> Scenario:
     return Scenario(id=sid, family=family, duration=duration, expect=rules, audio=audio,
                     video=_parse_video(d.get("video")), text=_parse_text(d.get("text")),
                     words=_parse_words(d.get("words")), background=_parse_background(d.get("background")),
-                    extra={k: v for k, v in d.items() if k not in KNOWN_KEYS})
+                    extra=_kept({k: v for k, v in d.items() if k not in KNOWN_KEYS}))
 
 
 def _parse_video(v) -> Video | None:

@@ -417,11 +417,16 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     torch.manual_seed(c.seed + rank)
     out = Path(c.out)
     shards = Shards(c.data)
-    if c.val and not Path(c.val).is_dir():  # a mistyped folder must not leave a run without a single evaluation
-        raise ValueError(f"{option('val')} {c.val}: no such folder; write held-out shards there (`microturn synth "
-                         f"--out {c.val} --split val --per-family 16 --shards`) or give {option('val')} '' to train "
-                         f"without evaluations")
-    held_out = Shards(c.val) if c.val else None
+    val_dir = c.val
+    if c.val and not Path(c.val).is_dir():
+        how = (f"write held-out shards there (`microturn synth --out {c.val} --split val --per-family 16 --shards`) "
+               f"or give {option('val')} '' to train without evaluations")
+        if c.val != TrainConfig.__dataclass_fields__["val"].default:  # a mistyped folder: no run without evaluations
+            raise ValueError(f"{option('val')} {c.val}: no such folder; {how}")
+        if rank == 0:  # the default's, not made yet
+            print(f"warning: no evaluations in this run: the held-out shards {c.val} do not exist; {how}", flush=True)
+        val_dir = None
+    held_out = Shards(val_dir) if val_dir else None
     state_path = out / "train_state.pt"
     resumed = state_path.exists()
     saved = check_resume(c, out) if resumed else {}
@@ -509,89 +514,103 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
             opt.load_state_dict(st["opt"])
     val = held_out if rank == 0 or sharded else None  # sharded, every rank takes part in each forward, evaluation's too
     writer = None
-    lock = run_lock(out) if rank == 0 else None
+    lock, busy = None, ""
     if rank == 0:
-        data = shards.summary()
-        print(f"data: {data['sessions']:,} sessions in {data['folders']} shard folders under {c.data} (" +
-              ", ".join(f"{f} {n:,}" for f, n in data["by_family"].items()) + ")", flush=True)
-        (out / "train_config.json").write_text(json.dumps(run_record(c, cfg, model.n_params(), saved, step, data),
-                                                          indent=1))
-        from torch.utils.tensorboard import SummaryWriter
+        try:
+            lock = run_lock(out)
+        except ValueError as e:
+            busy = str(e)
+    if world > 1:  # every rank stops, not only rank 0 (the others would wait for it at their first collective)
+        box = [busy]
+        dist.broadcast_object_list(box, 0)
+        busy = box[0]
+    if busy:
+        raise ValueError(busy)
+    try:  # the lock goes whatever ends the run (a traceback would keep it: a retry in this process refused)
+        if rank == 0:
+            data = shards.summary()
+            print(f"data: {data['sessions']:,} sessions in {data['folders']} shard folders under {c.data} (" +
+                  ", ".join(f"{f} {n:,}" for f, n in data["by_family"].items()) + ")", flush=True)
+            (out / "train_config.json").write_text(json.dumps(run_record(c, cfg, model.n_params(), saved, step, data),
+                                                              indent=1))
+            from torch.utils.tensorboard import SummaryWriter
 
-        # the log from this step on is this run's: rows and events a resumed run trains again (or an old run's, in a
-        # folder started over) are dropped
-        writer = SummaryWriter(str(out / "tb"), purge_step=step + 1)
-        cut_log(out / "log.jsonl", step)
-    log = (out / "log.jsonl").open("a") if rank == 0 else None
-    bar = tqdm(total=c.steps, initial=step, disable=rank != 0, desc="train", unit="step")
-    t_last, tok_count = time.perf_counter(), 0
-    model.train()
-    end = min(c.steps, c.stop_at) if c.stop_at else c.steps
-    loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(step, end), num_workers=c.workers,
-                                         pin_memory=dev.type == "cuda", prefetch_factor=4 if c.workers else None,
-                                         generator=torch.Generator().manual_seed(c.seed))  # not the model's RNG
-    signum, saved_step = 0, step
-    with StopRequest() as stop:  # before the loader's workers start: they inherit it
-        for batch in loader:
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, c) * g.get("lr_scale", 1.0)  # (runs saved before added_lr have none)
-            batch = _to(batch, dev)
-            r, gnorm = train_step(net, model, opt, batch, c, listen_weight)
-            if not finite_step(r, gnorm, world):  # before anything of this step is logged or saved
-                bar.close()
+            # the log from this step on is this run's: rows and events a resumed run trains again (or an old run's, in a
+            # folder started over) are dropped
+            writer = SummaryWriter(str(out / "tb"), purge_step=step + 1)
+            cut_log(out / "log.jsonl", step)
+        log = (out / "log.jsonl").open("a") if rank == 0 else None
+        bar = tqdm(total=c.steps, initial=step, disable=rank != 0, desc="train", unit="step")
+        t_last, tok_count = time.perf_counter(), 0
+        model.train()
+        end = min(c.steps, c.stop_at) if c.stop_at else c.steps
+        loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(step, end), num_workers=c.workers,
+                                             pin_memory=dev.type == "cuda", prefetch_factor=4 if c.workers else None,
+                                             generator=torch.Generator().manual_seed(c.seed))  # not the model's RNG
+        signum, saved_step = 0, step
+        with StopRequest() as stop:  # before the loader's workers start: they inherit it
+            for batch in loader:
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(step, c) * g.get("lr_scale", 1.0)  # (runs saved before added_lr have none)
+                batch = _to(batch, dev)
+                r, gnorm = train_step(net, model, opt, batch, c, listen_weight)
+                if not finite_step(r, gnorm, world):  # before anything of this step is logged or saved
+                    bar.close()
+                    if rank == 0:
+                        log.close()
+                        writer.close()
+                    kept = (f"the checkpoint of step {saved_step} in {out} is kept" if saved_step
+                            else "no checkpoint saved")
+                    raise Diverged(f"step {step + 1}: the training loss is {r['loss'].item()} and the gradient norm "
+                                   f"{float(gnorm)}: stopped without saving this step ({kept}); try a lower --lr")
+                step += 1
+                tok_count += int(batch["valid"].sum()) * cfg.layout.length * world
                 if rank == 0:
-                    log.close()
-                    writer.close()
-                    lock.close()
-                kept = f"the checkpoint of step {saved_step} in {out} is kept" if saved_step else "no checkpoint saved"
-                raise Diverged(f"step {step + 1}: the training loss is {r['loss'].item()} and the gradient norm "
-                               f"{float(gnorm)}: stopped without saving this step ({kept}); try a lower --lr")
-            step += 1
-            tok_count += int(batch["valid"].sum()) * cfg.layout.length * world
-            if rank == 0:
-                now = time.perf_counter()
-                tps = tok_count / (now - t_last)
-                bar.set_postfix(loss=f"{r['loss'].item():.3f}", text=f"{r['text'].mean().item():.3f}",
-                                tok_s=f"{tps:,.0f}")
-                bar.update(1)
-                if step % 25 == 0:
-                    row = {"kind": "train", "step": step, "lr": lr_at(step, c), "loss": r["loss"].item(),
-                           "text": r["text"].mean().item(), "listen": r["listen"].mean().item(),
-                           "listen_early": r["listen_early"].mean().item(), "flow": r["flow"].mean().item(),
-                           "moe": r["moe"].item(), "grad_norm": float(gnorm), "tokens_per_s": tps, "time": time.time()}
-                    log.write(json.dumps(row) + "\n")
-                    log.flush()
-                    for k in ("loss", "text", "listen", "flow", "grad_norm", "tokens_per_s", "lr"):
-                        writer.add_scalar(f"train/{k}", row[k], step)
-                    t_last, tok_count = now, 0
-            if val is not None and (step % c.eval_every == 0 or step == c.steps):
-                e = evaluate(model, val, c.eval_batches, c.batch, dev, early_listen=c.early_listen)
-                if rank == 0:
-                    bar.write(_log_eval(e, step, log, writer, c.early_listen))
-                    plot_curves(out / "log.jsonl", out / "curves.png")
-            signum = stop.agreed(world, dev)
-            if step % c.ckpt_every == 0 or step == end or signum:
-                ranks = [None] * world
-                mine = {"rng": torch.get_rng_state()} | (
-                    {"cuda_rng": torch.cuda.get_rng_state(dev)} if dev.type == "cuda" else {})
-                if world > 1:
-                    dist.all_gather_object(ranks, mine)
-                else:
-                    ranks = [mine]
-                model_state, opt_state = full_state(model, opt, sharded)
-                if rank == 0:
-                    save_state(out, model, model_state, opt_state, ranks, step, c, by_name=sharded, added=added)
-                saved_step = step
-            if signum:
-                break
-    bar.close()
-    if dist.is_initialized():
-        dist.barrier()
-    if lock is not None:
-        lock.close()
-    if signum:
-        raise Stopped(step, signum, out)
-    return out
+                    now = time.perf_counter()
+                    tps = tok_count / (now - t_last)
+                    bar.set_postfix(loss=f"{r['loss'].item():.3f}", text=f"{r['text'].mean().item():.3f}",
+                                    tok_s=f"{tps:,.0f}")
+                    bar.update(1)
+                    if step % 25 == 0:
+                        row = {"kind": "train", "step": step, "lr": lr_at(step, c), "loss": r["loss"].item(),
+                               "text": r["text"].mean().item(), "listen": r["listen"].mean().item(),
+                               "listen_early": r["listen_early"].mean().item(), "flow": r["flow"].mean().item(),
+                               "moe": r["moe"].item(), "grad_norm": float(gnorm), "tokens_per_s": tps,
+                               "time": time.time()}
+                        log.write(json.dumps(row) + "\n")
+                        log.flush()
+                        for k in ("loss", "text", "listen", "flow", "grad_norm", "tokens_per_s", "lr"):
+                            writer.add_scalar(f"train/{k}", row[k], step)
+                        t_last, tok_count = now, 0
+                if val is not None and (step % c.eval_every == 0 or step == c.steps):
+                    e = evaluate(model, val, c.eval_batches, c.batch, dev, early_listen=c.early_listen)
+                    if rank == 0:
+                        bar.write(_log_eval(e, step, log, writer, c.early_listen))
+                        plot_curves(out / "log.jsonl", out / "curves.png")
+                signum = stop.agreed(world, dev)
+                if step % c.ckpt_every == 0 or step == end or signum:
+                    ranks = [None] * world
+                    mine = {"rng": torch.get_rng_state()} | (
+                        {"cuda_rng": torch.cuda.get_rng_state(dev)} if dev.type == "cuda" else {})
+                    if world > 1:
+                        dist.all_gather_object(ranks, mine)
+                    else:
+                        ranks = [mine]
+                    model_state, opt_state = full_state(model, opt, sharded)
+                    if rank == 0:
+                        save_state(out, model, model_state, opt_state, ranks, step, c, by_name=sharded, added=added)
+                    saved_step = step
+                if signum:
+                    break
+        bar.close()
+        if dist.is_initialized():
+            dist.barrier()
+        if signum:
+            raise Stopped(step, signum, out)
+        return out
+    finally:
+        if lock is not None:
+            lock.close()
 
 
 def run_record(c: TrainConfig, cfg: ModelConfig, params: int, saved: dict, step: int, data: dict) -> dict:
