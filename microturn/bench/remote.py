@@ -9,11 +9,12 @@ server's code (the bench sits below ``serve`` in the layering), so the few wire 
 **Native protocol** (``/v1/stream``, the default). One session per scenario: ``hello``, ``session.start`` (16 kHz),
 then for each micro-turn t (Δ from ``session.started``, 200 ms for microturn) the typed text events whose time falls
 in [tΔ, (t+1)Δ), the camera frame shown at tΔ (JPEG-encoded with PyAV, while the video lasts; then ``"jpeg": null``,
-the camera off), then the window's audio as one PCM16 binary frame of Δ. The user's audio is padded with silence to whole micro-turns, so the server
-steps exactly ceil(duration / Δ) micro-turns, as ``ModelAgent`` does; before ``session.end`` the client waits until
-every micro-turn's output has arrived. The outputs: ``word`` messages (times on the session's audio clock, which is
-the scenario's), agent audio frames placed on the input's clock at their ``start_ms`` ((t+1)Δ), ``event`` messages
-(delegations and background answers), ``stats`` (the server's compute per step and overruns).
+the camera off), then the window's audio as one PCM16 binary frame of Δ. The user's audio is padded with silence to
+whole micro-turns, so the server steps exactly ceil(duration / Δ) micro-turns, as ``ModelAgent`` does; before
+``session.end`` the client waits until every micro-turn's output has arrived. The outputs: ``word`` messages (times
+on the session's audio clock, which is the scenario's), agent audio frames placed on the input's clock at their
+``start_ms`` ((t+1)Δ), ``event`` messages (delegations and background answers), ``stats`` (the server's compute per
+step and overruns).
 
 **Pacing** (``pace``):
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..stream.scenario import FAMILIES
 from .compare import compare
+from .rules import family_label
 from .run import bench
 
 GOALS = {"timespeak": "≥ 90", "cuespeak": "≥ 95", "repcount": "≥ 80 (obo)", "turn": "≥ 95, ≤ 0.30 s", "pause": "≥ 95",
@@ -75,8 +76,8 @@ def run(scenarios: str, checkpoint: str | None = None, out: str = "out/results",
     names = list(reports)
     lines = ["| family | goal | " + " | ".join(names) + " |", "| --- | --- | " + " | ".join("---" for _ in names) + " |"]
     for fam in FAMILIES + tuple(f for f in reports[names[0]]["families"] if f not in FAMILIES):
-        label, goal = (fam, GOALS[fam]) if fam in FAMILIES else (f"{fam} (unknown family)", "")
-        lines.append(f"| {label} | {goal} | " + " | ".join(cell(reports[n], fam) for n in names) + " |")
+        cells = " | ".join(cell(reports[n], fam) for n in names)
+        lines.append(f"| {family_label(fam)} | {GOALS.get(fam, '')} | {cells} |")
     lines.append("| **overall** | | " + " | ".join(f"**{reports[n]['overall_pass_pct']:g}**" for n in names) + " |")
     first = reports[names[0]]
     table = "\n".join(lines)

@@ -465,6 +465,11 @@ def family_block(family: str, results: Sequence[ScenarioResult], scenarios: dict
     return block
 
 
+def family_label(family: str) -> str:
+    """A family's name in a table: one not in the spec says so."""
+    return family if family in FAMILIES else f"{family} (unknown family)"
+
+
 def summarize(results: Sequence[ScenarioResult], scenarios: Sequence[Scenario]) -> dict:
     """The report's "families" object: one block per family that has results, in the spec's family order, then
     families not in the spec in name order."""

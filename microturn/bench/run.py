@@ -267,8 +267,8 @@ def format_table(rep: dict) -> str:
     for fam, b in rep["families"].items():
         by = b.get("pass_pct_by_input")
         agree = rep.get("audio_word_agreement", {}).get(fam, {})
-        label = fam if fam in FAMILIES else f"{fam} (unknown family)"
-        rows.append((label, _num(b["pass_pct"]), str(b["n"]), _dist(b["latency_s"]), _dist(b["stop_latency_s"]),
+        rows.append((rules.family_label(fam), _num(b["pass_pct"]), str(b["n"]), _dist(b["latency_s"]),
+                     _dist(b["stop_latency_s"]),
                      "-" if not b["count"] else f"{_num(b['count']['obo_pct'])}/{_num(b['count']['mae'])}",
                      _num(b["backchannels_per_min"]), "-" if by is None else f"{_num(by['voice'])}/{_num(by['typed'])}",
                      _num(agree.get("median_abs_s"), "s")))

@@ -114,7 +114,7 @@ def partial(out: str | Path) -> Path:
     ``out/.partial`` where the parent cannot be written (a mount point), so an interrupted or failed run leaves the
     old set or shards whole (training's ``shard_dirs`` skips either)."""
     out = Path(out).resolve()  # "." has no name; a linked folder's parts are renamed on its own file system
-    parent = next(p for p in out.parents if p.exists()) if not out.parent.exists() else out.parent
+    parent = next(p for p in out.parents if p.exists())  # the folder its sibling would be made in
     return out.with_name(out.name + PARTIAL) if os.access(parent, os.W_OK) else out / PARTIAL
 
 

@@ -22,6 +22,7 @@ import functools
 import hmac
 import ipaddress
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -35,7 +36,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..model.model import InteractionModel, Sampling
 from ..runtime.background import Background, LocalTools
 from ..runtime.session import Engine, Session, TurnOutput
-from ..stream.layout import video_frame
+from ..stream.layout import text_tokens, video_frame
 from ..stream.tokenizer import default_tokenizer
 from . import protocol as P
 
@@ -368,8 +369,9 @@ class Hub:
         wait = (start - now) * L.delta
         if wait > self.settings.max_text_wait_s:
             raise P.ProtocolError("text_backlog", f"typed text sent earlier needs {wait:.0f} s more of audio to enter "
-                                                  f"the model (10 tokens a second); send this later")
-        client.text_until = start + -(-(1 + len(self.tok.encode(" " + text.strip()))) // L.n_text_in)
+                                                  f"the model ({L.n_text_in / L.delta:g} tokens a second); send this "
+                                                  f"later")
+        client.text_until = start + math.ceil(len(text_tokens(self.tok, text)) / L.n_text_in)
         client.inputs.append(("text", text))
         self.poke()
 
@@ -609,7 +611,8 @@ class Connection:
             return False
         if not host_allowed(self.ws.headers.get("host"), s.allowed_hosts):
             await self.close(CLOSE_POLICY, "host not allowed",
-                             ("forbidden_host", f"host {self.ws.headers.get('host')!r} is not this loopback server's"))
+                             ("forbidden_host", f"host {self.ws.headers.get('host')!r} is not allowed here (a "
+                                                f"loopback name, or one given with --allowed-host)"))
             return False
         if self.hub.full():
             await self.close(CLOSE_TRY_LATER, "server busy",

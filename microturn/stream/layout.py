@@ -117,6 +117,11 @@ class Layout:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
+def text_tokens(tok: Tokenizer, text: str, source: str = "typed") -> list[int]:
+    """The input tokens a text enters the model as: its source's marker, then its words."""
+    return [BG if source == "bg" else TYPED] + tok.encode(" " + text.strip())
+
+
 class TextQueue:
     """Input text waiting for text_in slots. Offline layout and the streaming runtime use this same queue."""
 
@@ -125,7 +130,7 @@ class TextQueue:
         self.pending: deque[int] = deque()
 
     def push(self, text: str, source: str = "typed"):
-        self.pending.extend([BG if source == "bg" else TYPED] + self.tok.encode(" " + text.strip()))
+        self.pending.extend(text_tokens(self.tok, text, source))
 
     def take(self) -> np.ndarray:
         n = self.layout.n_text_in

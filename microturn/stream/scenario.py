@@ -39,11 +39,13 @@ import json
 import math
 import os
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from .tokenizer import check_text
 from .words import Word
 
 FAMILIES = ("turn", "pause", "backchannel", "interrupt", "user_backchannel", "other_speaker",
@@ -118,9 +120,9 @@ def _str(v, name: str, *, empty_ok: bool = True) -> str:
     if not isinstance(v, str):
         raise _Bad(name, f"must be a string, got {v!r}")
     try:
-        v.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _Bad(name, f"is not valid Unicode (a lone surrogate escape?): {v!r:.80}") from None
+        check_text(v)
+    except ValueError as e:
+        raise _Bad(name, str(e)) from None
     if not empty_ok and not v.strip():
         raise _Bad(name, "must not be empty")
     return v
@@ -557,13 +559,9 @@ def _write_video(set_dir: Path, s: Scenario, payload, video_format: str) -> Scen
 
 
 # ----------------------------------------------------------------------------------------------- input mode
-def unknown_families(scenarios) -> dict[str, int]:
+def unknown_families(scenarios) -> Counter:
     """The families of these scenarios that are not the spec's, with their number of scenarios, in first-seen order."""
-    out: dict[str, int] = {}
-    for s in scenarios:
-        if s.family not in FAMILIES:
-            out[s.family] = out.get(s.family, 0) + 1
-    return out
+    return Counter(s.family for s in scenarios if s.family not in FAMILIES)
 
 
 def is_instruction_family(family: str) -> bool:
