@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from microturn.bench import harness as H
 from microturn.bench.agents import (AgentOutput, ModelAgent, OracleAgent, SilentAgent, english_number,
                                     render_words)
-from microturn.bench.compare import compare, sign_test, verdict
+from microturn.bench.compare import compare, sign_test, verdict, wilson
 from microturn.bench.remote import RemoteAgent
 from microturn.bench.rules import evaluate, parse_numbers
 from microturn.bench.run import agreement, bench, format_table, make_agent, select
@@ -510,6 +510,24 @@ def test_sign_test_exact_values():
     assert sign_test(9, 1) == pytest.approx(2 * 11 / 1024)
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 400), st.data())
+def test_wilson_interval_holds_the_rate_and_narrows_with_more_scenarios(n, data):
+    k = data.draw(st.integers(0, n))
+    lo, hi = wilson(k, n)
+    assert 0 <= lo <= k / n <= hi <= 1 and hi - lo > 0
+    lo4, hi4 = wilson(4 * k, 4 * n)  # the same rate on four times the scenarios
+    assert hi4 - lo4 < hi - lo
+
+
+def test_wilson_interval_exact_values_and_bad_counts():
+    assert wilson(9, 12) == pytest.approx((0.4677, 0.9111), abs=1e-4)  # the textbook Wilson score interval
+    assert wilson(12, 12) == pytest.approx((0.7575, 1.0), abs=1e-4) and wilson(0, 12)[0] == 0.0
+    for bad in ((1, 0), (-1, 5), (6, 5)):
+        with pytest.raises(ValueError, match="passed of"):
+            wilson(*bad)
+
+
 def test_compare_pairs_reports_and_finds_the_oracle_better_than_silence(oracle_report, scenario_set, tmp_path,
                                                                         capsys):
     root, _ = scenario_set
@@ -561,14 +579,25 @@ def test_results_table_has_every_family_and_the_paired_line_per_baseline(scenari
     root, _ = scenario_set
     table = run(str(root), out=str(tmp_path))
     assert (tmp_path / "table.md").read_text() == table + "\n"
-    rows = [line.split(" | ")[0].strip("| ") for line in table.splitlines() if line.startswith("| ")]
-    assert rows[2:] == [*FAMILIES, "**overall**"]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("| ")]
+    assert [r[0] for r in rows[2:]] == [*FAMILIES, "**overall**"]
+    # beside the model's pass %, its 95 % Wilson interval, from the report's counts
+    rep = json.loads((tmp_path / "microturn_model.json").read_text())
+    assert rows[0][2:4] == ["microturn model", "95 % interval"]
+    for r in rows[2:]:
+        fam = r[0]
+        if fam not in rep["families"] and fam != "**overall**":
+            assert r[2:4] == ["–", "–"]  # a family the set does not hold
+            continue
+        fams = rep["families"] if fam == "**overall**" else {fam: rep["families"][fam]}
+        k, n = sum(f["passed"] for f in fams.values()), sum(f["n"] for f in fams.values())
+        assert r[3] == "–".join(f"{100 * x:.0f}" for x in wilson(k, n))
+        assert float(r[2].strip("*").split(" ")[0]) == pytest.approx(100 * k / n, abs=0.05)  # the rate it bounds
     for h in ("pipecat", "livekit"):
         r = compare([str(tmp_path / "microturn_model.json")], [str(tmp_path / f"harness_{h}__oracle.json")])["overall"]
         assert (f"Paired with harness {h} + oracle: the model passes {r['a_only']} scenarios it fails, it passes "
                 f"{r['b_only']} the model fails (sign test p = {r['p']:.2g}).") in table
     # the instruction families by voice / typed: the report's own pass_pct_by_input, with the scenarios counted
-    rep = json.loads((tmp_path / "microturn_model.json").read_text())
     line = next(x for x in table.splitlines() if "pass % by voice / typed (scenarios): " in x)
     split = re.findall(r"(\w+) (\S+) \((\d+) of (\d+)\) / (\S+) \((\d+) of (\d+)\)", line)
     assert [f for f, *_ in split] == [f for f in INSTRUCTION_FAMILIES if f in rep["families"]] != []

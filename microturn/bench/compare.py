@@ -11,7 +11,7 @@ exact binomial with p = 1/2). Scenarios are paired by (set, id); each side is on
 from __future__ import annotations
 
 import json
-from math import comb
+from math import comb, sqrt
 from pathlib import Path
 
 
@@ -21,6 +21,17 @@ def sign_test(wins: int, losses: int) -> float:
     if n == 0:
         return 1.0
     return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n)
+
+
+def wilson(passed: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a pass rate (95 % at z = 1.96), as fractions. Twelve scenarios a family leave
+    wide intervals (9 of 12: 0.47-0.91), which a pass % alone hides; unlike the normal approximation it stays within
+    [0, 1] and is not empty at 0 or n passed."""
+    if not 0 <= passed <= n or n == 0:
+        raise ValueError(f"{passed} passed of {n}: need 0 <= passed <= n and n > 0")
+    p, q = passed / n, z * z / n
+    mid, half = (p + q / 2) / (1 + q), z * sqrt(p * (1 - p) / n + q / (4 * n)) / (1 + q)
+    return (0.0 if passed == 0 else max(0.0, mid - half)), (1.0 if passed == n else min(1.0, mid + half))  # exact ends
 
 
 def _passes(paths: list[str]) -> tuple[dict[tuple[str, str], tuple[str, bool]], dict[str, set[str]]]:

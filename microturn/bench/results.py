@@ -1,11 +1,11 @@
 """``microturn results``: the README's results table, from one command.
 
 Runs the bundled (or a given) model and the harness baselines over a scenario set and prints one markdown table:
-pass % per family for each agent, with the turn-taking latency, the stop latency, the pause take-over rate and the
-backchannel rate (the Full-Duplex-Bench figures this set can give), then the model paired with each baseline
-scenario by scenario (``compare``: the scenarios each passes that the other fails, and the sign test), the model's
-instruction families split by how the instruction came (by voice or typed, as the spec reports them), and writes
-every agent's JSON report.
+pass % per family for each agent (the model's with its 95 % Wilson interval), with the turn-taking latency, the
+stop latency, the pause take-over rate and the backchannel rate (the Full-Duplex-Bench figures this set can give),
+then the model paired with each baseline scenario by scenario (``compare``: the scenarios each passes that the other
+fails, and the sign test), the model's instruction families split by how the instruction came (by voice or typed,
+as the spec reports them), and writes every agent's JSON report.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ..stream.scenario import FAMILIES
-from .compare import compare
+from .compare import compare, wilson
 from .rules import family_label
 from .run import bench
 
@@ -43,10 +43,18 @@ def cell(report: dict, family: str) -> str:
         extra.append(f"stop {f['stop_latency_s']['median']:.2f} s")
     if family == "repcount" and f.get("count"):
         extra.append(f"obo {f['count']['obo_pct']:g}")
+    if family == "backchannel" and f.get("backchannels_per_min") is not None:
+        extra.append(f"{f['backchannels_per_min']:g}/min")
     if family == "pause":
         tor = takeover_rate(report, "pause")
         extra.append(f"TOR {_fmt(tor, ' %')}")
     return f"{f['pass_pct']:g}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def interval(passed: int, n: int) -> str:
+    """A pass rate's 95 % Wilson interval in %, e.g. "47–91" for 9 of 12."""
+    lo, hi = wilson(passed, n)
+    return f"{100 * lo:.0f}–{100 * hi:.0f}"
 
 
 def by_input(report: dict) -> str:
@@ -74,18 +82,25 @@ def run(scenarios: str, checkpoint: str | None = None, out: str = "out/results",
                               pictures=str(Path(out) / f"{safe}_pictures") if agent == "model" else None,
                               **{k: v for k, v in kw.items() if v is not None})
     names = list(reports)
-    lines = ["| family | goal | " + " | ".join(names) + " |", "| --- | --- | " + " | ".join("---" for _ in names) + " |"]
-    for fam in FAMILIES + tuple(f for f in reports[names[0]]["families"] if f not in FAMILIES):
-        cells = " | ".join(cell(reports[n], fam) for n in names)
-        lines.append(f"| {family_label(fam)} | {GOALS.get(fam, '')} | {cells} |")
-    lines.append("| **overall** | | " + " | ".join(f"**{reports[n]['overall_pass_pct']:g}**" for n in names) + " |")
     first = reports[names[0]]
+    cols = [names[0], "95 % interval", *names[1:]]  # the model's pass rate, how far 12 scenarios a family pin it
+    lines = ["| family | goal | " + " | ".join(cols) + " |", "| --- | --- | " + " | ".join("---" for _ in cols) + " |"]
+    for fam in FAMILIES + tuple(f for f in first["families"] if f not in FAMILIES):
+        f = first["families"].get(fam)
+        cells = [cell(reports[n], fam) for n in names]
+        cells.insert(1, interval(f["passed"], f["n"]) if f else "–")
+        lines.append(f"| {family_label(fam)} | {GOALS.get(fam, '')} | {' | '.join(cells)} |")
+    n_all = sum(f["n"] for f in first["families"].values())
+    overall = [f"**{reports[n]['overall_pass_pct']:g}**" for n in names]
+    overall.insert(1, interval(sum(f["passed"] for f in first["families"].values()), n_all))
+    lines.append("| **overall** | | " + " | ".join(overall) + " |")
     table = "\n".join(lines)
     heard = ", ".join(f"{w:g}" for w in first["agent_options"]["sampling"]["warps"])
-    table += (f"\n\nSet `{scenarios}` ({sum(f['n'] for f in first['families'].values())} scenarios), model checkpoint "
+    table += (f"\n\nSet `{scenarios}` ({n_all} scenarios), model checkpoint "
               f"`{first.get('checkpoint')}`{f' heard through the warps {heard}' if heard else ''}, "
-              f"{first['created']}. Pass % per family; in brackets: turn-taking "
-              f"latency (median), stop latency (median), RepCount off-by-one %, pause take-over rate (TOR).")
+              f"{first['created']}. Pass % per family; in brackets: turn-taking latency (median), stop latency "
+              f"(median), backchannels a minute, RepCount off-by-one %, pause take-over rate (TOR); the model's 95 % "
+              f"interval: Wilson's, of its pass rate on scenarios like these.")
     table += "\n"
     for n in names[1:]:  # the model against each baseline, scenario by scenario (`microturn compare`)
         r = compare([paths[names[0]]], [paths[n]])["overall"]
