@@ -15,10 +15,12 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from serving import running
 
 from microturn.bench.agents import ModelAgent, n_samples
-from microturn.bench.remote import RemoteAgent, RemoteError
+from microturn.bench.remote import RemoteAgent, RemoteError, text_chunks
 from microturn.bench.run import bench, make_agent
 from microturn.codecs.audio import SAMPLE_RATE, load_wav
 from microturn.model.config import ModelConfig
@@ -121,3 +123,18 @@ def test_token_and_options(model, tmp_path):
         RemoteAgent(pace="slow")
     with pytest.raises(ValueError, match="realtime"):
         RemoteAgent(realtime=True, pace="fast")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(st.sampled_from("ab \n\t"), max_size=60), st.integers(1, 12))
+def test_long_text_goes_in_chunks_the_server_takes(text, limit):
+    chunks = text_chunks(text, limit)
+    assert all(1 <= len(c) <= limit and c.strip() for c in chunks)  # none too long, none blank (bad_text)
+    squeeze = "".join(text.split())
+    assert "".join("".join(c.split()) for c in chunks) == squeeze  # nothing lost but whitespace, in order
+
+
+def test_long_text_is_cut_at_a_space_where_there_is_one():
+    assert text_chunks("  one two three  ", 8) == ["one two", "three"]
+    assert text_chunks("abcdefghij", 4) == ["abcd", "efgh", "ij"] and text_chunks(" \n ") == []
+

@@ -3,6 +3,8 @@
 
 - ``test_page_streams_through_the_server``: the page's plumbing (AudioWorklet capture at 16 kHz, the WebSocket,
   playback scheduling, stats, transcript) against a tiny random model. Needs Chromium only.
+- ``test_stop_then_start_at_once_keeps_the_new_session``: Start waits for the stopped session to close, so its late
+  events cannot reach (and stop) the next one.
 - ``test_page_gets_the_answer``: a trained model hears "What colour is a monkey?" from the fake microphone and
   the page's transcript shows its answer "brown" right after the question. Needs Chromium and a trained checkpoint
   (the bundled one or ``MICROTURN_CHECKPOINT``).
@@ -224,3 +226,45 @@ def test_page_gets_the_answer(tmp_path):
     assert res["problems"] == [], res["problems"]
     _, question_end = spans[1]
     assert question_end - 0.5 < res["answer"]["start"] < question_end + 1.5, (res["answer"], spans[1])
+
+
+def test_stop_then_start_at_once_keeps_the_new_session(tmp_path):
+    """Stop, then Start clicked at once: the old session still ends on the server (its late words and its close
+    must not reach the new one), so Start waits for that close; the new session then streams, its microphone on."""
+    from microturn.model.config import ModelConfig
+    from microturn.model.model import InteractionModel
+    from microturn.stream.tokenizer import default_tokenizer
+
+    model = InteractionModel(ModelConfig(depth=2, vocab_size=default_tokenizer().vocab_size, flow_width=32))
+    app = create_app(model, max_sessions=2)
+    hub = app.state.hub
+    wav, _ = speech_wav(tmp_path, [("Hello, can you hear me? I am still talking to you.", 8.0)])
+    listening = "document.getElementById('status').textContent === 'listening' && state.mic !== null"
+
+    async def drive_twice(port: int, url: str) -> dict:
+        dt = await DevTools.page(port, url)
+        assert await dt.wait_for("document.readyState === 'complete' && !!document.getElementById('start')", 15)
+        await dt.eval("document.getElementById('start').click()")
+        assert await dt.wait_for(f"{listening} && state.sent > 16000", 20), "the first session did not stream"
+        first = await dt.eval("(document.getElementById('stop').click(),"
+                              " document.getElementById('start').click(),"  # at once: ignored until the close
+                              " {start: document.getElementById('start').disabled, ws: state.ws !== null})")
+        assert await dt.wait_for("!document.getElementById('start').disabled", 20), "the old session never closed"
+        await dt.eval("document.getElementById('start').click()")
+        assert await dt.wait_for(f"{listening} && state.sent > 8000", 20), "the second session did not stream"
+        await asyncio.sleep(1.5)  # the old socket's late events, were they heard, would have stopped the media
+        second = await dt.eval(f"({{on: {listening}, sent: state.sent}})")
+        problems = dt.problems
+        await dt.eval("document.getElementById('stop').click()")
+        await dt.ws.close()
+        return {"first": first, "second": second, "problems": problems}
+
+    with running(app) as port:
+        url = f"http://127.0.0.1:{port}/"
+        with chromium(url, wav) as cdp:
+            res = asyncio.run(drive_twice(cdp, url))
+            sessions = len(hub.clients)
+    assert res["first"] == {"start": True, "ws": True}, res  # Start stayed disabled while the old socket lived
+    assert res["second"]["on"] and res["second"]["sent"] > 16000 * 1.5, res
+    assert res["problems"] == [], res["problems"]
+    assert sessions == 1  # the old session was closed on the server; only the new one was running

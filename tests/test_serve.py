@@ -452,7 +452,7 @@ def test_engine_failure_closes_sessions_not_the_server(model):
     def broken():
         raise RuntimeError("boom")
 
-    async def scenario():
+    async def failing_tick():
         async with websockets.connect(url(port)) as ws:
             await start(ws)
             engine = hub.engines[0]
@@ -461,12 +461,15 @@ def test_engine_failure_closes_sessions_not_the_server(model):
             msgs, _, code = await recv_all(ws)
             engine.tick = tick
         assert msgs[-1]["code"] == "internal_error" and code == 1011
-        await resampled(port, 16000)
+
+    def health():
+        return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz").read())
 
     with running(app) as port:
-        run(scenario())
-        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz").read())
-    assert health["ok"] is False and health["sessions"] == 0
+        run(failing_tick())
+        assert health()["ok"] is False and health()["failures"] == 1  # the last tick failed
+        run(resampled(port, 16000))  # the server goes on: a new session is stepped, and it is healthy again
+        assert health() == {**health(), "ok": True, "failures": 1, "sessions": 0}
 
 
 def test_a_failing_background_factory_does_not_refuse_sessions(model):

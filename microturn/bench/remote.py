@@ -72,6 +72,9 @@ PROTOCOL_VERSION = 1
 AUDIO_MAGIC = b"MTAU"
 AUDIO_HEADER = struct.Struct("<4sIII")  # magic, micro-turn t, window start (ms), flags
 MAX_TEXT = 2000  # characters of one text message
+# the codes after which the server closes the session (docs/protocol.md); Realtime errors carry no `fatal` flag
+FATAL = frozenset({"too_many_errors", "slow_consumer", "idle_timeout", "busy", "unauthorized", "forbidden_origin",
+                   "forbidden_host", "internal_error"})
 MAX_SIDE = 2048  # pixels a side of a camera frame
 REALTIME_RATE = 24000
 REALTIME_DELTA = 0.2  # the Realtime protocol does not announce Δ: microturn's
@@ -219,9 +222,9 @@ class RemoteAgent(Agent):
             r.held_s += time.perf_counter() - held
             a, b = t * r.delta, (t + 1) * r.delta
             for e in r.scenario.text:
-                if a - 1e-9 <= e.t < b - 1e-9 and e.text.strip():
-                    for k in range(0, len(e.text), MAX_TEXT):
-                        await ws.send(json.dumps({"type": "text", "text": e.text[k : k + MAX_TEXT]}))
+                if a - 1e-9 <= e.t < b - 1e-9:
+                    for chunk in text_chunks(e.text):
+                        await ws.send(json.dumps({"type": "text", "text": chunk}))
             frame = _frame_at(video, a)
             if frame is not None:
                 jpeg = await asyncio.to_thread(encode_jpeg, frame)
@@ -332,10 +335,11 @@ class RemoteAgent(Agent):
                         raise rt.fatal
                     a, b = t * delta, (t + 1) * delta
                     for e in scenario.text:
-                        if a - 1e-9 <= e.t < b - 1e-9 and e.text.strip():
-                            item = {"type": "message", "role": "user",
-                                    "content": [{"type": "input_text", "text": e.text[:MAX_TEXT]}]}
-                            await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
+                        if a - 1e-9 <= e.t < b - 1e-9:
+                            for chunk in text_chunks(e.text):
+                                item = {"type": "message", "role": "user",
+                                        "content": [{"type": "input_text", "text": chunk}]}
+                                await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
                     rt.frames_skipped += _frame_at(video, a) is not None
                     chunk = base64.b64encode(float_to_pcm16(audio[t * w24 : (t + 1) * w24])).decode()
                     await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
@@ -377,7 +381,7 @@ class RemoteAgent(Agent):
                     err = d.get("error") or {}
                     code = err.get("code") or "error"
                     rt.errors[code] = rt.errors.get(code, 0) + 1
-                    if code in ("unauthorized", "busy", "internal_error", "too_many_errors", "slow_consumer"):
+                    if code in FATAL:
                         rt.fatal = rt.fatal or RemoteError(code, err.get("message", ""))
         except websockets.ConnectionClosed:
             pass
@@ -458,6 +462,20 @@ def _inputs(scenario: Scenario, n: int) -> tuple[np.ndarray, tuple[np.ndarray, f
     user = scenario.load_audio(SAMPLE_RATE)[:n]
     x[: len(user)] = user
     return x, scenario.load_video()
+
+
+def text_chunks(text: str, limit: int = MAX_TEXT) -> list[str]:
+    """A typed text as the messages that carry it (the server takes at most ``limit`` characters a message): cut
+    after the last whitespace within the limit when there is one, with no chunk left blank (the server refuses those
+    as ``bad_text``); a blank text is no message at all. In order, the chunks hold all the text but the whitespace at
+    its ends and at each cut; each arrives with a ``<typed>`` marker of its own."""
+    text, out = text.strip(), []
+    while text:
+        cut = len(text) if len(text) <= limit else max(text.rfind(" ", 1, limit + 1), text.rfind("\n", 1, limit + 1))
+        cut = cut if cut > 0 else limit
+        out.append(text[:cut])
+        text = text[cut:].lstrip()
+    return out
 
 
 def _frame_at(video, t: float) -> np.ndarray | None:

@@ -218,7 +218,7 @@ def _routes(app: FastAPI, hub: Hub) -> None:
 
     @app.get("/healthz")
     async def health():
-        return JSONResponse({"ok": hub.failures == 0, "sessions": len(hub.clients),
+        return JSONResponse({"ok": not hub.failing, "failures": hub.failures, "sessions": len(hub.clients),
                              "max_sessions": hub.settings.max_sessions, "delta": hub.layout.delta, "ticks": hub.ticks,
                              "model": hub.model_info, "protocol_version": P.VERSION})
 

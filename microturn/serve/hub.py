@@ -224,7 +224,8 @@ class Hub:
         self.wake: asyncio.Event | None = None
         self.task: asyncio.Task | None = None
         self.ticks = 0
-        self.failures = 0
+        self.failures = 0  # engine ticks that failed since the start
+        self.failing = False  # the last tick failed (healthz: not ok until one succeeds)
         self.model_info: dict = {}
 
     # ---- lifecycle (event loop) ----
@@ -412,8 +413,10 @@ class Hub:
                 except Exception:  # a failing model must not kill the server: log it, report it to the clients
                     log.exception("engine tick failed")
                     self.failures += 1
+                    self.failing = True
                     self._fail(list(self.clients.values()))
                     break
+                self.failing = False
                 self._fail(broken)
                 for client in stepped:
                     self._deliver(client)

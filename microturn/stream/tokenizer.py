@@ -1,6 +1,8 @@
 """Text tokenizer for everything the model reads and writes: typed text, background results, its own words.
 
-Choice: a byte-level BPE (Hugging Face ``tokenizers``) trained on the task language and filler talk, 2048 tokens.
+Choice: a byte-level BPE (Hugging Face ``tokenizers``) trained on the task language and filler talk, to a target
+of 2048 tokens (``VOCAB_SIZE``); the small corpus ran out of merges first: the bundled vocabulary has 1,350, special
+tokens included.
 - Byte level: every UTF-8 string round-trips exactly (256 byte tokens are always in the vocabulary), so typed text
   in any language, emoji or Spanish accents never hits an unknown token.
 - BPE trained on our own corpus: the task words ("bingo", " seventy", " manzana") are single tokens, so an answer

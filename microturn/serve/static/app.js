@@ -35,9 +35,16 @@ function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const ws = new WebSocket(`${scheme}://${location.host}/v1/stream`);
   ws.binaryType = "arraybuffer";
-  ws.onmessage = (ev) => (typeof ev.data === "string" ? onJson(JSON.parse(ev.data)) : onAudio(ev.data));
-  ws.onclose = (ev) => { status(`closed (${ev.code}${ev.reason ? ": " + ev.reason : ""})`); stopMedia(); };
-  ws.onerror = () => status("connection error");
+  // only the current socket speaks to the page: an old session's late words, audio and close are not this one's
+  const mine = (f) => (ev) => { if (state.ws === ws) f(ev); };
+  ws.onmessage = mine((ev) => (typeof ev.data === "string" ? onJson(JSON.parse(ev.data)) : onAudio(ev.data)));
+  ws.onclose = mine((ev) => {
+    status(`closed (${ev.code}${ev.reason ? ": " + ev.reason : ""})`);
+    stopMedia();
+    state.ws = null;
+    $("start").disabled = false; // a new session once this one has ended
+  });
+  ws.onerror = mine(() => status("connection error"));
   state.ws = ws;
 }
 
@@ -167,7 +174,6 @@ function stopMedia() {
   if (state.mic) state.mic.getTracks().forEach((t) => t.stop());
   if (state.node) state.node.port.onmessage = null;
   state.mic = state.node = null;
-  $("start").disabled = false;
   $("stop").disabled = true;
 }
 
@@ -241,7 +247,13 @@ $("start").onclick = () => {
   status("connecting");
   connect();
 };
-$("stop").onclick = () => { send({ type: "session.end" }); stopMedia(); };
+$("stop").onclick = () => {
+  const ws = state.ws;
+  send({ type: "session.end" });
+  stopMedia();
+  status("ending");
+  setTimeout(() => { if (ws && state.ws === ws) ws.close(); }, 10000); // a server that never ends it: leave
+};
 $("textform").onsubmit = (ev) => {
   ev.preventDefault();
   const text = $("text").value.trim();
