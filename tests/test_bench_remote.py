@@ -137,4 +137,3 @@ def test_long_text_goes_in_chunks_the_server_takes(text, limit):
 def test_long_text_is_cut_at_a_space_where_there_is_one():
     assert text_chunks("  one two three  ", 8) == ["one two", "three"]
     assert text_chunks("abcdefghij", 4) == ["abcd", "efgh", "ij"] and text_chunks(" \n ") == []
-
