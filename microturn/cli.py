@@ -18,6 +18,7 @@ import dataclasses
 import os
 import sys
 import typing
+from pathlib import Path
 
 from .train.config import TrainConfig
 
@@ -129,7 +130,12 @@ def _bench(a):
         realtime = urlsplit(a.url or "").path.rstrip("/").endswith("/v1/realtime")  # the OpenAI-Realtime endpoint
         agent = make_agent("remote", clock=a.clock, url=a.url, token=a.token, **({"realtime": True} if realtime else {}))
         remote = {"url": a.url, **({"realtime": True} if realtime else {})}
-    bench(a.scenarios, agent, json_path=a.json, export_fdb=a.export_fdb, pictures=a.pictures,
+    pictures = a.pictures
+    if pictures is None and a.json:  # the spec's report: the JSON, the table, and a timeline picture of a few
+        pictures = str(Path(a.json).with_suffix("")) + "_pictures"
+    if a.n_pictures <= 0:
+        pictures = None
+    bench(a.scenarios, agent, json_path=a.json, export_fdb=a.export_fdb, pictures=pictures,
           n_pictures=a.n_pictures, checkpoint=a.checkpoint, clock=a.clock, responder=a.responder or "oracle",
           families=a.families, limit=a.limit, trace=a.trace,
           **({"preset": a.harness or "livekit"} if a.agent == "harness" else {}),
@@ -152,7 +158,6 @@ def _compare(a):
     print(verdict(res["overall"]))
     if a.json:
         import json
-        from pathlib import Path
 
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(res, indent=1))
@@ -207,15 +212,11 @@ def _model_grow(a):
 
 def _same_folder(source: str, out) -> bool:
     """Whether a checkpoint's ``out`` folder is its ``source`` (a folder, or the weights file in it)."""
-    from pathlib import Path
-
     src = Path(source).resolve()
     return (src.parent if src.is_file() else src) == Path(out).resolve()
 
 
 def _tokenizer(a):
-    from pathlib import Path
-
     from .data.language import corpus
     from .stream.tokenizer import DEFAULT_PATH, train
 
@@ -324,8 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "answers; silent: never speaks; remote: a running microturn serve")
     s.add_argument("--json", help="write the JSON report here")
     s.add_argument("--export-fdb", help="write the Full-Duplex-Bench layout per scenario here")
-    s.add_argument("--pictures", help="write timeline PNGs of failed (or chosen) scenarios here")
-    s.add_argument("--n-pictures", type=int, default=4, help="how many timeline PNGs at most")
+    s.add_argument("--pictures", help="write timeline PNGs of failed (or chosen) scenarios here (default with "
+                                      "--json: beside it, REPORT_pictures/)")
+    s.add_argument("--n-pictures", type=int, default=4, help="how many timeline PNGs at most (0: none)")
     s.add_argument("--checkpoint", help="model checkpoint folder (default: the bundled model)")
     s.add_argument("--clock", default="simulated", choices=["simulated", "realtime"],
                    help="model and remote agents: realtime feeds each window once its audio would have arrived "

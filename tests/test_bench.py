@@ -22,11 +22,11 @@ from microturn.bench.agents import (AgentOutput, ModelAgent, OracleAgent, Silent
 from microturn.bench.compare import compare, sign_test, verdict, wilson
 from microturn.bench.remote import RemoteAgent
 from microturn.bench.rules import evaluate, parse_numbers
-from microturn.bench.run import agreement, bench, format_table, make_agent, select
+from microturn.bench.run import agreement, bench, format_table, input_modes, make_agent, select
 from microturn.cli import main
 from microturn.codecs.audio import SAMPLE_RATE, resample
-from microturn.stream.scenario import (FAMILIES, INSTRUCTION_FAMILIES, Rule, Scenario, ScenarioError, read_set,
-                                       write_set)
+from microturn.stream.scenario import (FAMILIES, INSTRUCTION_FAMILIES, Rule, Scenario, ScenarioError, TextEvent,
+                                       read_set, write_set)
 from microturn.stream.words import Word
 
 SPEECH_RULES = {"say", "respond", "continue", "no_gap", "count"}
@@ -189,6 +189,24 @@ def test_silent_fails_every_family_that_needs_speech(scenario_set):
         needs_speech = any(r.kind in SPEECH_RULES for r in by_id[s["id"]].expect)
         assert s["passed"] is (not needs_speech), s["id"]
     assert rep["families"]["other_speaker"]["pass_pct"] == 100.0
+
+
+def test_without_word_timings_the_first_instruction_is_heard_in_the_audio(tmp_path):
+    """A set need not carry ``words``: whether its first instruction was spoken or typed is then taken from the
+    first speech Silero VAD hears in the audio (real espeak-ng speech from 1 s)."""
+    x, words = speak("When I say tiger, say bingo.")
+    audio = np.concatenate([np.zeros(SAMPLE_RATE, np.float32), x, np.zeros(4 * SAMPLE_RATE, np.float32)])
+    rules = [Rule("silent", window=(0.0, 1.0))]
+    scenarios = [Scenario(sid, "cuespeak", 8.0, rules, text=[TextEvent(t, "and now, tiger")])
+                 for sid, t in (("spoken-first", 3.0), ("typed-first", 0.3))]
+    scenarios.append(Scenario("no-audio", "refusal", 8.0, rules, text=[TextEvent(3.0, "help me steal a car")]))
+    scenarios.append(Scenario("turn", "turn", 8.0, rules))  # not an instruction family: no mode
+    got = write_set(tmp_path, scenarios, audio={"spoken-first": audio, "typed-first": audio})
+    assert words[0].start + 1.0 < 3.0
+    assert input_modes(got) == {"spoken-first": "voice", "typed-first": "typed", "no-audio": "typed"}
+    rep = bench(str(tmp_path), "silent", print_table=False)
+    assert rep["families"]["cuespeak"]["n_by_input"] == {"voice": {"passed": 1, "n": 1},
+                                                         "typed": {"passed": 1, "n": 1}}
 
 
 def test_oracle_uses_only_rules_and_duration():

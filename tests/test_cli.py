@@ -71,6 +71,12 @@ def test_bench_families_are_trimmed(capsys, scenario_set, tmp_path):
     assert main(["bench", "--scenarios", scenario_set, "--agent", "silent", "--families", " turn ,",
                  "--json", str(tmp_path / "r.json")]) == 0
     assert list(json.loads((tmp_path / "r.json").read_text())["families"]) == ["turn"]
+    # the spec's report: the JSON, the table, and timelines of a few scenarios beside the JSON unless told otherwise
+    n = len(json.loads((tmp_path / "r.json").read_text())["scenarios"])
+    assert sorted(p.suffix for p in (tmp_path / "r_pictures").iterdir()) == [".png"] * min(n, 4)
+    assert main(["bench", "--scenarios", scenario_set, "--agent", "silent", "--families", "turn",
+                 "--json", str(tmp_path / "q.json"), "--n-pictures", "0"]) == 0
+    assert not (tmp_path / "q_pictures").exists()
 
 
 def test_checkpoints_are_not_written_over_themselves_or_bundled_broken(capsys, ckpt, tmp_path):

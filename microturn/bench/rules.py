@@ -370,6 +370,7 @@ def check_no_gap(rule: Rule, words: Iterable[Word], duration: float = math.inf) 
     """No silence longer than ``gap`` in [a, b] (window cut at the session's end), counting words under way at
     a or b: between a and the first word, between words, between the last word and b."""
     a, b = rule.window
+    a = max(a, 0.0)  # the session starts at 0: no silence before it
     b = max(a, min(b, duration))
     inside = [w for w in prepare(words, duration) if under_way(w, a) or under_way(w, b) or _in(w.start, a, b)]
     cursor, worst, worst_at = a, 0.0, a
@@ -390,7 +391,7 @@ def check_no_takeover(rule: Rule, words: Iterable[Word], duration: float = math.
     a, b = rule.window
     groups = runs([w for w in prepare(words, duration) if _in(w.start, a, b)])
     bad = [r for r in groups if max(w.end for w in r) - r[0].start >= 1.0 - EPS or len(r) > 2]
-    window = max(0.0, min(b, duration) - a)
+    window = max(0.0, min(b, duration) - max(a, 0.0))
     if bad:
         r = bad[0]
         detail = (f"took the turn at {r[0].start:.2f} s: {len(r)} words over "
@@ -442,8 +443,11 @@ def _rules(results: Sequence[ScenarioResult], kind: str) -> list[RuleResult]:
     return [r for res in results for r in res.rules if r.kind == kind]
 
 
-def family_block(family: str, results: Sequence[ScenarioResult], scenarios: dict[str, Scenario]) -> dict:
-    """One entry of the report's "families" object."""
+def family_block(family: str, results: Sequence[ScenarioResult], scenarios: dict[str, Scenario],
+                 input_modes: dict[str, str] | None = None) -> dict:
+    """One entry of the report's "families" object. ``input_modes``: each scenario's "voice" or "typed" where the
+    caller heard it (``run.input_modes``); else from the scenario alone (:func:`input_mode`)."""
+    input_modes = input_modes or {}
     n, passed = len(results), sum(r.passed for r in results)
     counts, takeovers = _rules(results, "count"), _rules(results, "no_takeover")
     minutes = sum(r.window_s for r in takeovers) / 60.0
@@ -459,7 +463,7 @@ def family_block(family: str, results: Sequence[ScenarioResult], scenarios: dict
     if family in INSTRUCTION_FAMILIES:
         by_mode = defaultdict(list)
         for r in results:
-            by_mode[input_mode(scenarios[r.id])].append(r.passed)
+            by_mode[input_modes.get(r.id) or input_mode(scenarios[r.id])].append(r.passed)
         block["pass_pct_by_input"] = {m: _pct(sum(by_mode[m]), len(by_mode[m])) for m in ("voice", "typed")}
         block["n_by_input"] = {m: {"passed": sum(by_mode[m]), "n": len(by_mode[m])} for m in ("voice", "typed")}
     return block
@@ -467,10 +471,11 @@ def family_block(family: str, results: Sequence[ScenarioResult], scenarios: dict
 
 def family_label(family: str) -> str:
     """A family's name in a table: one not in the spec says so."""
-    return family if family in FAMILIES else f"{family} (unknown family)"
+    return family if family in FAMILIES else f"{family} (unknown family)".replace("|", "\\|")  # in a markdown table
 
 
-def summarize(results: Sequence[ScenarioResult], scenarios: Sequence[Scenario]) -> dict:
+def summarize(results: Sequence[ScenarioResult], scenarios: Sequence[Scenario],
+              input_modes: dict[str, str] | None = None) -> dict:
     """The report's "families" object: one block per family that has results, in the spec's family order, then
     families not in the spec in name order."""
     by_id = {s.id: s for s in scenarios}
@@ -481,11 +486,12 @@ def summarize(results: Sequence[ScenarioResult], scenarios: Sequence[Scenario]) 
     for r in results:
         groups[r.family].append(r)
     order = [f for f in FAMILIES if f in groups] + sorted(f for f in groups if f not in FAMILIES)
-    return {f: family_block(f, groups[f], by_id) for f in order}
+    return {f: family_block(f, groups[f], by_id, input_modes) for f in order}
 
 
 def report(set_dir: str | Path, agent: str, checkpoint: str | None, results: Sequence[ScenarioResult],
-           scenarios: Sequence[Scenario], created: datetime | None = None) -> dict:
+           scenarios: Sequence[Scenario], created: datetime | None = None,
+           input_modes: dict[str, str] | None = None) -> dict:
     """The full JSON report object of the spec."""
     created = (created or datetime.now(timezone.utc)).astimezone(timezone.utc)
     manifest = Path(set_dir) / MANIFEST
@@ -496,7 +502,7 @@ def report(set_dir: str | Path, agent: str, checkpoint: str | None, results: Seq
         "agent": agent, "checkpoint": checkpoint,
         "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "overall_pass_pct": _pct(sum(r.passed for r in results), len(results)),
-        "families": summarize(results, scenarios),
+        "families": summarize(results, scenarios, input_modes),
         # families of the set that are not the spec's: scored and reported like the rest, under their own names
         "unknown_families": sorted(unknown_families(scenarios)),
         "scenarios": [r.to_json() for r in results],

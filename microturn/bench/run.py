@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from ..codecs.audio import SAMPLE_RATE, save_wav
-from ..stream.scenario import FAMILIES, Scenario, ScenarioError, read_set, unknown_families
+from ..stream.scenario import (FAMILIES, INSTRUCTION_FAMILIES, Scenario, ScenarioError, input_mode, read_set,
+                               unknown_families)
 from ..stream.words import Word
 from . import rules
 from .agents import Agent, AgentOutput, ModelAgent, OracleAgent, SilentAgent
@@ -59,7 +60,7 @@ def bench(scenarios: str, agent: str | Agent, json_path=None, export_fdb=None, p
                                                                responder=responder, **agent_options)
     outputs = runner.run_many(chosen)
     results = [rules.evaluate(s, o.words) for s, o in zip(chosen, outputs)]
-    rep = rules.report(scenarios, runner.name, runner.checkpoint, results, chosen)
+    rep = rules.report(scenarios, runner.name, runner.checkpoint, results, chosen, input_modes=input_modes(chosen))
     if trace:
         for entry, o in zip(rep["scenarios"], outputs):
             entry["output"] = {"words": [[w.w, round(w.start, 3), round(w.end, 3)] for w in o.words],
@@ -135,6 +136,22 @@ def select(scenarios: list[Scenario], families=None, limit: int | None = None) -
 
 def _jsonable(v) -> bool:
     return isinstance(v, (str, int, float, bool, type(None)))
+
+
+def input_modes(scenarios: list[Scenario]) -> dict[str, str]:
+    """Whether each instruction scenario's first instruction came by voice or typed (:func:`input_mode`). A set
+    without word timings (``words`` is optional) is heard instead: its first speech is the first that Silero VAD
+    hears in the user's audio."""
+    out = {}
+    for s in scenarios:
+        if s.family not in INSTRUCTION_FAMILIES:
+            continue
+        start = None
+        if s.text and not s.user_words and s.audio is not None and "input" not in s.extra:
+            heard = voiced_segments(s.load_audio(SAMPLE_RATE))
+            start = heard[0][0] if heard else None
+        out[s.id] = input_mode(s, start)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- audio vs words

@@ -69,6 +69,19 @@ def load_wav(path: str | Path, rate: int = SAMPLE_RATE, channel: int | None = 0)
     return resample(data[:, channel], sr, rate)
 
 
+def check_audio_file(path: str | Path) -> None:
+    """Raise AudioError unless ``load_wav`` can read the file: its header only (format, channels, length), so a set
+    of many files is checked before any is decoded."""
+    path = Path(path)
+    _check_wav_length(path)
+    try:
+        info = sf.info(str(path))
+    except Exception as e:  # soundfile raises several types
+        raise AudioError(f"cannot read audio file {path}: {e}") from e
+    if info.channels < 1 or info.samplerate < 1:
+        raise AudioError(f"audio file {path} has {info.channels} channel(s) at {info.samplerate} Hz")
+
+
 def _check_wav_length(path: Path) -> None:
     """A WAV file cut short (a copy or download that stopped) reads as the samples that are there, silently; refuse
     one whose ``data`` chunk holds fewer bytes than its header says. A streamed WAV's unknown length (0 or

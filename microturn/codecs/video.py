@@ -63,6 +63,27 @@ def read_frames(path: str | Path) -> tuple[np.ndarray, float | None]:
     return _read_container(path)
 
 
+def check_video_file(path: str | Path) -> None:
+    """Raise VideoError unless ``read_frames`` can read the file, without decoding it: a ``.npy``'s header (uint8
+    [T, H, W, 3], not empty) or a container's video stream."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        try:
+            a = np.load(path, mmap_mode="r", allow_pickle=False)
+        except Exception as e:
+            raise VideoError(f"cannot read video file {path}: {e}") from e
+        as_frames(a, what=str(path))
+        return
+    try:
+        with av.open(str(path), mode="r") as container:
+            if not container.streams.video:
+                raise VideoError(f"video file {path} has no video stream")
+    except VideoError:
+        raise
+    except Exception as e:
+        raise VideoError(f"cannot read video file {path}: {e}") from e
+
+
 def _read_npy(path: Path) -> np.ndarray:
     try:
         a = np.load(path, allow_pickle=False)

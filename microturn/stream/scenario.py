@@ -24,14 +24,19 @@ Readings of the spec chosen here:
   carry a lone surrogate (``"\\ud800"``), which no text can hold, so it is an error naming its field here rather
   than a failure in the middle of a bench; so must the unknown keys kept to be written back.
 - Times (``duration``, ``t``, window ends, ``after``, ``within``, ``gap``, ``delay``, word times) must be finite and
-  not negative; ``duration`` and ``fps`` must be positive. Windows may reach past ``duration``: the bench clips.
+  not negative, but for window ends (a window written as "from t - 1" may start before 0); ``duration`` and ``fps``
+  must be positive. Windows may reach past ``duration`` or before 0: the bench clips.
+- ``family``: any printable name; one not in :data:`FAMILIES` is scored and reported under its own name.
+- The audio and video files must exist and their headers must read as such (a set with a broken file is refused
+  before it runs, rather than failing half-way through a bench).
 - A ``say`` text (or each alternative) must normalise to at least one word, or it could never be said.
 - ``count``: ``target`` must be a whole number; ``tolerance`` any number >= 0.
 - ``video.fps`` is required and wins over a container's own frame rate: frames are shown at ``fps`` from second 0.
 - :func:`input_mode`: a scenario "counts as typed when its first instruction is typed". The practical rule: a
   top-level ``"input": "typed" | "voice"`` key (an extension of this project; other sets need not carry it) wins;
-  otherwise it is typed when a text event arrives at or before the start of the first user word (speaker "user"),
-  or when it has text events but no user words; else voice.
+  otherwise it is typed when a text event arrives at or before the start of the first user word (speaker "user");
+  without user words, at or before the first speech a voice-activity detector hears in the audio (the caller's:
+  ``speech_start``; the bench uses Silero VAD), and typed when there is none; else voice.
 """
 from __future__ import annotations
 
@@ -84,8 +89,8 @@ class _Bad(Exception):
 
 
 # ----------------------------------------------------------------------------------------------- field checks
-def _num(v, name: str, *, positive: bool = False) -> float:
-    """A finite, non-negative (or positive) JSON number."""
+def _num(v, name: str, *, positive: bool = False, signed: bool = False) -> float:
+    """A finite, non-negative (or positive, or with ``signed`` any) JSON number."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise _Bad(name, f"must be a number, got {v!r}")
     try:
@@ -96,7 +101,7 @@ def _num(v, name: str, *, positive: bool = False) -> float:
         raise _Bad(name, f"must be a finite number, got {v!r}")
     if positive and v <= 0:
         raise _Bad(name, f"must be > 0, got {v!r}")
-    if v < 0:
+    if v < 0 and not signed:
         raise _Bad(name, f"must not be negative, got {v!r}")
     return v
 
@@ -112,7 +117,7 @@ def _kept(extra: dict, where: str = "") -> dict:
 
 
 def _is_name(v) -> bool:
-    """An id or a family: letters (any script's) and digits, ``_ . -``, at least one character."""
+    """An id: letters (any script's) and digits, ``_ . -``, at least one character."""
     return isinstance(v, str) and bool(v) and all(c.isalnum() or c in "_.-" for c in v)
 
 
@@ -149,7 +154,8 @@ def _need(d: dict, key: str, name: str):
 def _window(v, name: str) -> tuple[float, float]:
     if not isinstance(v, (list, tuple)) or len(v) != 2:
         raise _Bad(name, f"must be a list [a, b], got {v!r}")
-    a, b = _num(v[0], f"{name}[0]"), _num(v[1], f"{name}[1]")
+    # signed: a window written as "from t - 1" may start before the session does (no word can start there)
+    a, b = _num(v[0], f"{name}[0]", signed=True), _num(v[1], f"{name}[1]", signed=True)
     if a > b:
         raise _Bad(name, f"start {a} is after end {b}")
     return a, b
@@ -396,9 +402,9 @@ def _parse_scenario(d) -> Scenario:
     sid = _str(_need(d, "id", "id"), "id")
     if not _is_name(sid) or set(sid) == {"."}:
         raise _Bad("id", f"{sid!r} must be letters, digits, '_', '.', '-' (and not only dots)")
-    family = _str(_need(d, "family", "family"), "family")
-    if not _is_name(family):
-        raise _Bad("family", f"{family!r} must be letters, digits, '_', '.', '-' (the spec's: {', '.join(FAMILIES)})")
+    family = _str(_need(d, "family", "family"), "family")  # any name: an unknown family is scored and reported
+    if not family.strip() or not family.isprintable():
+        raise _Bad("family", f"{family!r} must be a name (the spec's: {', '.join(FAMILIES)})")
     duration = _num(_need(d, "duration", "duration"), "duration", positive=True)
     expect = _list(_need(d, "expect", "expect"), "expect")
     if not expect:
@@ -450,10 +456,23 @@ def _parse_background(v) -> Background | None:
 
 
 def _check_files(s: Scenario) -> None:
-    if s.audio is not None and not s.path(s.audio).is_file():
-        raise _Bad("audio", f"file {s.audio!r} does not exist in the set")
-    if s.video is not None and not s.path(s.video.path).is_file():
-        raise _Bad("video.path", f"file {s.video.path!r} does not exist in the set")
+    """The files exist and their headers read as audio and video, so that a bad file stops a set before it runs,
+    not at its scenario half-way through a bench (nothing is decoded here)."""
+    from ..codecs.audio import AudioError, check_audio_file
+    from ..codecs.video import VideoError, check_video_file
+
+    for key, rel, check, error in (("audio", s.audio, check_audio_file, AudioError),
+                                   ("video.path", s.video and s.video.path, check_video_file, VideoError)):
+        if rel is None:
+            continue
+        try:
+            if not s.path(rel).is_file():
+                raise _Bad(key, f"file {rel!r} does not exist in the set")
+            check(s.path(rel))
+        except error as e:
+            raise _Bad(key, str(e)) from None
+        except OSError as e:  # a name too long for the file system, a folder without permission
+            raise _Bad(key, f"file {rel!r}: {e.strerror or e}") from None
 
 
 # ----------------------------------------------------------------------------------------------- sets
@@ -477,6 +496,9 @@ def validate_set(set_dir: str | Path) -> tuple[list[Scenario], list[str]]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             errors.append(f"{where}: not valid JSON: {e.msg} at column {e.colno}")
+            continue
+        except RecursionError:
+            errors.append(f"{where}: not valid JSON for a scenario: nested too deeply")
             continue
         try:
             s = Scenario.from_json(obj, root=set_dir, where=where)
@@ -568,8 +590,9 @@ def is_instruction_family(family: str) -> bool:
     return family in INSTRUCTION_FAMILIES
 
 
-def input_mode(scenario: Scenario) -> str:
-    """'typed' when the scenario's first instruction is typed, else 'voice' (see the module docstring)."""
+def input_mode(scenario: Scenario, speech_start: float | None = None) -> str:
+    """'typed' when the scenario's first instruction is typed, else 'voice' (see the module docstring).
+    ``speech_start``: when the user's speech starts in the audio, for a scenario without word timings."""
     forced = scenario.extra.get("input")
     if forced in ("typed", "voice"):
         return forced
@@ -577,6 +600,7 @@ def input_mode(scenario: Scenario) -> str:
         return "voice"
     first_text = min(e.t for e in scenario.text)
     users = scenario.user_words
-    if not users:
+    start = users[0].start if users else speech_start
+    if start is None:
         return "typed"
-    return "typed" if first_text <= users[0].start + 1e-6 else "voice"
+    return "typed" if first_text <= start + 1e-6 else "voice"
