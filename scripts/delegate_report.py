@@ -22,7 +22,7 @@ import json
 import re
 from pathlib import Path
 
-from microturn.bench.run import bench, select
+from microturn.bench.run import bench, first_speech, select
 from microturn.data import language as lang
 from microturn.stream.scenario import input_mode, read_set
 
@@ -94,7 +94,7 @@ def main() -> None:
         rep = bench(s, "model", checkpoint=a.checkpoint, families=["delegate"], trace=True, print_table=False, **opts)
         for entry in rep["scenarios"]:
             kind, detail, wrong = classify(scenarios[entry["id"]], entry)
-            mode = input_mode(scenarios[entry["id"]])
+            mode = input_mode(scenarios[entry["id"]], first_speech)  # as the bench's report decides it
             kinds[kind] += 1
             by_input[mode, kind] += 1
             parts.update(wrong)

@@ -4,9 +4,10 @@
 #
 #   scripts/valbench.sh runs/s11/model 0.5 0.6
 #
-# Writes out/valbench/NAME-THRESHOLD-SET.{json,txt} (NAME: the checkpoint folder's parent) and prints one line per
-# threshold. The sets are made first when missing: sets/val (seed 7), sets/val-b (seed 8), sets/val-c (seed 9,
-# since session 16: 144 scenarios told two checkpoints apart by less than their noise), sets/val-d and sets/val-e
+# Writes out/valbench/NAME-THRESHOLD-SET.{json,txt} and NAME-THRESHOLD-SET_pictures/ (NAME: the checkpoint
+# folder's parent) and prints one line per threshold. The sets are made first when missing: sets/val (seed 7),
+# sets/val-b (seed 8), sets/val-c (seed 9, since session 16: 144 scenarios told two checkpoints apart by less than
+# their noise), sets/val-d and sets/val-e
 # (seeds 40 and 41, since session 21: 216 told them apart by about 6 at best), 72 scenarios each. Where Piper's joe
 # is installed (the '.[voices]' extra), sets/val-joe too: sets/val's scenarios with every user speaking as joe, a
 # human-like voice no training hears, printed on a line of its own and kept out of the five sets' count.

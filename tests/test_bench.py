@@ -216,6 +216,12 @@ def test_oracle_uses_only_rules_and_duration():
         {"kind": "say", "text": ["Río grande", "x"], "window": [3.5, 4]}])
     out = OracleAgent().run(sc)
     assert evaluate(sc, out.words).passed
+    # a window that starts before the session: talked through from 0, no word (nor its audio) before it
+    early = Scenario(id="y", family="user_backchannel", duration=3.0, expect=[
+        {"kind": "no_gap", "window": [-0.6, 1.0], "gap": 0.3}])
+    talked = OracleAgent().run(early)
+    assert evaluate(early, talked.words).passed and min(w.start for w in talked.words) >= 0
+    assert len(talked.audio) == 3 * SAMPLE_RATE and np.abs(talked.audio[: SAMPLE_RATE // 2]).max() > 0
     assert out.audio.shape == (8 * SAMPLE_RATE,) and out.audio.dtype == np.float32 and np.abs(out.audio).max() > 0
 
 

@@ -129,7 +129,7 @@ def test_token_and_options(model, tmp_path):
 @given(st.text(st.sampled_from("ab \n\t"), max_size=60), st.integers(1, 12))
 def test_long_text_goes_in_chunks_the_server_takes(text, limit):
     chunks = text_chunks(text, limit)
-    assert all(1 <= len(c) <= limit and c.strip() for c in chunks)  # none too long, none blank (bad_text)
+    assert all(1 <= len(c) <= limit and c == c.strip() for c in chunks)  # none too long, none blank (bad_text)
     squeeze = "".join(text.split())
     assert "".join("".join(c.split()) for c in chunks) == squeeze  # nothing lost but whitespace, in order
 
@@ -137,3 +137,5 @@ def test_long_text_goes_in_chunks_the_server_takes(text, limit):
 def test_long_text_is_cut_at_a_space_where_there_is_one():
     assert text_chunks("  one two three  ", 8) == ["one two", "three"]
     assert text_chunks("abcdefghij", 4) == ["abcd", "efgh", "ij"] and text_chunks(" \n ") == []
+    assert text_chunks("ab  cd", 4) == ["ab", "cd"] and text_chunks("one\ttwo", 5) == ["one", "two"]
+    assert text_chunks("a" + " " * 5000 + "b") == ["a", "b"]

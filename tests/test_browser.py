@@ -35,6 +35,7 @@ import websockets
 from microturn.codecs.audio import load_wav, save_wav
 from microturn.model.model import Sampling
 from microturn.serve.app import create_app, server_config
+from microturn.serve.protocol import decode_jpeg
 
 torch.set_num_threads(1)
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
@@ -189,8 +190,9 @@ def test_page_streams_through_the_server(tmp_path):
 
     model = InteractionModel(ModelConfig(depth=2, vocab_size=default_tokenizer().vocab_size, flow_width=32))
     app = create_app(model, max_sessions=2, sampling=Sampling(temperature=1.0))
-    hub, frames = app.state.hub, []
-    push_frame = hub.push_frame
+    hub, jpegs, frames = app.state.hub, [], []
+    camera_frame, push_frame = hub.camera_frame, hub.push_frame
+    hub.camera_frame = lambda jpeg: (jpegs.append(decode_jpeg(jpeg).shape), camera_frame(jpeg))[1]
     hub.push_frame = lambda client, rgb: (frames.append(rgb.shape), push_frame(client, rgb))
     wav, _ = speech_wav(tmp_path, [("Hello, can you hear me?", 1.0)])
     with running(app) as port:
@@ -204,7 +206,9 @@ def test_page_streams_through_the_server(tmp_path):
     assert res["problems"] == [], res["problems"]
     assert res["transcript"].startswith("agent:") and "ms" in res["buffer"]
     assert hub.ticks >= 5  # the worklet's 16 kHz audio arrived and was stepped
-    assert frames and frames[0] == (120, 160, 3)  # the page's camera JPEGs were decoded
+    assert jpegs and jpegs[0] == (120, 160, 3)  # the page's camera JPEGs (its 160 x 120 canvas) were decoded
+    side = hub.layout.video_size
+    assert frames and set(frames) == {(side, side, 3)}  # and cut to the model's size before they were queued
 
 
 @pytest.mark.skipif(trained_checkpoint() is None, reason="needs a trained checkpoint (the bundled model or "
@@ -246,9 +250,9 @@ def test_stop_then_start_at_once_keeps_the_new_session(tmp_path):
         assert await dt.wait_for("document.readyState === 'complete' && !!document.getElementById('start')", 15)
         await dt.eval("document.getElementById('start').click()")
         assert await dt.wait_for(f"{listening} && state.sent > 16000", 20), "the first session did not stream"
-        first = await dt.eval("(document.getElementById('stop').click(),"
+        first = await dt.eval("(window.old = state.ws, document.getElementById('stop').click(),"
                               " document.getElementById('start').click(),"  # at once: ignored until the close
-                              " {start: document.getElementById('start').disabled, ws: state.ws !== null})")
+                              " {start: document.getElementById('start').disabled, same: state.ws === window.old})")
         assert await dt.wait_for("!document.getElementById('start').disabled", 20), "the old session never closed"
         await dt.eval("document.getElementById('start').click()")
         assert await dt.wait_for(f"{listening} && state.sent > 8000", 20), "the second session did not stream"
@@ -264,7 +268,7 @@ def test_stop_then_start_at_once_keeps_the_new_session(tmp_path):
         with chromium(url, wav) as cdp:
             res = asyncio.run(drive_twice(cdp, url))
             sessions = len(hub.clients)
-    assert res["first"] == {"start": True, "ws": True}, res  # Start stayed disabled while the old socket lived
+    assert res["first"] == {"start": True, "same": True}, res  # no new session while the old socket lived
     assert res["second"]["on"] and res["second"]["sent"] > 16000 * 1.5, res
     assert res["problems"] == [], res["problems"]
     assert sessions == 1  # the old session was closed on the server; only the new one was running

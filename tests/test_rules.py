@@ -231,6 +231,7 @@ def test_no_gap():
 def test_windows_that_start_before_the_session_are_clipped_at_0():
     """[t - 1, t] written near the start: no silence before 0 counts, nor any time before 0 as window."""
     assert check_no_gap(Rule("no_gap", window=(-0.6, 1.0), gap=0.3), W(("a", 0.0, 1.2))).passed
+    assert check_no_gap(Rule("no_gap", window=(-0.6, 1.0), gap=0.3), W(("a", 0.3, 1.2))).passed  # 0.3 s from 0
     assert not check_no_gap(Rule("no_gap", window=(-0.6, 1.0), gap=0.3), W(("a", 0.4, 1.2))).passed
     assert check_no_gap(Rule("no_gap", window=(-2.0, -1.0), gap=0.3), []).passed  # nothing of it is in the session
     assert check_no_takeover(Rule("no_takeover", window=(-1.0, 2.0)), W(("mhm", 0.5, 0.7))).window_s == 2.0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -141,9 +142,13 @@ def test_input_mode():
     forced = Scenario("e", "cuespeak", 9, rules, text=[TextEvent(0.4, "x")], extra={"input": "voice"})
     assert [input_mode(s) for s in (voice, typed, typed_only, other_first, forced)] == \
         ["voice", "typed", "typed", "typed", "voice"]
-    # without word timings, the speech a caller heard in the audio decides (the bench: Silero VAD)
-    assert [input_mode(typed_only, start) for start in (0.2, 0.4, 3.0, None)] == ["voice", "typed", "typed", "typed"]
-    assert input_mode(typed, speech_start=0.1) == "typed"  # word timings, when there are some, win
+    # without word timings, the speech a caller hears in the audio decides (the bench: Silero VAD); asked only then
+    spoken = Scenario("g", "refusal", 9, rules, text=[TextEvent(0.4, "x")], audio="a.wav")
+    assert [input_mode(spoken, lambda s, t=t: t) for t in (0.2, 0.4, 3.0, None)] == ["voice", "typed", "typed", "typed"]
+
+    def never(s):
+        raise AssertionError(f"{s.id} has word timings, an instruction forced, or no audio: nothing to hear")
+    assert [input_mode(s, never) for s in (voice, typed, typed_only, forced)] == ["voice", "typed", "typed", "voice"]
     assert input_mode(Scenario("f", "turn", 9, rules)) == "voice"
 
 
@@ -208,6 +213,7 @@ BAD = [  # (manifest object, words the message must contain)
     (_rule(kind="say", text="x", window=[3, 2]), ["cue-0007", "expect[0].window", "after"]),
     (_rule(kind="say", text="x", window=[1]), ["cue-0007", "expect[0].window"]),
     (_rule(kind="say", text="x", window=[-1, -2]), ["cue-0007", "expect[0].window", "after"]),
+    (_rule(kind="say", text="x", window=[-2, -1]), ["cue-0007", "expect[0].window", "before the session starts"]),
     (_rule(kind="silent"), ["cue-0007", "expect[0].window", "missing"]),
     (_rule(kind="continue", window=["a", 2]), ["cue-0007", "expect[0].window[0]", "number"]),
     (_rule(kind="respond", after=1.0), ["cue-0007", "expect[0].within", "missing"]),
@@ -348,6 +354,16 @@ def test_nested_too_deeply_is_a_line_error_not_a_crash(tmp_path):
     d = write_manifest(tmp_path, [GOOD, "[" * 100_000 + "]" * 100_000])
     with pytest.raises(ScenarioError, match="line 2: not valid JSON for a scenario: nested too deeply"):
         read_set(d)
+    # near the parser's limit (which depends on the stack in use) a value may parse but not be written back: either
+    # way a line error, never a crash
+    said = set()
+    for depth in range(1000, 800, -1):
+        deep = json.dumps(_with(id="deep"))[:-1] + ', "notes": ' + "[" * depth + "]" * depth + "}"
+        try:
+            read_set(write_manifest(tmp_path / f"d{depth}", [GOOD, deep]))
+        except ScenarioError as e:
+            said.add(re.search(r"line 2: (.*nested too deeply)", str(e)).group(1))
+    assert said == {"not valid JSON for a scenario: nested too deeply", "a value nested too deeply"}
 
 
 def test_window_may_start_before_the_session(tmp_path):

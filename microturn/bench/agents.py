@@ -115,7 +115,7 @@ def render_words(words: list[Word], duration: float, rate: int = SAMPLE_RATE) ->
     for w in words:
         a = int(round(w.start * rate))
         b = min(len(out), int(round(w.end * rate)))
-        if b - a < 16 or a >= len(out):
+        if b - a < 16 or a >= len(out) or a < 0:  # a word before the session (or after it) has no audio in it
             continue
         out[a:b] += _fit(_word_audio(w.w), b - a)
     return np.clip(out, -1.0, 1.0)
@@ -194,8 +194,8 @@ class _Plan:
         return False
 
     def talk_through(self, a: float, b: float, gap: float) -> None:
-        """no_gap: a chain of short words from just after a until b (cut at the session's end), gaps under ``gap``."""
-        b = min(b, self.duration)
+        """no_gap: a chain of short words from just after a until b (both cut to the session), gaps under ``gap``."""
+        a, b = max(a, 0.0), min(b, self.duration)
         step_gap = min(GAP_S, gap / 2)
         n = max(1, int(math.ceil((b - a - 0.01) / (WORD_S + step_gap))))
         chain = self._chain([FILLER[i % len(FILLER)] for i in range(n)], a + 0.01, step_gap)

@@ -53,6 +53,7 @@ import fractions
 import json
 import math
 import os
+import re
 import struct
 import threading
 import time
@@ -465,15 +466,19 @@ def _inputs(scenario: Scenario, n: int) -> tuple[np.ndarray, tuple[np.ndarray, f
 
 
 def text_chunks(text: str, limit: int = MAX_TEXT) -> list[str]:
-    """A typed text as the messages that carry it (the server takes at most ``limit`` characters a message): cut
-    after the last whitespace within the limit when there is one, with no chunk left blank (the server refuses those
-    as ``bad_text``); a blank text is no message at all. In order, the chunks hold all the text but the whitespace at
-    its ends and at each cut; each arrives with a ``<typed>`` marker of its own."""
+    """A typed text as the messages that carry it (the server takes at most ``limit`` characters a message): cut at
+    the last whitespace within the limit when there is one, each chunk stripped (a blank one would be refused as
+    ``bad_text``); a blank text is no message at all. In order, the chunks hold all the text but the whitespace at
+    its ends and at each cut; each enters the model with a ``<typed>`` marker of its own. The server takes a chunk
+    only while the text before it would enter within 30 s (about 300 tokens, some 1,000 characters of English), so the
+    rest of a longer text is refused (``text_backlog``, counted in the run's errors) as it would be for any client."""
     text, out = text.strip(), []
     while text:
-        cut = len(text) if len(text) <= limit else max(text.rfind(" ", 1, limit + 1), text.rfind("\n", 1, limit + 1))
-        cut = cut if cut > 0 else limit
-        out.append(text[:cut])
+        cut = len(text)
+        if cut > limit:
+            spaces = [m.start() for m in re.finditer(r"\s", text[1 : limit + 1])]
+            cut = spaces[-1] + 1 if spaces else limit
+        out.append(text[:cut].rstrip())
         text = text[cut:].lstrip()
     return out
 

@@ -89,7 +89,8 @@ def run(scenarios: str, checkpoint: str | None = None, out: str = "out/results",
         f = first["families"].get(fam)
         cells = [cell(reports[n], fam) for n in names]
         cells.insert(1, interval(f["passed"], f["n"]) if f else "–")
-        lines.append(f"| {family_label(fam)} | {GOALS.get(fam, '')} | {' | '.join(cells)} |")
+        label = family_label(fam).replace("|", "\\|")  # a family named with a bar keeps the table's columns
+        lines.append(f"| {label} | {GOALS.get(fam, '')} | {' | '.join(cells)} |")
     n_all = sum(f["n"] for f in first["families"].values())
     overall = [f"**{reports[n]['overall_pass_pct']:g}**" for n in names]
     overall.insert(1, interval(sum(f["passed"] for f in first["families"].values()), n_all))

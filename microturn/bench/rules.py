@@ -203,6 +203,12 @@ class Token:
     end: float
 
 
+def in_session(window: tuple[float, float], duration: float = math.inf) -> tuple[float, float]:
+    """A rule's window cut to the session, [0, duration] (empty, a == b, when it lies outside)."""
+    a = min(max(window[0], 0.0), duration)
+    return a, max(a, min(window[1], duration))
+
+
 def prepare(words: Iterable[Word], duration: float = math.inf) -> list[Word]:
     """The agent's words as the rules see them: sorted, non-empty after normalisation, cut at the session's end."""
     out = []
@@ -369,9 +375,7 @@ def check_continue(rule: Rule, words: Iterable[Word], duration: float = math.inf
 def check_no_gap(rule: Rule, words: Iterable[Word], duration: float = math.inf) -> RuleResult:
     """No silence longer than ``gap`` in [a, b] (window cut at the session's end), counting words under way at
     a or b: between a and the first word, between words, between the last word and b."""
-    a, b = rule.window
-    a = max(a, 0.0)  # the session starts at 0: no silence before it
-    b = max(a, min(b, duration))
+    a, b = in_session(rule.window, duration)
     inside = [w for w in prepare(words, duration) if under_way(w, a) or under_way(w, b) or _in(w.start, a, b)]
     cursor, worst, worst_at = a, 0.0, a
     for w in inside:
@@ -391,7 +395,8 @@ def check_no_takeover(rule: Rule, words: Iterable[Word], duration: float = math.
     a, b = rule.window
     groups = runs([w for w in prepare(words, duration) if _in(w.start, a, b)])
     bad = [r for r in groups if max(w.end for w in r) - r[0].start >= 1.0 - EPS or len(r) > 2]
-    window = max(0.0, min(b, duration) - max(a, 0.0))
+    lo, hi = in_session(rule.window, duration)
+    window = hi - lo
     if bad:
         r = bad[0]
         detail = (f"took the turn at {r[0].start:.2f} s: {len(r)} words over "
@@ -471,7 +476,7 @@ def family_block(family: str, results: Sequence[ScenarioResult], scenarios: dict
 
 def family_label(family: str) -> str:
     """A family's name in a table: one not in the spec says so."""
-    return family if family in FAMILIES else f"{family} (unknown family)".replace("|", "\\|")  # in a markdown table
+    return family if family in FAMILIES else f"{family} (unknown family)"
 
 
 def summarize(results: Sequence[ScenarioResult], scenarios: Sequence[Scenario],

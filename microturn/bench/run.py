@@ -138,25 +138,22 @@ def _jsonable(v) -> bool:
     return isinstance(v, (str, int, float, bool, type(None)))
 
 
+def first_speech(scenario: Scenario) -> float | None:
+    """When Silero VAD first hears speech in a scenario's user audio (None: never)."""
+    heard = voiced_segments(scenario.load_audio(SAMPLE_RATE))
+    return heard[0][0] if heard else None
+
+
 def input_modes(scenarios: list[Scenario]) -> dict[str, str]:
-    """Whether each instruction scenario's first instruction came by voice or typed (:func:`input_mode`). A set
-    without word timings (``words`` is optional) is heard instead: its first speech is the first that Silero VAD
-    hears in the user's audio."""
-    out = {}
-    for s in scenarios:
-        if s.family not in INSTRUCTION_FAMILIES:
-            continue
-        start = None
-        if s.text and not s.user_words and s.audio is not None and "input" not in s.extra:
-            heard = voiced_segments(s.load_audio(SAMPLE_RATE))
-            start = heard[0][0] if heard else None
-        out[s.id] = input_mode(s, start)
-    return out
+    """Whether each instruction scenario's first instruction came by voice or typed (:func:`input_mode`); a set
+    without word timings (``words`` is optional) is heard instead (:func:`first_speech`)."""
+    return {s.id: input_mode(s, first_speech) for s in scenarios if s.family in INSTRUCTION_FAMILIES}
 
 
 # ----------------------------------------------------------------------------------------------- audio vs words
 def voiced_segments(audio: np.ndarray) -> list[tuple[float, float]]:
-    """(onset, end) of the speech Silero VAD hears in the agent's audio (threshold 0.5, 0.1 s to end a segment)."""
+    """(onset, end) of the speech Silero VAD hears in 16 kHz audio, the agent's or the user's (threshold 0.5, 0.1 s
+    to end a segment)."""
     if not np.any(audio):
         return []
     return [(s.onset, s.end) for s in segments(vad_probs(audio), 0.5, 0.0, 0.1)]

@@ -70,8 +70,8 @@ def load_wav(path: str | Path, rate: int = SAMPLE_RATE, channel: int | None = 0)
 
 
 def check_audio_file(path: str | Path) -> None:
-    """Raise AudioError unless ``load_wav`` can read the file: its header only (format, channels, length), so a set
-    of many files is checked before any is decoded."""
+    """Raise AudioError when ``load_wav`` could not read the file, as far as its header shows (format, channels,
+    length), so that a set of many files is checked before any is decoded."""
     path = Path(path)
     _check_wav_length(path)
     try:

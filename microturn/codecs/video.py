@@ -64,8 +64,9 @@ def read_frames(path: str | Path) -> tuple[np.ndarray, float | None]:
 
 
 def check_video_file(path: str | Path) -> None:
-    """Raise VideoError unless ``read_frames`` can read the file, without decoding it: a ``.npy``'s header (uint8
-    [T, H, W, 3], not empty) or a container's video stream."""
+    """Raise VideoError when ``read_frames`` could not read the file, as far as that shows without decoding it: a
+    ``.npy``'s header (uint8 [T, H, W, 3], not empty), a container's video stream (a stream that fails to decode is
+    found when it is read)."""
     path = Path(path)
     if path.suffix.lower() == ".npy":
         try:

@@ -416,7 +416,8 @@ class Hub:
                     self.failing = True
                     self._fail(list(self.clients.values()))
                     break
-                self.failing = False
+                if stepped:
+                    self.failing = False  # a tick stepped sessions again
                 self._fail(broken)
                 for client in stepped:
                     self._deliver(client)

@@ -24,8 +24,9 @@ Readings of the spec chosen here:
   carry a lone surrogate (``"\\ud800"``), which no text can hold, so it is an error naming its field here rather
   than a failure in the middle of a bench; so must the unknown keys kept to be written back.
 - Times (``duration``, ``t``, window ends, ``after``, ``within``, ``gap``, ``delay``, word times) must be finite and
-  not negative, but for window ends (a window written as "from t - 1" may start before 0); ``duration`` and ``fps``
-  must be positive. Windows may reach past ``duration`` or before 0: the bench clips.
+  not negative, but for a window's start (a window written as "from t - 1" may start before 0; it must end at 0 or
+  later); ``duration`` and ``fps`` must be positive. Windows may reach past ``duration`` or before 0: the bench
+  clips.
 - ``family``: any printable name; one not in :data:`FAMILIES` is scored and reported under its own name.
 - The audio and video files must exist and their headers must read as such (a set with a broken file is refused
   before it runs, rather than failing half-way through a bench).
@@ -35,8 +36,8 @@ Readings of the spec chosen here:
 - :func:`input_mode`: a scenario "counts as typed when its first instruction is typed". The practical rule: a
   top-level ``"input": "typed" | "voice"`` key (an extension of this project; other sets need not carry it) wins;
   otherwise it is typed when a text event arrives at or before the start of the first user word (speaker "user");
-  without user words, at or before the first speech a voice-activity detector hears in the audio (the caller's:
-  ``speech_start``; the bench uses Silero VAD), and typed when there is none; else voice.
+  without user words, at or before the first speech a voice-activity detector hears in the audio (the caller's
+  ``hear``; the bench's is Silero VAD), and typed when there is no audio or none is heard; else voice.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -158,6 +160,8 @@ def _window(v, name: str) -> tuple[float, float]:
     a, b = _num(v[0], f"{name}[0]", signed=True), _num(v[1], f"{name}[1]", signed=True)
     if a > b:
         raise _Bad(name, f"start {a} is after end {b}")
+    if b < 0:
+        raise _Bad(name, f"ends at {b}, before the session starts: no rule could hold or fail there")
     return a, b
 
 
@@ -505,6 +509,9 @@ def validate_set(set_dir: str | Path) -> tuple[list[Scenario], list[str]]:
         except ScenarioError as e:
             errors.append(str(e))
             continue
+        except RecursionError:  # an unknown key's value nested too deeply to be written back
+            errors.append(f"{where}: a value nested too deeply")
+            continue
         if s.id in seen:
             errors.append(f"{where}, scenario {s.id!r}: field 'id': duplicate id (first on line {seen[s.id]})")
             continue
@@ -590,9 +597,10 @@ def is_instruction_family(family: str) -> bool:
     return family in INSTRUCTION_FAMILIES
 
 
-def input_mode(scenario: Scenario, speech_start: float | None = None) -> str:
+def input_mode(scenario: Scenario, hear: Callable[[Scenario], float | None] | None = None) -> str:
     """'typed' when the scenario's first instruction is typed, else 'voice' (see the module docstring).
-    ``speech_start``: when the user's speech starts in the audio, for a scenario without word timings."""
+    ``hear``: when the user's speech starts in a scenario's audio (None: none heard), asked only of a scenario
+    with audio and text but no word timings."""
     forced = scenario.extra.get("input")
     if forced in ("typed", "voice"):
         return forced
@@ -600,7 +608,10 @@ def input_mode(scenario: Scenario, speech_start: float | None = None) -> str:
         return "voice"
     first_text = min(e.t for e in scenario.text)
     users = scenario.user_words
-    start = users[0].start if users else speech_start
+    if users:
+        start = users[0].start
+    else:
+        start = hear(scenario) if hear is not None and scenario.audio is not None else None
     if start is None:
         return "typed"
     return "typed" if first_text <= start + 1e-6 else "voice"

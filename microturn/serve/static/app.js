@@ -117,14 +117,22 @@ function schedule(pcm, voiced) {
 
 // ---------------------------------------------------------------- microphone and camera
 async function startMedia() {
+  const ws = state.ws; // the session this media is for: one that ends during a permission prompt gets none
+  const gone = (stream) => {
+    if (state.ws === ws) return false;
+    stream.getTracks().forEach((t) => t.stop());
+    return true;
+  };
   const wantCam = $("camera").checked;
   const stream = await navigator.mediaDevices.getUserMedia({
     audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
     video: wantCam ? { width: 320, height: 240 } : false,
   });
+  if (gone(stream)) return;
   if (state.ctx) state.ctx.close(); // the last session's (kept after Stop so its final audio could play out)
   state.ctx = new AudioContext();
   await state.ctx.audioWorklet.addModule("/static/worklet.js");
+  if (gone(stream)) return;
   const source = state.ctx.createMediaStreamSource(stream);
   const node = new AudioWorkletNode(state.ctx, "mic-capture");
   const mute = state.ctx.createGain();
@@ -252,7 +260,13 @@ $("stop").onclick = () => {
   send({ type: "session.end" });
   stopMedia();
   status("ending");
-  setTimeout(() => { if (ws && state.ws === ws) ws.close(); }, 10000); // a server that never ends it: leave
+  setTimeout(() => { // a server that never ends it: leave it, and let a new session start at once
+    if (!ws || state.ws !== ws) return;
+    state.ws = null;
+    ws.close();
+    status("closed (the server did not end the session)");
+    $("start").disabled = false;
+  }, 10000);
 };
 $("textform").onsubmit = (ev) => {
   ev.preventDefault();
