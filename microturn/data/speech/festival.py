@@ -12,10 +12,13 @@ import soundfile
 from microturn.data.speech.base import Raw, ascii_with_offsets, token_pieces
 from microturn.data.speech.voice import FESTIVAL_DRIVEN, Voice, VoiceNotInstalled
 
-# Prints each Token's name, then each of its words' start and end: "T\tname" and "W\tstart\tend" lines.
-_FESTIVAL_REPORT = """(mapcar (lambda (tok) (format t "T\\t%s\\n" (item.name tok))
+# Prints each Token's name, then each of its words' start and end: "T\tname" and "W\tstart\tend" lines. The Token
+# relation is a tree (a token, its words below it) and utt.relation.items lists every item of it, words too: only the
+# tokens, the items without a parent, are reported (a word listed as a token of its own moved the in-order search for
+# the next token's name, so a word said twice in a sentence took the wrong words' times).
+_FESTIVAL_REPORT = """(mapcar (lambda (tok) (if (not (item.parent tok)) (begin (format t "T\\t%s\\n" (item.name tok))
   (mapcar (lambda (w) (format t "W\\t%f\\t%f\\n" (item.feat w "word_start") (item.feat w "word_end")))
-    (item.daughters tok))) (utt.relation.items utt 'Token))"""
+    (item.daughters tok))))) (utt.relation.items utt 'Token))"""
 
 
 class Festival:
