@@ -311,3 +311,37 @@ def test_readme_python_api_runs(tmp_path, monkeypatch):
     monkeypatch.setattr("builtins.print", lambda *a, **k: printed.append(a))
     exec(compile(code, "README.md", "exec"), {})
     assert len(printed) > 10 and isinstance(printed[-1][0], list)  # a line per micro-turn, then the words
+
+
+def test_a_delegations_answer_arrives_its_delay_after_the_query_is_complete(model, monkeypatch):
+    """A delegation is dated at its <dlg> (the start of that micro-turn's output window), but its query is sent
+    when it is complete: at the end of the micro-turn that wrote </dlg>, as a real background model would get it. A
+    simulated delay runs from there, and the answer enters the first micro-turn the runtime steps after it is due
+    (its ``t``). Training dates the arrival from the <dlg> instead, 2-3 micro-turns earlier (docs/training.md,
+    session 52: the bundled model did no better with the runtime timed as training is)."""
+    from microturn.stream.tokenizer import BG, DLG, DLG_END, EOT, PAD
+
+    tok = default_tokenizer()
+    q = tok.encode(" six times seven")
+    assert len(q) == 3
+    script = {3: [DLG, q[0], EOT], 4: [q[1], q[2], EOT], 5: [DLG_END, EOT, PAD]}  # <dlg> in micro-turn 3
+    step, seen = model.step, {}
+
+    def scripted(state, audio, video, video_on, text_in, *args, **kw):
+        t = len(seen)
+        seen[t] = text_in[0].tolist()
+        forced = torch.tensor([script.get(t, [EOT, PAD, PAD])])
+        return step(state, audio, video, video_on, text_in, *args, forced_out=forced, **kw)
+
+    monkeypatch.setattr(model, "step", scripted)
+    eng = Engine(model, capacity=1, generate_audio=False)
+    s = eng.open(Background(LocalTools(), delay=0.9))
+    s.push_audio(np.zeros(16000 * 3, np.float32))
+    while eng.tick():
+        pass
+    (event,) = s.events
+    assert event.t == pytest.approx(0.8)  # (3 + 1) x 0.2 s: the output window of the <dlg>
+    (answer,) = s.answers
+    assert answer.text == "forty two" and answer.asked == pytest.approx(1.2)  # the end of micro-turn 5, </dlg>
+    assert answer.t == pytest.approx(2.2)  # due at 2.1: the first micro-turn stepped after it starts at 2.2
+    assert min(t for t, row in seen.items() if BG in row) == 11  # and it is read there

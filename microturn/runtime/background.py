@@ -3,8 +3,9 @@
 A backend answers a query (text) with text. ``Background`` runs backends off the session's thread and hands back
 answers with the session-clock time they arrived at, so a slow, failing or hanging backend never stalls a session.
 Backends: ``LocalTools`` (a calculator that reads English number words, and the clock) and ``OpenAIChat`` (any
-OpenAI-compatible chat-completions endpoint). In simulated time an answer arrives ``delay`` seconds of session
-clock after the delegation (the bench sets it per scenario); in real time it arrives when the backend returns.
+OpenAI-compatible chat-completions endpoint). A query is asked when it is complete (the end of the micro-turn that
+wrote its ``</dlg>``, though the delegation event is dated at its ``<dlg>``). In simulated time its answer arrives
+``delay`` seconds of session clock later (the bench sets it per scenario); in real time when the backend returns.
 A backend's answer must be text (a ``str`` that is valid Unicode): anything else comes back as an ``Answer`` with an
 ``error``, so a backend's bad reply never reaches the tokenizer inside a tick that steps other sessions too.
 """

@@ -145,7 +145,7 @@ class Session:
         L = self.layout
         words, events = self.decoder.push(tokens, mel)
         t_out = (self.t + 1) * L.delta
-        for e in events:
+        for e in events:  # a query is asked once complete, as a real background model gets it (not at its <dlg>)
             self.background.ask(e.text, t_out)
         answers = self.background.poll(t_out, wait=self.engine.simulated)
         for a in answers:
