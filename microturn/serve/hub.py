@@ -225,7 +225,7 @@ class Hub:
         self.task: asyncio.Task | None = None
         self.ticks = 0
         self.failures = 0  # engine ticks that failed since the start
-        self.failing = False  # the last tick failed (healthz: not ok until one succeeds)
+        self.failing = False  # the last tick failed (healthz: not ok until a tick steps sessions again)
         self.model_info: dict = {}
 
     # ---- lifecycle (event loop) ----
