@@ -132,7 +132,7 @@ def _bench(a):
         remote = {"url": a.url, **({"realtime": True} if realtime else {})}
     pictures = a.pictures
     if pictures is None and a.json:  # the spec's report: the JSON, the table, and a timeline picture of a few
-        pictures = str(Path(a.json).with_suffix("") if a.json.endswith(".json") else Path(a.json)) + "_pictures"
+        pictures = a.json.removesuffix(".json") + "_pictures"
     if a.n_pictures <= 0:
         pictures = None
     bench(a.scenarios, agent, json_path=a.json, export_fdb=a.export_fdb, pictures=pictures,

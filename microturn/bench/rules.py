@@ -52,7 +52,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -449,10 +449,9 @@ def _rules(results: Sequence[ScenarioResult], kind: str) -> list[RuleResult]:
 
 
 def family_block(family: str, results: Sequence[ScenarioResult], scenarios: dict[str, Scenario],
-                 input_modes: dict[str, str] | None = None) -> dict:
-    """One entry of the report's "families" object. ``input_modes``: each scenario's "voice" or "typed" where the
-    caller heard it (``run.input_modes``); else from the scenario alone (:func:`input_mode`)."""
-    input_modes = input_modes or {}
+                 hear: Callable[[Scenario], float | None] | None = None) -> dict:
+    """One entry of the report's "families" object. ``hear``: where a scenario without word timings has its first
+    speech (:func:`input_mode`; the bench's is ``run.first_speech``)."""
     n, passed = len(results), sum(r.passed for r in results)
     counts, takeovers = _rules(results, "count"), _rules(results, "no_takeover")
     minutes = sum(r.window_s for r in takeovers) / 60.0
@@ -468,7 +467,7 @@ def family_block(family: str, results: Sequence[ScenarioResult], scenarios: dict
     if family in INSTRUCTION_FAMILIES:
         by_mode = defaultdict(list)
         for r in results:
-            by_mode[input_modes.get(r.id) or input_mode(scenarios[r.id])].append(r.passed)
+            by_mode[input_mode(scenarios[r.id], hear)].append(r.passed)
         block["pass_pct_by_input"] = {m: _pct(sum(by_mode[m]), len(by_mode[m])) for m in ("voice", "typed")}
         block["n_by_input"] = {m: {"passed": sum(by_mode[m]), "n": len(by_mode[m])} for m in ("voice", "typed")}
     return block
@@ -480,7 +479,7 @@ def family_label(family: str) -> str:
 
 
 def summarize(results: Sequence[ScenarioResult], scenarios: Sequence[Scenario],
-              input_modes: dict[str, str] | None = None) -> dict:
+              hear: Callable[[Scenario], float | None] | None = None) -> dict:
     """The report's "families" object: one block per family that has results, in the spec's family order, then
     families not in the spec in name order."""
     by_id = {s.id: s for s in scenarios}
@@ -491,12 +490,12 @@ def summarize(results: Sequence[ScenarioResult], scenarios: Sequence[Scenario],
     for r in results:
         groups[r.family].append(r)
     order = [f for f in FAMILIES if f in groups] + sorted(f for f in groups if f not in FAMILIES)
-    return {f: family_block(f, groups[f], by_id, input_modes) for f in order}
+    return {f: family_block(f, groups[f], by_id, hear) for f in order}
 
 
 def report(set_dir: str | Path, agent: str, checkpoint: str | None, results: Sequence[ScenarioResult],
            scenarios: Sequence[Scenario], created: datetime | None = None,
-           input_modes: dict[str, str] | None = None) -> dict:
+           hear: Callable[[Scenario], float | None] | None = None) -> dict:
     """The full JSON report object of the spec."""
     created = (created or datetime.now(timezone.utc)).astimezone(timezone.utc)
     manifest = Path(set_dir) / MANIFEST
@@ -507,7 +506,7 @@ def report(set_dir: str | Path, agent: str, checkpoint: str | None, results: Seq
         "agent": agent, "checkpoint": checkpoint,
         "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "overall_pass_pct": _pct(sum(r.passed for r in results), len(results)),
-        "families": summarize(results, scenarios, input_modes),
+        "families": summarize(results, scenarios, hear),
         # families of the set that are not the spec's: scored and reported like the rest, under their own names
         "unknown_families": sorted(unknown_families(scenarios)),
         "scenarios": [r.to_json() for r in results],

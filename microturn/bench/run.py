@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..codecs.audio import SAMPLE_RATE, save_wav
-from ..stream.scenario import (FAMILIES, INSTRUCTION_FAMILIES, Scenario, ScenarioError, input_mode, read_set,
-                               unknown_families)
+from ..stream.scenario import FAMILIES, Scenario, ScenarioError, read_set, unknown_families
 from ..stream.words import Word
 from . import rules
 from .agents import Agent, AgentOutput, ModelAgent, OracleAgent, SilentAgent
@@ -60,7 +59,7 @@ def bench(scenarios: str, agent: str | Agent, json_path=None, export_fdb=None, p
                                                                responder=responder, **agent_options)
     outputs = runner.run_many(chosen)
     results = [rules.evaluate(s, o.words) for s, o in zip(chosen, outputs)]
-    rep = rules.report(scenarios, runner.name, runner.checkpoint, results, chosen, input_modes=input_modes(chosen))
+    rep = rules.report(scenarios, runner.name, runner.checkpoint, results, chosen, hear=first_speech)
     if trace:
         for entry, o in zip(rep["scenarios"], outputs):
             entry["output"] = {"words": [[w.w, round(w.start, 3), round(w.end, 3)] for w in o.words],
@@ -139,15 +138,10 @@ def _jsonable(v) -> bool:
 
 
 def first_speech(scenario: Scenario) -> float | None:
-    """When Silero VAD first hears speech in a scenario's user audio (None: never)."""
+    """When Silero VAD first hears speech in a scenario's user audio (None: never): how the report tells a spoken
+    first instruction from a typed one in a set without word timings (``words`` is optional; ``input_mode``)."""
     heard = voiced_segments(scenario.load_audio(SAMPLE_RATE))
     return heard[0][0] if heard else None
-
-
-def input_modes(scenarios: list[Scenario]) -> dict[str, str]:
-    """Whether each instruction scenario's first instruction came by voice or typed (:func:`input_mode`); a set
-    without word timings (``words`` is optional) is heard instead (:func:`first_speech`)."""
-    return {s.id: input_mode(s, first_speech) for s in scenarios if s.family in INSTRUCTION_FAMILIES}
 
 
 # ----------------------------------------------------------------------------------------------- audio vs words

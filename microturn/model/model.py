@@ -327,8 +327,9 @@ class InteractionModel(nn.Module):
         asking = state.asking[rows]
         said = torch.zeros_like(noting)
         for x in toks.unbind(1):
-            word = (x >= len(SPECIALS)) | is_heard(x)  # what a note holds (a cue-list word as its heard token)
-            said |= (x >= len(SPECIALS)) & ~noting & ~asking
+            text = x >= len(SPECIALS)
+            word = text | is_heard(x)  # what a note holds (a cue-list word as its heard token)
+            said |= text & ~noting & ~asking
             asking = (asking | (x == DLG)) & (x != DLG_END)
             noting = (x == NOTE) | (noting & ~word)
         state.noting[rows] = noting
