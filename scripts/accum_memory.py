@@ -28,6 +28,7 @@ def main():
     p.add_argument("--steps", type=int, nargs=2, default=(60, 66), metavar=("FIRST", "END"),
                    help="the schedule's steps to replay, counted from 0 (END excluded)")
     p.add_argument("--rank", type=int, default=0, help="whose batches (a run of several processes)")
+    p.add_argument("--world", type=int, default=1, help="how many processes the run had")
     a = p.parse_args()
     saved = json.load(open(f"{a.run}/train_config.json"))
     c = TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved})
@@ -35,7 +36,7 @@ def main():
     c.check()
     torch.set_num_threads(1)
     model = checkpoint.load(c.init).train()
-    batches = step_batches(c, Shards(c.data), model.cfg, a.rank)
+    batches = step_batches(c, Shards(c.data), model.cfg, a.rank, a.world)
     listen_weight = listen_weights(c, model.cfg.vocab_size)
     opt = optimizer(model, c, torch.device("cpu"))
     total = 0.0

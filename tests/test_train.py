@@ -326,16 +326,16 @@ def test_a_data_folder_may_link_parts_written_elsewhere(shards, tmp_path):
     assert len(shard_dirs(tmp_path / "mine")) == len(shard_dirs(shards))
 
 
-def test_batches_are_a_pure_function_of_seed_rank_and_step(shards):
+def test_batches_are_a_pure_function_of_seed_step_and_rank(shards):
     """A step's batch is the same however it is made (again, in another process): resuming and loading ahead need no
     sampler state. Another rank or step draws another batch."""
     from microturn.train.data import Curriculum, Shards, StepBatches
 
     sh = Shards(shards / "train")
 
-    def batches(rank, seed=0):
+    def batches(rank, seed=0, world=1):
         return StepBatches(sh, Curriculum(sh, seed=99), batch=3, steps=8, seed=seed, rank=rank, conversations=0.5,
-                           augment=True, max_len=400)
+                           augment=True, max_len=400, world=world)
 
     def same(a, b):
         return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -344,7 +344,9 @@ def test_batches_are_a_pure_function_of_seed_rank_and_step(shards):
     assert same(b[5], batches(0)[5])
     loader = torch.utils.data.DataLoader(b, batch_size=None, sampler=range(3, 6), num_workers=2)
     assert all(same(x, b[i]) for x, i in zip(loader, range(3, 6)))  # made in worker processes: the same batches
-    assert not all(same(b[i], batches(1)[i]) for i in range(4))
+    assert not all(same(batches(0, world=2)[i], batches(1, world=2)[i]) for i in range(4))
+    with pytest.raises(ValueError, match="rank 1 is not one of the 1 ranks"):
+        batches(1)
     assert not all(same(b[i], b[i + 1]) for i in range(4))
     assert not all(same(b[i], batches(0, seed=1)[i]) for i in range(4))
 
@@ -375,14 +377,10 @@ def test_bucketed_batches_hold_the_same_items_grouped_by_length(shards, tmp_path
         assert sum(max(n for _, n in b) for b in now) < sum(max(n for _, n in b) for b in was)  # less padding
         spans = sorted((min(n for _, n in b), max(n for _, n in b)) for b in now)
         assert all(hi <= lo2 for (_, hi), (lo2, _) in zip(spans, spans[1:]))  # neighbours by length
-    other_rank = StepBatches(sh, Curriculum(sh, seed=99), batch=3, steps=16, seed=4, rank=1, conversations=0.3,
-                             augment=True, max_len=400, openings=0.3, bucket=4)
-    for s in range(8):  # each rank's batch is the same slot of its own bucket's items, sorted by length
-        assert bucketed.slot(s) == other_rank.slot(s)
-        for r in (bucketed, other_rank):
-            first, k = s - s % 4, r.slot(s)
-            lengths = sorted(r.length(it) for t in range(first, first + 4) for it in r.draw(t))
-            assert sorted(r[s]["valid"].sum(1).tolist()) == lengths[3 * k : 3 * k + 3]
+    for s in range(8):  # the step's slot of its bucket's items, sorted by length
+        first, k = s - s % 4, bucketed.slot(s)
+        lengths = sorted(bucketed.length(it) for t in range(first, first + 4) for it in bucketed.draw(t))
+        assert sorted(bucketed[s]["valid"].sum(1).tolist()) == lengths[3 * k : 3 * k + 3]
     assert len({bucketed.slot(s) for s in range(4)}) == 4
     again = batches(4)
     loader = torch.utils.data.DataLoader(again, batch_size=None, sampler=range(5, 8), num_workers=2)
@@ -390,6 +388,33 @@ def test_bucketed_batches_hold_the_same_items_grouped_by_length(shards, tmp_path
     with pytest.raises(ValueError, match="bucket"):
         train(TrainConfig(data=str(shards / "train"), val="", steps=1, bucket=0, out=str(tmp_path / "a")), _model_cfg())
     assert not (tmp_path / "a").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("bucket", [1, 4])
+def test_ranks_deal_out_one_draw_in_turn_by_length(shards, bucket):
+    """Under DDP a step's items are drawn once for all ranks, sorted by length and dealt out in turn, so the ranks'
+    batches are alike in length (none waits long for another) and together are the batch one process would draw."""
+    import hashlib
+
+    from microturn.train.data import Curriculum, Shards, StepBatches
+
+    sh = Shards(shards / "train")
+
+    def batches(rank, world, batch):
+        return StepBatches(sh, Curriculum(sh, seed=99), batch=batch, steps=16, seed=4, rank=rank, world=world,
+                           conversations=0.3, augment=True, max_len=400, openings=0.3, bucket=bucket)
+
+    def items(b):
+        return sorted(hashlib.sha1(b"".join(b[k][i, : int(b["valid"][i].sum())].numpy().tobytes()
+                                            for k in ("clock", "audio", "out", "listen"))).hexdigest()
+                      for i in range(len(b["valid"])))
+
+    one, ranks = batches(0, 1, 6), [batches(r, 2, 3) for r in (0, 1)]
+    for s in range(8):
+        got = [r[s] for r in ranks]
+        assert items(one[s]) == sorted(items(got[0]) + items(got[1]))  # the same items, each altered alike
+        lengths = sorted(one[s]["valid"].sum(1).tolist())
+        assert [sorted(b["valid"].sum(1).tolist()) for b in got] == [lengths[0::2], lengths[1::2]]
 
 
 def test_openings_are_the_first_seconds_of_sessions(shards):

@@ -306,43 +306,52 @@ BUCKET_TAG = 0x6275636B  # in the seed of a bucket's order: no step's or item's 
 
 
 class StepBatches(torch.utils.data.Dataset):
-    """Training batch number ``step``, a pure function of (seed, rank, step): sessions drawn by the curriculum at
-    progress step / steps, a share ``conversations`` of the batches made of several sessions in a row (up to
-    ``max_len`` micro-turns), a share ``openings`` made of session openings (each session's first 4-9 s, ``OPENING``:
-    where instructions are given and must be heard, with about a fifth of a full batch's tokens), and, with
-    ``augment``, each item's audio altered and its clock shifted. Being pure, the batches can be made ahead of time
-    in worker processes (a DataLoader with ``num_workers``), and an interrupted run resumes with no sampler state.
+    """Training batch number ``step`` of rank ``rank`` of ``world``, a pure function of (seed, step, rank): sessions
+    drawn by the curriculum at progress step / steps, a share ``conversations`` of the batches made of several
+    sessions in a row (up to ``max_len`` micro-turns), a share ``openings`` made of session openings (each session's
+    first 4-9 s, ``OPENING``: where instructions are given and must be heard, with about a fifth of a full batch's
+    tokens), and, with ``augment``, each item's audio altered and its clock shifted. Being pure, the batches can be
+    made ahead of time in worker processes (a DataLoader with ``num_workers``), and an interrupted run resumes with no
+    sampler state.
 
-    With ``bucket`` = G > 1 the items drawn for G consecutive steps (G * batch of them, each altered as its own step
-    would alter it) are sorted by length and dealt out in G batches of neighbours, in an order drawn per bucket: a
-    batch pads to its longest item, so batches of like lengths cost far less (at G = 8 about 0.6 times the
-    micro-turns of random ones on a part of all twelve families). Every item is still drawn, and the loss weighs each session alike whatever it is
-    batched with (``InteractionModel.forward``), so only the grouping changes. Every rank deals its batches in the
-    same order of lengths."""
+    A step's items are drawn once for all the ranks (``draw``: batch * world of them, the same on every rank), sorted
+    by length and dealt out in turn, so that under DDP the ranks' batches are alike in length and none waits long for
+    another at the gradients' all-reduce (dealt at random, the slowest rank's batch cost about 1.1-1.2 times the
+    mean's on runs/g49's data; docs/training.md, session 53). A run's data so depends on its whole batch, not on how
+    many processes share it, and a run on one process draws as it always did.
+
+    With ``bucket`` = G > 1 the items drawn for G consecutive steps (G * batch * world of them, each altered as its
+    own step would alter it) are sorted by length and dealt out in G steps' batches of neighbours, in an order drawn
+    per bucket: a batch pads to its longest item, so batches of like lengths cost far less (at G = 8 about 0.6 times
+    the micro-turns of random ones on a part of all twelve families). Every item is still drawn, and the loss weighs
+    each session alike whatever it is batched with (``InteractionModel.forward``), so only the grouping changes."""
 
     def __init__(self, shards: Shards, cur: Curriculum, *, batch: int, steps: int, seed: int, rank: int,
                  conversations: float, augment: bool, max_len: int, openings: float = 0.0, eq: float = 0.0,
-                 bucket: int = 1):
+                 bucket: int = 1, world: int = 1):
         if bucket < 1:
             raise ValueError(f"bucket must be a number of steps, 1 (off) or more, got {bucket}")
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not one of the {world} ranks (0 to {world - 1})")
         self.shards, self.cur, self.batch, self.steps, self.max_len = shards, cur, batch, steps, max_len
-        self.seed, self.rank, self.conversations, self.augment = seed, rank, conversations, augment
+        self.seed, self.rank, self.world, self.conversations, self.augment = seed, rank, world, conversations, augment
         self.openings, self.eq, self.bucket = openings, eq, bucket
 
     def __len__(self) -> int:
         return self.steps
 
     def draw(self, step: int) -> list[tuple[tuple[int, ...], int | None]]:
-        """Step ``step``'s own items, unloaded: each the sessions it joins and where it is cut (None: not cut)."""
-        rng = np.random.default_rng([self.seed, self.rank, step])
-        progress = step / self.steps
+        """Step ``step``'s items for every rank (batch * world of them, the same on each), unloaded: each the
+        sessions it joins and where it is cut (None: not cut)."""
+        rng = np.random.default_rng([self.seed, 0, step])  # (the 0 once held the rank: one process draws as before)
+        progress, n = step / self.steps, self.batch * self.world
         if self.openings and rng.random() < self.openings:  # (no draw without openings: older runs' batches stay)
-            n = int(rng.integers(*OPENING))
-            return [((i,), n) for i in self.cur.sample(self.batch, progress, rng)]
+            cut = int(rng.integers(*OPENING))
+            return [((i,), cut) for i in self.cur.sample(n, progress, rng)]
         if self.conversations and rng.random() < self.conversations:
-            groups = self.cur.conversations(self.batch, progress, self.max_len, rng)
+            groups = self.cur.conversations(n, progress, self.max_len, rng)
         else:
-            groups = [[i] for i in self.cur.sample(self.batch, progress, rng)]
+            groups = [[i] for i in self.cur.sample(n, progress, rng)]
         return [(tuple(g), None) for g in groups]
 
     def length(self, item: tuple[tuple[int, ...], int | None]) -> int:
@@ -352,26 +361,27 @@ class StepBatches(torch.utils.data.Dataset):
         return n if cut is None else min(n, cut)
 
     def slot(self, step: int) -> int:
-        """With buckets: which of its bucket's batches, shortest first, step ``step`` makes. One order for every rank
-        (rank 0's): under DDP the ranks' batches of a step are alike in length, so none waits long for another."""
+        """With buckets: which of its bucket's steps' items, shortest first, step ``step`` takes (0 without)."""
         first = step - step % self.bucket
         return int(np.random.default_rng([self.seed, 0, first, BUCKET_TAG]).permutation(self.bucket)[step - first])
 
+    def share(self, step: int) -> list[tuple[int, int, tuple[tuple[int, ...], int | None]]]:
+        """This rank's items of step ``step``, each with the step and place it was drawn at."""
+        if self.bucket == 1 and self.world == 1:
+            return [(step, j, it) for j, it in enumerate(self.draw(step))]
+        first, n = step - step % self.bucket, self.batch * self.world
+        pool = [(s, j, it) for s in range(first, first + self.bucket) for j, it in enumerate(self.draw(s))]
+        pool.sort(key=lambda p: self.length(p[2]))  # stable: like lengths keep the order they were drawn in
+        k = self.slot(step)
+        return pool[k * n : (k + 1) * n][self.rank :: self.world]
+
     def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
-        if self.bucket == 1:
-            drawn = [(step, j, it) for j, it in enumerate(self.draw(step))]
-        else:
-            first = step - step % self.bucket
-            pool = [(s, j, it) for s in range(first, first + self.bucket) for j, it in enumerate(self.draw(s))]
-            pool.sort(key=lambda p: self.length(p[2]))  # stable: like lengths keep the order they were drawn in
-            k = self.slot(step)
-            drawn = pool[k * self.batch : (k + 1) * self.batch]
         items = []
-        for s, j, (ids, cut) in drawn:
+        for s, j, (ids, cut) in self.share(step):
             it = join([self.shards.session(i) for i in ids])
             it = it if cut is None else opening(it, cut)
-            if self.augment:  # seeded by the step and place the item was drawn for, so bucketing alters it alike
-                item_rng = np.random.default_rng([self.seed, self.rank, s, j])
+            if self.augment:  # seeded by the step and place the item was drawn at, so bucketing alters it alike
+                item_rng = np.random.default_rng([self.seed, 0, s, j])
                 it["audio"] = augment(it["audio"], item_rng)
                 shift_clock(it, item_rng)
                 if self.eq and item_rng.random() < 0.5:  # drawn last: without it, older runs' batches stay

@@ -5,7 +5,7 @@ AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast on 
 hold the whole tensors, gathered), a curriculum over difficulty with families mixed evenly or by given weights
 (``mix``), batches of conversations (several sessions in a row, ``conversations``) and of session openings
 (``openings``), random clock shifts, gradient accumulation (``accum``: a step's batch in pieces), batches made ahead
-in worker processes (``workers``; each batch is a pure function of seed, rank and step), checkpoints that resume
+in worker processes (``workers``; each batch is a pure function of seed, step and rank), checkpoints that resume
 exactly (model, optimiser, step and torch RNG state), also written when the run is stopped (Ctrl-C, SIGTERM:
 ``StopRequest``), TensorBoard logs, training curves as PNG, and a progress bar with tokens per second. Evaluation
 on held-out shards (voices, speakers and sentences never trained on) reports the losses and the listening accuracy
@@ -215,14 +215,14 @@ def optimizer(model: InteractionModel, c: TrainConfig, dev: torch.device, added:
         lr=c.lr, betas=(0.9, 0.95), fused=dev.type == "cuda" and not c.fsdp)
 
 
-def step_batches(c: TrainConfig, shards: Shards, cfg: ModelConfig, rank: int = 0,
+def step_batches(c: TrainConfig, shards: Shards, cfg: ModelConfig, rank: int = 0, world: int = 1,
                  steps: int | None = None) -> StepBatches:
-    """The batches of ``c``'s schedule (of ``steps``, c.steps unless given) for one rank, as ``train`` draws them:
-    each a pure function of the seed, the rank and the step."""
+    """The batches of ``c``'s schedule (of ``steps``, c.steps unless given) for rank ``rank`` of ``world``, as
+    ``train`` draws them: each a pure function of the seed, the step and the rank."""
     return StepBatches(shards, Curriculum(shards, start=c.curriculum, mix=parse_mix(c.mix)), batch=c.batch,
                        steps=steps or c.steps, seed=c.seed, rank=rank, conversations=c.conversations,
                        augment=c.augment, max_len=cfg.window // cfg.layout.length, openings=c.openings, eq=c.eq,
-                       bucket=c.bucket)
+                       bucket=c.bucket, world=world)
 
 
 def listen_weights(c: TrainConfig, vocab_size: int) -> torch.Tensor | None:
@@ -479,7 +479,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
         if unexpected or [k for k in missing if not k.startswith(added)]:
             raise ValueError(f"--init {c.init}: weights that do not fit the model (missing {missing}, unexpected "
                              f"{unexpected})")
-    batches = step_batches(c, shards, cfg, rank)
+    batches = step_batches(c, shards, cfg, rank, world)
     step = 0
     if st is not None:  # resume exactly where the last checkpoint left off
         model.load_state_dict(st["model"])
