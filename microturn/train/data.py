@@ -316,9 +316,9 @@ class StepBatches(torch.utils.data.Dataset):
 
     A step's items are drawn once for all the ranks (``draw``: batch * world of them, the same on every rank), sorted
     by length and dealt out in turn, so that under DDP the ranks' batches are alike in length and none waits long for
-    another at the gradients' all-reduce (dealt at random, the slowest rank's batch cost about 1.1-1.2 times the
-    mean's on runs/g49's data; docs/training.md, session 53). A run's data so depends on its whole batch, not on how
-    many processes share it, and a run on one process draws as it always did.
+    another at the gradients' all-reduce (drawn apart for each rank, one of runs/g49's two ranks sat idle about a
+    third of the time; docs/training.md, session 53). A run's data so depends on its whole batch, not on how many
+    processes share it, and a run on one process draws as it always did.
 
     With ``bucket`` = G > 1 the items drawn for G consecutive steps (G * batch * world of them, each altered as its
     own step would alter it) are sorted by length and dealt out in G steps' batches of neighbours, in an order drawn
