@@ -367,7 +367,7 @@ class StepBatches(torch.utils.data.Dataset):
 
     def share(self, step: int) -> list[tuple[int, int, tuple[tuple[int, ...], int | None]]]:
         """This rank's items of step ``step``, each with the step and place it was drawn at."""
-        if self.bucket == 1 and self.world == 1:
+        if self.bucket == 1 and self.world == 1:  # nothing to deal: kept in drawn order, as runs before buckets had it
             return [(step, j, it) for j, it in enumerate(self.draw(step))]
         first, n = step - step % self.bucket, self.batch * self.world
         pool = [(s, j, it) for s in range(first, first + self.bucket) for j, it in enumerate(self.draw(s))]
