@@ -128,8 +128,13 @@ def test_deterministic(voice):
     synthesize("Something else entirely, with other words.", voice)
     synthesize("And a third one.", Voice("espeak", "en-029", "m1"))
     b = synthesize("Hello there, my friend.", voice)
-    assert np.array_equal(a.audio, b.audio)
     assert a.words == b.words
+    # Once in about a hundred CI runs (session 53) flite:slt gave samples ~1e-6 apart here, never reproduced since
+    # (300 interleaved repeats, malloc perturbation, FTZ/DAZ set: all bit-identical). Say where they differ.
+    diff = np.flatnonzero(a.audio != b.audio) if a.audio.shape == b.audio.shape else np.arange(1)
+    assert diff.size == 0, (f"{diff.size} of {a.audio.size} samples differ (first at {diff[0]}; shapes "
+                            f"{a.audio.shape} {b.audio.shape}; max |a-b| "
+                            f"{np.abs(a.audio - b.audio).max() if a.audio.shape == b.audio.shape else 'n/a'})")
 
 
 def test_threads_give_the_same_audio():
