@@ -13,6 +13,7 @@ from microturn.data import speech as sp
 from microturn.data.speech import neural
 from microturn.data.speech import (AGENT_VOICE, FESTIVAL_VOICES, KOKORO_VOICES, MARGIN, MBROLA_VOICES, Voice,
                                    kokoro_blend, sample_voice, split_words, synthesize, voices)
+from microturn.data.speech.voice import PITCH_FLOOR, PITCH_SAMPLE
 
 
 @functools.cache
@@ -180,8 +181,10 @@ def test_voice_prosody_controls_change_the_audio():
         base = synthesize(PAUSED, Voice("festival", name)).duration
         assert synthesize(PAUSED, Voice("festival", name, rate=1.5)).duration < 0.8 * base, name
     text = "The quick brown fox jumps over the lazy dog."
-    low, high = (_f0(synthesize(text, Voice("festival", "ked", pitch=p)).audio) for p in (0.8, 1.3))
+    low, high = (_f0(synthesize(text, Voice("festival", "ked", pitch=p)).audio) for p in (0.9, 1.4))
     assert high > 1.4 * low, (low, high)
+    # ked's lowest pitch, slowest rate, on a word that crashed festival below it (pitch 0.85, rate 0.65: PITCH_FLOOR)
+    assert synthesize("What.", Voice("festival", "ked", pitch=0.9, rate=0.5)).words[0].w == "What"
 
 
 @pytest.mark.skipif("bool(_missing('mbrola'))", reason="MBROLA's voices are not installed")
@@ -325,6 +328,8 @@ def test_sample_voice():
     fest = [sample_voice(np.random.default_rng(i), "train", "festival") for i in range(40)]
     assert {v.name for v in fest} == set(FESTIVAL_VOICES) and all(v.engine == "festival" for v in fest)
     assert len({v.id for v in fest}) > 30 and all(v.pitch == 1.0 for v in fest if v.name == "slt_hts")
+    ked = [v.pitch for v in fest if v.name == "ked"]
+    assert len(set(ked)) > 10 and min(ked) >= PITCH_FLOOR[("festival", "ked")] and max(ked) <= PITCH_SAMPLE[1]
     mb = [sample_voice(np.random.default_rng(i), "train", "mbrola") for i in range(40)]
     assert {v.name for v in mb} == set(MBROLA_VOICES) and len({v.pitch for v in mb}) > 25  # every one can change pitch
     kok = [sample_voice(np.random.default_rng(i), "train", "kokoro") for i in range(40)]
@@ -360,6 +365,7 @@ def test_voice_ids_round_trip_and_hash():
     (lambda: Voice("festival", "ked", "f1"), "festival voices have no variants"),
     (lambda: Voice("festival", "ked", word_gap=2), "supports only pitch and rate"),
     (lambda: Voice("festival", "slt_hts", pitch=1.2), "cannot change pitch"),
+    (lambda: Voice("festival", "ked", pitch=0.85), "cannot go below pitch 0.9"),
     (lambda: sample_voice(np.random.default_rng(0), "val", "festival"), "festival has no val voices"),
     (lambda: sample_voice(np.random.default_rng(0), "train", "mbrolla"), "unknown speech engine 'mbrolla'"),
     (lambda: sample_voice(np.random.default_rng(0), "test", "mbrola"), "mbrola has no test voices"),

@@ -58,7 +58,9 @@ class Festival:
                 if any("voice_" in line and "unbound" in line for line in errors):
                     raise VoiceNotInstalled(f"{voice.engine} voice {voice.name!r} is not installed "
                                             f"(apt install {package})")
-                raise RuntimeError(f"festival failed on {text!r}: {' '.join(errors) or run.stderr.strip()}")
+                how = f"crashed (signal {-run.returncode})" if run.returncode < 0 else "failed"
+                raise RuntimeError(f"festival {how} on {text!r} in voice {voice.id}: "
+                                   f"{' '.join(errors) or run.stderr.strip()}")
             audio, rate = soundfile.read(wav, dtype="int16")
         tokens: list[tuple[str, list[tuple[float, float]]]] = []
         for line in run.stdout.splitlines():

@@ -47,6 +47,11 @@ NO_PITCH = frozenset({("flite", "rms"), ("festival", "slt_hts")} | {("kokoro", n
 
 # Bounds for the prosody controls (see Voice).
 PITCH_BOUNDS = (0.5, 1.9)
+# Voices with a higher lowest pitch: festival's ked (LPC diphones) crashes in its pitchmarking (EST: "Target
+# pitchmarks end before end of target segment timings", then a corrupt heap) when its F0 targets fall to about 80 Hz
+# on a long enough word, e.g. "What." at pitch 0.85 and rate 0.65 or pitch 0.8 and rate 0.8; from 0.9 up it never
+# did (every rate from 0.5, session 54).
+PITCH_FLOOR = {("festival", "ked"): 0.9}
 RANGE_BOUNDS = (0.0, 1.9)
 RATE_BOUNDS = (0.5, 2.0)
 WORD_GAP_MAX = 20
@@ -158,6 +163,10 @@ class Voice:
                              f"word_gap 0)")
         if (self.engine, self.name) in NO_PITCH and self.pitch != 1.0:
             raise ValueError(f"{self.engine} voice {self.name!r} cannot change pitch (pitch must be 1.0)")
+        floor = PITCH_FLOOR.get((self.engine, self.name))
+        if floor is not None and self.pitch < floor:
+            raise ValueError(f"{self.engine} voice {self.name!r} cannot go below pitch {floor} (the engine crashes "
+                             f"on its lowest pitches), got {self.pitch}")
 
     @property
     def identity(self) -> tuple[str, str, str]:
@@ -303,6 +312,10 @@ def sample_voice(rng: np.random.Generator, split: str = "train", engine: str | N
         name = names[int(rng.integers(len(names)))]
         # kokoro's training voices speak as blends (a speaker of their own each); its validation voice as it is
         variant = f"~{int(rng.integers(GENERATED_MAX))}" if engine == "kokoro" and len(names) > 1 else ""
+        floor = PITCH_FLOOR.get((engine, name))
+        if floor is not None:  # the same draw, mapped log-linearly onto [floor, the sampling range's top]
+            lo, hi = math.log(PITCH_SAMPLE[0]), math.log(PITCH_SAMPLE[1])
+            pitch = math.exp(math.log(floor) + (math.log(pitch) - lo) * (hi - math.log(floor)) / (hi - lo))
         return Voice(engine, name, variant, pitch=1.0 if (engine, name) in NO_PITCH else pitch, rate=rate)
     ids = _espeak_identities(split)
     base, variant = ids[int(rng.integers(len(ids)))]
