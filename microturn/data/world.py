@@ -679,9 +679,9 @@ def generate(family: str, seed: int, split: str = "train", difficulty: float = 1
     second. Out tokens only, as ``note_questions``.
 
     ``festival``: the chance that the user speaks with one of festival's voices (``speech.FESTIVAL_VOICES``, its pitch
-    and rate drawn as for the others), in place of the voice drawn otherwise: two more kinds of synthesis, for
-    training only. Drawn from the voice options' stream after the generated voice's draws, so the session is
-    otherwise the one drawn without it.
+    and rate drawn as for the others, ked's pitch from its floor, ``PITCH_FLOOR``), in place of the voice drawn
+    otherwise: two more kinds of synthesis, for training only. Drawn from the voice options' stream after the
+    generated voice's draws, so the session is otherwise the one drawn without it.
 
     ``mbrola``: the same for MBROLA's voices (``speech.MBROLA_VOICES``: four more recorded speakers), decided by the
     same draw (festival's voice below ``festival``, MBROLA's below ``festival + mbrola``), so a part made with
