@@ -130,7 +130,7 @@ def test_deterministic(voice):
     synthesize("And a third one.", Voice("espeak", "en-029", "m1"))
     b = synthesize("Hello there, my friend.", voice)
     assert a.words == b.words
-    # Once in about a hundred CI runs (session 53) flite:slt gave samples ~1e-6 apart here, never reproduced since
+    # In one CI run (session 53) flite:slt gave samples ~1e-6 apart here; it was never reproduced since
     # (300 interleaved repeats, malloc perturbation, FTZ/DAZ set: all bit-identical). Say where they differ.
     assert a.audio.shape == b.audio.shape, (a.audio.shape, b.audio.shape)
     diff = np.flatnonzero(a.audio != b.audio)
