@@ -34,7 +34,7 @@ def wilson(passed: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (0.0 if passed == 0 else max(0.0, mid - half)), (1.0 if passed == n else min(1.0, mid + half))  # exact ends
 
 
-def _passes(paths: list[str]) -> tuple[dict[tuple[str, str], tuple[str, bool]], dict[str, set[str]]]:
+def passes(paths: list[str]) -> tuple[dict[tuple[str, str], tuple[str, bool]], dict[str, set[str]]]:
     """(set, scenario id) -> (family, passed), over the reports given (a scenario given twice is an error), and each
     set's manifest hashes (reports written before they recorded one have none)."""
     out, hashes = {}, {}
@@ -58,7 +58,7 @@ def _passes(paths: list[str]) -> tuple[dict[tuple[str, str], tuple[str, bool]], 
 
 def compare(a_paths: list[str], b_paths: list[str]) -> dict:
     """Paired figures of A against B: overall and per family, pass counts, discordant pairs and the sign test."""
-    (a, a_sets), (b, b_sets) = _passes(a_paths), _passes(b_paths)
+    (a, a_sets), (b, b_sets) = passes(a_paths), passes(b_paths)
     for name in a_sets.keys() & b_sets.keys():
         if len(a_sets[name] | b_sets[name]) > 1:
             raise ValueError(f"set {name}: the reports were made on different sets of that name (their manifests "
