@@ -120,7 +120,8 @@ def test_init_starts_from_a_checkpoint(shards, tmp_path):
 
 def test_audio_conv_is_added_to_an_init_model_that_starts_as_it_was(shards, tmp_path):
     """--audio-conv n with --init: the model gets the front-end's layers, starting at zero, so it computes what
-    the checkpoint did; training moves them; its checkpoint keeps them; changing their number is refused."""
+    the checkpoint did; training moves them; its checkpoint keeps them; a model with some is given more the same
+    way (only the new ones are the run's added weights); fewer are refused."""
     from microturn.train.data import Shards
 
     c = TrainConfig(data=str(shards / "train"), val=None, steps=2, batch=2, warmup=1, ckpt_every=2, lr=1e-3)
@@ -135,8 +136,16 @@ def test_audio_conv_is_added_to_an_init_model_that_starts_as_it_was(shards, tmp_
     train(replace(c, out=str(tmp_path / "c"), init=str(tmp_path / "a" / "model"), audio_conv=2))
     conv = checkpoint.load(tmp_path / "c" / "model").embed.audio.conv.convs
     assert all(x.weight.abs().sum() > 0 for x in conv)
-    with pytest.raises(ValueError, match="audio_conv"):
-        train(replace(c, out=str(tmp_path / "d"), init=str(tmp_path / "c" / "model"), audio_conv=3))
+    train(replace(c, out=str(tmp_path / "d"), init=str(tmp_path / "c" / "model"), audio_conv=4, lr=0.0, min_lr=0.0))
+    c2, d = checkpoint.load(tmp_path / "c" / "model").eval(), checkpoint.load(tmp_path / "d" / "model").eval()
+    assert d.cfg.audio_conv == 4 and d.embed.audio.context > c2.embed.audio.context
+    assert [x.weight.abs().sum() == 0 for x in d.embed.audio.conv.convs] == [False, False, True, True]
+    with torch.no_grad():
+        torch.testing.assert_close(c2.hidden(batch), d.hidden(batch), atol=0, rtol=0)
+    state = torch.load(tmp_path / "d" / "train_state.pt", weights_only=False)
+    assert state["added"] == ["embed.audio.conv.convs.2.", "embed.audio.conv.convs.3."]
+    with pytest.raises(ValueError, match="audio_conv.*not fewer"):
+        train(replace(c, out=str(tmp_path / "e"), init=str(tmp_path / "c" / "model"), audio_conv=1))
 
 
 def test_hear_back_is_added_to_an_init_model_that_starts_as_it_was(shards, tmp_path):

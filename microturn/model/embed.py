@@ -31,7 +31,7 @@ class FrameConv(nn.Module):
     residual branch: a frame sees ``context`` frames before it, across token and micro-turn boundaries, so the
     sounds a word is made of are put together before the transformer (which sees two tokens per micro-turn among
     the text and video). Valid convolutions: ``context`` more frames in than out. The branches start at zero, so a
-    model given them (``microturn train --audio-conv``) starts as it was."""
+    model given them, or given more of them (``microturn train --audio-conv``), starts as it was."""
 
     def __init__(self, d: int, layers: int):
         super().__init__()

@@ -444,9 +444,9 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
     V = default_tokenizer().vocab_size
     cfg = model_cfg or (start.cfg if start is not None else preset(c.preset, vocab_size=V, layout=shards.layout))
     if c.audio_conv and cfg.audio_conv != c.audio_conv:
-        if cfg.audio_conv:
-            raise ValueError(f"audio_conv: the model already has {cfg.audio_conv} front-end layers; it can only be "
-                             f"given them when it has none, not changed to {c.audio_conv}")
+        if c.audio_conv < cfg.audio_conv:
+            raise ValueError(f"audio_conv: the model already has {cfg.audio_conv} front-end layers; it can be given "
+                             f"more (each new one starting at zero), not fewer ({c.audio_conv})")
         cfg = replace(cfg, audio_conv=c.audio_conv)
     if c.hear_back:
         cfg = replace(cfg, hear_back=True)
@@ -472,7 +472,7 @@ def train(c: TrainConfig, model_cfg: ModelConfig | None = None) -> Path:
         added = tuple(st["added"])
     else:
         init_cfg = checkpoint.read_config(c.init)[0] if c.init else cfg
-        added = tuple((["embed.audio.conv."] if cfg.audio_conv != init_cfg.audio_conv else []) + (
+        added = tuple([f"embed.audio.conv.convs.{i}." for i in range(init_cfg.audio_conv, cfg.audio_conv)] + (
             ["embed.heard."] if cfg.hear_back != init_cfg.hear_back else []))
     if start is not None:
         missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
