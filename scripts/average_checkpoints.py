@@ -3,10 +3,10 @@ keeps what each fine-tune learned better than any one of them does (Wortsman et 
 
     python scripts/average_checkpoints.py runs/s12/model runs/s16/model --weights 0.5,0.5 --out runs/soup/model
 
-The checkpoints must share their architecture, except that some may lack the audio front-end (``audio_conv``) that
-a later fine-tune was given: its branches start at zero (``embed.FrameConv``), so a checkpoint without them is the
-same model with zero weights there, and is averaged as such. Writes float32 weights; the config is the first
-checkpoint with the front-end (or the first), with the soup's recipe under ``extra``.
+The checkpoints must share their architecture, except that some may lack the audio front-end (``audio_conv``), or
+some of its layers, that a later fine-tune was given: its branches start at zero (``embed.FrameConv``), so a
+checkpoint without them is the same model with zero weights there, and is averaged as such. Writes float32 weights;
+the config is the first checkpoint with the most front-end layers, with the soup's recipe under ``extra``.
 """
 import argparse
 from dataclasses import replace
@@ -28,7 +28,7 @@ def average(paths: list[str], weights: list[float]) -> InteractionModel:
     base = max(models, key=lambda m: m.cfg.audio_conv)
     for p, m in zip(paths, models):
         same_but_front_end = replace(m.cfg, audio_conv=base.cfg.audio_conv) == base.cfg
-        if not same_but_front_end or m.cfg.audio_conv not in (0, base.cfg.audio_conv):
+        if not same_but_front_end:  # (fewer front-end layers: the missing ones are zeros, below)
             raise SystemExit(f"{p}: its architecture differs from the others' ({m.cfg} against {base.cfg})")
     out = InteractionModel(base.cfg)
     target = out.state_dict()

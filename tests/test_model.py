@@ -848,23 +848,24 @@ def test_sampling_rejects_out_of_range_settings(bad):
 
 
 def test_average_checkpoints_mixes_the_weights_and_counts_a_missing_front_end_as_zero(tmp_path):
-    """scripts/average_checkpoints.py: each weight is the weighted mean; a checkpoint without the audio front-end
-    counts as zeros there (its branches start at zero); other architectures are refused."""
+    """scripts/average_checkpoints.py: each weight is the weighted mean; a checkpoint without the audio front-end,
+    or with fewer of its layers, counts as zeros there (its branches start at zero); other architectures are
+    refused."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
     import average_checkpoints
 
-    a, b = build(tiny(), seed=0), build(tiny(audio_conv=2), seed=1)
-    for p in b.embed.audio.conv.parameters():
+    a, m, b = build(tiny(), seed=0), build(tiny(audio_conv=1), seed=2), build(tiny(audio_conv=2), seed=1)
+    for p in [*m.embed.audio.conv.parameters(), *b.embed.audio.conv.parameters()]:
         torch.nn.init.normal_(p)
-    checkpoint.save(a, tmp_path / "a")
-    checkpoint.save(b, tmp_path / "b")
-    soup = average_checkpoints.average([str(tmp_path / "a"), str(tmp_path / "b")], [0.25, 0.75])
-    sa, sb, ss = a.state_dict(), b.state_dict(), soup.state_dict()
-    assert soup.cfg.audio_conv == 2
+    for name, x in (("a", a), ("m", m), ("b", b)):
+        checkpoint.save(x, tmp_path / name)
+    soup = average_checkpoints.average([str(tmp_path / n) for n in "amb"], [0.25, 0.15, 0.6])
+    sa, sm, sb, ss = a.state_dict(), m.state_dict(), b.state_dict(), soup.state_dict()
+    assert soup.cfg.audio_conv == 2 and "embed.audio.conv.convs.1.weight" not in sm
     for k, v in ss.items():
-        want = 0.75 * sb[k] + (0.25 * sa[k] if k in sa else 0)
+        want = 0.6 * sb[k] + (0.25 * sa[k] if k in sa else 0) + (0.15 * sm[k] if k in sm else 0)
         torch.testing.assert_close(v, want)
     checkpoint.save(build(tiny(depth=3)), tmp_path / "c")
     with pytest.raises(SystemExit, match="architecture"):

@@ -57,8 +57,8 @@ class TrainConfig:
     init: str = _opt("", "start from this checkpoint's weights (its architecture; a new optimiser, schedule and "
                          "curriculum); ignored when --out holds a run to resume")
     audio_conv: int = _opt(0, "convolution layers in the audio front-end (model.embed.FrameConv); an --init model "
-                              "with fewer is given the rest, each starting at zero, so it starts as it was (0: the "
-                              "preset's, or the --init model's)")
+                              "with fewer is given the rest, each starting at zero, so it starts as it was; fewer "
+                              "are refused (0: the preset's, or the --init model's)")
     hear_back: bool = _opt(False, "feed each audio token the word the listening head heard a micro-turn before "
                                   "(model.embed.InputEmbed), added to an --init model without it, starting at zero")
     added_lr: float = _opt(1.0, "learning rate of the weights an --init model lacks (--audio-conv, --hear-back), as a "
