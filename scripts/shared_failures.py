@@ -13,7 +13,7 @@ import collections
 import json
 from pathlib import Path
 
-from microturn.bench.compare import passes
+from microturn.bench.compare import paired
 
 SETS = ("val", "val-b", "val-c", "val-d", "val-e")  # scripts/valbench.sh's five
 
@@ -26,21 +26,17 @@ def main():
     a = ap.parse_args()
     if len(a.names) < 2:
         raise SystemExit("give two or more checkpoint names")
-    runs, hashes = [], {}
-    for name in a.names:
-        paths = [Path(a.reports) / f"{name}-{a.threshold}-{s}.json" for s in SETS]
-        missing = [str(p) for p in paths if not p.is_file()]
+    if len(set(a.names)) < len(a.names):
+        raise SystemExit("a checkpoint name is given twice")
+    sides = {name: [str(Path(a.reports) / f"{name}-{a.threshold}-{s}.json") for s in SETS] for name in a.names}
+    for name, paths in sides.items():
+        missing = [p for p in paths if not Path(p).is_file()]
         if missing:
             raise SystemExit(f"{name}: no report {missing[0]} (run scripts/valbench.sh on it at {a.threshold})")
-        got, h = passes([str(p) for p in paths])
-        for s, v in h.items():
-            hashes.setdefault(s, set()).update(v)
-        runs.append(got)
-    changed = [s for s, v in hashes.items() if len(v) > 1]
-    if changed:
-        raise SystemExit(f"the reports were made on different versions of {', '.join(changed)}: made again since")
-    if any(r.keys() != runs[0].keys() for r in runs):
-        raise SystemExit("the reports do not hold the same scenarios")
+    try:
+        runs = paired(sides)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     n = len(runs)
     failed = {key: sum(not r[key][1] for r in runs) for key in runs[0]}
     hist = collections.Counter(failed.values())

@@ -56,19 +56,31 @@ def passes(paths: list[str]) -> tuple[dict[tuple[str, str], tuple[str, bool]], d
     return out, hashes
 
 
-def compare(a_paths: list[str], b_paths: list[str]) -> dict:
-    """Paired figures of A against B: overall and per family, pass counts, discordant pairs and the sign test."""
-    (a, a_sets), (b, b_sets) = passes(a_paths), passes(b_paths)
-    for name in a_sets.keys() & b_sets.keys():
-        if len(a_sets[name] | b_sets[name]) > 1:
-            raise ValueError(f"set {name}: the reports were made on different sets of that name (their manifests "
+def paired(sides: dict[str, list[str]]) -> list[dict[tuple[str, str], tuple[str, bool]]]:
+    """Each side's ``passes`` (side name -> its reports), checked to hold the same scenarios of the same sets."""
+    read = {name: passes(paths) for name, paths in sides.items()}
+    hashes: dict[str, set[str]] = {}
+    for _, h in read.values():
+        for s, v in h.items():
+            hashes.setdefault(s, set()).update(v)
+    for s, v in hashes.items():
+        if len(v) > 1:
+            raise ValueError(f"set {s}: the reports were made on different sets of that name (their manifests "
                              f"differ): their scenarios cannot be paired")
-    if a.keys() != b.keys():
-        only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
-        raise ValueError(f"the two sides must hold the same scenarios: {len(only_a)} only in A (first: "
-                         f"{only_a[:3]}), {len(only_b)} only in B (first: {only_b[:3]})")
+    (first, (a, _)), *rest = read.items()
+    for name, (b, _) in rest:
+        if a.keys() != b.keys():
+            only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
+            raise ValueError(f"the sides must hold the same scenarios: {len(only_a)} only in {first} (first: "
+                             f"{only_a[:3]}), {len(only_b)} only in {name} (first: {only_b[:3]})")
     if not a:
         raise ValueError("no scenarios in the reports given")
+    return [r for r, _ in read.values()]
+
+
+def compare(a_paths: list[str], b_paths: list[str]) -> dict:
+    """Paired figures of A against B: overall and per family, pass counts, discordant pairs and the sign test."""
+    a, b = paired({"A": a_paths, "B": b_paths})
     rows: dict[str, dict] = {}
     for key in sorted(a):
         fam, pa = a[key]
