@@ -10,7 +10,9 @@
 # their noise), sets/val-d and sets/val-e
 # (seeds 40 and 41, since session 21: 216 told them apart by about 6 at best), 72 scenarios each. Where Piper's joe
 # is installed (the '.[voices]' extra), sets/val-joe too: sets/val's scenarios with every user speaking as joe, a
-# human-like voice no training hears, printed on a line of its own and kept out of the five sets' count.
+# human-like voice no training hears, printed on a line of its own and kept out of the five sets' count. Where sox
+# is installed (scripts/setup.sh installs it), likewise sets/val-treble+6 and sets/val-treble-6: sets/val's scenarios
+# with the treble 6 dB up and down (scripts/colour_set.sh), the colour a microphone gives a voice.
 #
 # AGAINST=NAME (a checkpoint scored here before, e.g. AGAINST=assets for microturn/assets/model, the bundled one)
 # adds, per threshold, the paired comparison with NAME's reports at that threshold on the five sets (`microturn
@@ -40,13 +42,20 @@ if .venv/bin/python -c "from microturn.data import speech; speech.synthesize('ye
   [ -d sets/val-joe ] || $mt synth --out sets/val-joe --per-family 6 --split val --seed 7 --piper 1
   joe=(val-joe)
 fi
+coloured=()
+if command -v sox >/dev/null; then
+  for g in +6 -6; do
+    [ -d sets/val-treble$g ] || scripts/colour_set.sh sets/val sets/val-treble$g treble $g 2>/dev/null
+    coloured+=(val-treble$g)
+  done
+fi
 name=$(basename "$(dirname "$(realpath "$ckpt")")")${WARPS:+-w$WARPS}
 warps=()
 [ -z "${WARPS:-}" ] || warps=(--warps "$WARPS")
 mkdir -p out/valbench
 for th in "$@"; do
   pids=() reports=()
-  for set in "${sets[@]}" "${joe[@]}"; do
+  for set in "${sets[@]}" "${joe[@]}" "${coloured[@]}"; do
     reports+=(out/valbench/$name-$th-$set.json)
     OMP_NUM_THREADS=1 $mt bench --scenarios sets/$set --checkpoint "$ckpt" --speak-threshold "$th" "${warps[@]}" \
       --json "${reports[-1]}" > out/valbench/$name-$th-$set.txt 2>&1 &
@@ -59,14 +68,17 @@ for th in "$@"; do
   .venv/bin/python - "$name threshold $th" "${reports[@]}" <<'PY'
 import json, sys
 reports = [json.load(open(f)) for f in sys.argv[2:]]
-joe = [r for r in reports if r["set"].rstrip("/").endswith("val-joe")]
-reports = [r for r in reports if r not in joe]
+extra = {"val-joe": "spoken by Piper's joe", "val-treble+6": "with the treble 6 dB up",
+         "val-treble-6": "with the treble 6 dB down"}
+aside = [r for r in reports if r["set"].rstrip("/").rsplit("/", 1)[-1] in extra]
+reports = [r for r in reports if r not in aside]
 passed = sum(s["passed"] for r in reports for s in r["scenarios"])
 total = sum(len(r["scenarios"]) for r in reports)
 print(f"{sys.argv[1]}: {passed} of {total} passed; "
       + " | ".join(f"{r['set']} {r['overall_pass_pct']:g}%" for r in reports))
-for r in joe:
-    print(f"  sets/val spoken by Piper's joe: {sum(s['passed'] for s in r['scenarios'])} of {len(r['scenarios'])}")
+for r in aside:
+    print(f"  sets/val {extra[r['set'].rstrip('/').rsplit('/', 1)[-1]]}: "
+          f"{sum(s['passed'] for s in r['scenarios'])} of {len(r['scenarios'])}")
 PY
   if [ -n "${AGAINST:-}" ]; then
     theirs=($(for set in "${sets[@]}"; do echo out/valbench/$AGAINST-$th-$set.json; done))

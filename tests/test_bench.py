@@ -7,7 +7,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -481,7 +483,6 @@ def test_delegate_report_sorts_failures():
     the scenario expects, and a traced entry is sorted into passed, no delegation, misheard (naming the wrong part)
     or recital."""
     import sys
-    from pathlib import Path
 
     from microturn.data import language as lang
     from microturn.data.synth import to_scenario
@@ -634,3 +635,31 @@ def test_results_table_has_every_family_and_the_paired_line_per_baseline(scenari
     assert "model checkpoint `bundled` heard through the warps 0.9, 1.1, " in warped
     assert json.loads((tmp_path / "warped" / "microturn_model.json").read_text())["agent_options"]["sampling"][
         "warps"] == [0.9, 1.1]
+
+
+@pytest.mark.skipif(shutil.which("sox") is None, reason="sox is not installed (scripts/setup.sh installs it)")
+def test_colour_set_colours_the_audio_and_keeps_the_scenarios(scenario_set, tmp_path):
+    """scripts/colour_set.sh: a copy of a set whose audio went through a sox effect, the same every time, that still
+    loads as the same scenarios; a bad effect or an existing folder is refused and leaves nothing behind."""
+    root, scenarios = scenario_set
+    script = Path(__file__).parents[1] / "scripts" / "colour_set.sh"
+    for out in ("a", "b"):
+        subprocess.run([str(script), str(root), str(tmp_path / out), "treble", "+6"], check=True,
+                       capture_output=True)
+    assert (tmp_path / "a" / "manifest.jsonl").read_bytes() == (root / "manifest.jsonl").read_bytes()
+    assert [s.id for s in read_set(tmp_path / "a")] == [s.id for s in scenarios]
+    wavs = sorted(root.rglob("*.wav"))
+    assert wavs
+    for wav in wavs:
+        (x, rate), (y, _) = sf.read(wav), sf.read(tmp_path / "a" / wav.relative_to(root))
+        assert len(y) == len(x) and not np.array_equal(x, y), wav.name
+        # sox's treble shelf (+6 dB above about 3 kHz) puts more of the energy up there
+        hi = [np.abs(np.fft.rfft(v))[len(v) * 3000 // rate:].sum() / np.abs(np.fft.rfft(v)).sum() for v in (x, y)]
+        assert hi[1] > hi[0], wav.name
+    for wav in (tmp_path / "a").rglob("*.wav"):
+        assert wav.read_bytes() == (tmp_path / "b" / wav.relative_to(tmp_path / "a")).read_bytes()
+    for args, says in ((["trebble", "+6"], "cannot apply the effect"), (["treble", "+6"], "exists already")):
+        dst = tmp_path / ("c" if args[0] == "trebble" else "a")
+        run = subprocess.run([str(script), str(root), str(dst), *args], capture_output=True, text=True)
+        assert run.returncode == 2 and says in run.stderr
+    assert not (tmp_path / "c").exists()
