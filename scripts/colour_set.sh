@@ -23,7 +23,9 @@ trap 'rm -rf "$dst"' ERR
 mkdir -p "$dst"
 cp -r "$src"/. "$dst"/
 find "$dst" -name '*.wav' -print0 | while IFS= read -r -d '' f; do
-  sox -q -D -R "$f" -b 16 "$f.tmp.wav" "$@"  # 16-bit like the sets' audio, undithered: the same copy every time
+  # 16-bit like the sets' audio, undithered (the same copy every time); -V1: errors only, not the few samples
+  # that clip at +6 dB (a larger gain wants sox's "gain -n" after it)
+  sox -V1 -D -R "$f" -b 16 "$f.tmp.wav" "$@"
   mv "$f.tmp.wav" "$f"
 done
 echo "wrote $dst: $(find "$dst" -name '*.wav' | wc -l) audio files through sox $*"

@@ -45,7 +45,7 @@ fi
 coloured=()
 if command -v sox >/dev/null; then
   for g in +6 -6; do
-    [ -d sets/val-treble$g ] || scripts/colour_set.sh sets/val sets/val-treble$g treble $g 2>/dev/null
+    [ -d sets/val-treble$g ] || scripts/colour_set.sh sets/val sets/val-treble$g treble $g
     coloured+=(val-treble$g)
   done
 fi
