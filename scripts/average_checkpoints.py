@@ -6,7 +6,9 @@ keeps what each fine-tune learned better than any one of them does (Wortsman et 
 The checkpoints must share their architecture, except that some may lack the audio front-end (``audio_conv``), or
 some of its layers, that a later fine-tune was given: its branches start at zero (``embed.FrameConv``), so a
 checkpoint without them is the same model with zero weights there, and is averaged as such. Writes float32 weights;
-the config is the first checkpoint with the most front-end layers, with the soup's recipe under ``extra``.
+the config is the first checkpoint with the most front-end layers, with the soup's recipe under ``extra``: the
+checkpoints, their weights, and each one's own ``extra`` (how it was trained or made), so that a soup that is bundled
+still says where its weights came from.
 """
 import argparse
 from dataclasses import replace
@@ -52,7 +54,8 @@ def main():
     a = ap.parse_args()
     w = [float(x) for x in a.weights.split(",")] if a.weights else [1 / len(a.checkpoints)] * len(a.checkpoints)
     model = average(a.checkpoints, w)
-    checkpoint.save(model, a.out, extra={"soup": {"checkpoints": a.checkpoints, "weights": w}})
+    sources = [checkpoint.read_config(p)[1] for p in a.checkpoints]
+    checkpoint.save(model, a.out, extra={"soup": {"checkpoints": a.checkpoints, "weights": w, "sources": sources}})
     print(f"wrote {a.out}: {' + '.join(f'{x:g} x {p}' for x, p in zip(w, a.checkpoints))}")
 
 

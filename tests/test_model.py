@@ -847,10 +847,10 @@ def test_sampling_rejects_out_of_range_settings(bad):
         Sampling(**bad)
 
 
-def test_average_checkpoints_mixes_the_weights_and_counts_a_missing_front_end_as_zero(tmp_path):
+def test_average_checkpoints_mixes_the_weights_and_counts_a_missing_front_end_as_zero(tmp_path, monkeypatch):
     """scripts/average_checkpoints.py: each weight is the weighted mean; a checkpoint without the audio front-end,
     or with fewer of its layers, counts as zeros there (its branches start at zero); other architectures are
-    refused."""
+    refused. The soup written keeps each checkpoint's own ``extra`` (where its weights came from)."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
@@ -872,6 +872,12 @@ def test_average_checkpoints_mixes_the_weights_and_counts_a_missing_front_end_as
         average_checkpoints.average([str(tmp_path / "a"), str(tmp_path / "c")], [0.5, 0.5])
     with pytest.raises(SystemExit, match="sum to 1"):
         average_checkpoints.average([str(tmp_path / "a"), str(tmp_path / "b")], [0.5, 0.6])
+    checkpoint.save(a, tmp_path / "a", extra={"train": {"seed": 7}})
+    monkeypatch.setattr(sys, "argv", ["average_checkpoints.py", str(tmp_path / "a"), str(tmp_path / "b"),
+                                      "--weights", "0.25,0.75", "--out", str(tmp_path / "soup")])
+    average_checkpoints.main()
+    soup_extra = checkpoint.read_config(tmp_path / "soup")[1]["soup"]
+    assert soup_extra["weights"] == [0.25, 0.75] and soup_extra["sources"] == [{"train": {"seed": 7}}, {}]
 
 
 def test_grow_vocab_keeps_every_old_row_and_starts_heard_tokens_from_the_two_they_replace(tmp_path):
