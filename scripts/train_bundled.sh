@@ -206,6 +206,25 @@ done
 mix=timespeak=4,cuespeak=6,delegate=4,translate=3,interrupt=1.5,turn=2,pause=1.5,user_backchannel=1.5,other_speaker=1.5,refusal=1.5,backchannel=0.75
 train runs/s41 runs/s39-f16 1906 0 2e-4 2e-5 100 $mix --batch 32 --accum 2 --val "" --ckpt-every 100 --eval-every 1000000 \
     --openings 0.5 --task-listen 6 --bucket 8
-$mt model bundle runs/s41/model --speak-threshold 0.5
+# phase 18 (sessions 56-57): session 41's model, in float16 as it was bundled, fine-tuned with half its sessions heard
+# through a random equaliser (--eq 2), on 14 parts of sessions 46-52 (16,800 sessions; four of them with one user in
+# four speaking with festival's or MBROLA's recorded speakers), 600 steps of 64 sessions, each process's 32 in four
+# pieces (about 2 h 10 min here); the bundled model is a quarter of session 41's weights and three quarters of the
+# fine-tune's (scripts/average_checkpoints.py: 306 of 360 on validation, 60 and 58 of sets/val's 72 with the treble
+# 6 dB up and down, against session 41's 307, 31 and 41)
+$mt model bundle runs/s41/model --out runs/s41-f16/model --speak-threshold 0.5
+data=data/shards/h52run
+for a in 351 353 355 357; do shards $data/all-$a-e47 $G --per-family 300 --seed $a --families "$FAM" --late-replies 0.1; done
+for a in 361 363 365 367; do shards $data/all-$a-f48 $G --per-family 300 --seed $a --families "$FAM"; done
+for t in 342 344; do
+  shards $data/task-$t-d46 $G --per-family 600 --seed $t --families timespeak,cuespeak,delegate,translate
+done
+for a in 521 523 525 527; do
+  shards $data/rec-$a $G --per-family 300 --seed $a --families "$FAM" --festival 0.1 --mbrola 0.15
+done
+train runs/j56 runs/s41-f16 600 0 1e-4 1e-5 20 $mix --batch 32 --accum 4 --val "" --ckpt-every 25 \
+    --eval-every 1000000 --openings 0.5 --task-listen 6 --curriculum 1 --bucket 8 --seed 56 --eq 2
+$py scripts/average_checkpoints.py runs/s41-f16/model runs/j56/model --weights 0.25,0.75 --out runs/s57/model
+$mt model bundle runs/s57/model --speak-threshold 0.5
 [ -d sets/test ] || $mt synth --out sets/test --per-family 12 --split test --seed 100
 $mt results --scenarios sets/test

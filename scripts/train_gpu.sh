@@ -13,9 +13,11 @@
 # with the number of steps that fills what is left (a checkpoint every 100 steps). OUT gets the model (fp32 in parts
 # under 16 MiB: scripts/join_halves.py puts it together), its log, curves and config, and gpu.txt with the machine's
 # figures. Settings (environment): SYNTH_SECONDS, BATCH, LR, MIX (family weights), SEED (the shards' first seed),
-# WORKERS (loading processes), EXTRA (more flags for train), LATE (the chance a reply to a user's turn starts one or
-# two micro-turns late: synth --late-replies; default 0; at 0.4 a CPU fine-tune lost turns, session 46; 0.1 kept
-# the first moment's p(speak) near the bundled model's and still owed the reply a micro-turn later, session 47),
+# WORKERS (loading processes), EXTRA (more flags for train; session 57's bundled model was trained to hear through a
+# microphone's colour: give its fine-tunes "--eq 2" or they may lose that), LATE (the chance a reply to a user's
+# turn starts one or two micro-turns late: synth --late-replies; default 0; at 0.4 a CPU fine-tune lost turns,
+# session 46; 0.1 kept the first moment's p(speak) near the bundled model's and still owed the reply a micro-turn
+# later, session 47),
 # PY (the Python to use), THROUGHPUT (presets, e.g.
 # "100m 100m-moe 1b 1b-moe": while the shards are written, benchmarks/train_throughput.py measures their training
 # tokens/s and MFU on the GPU, idle until then, and stops when the writers do; its figures and PNG go to OUT).
