@@ -729,23 +729,49 @@ def test_equalise_colours_the_spectrum_and_keeps_the_format(turns, seed, depth):
         assert len(set(flat[ok[:, k], k].tolist())) <= 1
 
 
-def test_eq_is_drawn_last_so_batches_without_it_stay_and_with_it_differ(shards, tmp_path):
-    """--eq draws after every other augmentation, so a run without it makes exactly the batches it made before the
-    option existed, and with it only the audio changes (the clock, the sessions, the targets are the same)."""
+@pytest.mark.parametrize("option", [{"eq": 3.0}, {"band": 1.0}, {"band": 0.5}])
+def test_eq_and_band_are_drawn_last_so_batches_without_them_stay_and_with_them_differ(shards, tmp_path, option):
+    """--eq and --band draw after every other augmentation, so a run without them makes exactly the batches it made
+    before the options existed, and with one only the audio changes (the clock, the sessions, the targets are the
+    same). Out-of-range values are refused."""
     from microturn.train.data import Curriculum, Shards, StepBatches
 
     sh = Shards(shards / "train")
-    make = lambda eq: StepBatches(sh, Curriculum(sh, 0), batch=4, steps=10, seed=5, rank=0, conversations=0.0,  # noqa: E731
-                                  augment=True, max_len=400, eq=eq)
-    plain, coloured = make(0.0), make(3.0)
+    make = lambda **o: StepBatches(sh, Curriculum(sh, 0), batch=4, steps=10, seed=5, rank=0, conversations=0.0,  # noqa: E731
+                                   augment=True, max_len=400, **o)
+    plain, coloured = make(), make(**option)
     differ = 0
     for step in range(6):
         a, b = plain[step], coloured[step]
         assert all(torch.equal(a[k], b[k]) for k in a if k != "audio")
         differ += not torch.equal(a["audio"], b["audio"])
     assert differ >= 2
-    with pytest.raises(ValueError, match="eq"):
-        train(TrainConfig(data=str(shards / "train"), val="", steps=1, eq=-1.0, out=str(tmp_path / "a")), _model_cfg())
+    for bad in ({"eq": -1.0}, {"band": 1.5}, {"band": -0.1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            train(TrainConfig(data=str(shards / "train"), val="", steps=1, out=str(tmp_path / "a"), **bad), _model_cfg())
+
+
+@given(st.integers(1, 6), st.integers(0, 2**31 - 1))
+@settings(max_examples=30, deadline=None)
+def test_band_limit_silences_the_channels_outside_a_band_and_keeps_the_rest(turns, seed):
+    """The random band: same shape and dtype; the silenced channels are those above an upper edge in 3-7 kHz and below
+    a lower edge in 80-400 Hz (at least the channels centred above 7 kHz, at most those above 3 kHz), one band
+    for the whole session; every other bin is kept as it was; deterministic."""
+    from microturn.train.data import band_limit
+
+    rng = np.random.default_rng(seed)
+    audio = rng.integers(1, dmel.N_BINS, (turns, 2, 8, dmel.N_MELS)).astype(np.uint8)  # every bin sounding
+    a = band_limit(audio, np.random.default_rng(seed))
+    assert a.shape == audio.shape and a.dtype == np.uint8
+    assert np.array_equal(a, band_limit(audio, np.random.default_rng(seed)))
+    flat, orig = a.reshape(-1, dmel.N_MELS), audio.reshape(-1, dmel.N_MELS)
+    silent = (flat == 0).all(axis=0)
+    assert ((flat == 0) == silent[None]).all()  # a channel is silenced in every frame or in none
+    assert np.array_equal(flat[:, ~silent], orig[:, ~silent])
+    centres = dmel.channel_edges()[1:-1]
+    assert silent[centres > 7000].all() and not silent[(centres >= 400) & (centres <= 3000)].any()
+    low, high = silent[centres < 2000].astype(int), silent[centres > 2000].astype(int)
+    assert (np.diff(low) <= 0).all() and (np.diff(high) >= 0).all()  # one run of silent channels at either end
 
 
 def test_cue_report_scores_the_decisions(tmp_path):

@@ -38,10 +38,15 @@ def mel_to_hz(m):
     return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
 
 
+def channel_edges() -> np.ndarray:
+    """[N_MELS + 2] Hz: channel k's triangle rises from edges[k] to its centre edges[k + 1], falls to edges[k + 2]."""
+    return mel_to_hz(np.linspace(hz_to_mel(F_MIN), hz_to_mel(F_MAX), N_MELS + 2))
+
+
 def mel_filterbank() -> np.ndarray:
     """[N_MELS, N_FFT // 2 + 1] triangular HTK-mel filters."""
     freqs = np.linspace(0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
-    edges = mel_to_hz(np.linspace(hz_to_mel(F_MIN), hz_to_mel(F_MAX), N_MELS + 2))
+    edges = channel_edges()
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     up = (freqs[None] - lo) / (mid - lo)
     down = (hi - freqs[None]) / (hi - mid)

@@ -46,6 +46,9 @@ class TrainConfig:
     augment: bool = _opt(True, "alter the input audio and shift the clock at random (train.data); never in evaluation")
     eq: float = _opt(0.0, "unless --no-augment, half the sessions heard through a random equaliser of up to this many "
                           "levels (6 dB each) up or down (train.data.equalise; 0: off)")
+    band: float = _opt(0.0, "unless --no-augment, this share of the sessions heard through a random band, as a "
+                            "telephone or 8 kHz audio leaves it: channels above 3-7 kHz and below 80-400 Hz silent "
+                            "(train.data.band_limit; 0: off)")
     mix: str = _opt("", "family weights, e.g. 'timespeak=3,cuespeak=2' (families not named weigh 1); evaluation "
                         "mixes evenly")
     curriculum: float = _opt(0.3, "the greatest difficulty of the sessions drawn at the schedule's start, rising "
@@ -102,6 +105,8 @@ class TrainConfig:
         for name in ("conversations", "openings"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{option(name)} is a share of the batches, from 0 to 1, got {getattr(self, name)}")
+        if not 0 <= self.band <= 1:
+            raise ValueError(f"{option('band')} is a share of the sessions, from 0 to 1, got {self.band}")
         from ..codecs import dmel  # (here, not above: the CLI lists the options without torch)
 
         if not 0 <= self.eq <= dmel.N_BINS - 1:

@@ -222,7 +222,7 @@ def step_batches(c: TrainConfig, shards: Shards, cfg: ModelConfig, rank: int = 0
     return StepBatches(shards, Curriculum(shards, start=c.curriculum, mix=parse_mix(c.mix)), batch=c.batch,
                        steps=steps or c.steps, seed=c.seed, rank=rank, conversations=c.conversations,
                        augment=c.augment, max_len=cfg.window // cfg.layout.length, openings=c.openings, eq=c.eq,
-                       bucket=c.bucket, world=world)
+                       band=c.band, bucket=c.bucket, world=world)
 
 
 def listen_weights(c: TrainConfig, vocab_size: int) -> torch.Tensor | None:
