@@ -38,15 +38,17 @@ def mel_to_hz(m):
     return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
 
 
-def channel_edges() -> np.ndarray:
-    """[N_MELS + 2] Hz: channel k's triangle rises from edges[k] to its centre edges[k + 1], falls to edges[k + 2]."""
-    return mel_to_hz(np.linspace(hz_to_mel(F_MIN), hz_to_mel(F_MAX), N_MELS + 2))
+# the channels on the mel scale: channel k's triangle rises from _MEL_EDGES[k] to its centre _MEL_EDGES[k + 1] and
+# falls to _MEL_EDGES[k + 2]
+_MEL_EDGES = np.linspace(hz_to_mel(F_MIN), hz_to_mel(F_MAX), N_MELS + 2)
+_MEL_CENTRES = _MEL_EDGES[1:-1]
+CHANNEL_HZ = mel_to_hz(_MEL_CENTRES)  # [N_MELS]: each channel's centre frequency
 
 
 def mel_filterbank() -> np.ndarray:
     """[N_MELS, N_FFT // 2 + 1] triangular HTK-mel filters."""
     freqs = np.linspace(0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
-    edges = channel_edges()
+    edges = mel_to_hz(_MEL_EDGES)
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     up = (freqs[None] - lo) / (mid - lo)
     down = (hi - freqs[None]) / (hi - mid)
@@ -85,9 +87,6 @@ def dequantize(bins: torch.Tensor | np.ndarray) -> torch.Tensor:
     if hi >= N_BINS or lo < 0:
         raise ValueError(f"dMel bins must lie in [0, {N_BINS - 1}], got a {hi if hi >= N_BINS else lo}")
     return LOG_MIN + b.float() * STEP
-
-
-_MEL_CENTRES = np.linspace(hz_to_mel(F_MIN), hz_to_mel(F_MAX), N_MELS + 2)[1:-1]
 
 
 def warp_channels(x: np.ndarray, alpha: float) -> np.ndarray:
