@@ -12,7 +12,8 @@
 # is installed (the '.[voices]' extra), sets/val-joe too: sets/val's scenarios with every user speaking as joe, a
 # human-like voice no training hears, printed on a line of its own and kept out of the five sets' count. Where sox
 # is installed (scripts/setup.sh installs it), likewise sets/val-treble+6 and sets/val-treble-6: sets/val's scenarios
-# with the treble 6 dB up and down (scripts/colour_set.sh), the colour a microphone gives a voice.
+# with the treble 6 dB up and down (scripts/colour_set.sh), the colour a microphone gives a voice, and sets/val-phone:
+# sets/val through a telephone's band (300-3400 Hz).
 #
 # AGAINST=NAME (a checkpoint scored here before, e.g. AGAINST=assets for microturn/assets/model, the bundled one)
 # adds, per threshold, the paired comparison with NAME's reports at that threshold on the five sets (`microturn
@@ -48,6 +49,8 @@ if command -v sox >/dev/null; then
     [ -d sets/val-treble$g ] || scripts/colour_set.sh sets/val sets/val-treble$g treble $g
     coloured+=(val-treble$g)
   done
+  [ -d sets/val-phone ] || scripts/colour_set.sh sets/val sets/val-phone sinc 300-3400
+  coloured+=(val-phone)
 fi
 name=$(basename "$(dirname "$(realpath "$ckpt")")")${WARPS:+-w$WARPS}
 warps=()
@@ -69,7 +72,7 @@ for th in "$@"; do
 import json, sys
 reports = [json.load(open(f)) for f in sys.argv[2:]]
 extra = {"val-joe": "spoken by Piper's joe", "val-treble+6": "with the treble 6 dB up",
-         "val-treble-6": "with the treble 6 dB down"}
+         "val-treble-6": "with the treble 6 dB down", "val-phone": "through a telephone's band (300-3400 Hz)"}
 aside = [r for r in reports if r["set"].rstrip("/").rsplit("/", 1)[-1] in extra]
 reports = [r for r in reports if r not in aside]
 passed = sum(s["passed"] for r in reports for s in r["scenarios"])
