@@ -47,8 +47,8 @@ class TrainConfig:
     eq: float = _opt(0.0, "unless --no-augment, half the sessions heard through a random equaliser of up to this many "
                           "levels (6 dB each) up or down (train.data.equalise; 0: off)")
     band: float = _opt(0.0, "unless --no-augment, this share of the sessions heard through a random band, as a "
-                            "telephone or 8 kHz audio leaves it: channels above 3-7 kHz and below 80-400 Hz silent "
-                            "(train.data.band_limit; 0: off)")
+                            "telephone or 8 kHz audio leaves it: channels above 3-7 kHz and below 80-400 Hz fall off to "
+                            "a noise floor (train.data.band_limit; 0: off)")
     mix: str = _opt("", "family weights, e.g. 'timespeak=3,cuespeak=2' (families not named weigh 1); evaluation "
                         "mixes evenly")
     curriculum: float = _opt(0.3, "the greatest difficulty of the sessions drawn at the schedule's start, rising "
