@@ -769,7 +769,7 @@ def test_band_limit_turns_the_channels_beyond_a_band_down_to_a_noise_floor_and_k
     assert ((a <= audio) | (a <= 9)).all()
 
 
-def test_band_limit_on_average_silences_the_top_and_bottom_channels_down_to_the_floor():
+def test_band_limit_on_average_turns_the_top_and_bottom_channels_down():
     """Over many draws on loud input (level 15 everywhere) the channels fall off away from the band: the highest and
     the lowest channel far below the middle ones."""
     from microturn.train.data import band_limit
@@ -785,7 +785,7 @@ def test_band_limit_on_average_silences_the_top_and_bottom_channels_down_to_the_
 def test_band_limit_floor_covers_a_real_telephone_band_recording(tmp_path):
     """Real espeak-ng speech through sox's 300-3400 Hz band, written as 16-bit audio as every set is: the channels
     far beyond the band hold the recording's rounding noise, whose levels lie within the floors ``band_limit`` draws
-    (session 58: training on level 0 there, which no recording holds, taught nothing about the telephone band)."""
+    (session 58; before, ``band_limit`` set them to level 0, which no recording holds)."""
     import soundfile as sf
 
     from microturn.data import speech

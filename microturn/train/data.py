@@ -179,7 +179,8 @@ BAND_SLOPE = (3.0, 60.0)  # levels per octave beyond an edge: how steeply the ba
 BAND_FLOOR = (0.0, 9.0)  # the noise floor's level in the widest channel: 0 for float audio, about 7 for 16-bit's
 # a white noise floor's level in each channel relative to the widest one's: a channel sums its FFT bins' magnitudes
 # with its triangle's weights, so it is as loud as its triangle is wide (the lowest channels 1.7 levels down)
-_WHITE = np.log10(dmel.mel_filterbank().sum(1) / dmel.mel_filterbank().sum(1).max()) / dmel.STEP
+_WIDTH = dmel.mel_filterbank().sum(1)
+_WHITE = np.log10(_WIDTH / _WIDTH.max()) / dmel.STEP
 
 
 def band_limit(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
