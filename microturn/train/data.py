@@ -190,7 +190,7 @@ def band_limit(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     noise floor (``BAND_FLOOR``; dithered, so a fractional floor mixes two levels), the channels inside untouched.
     Session 57 found the bundled model passing 46 of sets/val's 72 scenarios through sox's 300-3400 Hz band against
     62 as rendered; session 58 found why training on that band with the channels beyond it at level 0 did not help:
-    no recording holds level 0 there (16-bit audio's rounding noise is about level 7 in every channel)."""
+    no recording holds level 0 there (16-bit audio's rounding noise is about level 7 in the top channels)."""
     top, bottom = rng.uniform(*BAND_TOP), rng.uniform(*BAND_BOTTOM)
     slope = np.exp(rng.uniform(*np.log(BAND_SLOPE)))
     beyond = np.maximum(np.log2(dmel.CHANNEL_HZ / top), np.log2(bottom / dmel.CHANNEL_HZ)).clip(0)  # octaves
