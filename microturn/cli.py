@@ -36,7 +36,8 @@ def _synth(a):
         workers=a.workers, difficulty=a.difficulty, generated_voices=a.generated_voices,
         generated_accents=a.generated_accents, cue_drill=a.cue_drill, typed=a.typed,
         note_questions=a.note_questions, heard_late=a.heard_late, festival=a.festival,
-        mbrola=a.mbrola, kokoro=a.kokoro, piper=a.piper, late_replies=a.late_replies)
+        mbrola=a.mbrola, kokoro=a.kokoro, piper=a.piper, late_replies=a.late_replies,
+        short_numbers=a.short_numbers)
 
 
 def _config_options(p: argparse.ArgumentParser, cls: type) -> None:
@@ -268,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "late, so the model learns a reply is still owed after the first moment passed; it also lowers "
                         "the first moment's target to 1 - P (at 0.4 a fine-tune lost turns: docs/training.md, "
                         "session 46), so keep it small")
+    s.add_argument("--short-numbers", type=float, default=0.0,
+                   help="training shards: the chance that each operand of a delegated question is a number said in "
+                        "one word (2-20, the round tens), the ones heard wrong as compounds")
     s.add_argument("--festival", type=float, default=0.0,
                    help="training shards or sets: the chance that a user speaks with one of festival's voices "
                         "(needs the festival packages scripts/setup.sh installs)")

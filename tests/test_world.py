@@ -675,3 +675,41 @@ def test_late_replies_move_replies_a_micro_turn_or_two_and_nothing_before_them(t
         info, got = sh.info(i), sh.session(i)
         assert info["late_replies"] == 1.0
         assert np.array_equal(render_again(info, "train", Layout())["out"], got["out"])
+
+
+def test_short_numbers_make_a_delegated_questions_operands_one_word_numbers(tmp_path):
+    """short_numbers: the chance that each operand of a delegated question is a number said in one word (2-20, the
+    round tens). At 1 every operand is one, the rest of the session is the one drawn without the option (its voice,
+    the instruction's form), the targets pass the rules (the answer is the new question's), and the shard's info
+    renders the session again; at 0 the session is the one drawn without it; training only."""
+    from microturn.data.shards import render_again, write_shards
+    from microturn.data.world import SHORT_NUMBERS
+    from microturn.train.data import Shards
+
+    def question(s):
+        return next(e.text for e in s.timeline.events if e.kind == "delegate").split()
+
+    short = {number_words(n) for n in SHORT_NUMBERS}
+    assert all(" " not in w for w in short) and len(short) == len(SHORT_NUMBERS)
+    changed = 0
+    for i in range(8):
+        plain = generate("delegate", 5, "train", 1.0, i)
+        got = generate("delegate", 5, "train", 1.0, i, short_numbers=1.0)
+        assert question(generate("delegate", 5, "train", 1.0, i, short_numbers=0.0)) == question(plain)
+        q, op = question(got), [w for w in question(plain) if w in ("times", "plus")]
+        assert len(q) == 3 and q[0] in short and q[2] in short and [q[1]] == op
+        assert got.timeline.meta["voice"] == plain.timeline.meta["voice"]
+        assert evaluate(to_scenario(got)[0], got.timeline.words_of("agent")).passed
+        changed += q != question(plain)
+    assert changed >= 6  # a quarter of the operands drawn from 2-100 are short already
+    with pytest.raises(ValueError, match="training only"):
+        generate("delegate", 0, split="val", short_numbers=0.5)
+    with pytest.raises(ValueError, match="chance in"):
+        generate("delegate", 0, short_numbers=1.5)
+
+    write_shards(tmp_path, 2, seed=3, families=("delegate", "turn"), workers=1, short_numbers=1.0)
+    sh = Shards(tmp_path)
+    for i in range(len(sh)):
+        info, got = sh.info(i), sh.session(i)
+        assert info.get("short_numbers") == (1.0 if info["family"] == "delegate" else None)
+        assert np.array_equal(render_again(info, "train", Layout())["out"], got["out"])

@@ -32,7 +32,8 @@ def _recorded(options: dict, family: str, drilled: bool) -> dict:
         ({"typed": options["typed"]} if options.get("typed") is not None else {}) | \
         ({"note_questions": True} if options.get("note_questions") and family == "delegate" else {}) | \
         ({"heard_late": True} if options.get("heard_late") and family == "cuespeak" else {}) | \
-        ({"late_replies": options["late_replies"]} if options.get("late_replies") else {})
+        ({"late_replies": options["late_replies"]} if options.get("late_replies") else {}) | \
+        ({"short_numbers": options["short_numbers"]} if options.get("short_numbers") and family == "delegate" else {})
 
 
 def _render(job) -> tuple[dict, dict]:
@@ -56,7 +57,7 @@ def _render(job) -> tuple[dict, dict]:
 def render_again(info: dict, split: str, layout: Layout) -> dict:
     """The arrays of a session a shard lists (its ``info`` in ``sessions.json``), rendered again by today's
     generators and layout (deterministic: ``scripts/relayout_shards.py`` checks the user audio comes out the same)."""
-    options = {k: info[k] for k in VOICE_OPTIONS + ("typed", "late_replies") if k in info} | \
+    options = {k: info[k] for k in VOICE_OPTIONS + ("typed", "late_replies", "short_numbers") if k in info} | \
         {"cue_drill": 1.0 if info.get("drill") else 0.0, "note_questions": info.get("note_questions", False),
          "heard_late": info.get("heard_late", False)}
     return _render((info["family"], info["seed"], split, info["difficulty"], info["index"], layout, options))[1]
@@ -73,7 +74,7 @@ def write_shards(out: str | Path, n_per_family: int, seed: int = 0, split: str =
     Difficulty (noise, voices, typed vs spoken instructions) is spread evenly over ``difficulty`` so training can
     follow a curriculum. ``options`` are ``world.generate``'s (``generated_voices``, ``generated_accents``,
     ``cue_drill``, ``typed``, ``note_questions``, ``heard_late``, ``festival``, ``mbrola``, ``kokoro``, ``piper``,
-    ``late_replies``),
+    ``late_replies``, ``short_numbers``),
     the same for every session; each session's info keeps those that changed it. Deterministic for its arguments.
     """
     check_options(split, **options)

@@ -75,9 +75,11 @@ class Builder:
                  voice_rng: np.random.Generator | None = None, generated_accents: float = 0.0, drill: bool = False,
                  typed: float | None = None, note_questions: bool = False, heard_late: bool = False,
                  festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0, piper: float = 0.0,
-                 late_replies: float = 0.0, late_rng: np.random.Generator | None = None):
+                 late_replies: float = 0.0, late_rng: np.random.Generator | None = None, short_numbers: float = 0.0,
+                 short_rng: np.random.Generator | None = None):
         self.rng, self.split, self.difficulty = rng, split, difficulty
         self.late_replies, self.late_rng = late_replies, late_rng  # training only (generate)
+        self.short_numbers, self.short_rng = short_numbers, short_rng  # training only (generate)
         self.drill = drill  # training only: a cue session with several times the cue-list words (generate(cue_drill))
         self.typed = typed  # training only: the chance an instruction is typed, in place of difficulty's (generate)
         self.note_questions = note_questions  # note a delegated question's words (generate)
@@ -536,9 +538,18 @@ def gen_repcount(b: Builder):
     return qe + 2.5, rules
 
 
+# The operands of a delegated question said in one word (two to twenty, the round tens): a question drawn evenly from
+# 2-100 has one of them in a quarter of its operands, and they are the ones heard wrong, as a compound ("sixty" as
+# "sixty four", "eighteen" as "eighty"): see docs/training.md, session 61
+SHORT_NUMBERS = tuple(range(2, 21)) + tuple(range(30, 100, 10))
+
+
 def gen_delegate(b: Builder):
     rng = b.rng
     x, y = (int(v) for v in rng.integers(2, 101, size=2))
+    if b.short_numbers:  # each operand with that chance a one-word number instead (a stream of its own)
+        x, y = (int(b.short_rng.choice(SHORT_NUMBERS)) if b.short_rng.random() < b.short_numbers else v
+                for v in (x, y))
     op = "times" if rng.random() < 0.6 else "plus"
     ans = x * y if op == "times" else x + y
     question = f"{lang.number_words(x)} {op} {lang.number_words(y)}"
@@ -612,13 +623,14 @@ VOICE_OPTIONS = ("generated_voices", "generated_accents", "festival", "mbrola", 
 def check_options(split: str, generated_voices: float = 0.0, generated_accents: float = 0.0, cue_drill: float = 0.0,
                   typed: float | None = None, note_questions: bool = False, heard_late: bool = False,
                   festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0, piper: float = 0.0,
-                  late_replies: float = 0.0) -> None:
+                  late_replies: float = 0.0, short_numbers: float = 0.0) -> None:
     """ValueError unless ``generate``'s options are valid for ``split``: the chances in [0, 1], all but the two
     flags (``note_questions``, ``heard_late``: out tokens only), ``kokoro`` (whose validation split has a voice of
     its own) and ``piper`` (validation only) for training only."""
     for name, p in (("generated_voices", generated_voices), ("generated_accents", generated_accents),
                     ("cue_drill", cue_drill), ("typed", 0.0 if typed is None else typed), ("festival", festival),
-                    ("mbrola", mbrola), ("kokoro", kokoro), ("piper", piper), ("late_replies", late_replies)):
+                    ("mbrola", mbrola), ("kokoro", kokoro), ("piper", piper), ("late_replies", late_replies),
+                    ("short_numbers", short_numbers)):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} is a chance in [0, 1], got {p!r}")
     if generated_accents and not generated_voices:
@@ -642,13 +654,15 @@ def check_options(split: str, generated_voices: float = 0.0, generated_accents: 
         raise ValueError(f"a typed share is for training only; the {split} split keeps difficulty's")
     if late_replies and split != "train":
         raise ValueError(f"late replies are for training only; the {split} split has no agent side to move")
+    if short_numbers and split != "train":
+        raise ValueError(f"short numbers are for training only; the {split} split keeps its questions as drawn")
 
 
 def generate(family: str, seed: int, split: str = "train", difficulty: float = 1.0, index: int = 0,
              generated_voices: float = 0.0, generated_accents: float = 0.0, cue_drill: float = 0.0,
              typed: float | None = None, note_questions: bool = False, heard_late: bool = False,
              festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0, piper: float = 0.0,
-             late_replies: float = 0.0) -> Session:
+             late_replies: float = 0.0, short_numbers: float = 0.0) -> Session:
     """One session of ``family``, deterministic for its arguments.
 
     ``generated_voices``: the chance that the user's espeak-ng voice gets a generated variant (``speech.
@@ -700,16 +714,21 @@ def generate(family: str, seed: int, split: str = "train", difficulty: float = 1
     lateness drawn from a stream of its own, so the session is otherwise the one drawn without it, its later times
     moved with the reply). Training only. Without it every reply starts on that boundary, and a model that let the
     moment pass had never seen a reply after it: the bundled model's chance of speaking fell from 0.35 to 0.00 the
-    micro-turn after it let a question go (docs/training.md, "Session 45")."""
+    micro-turn after it let a question go (docs/training.md, "Session 45").
+
+    ``short_numbers``: the chance that each operand of a delegated question is a number said in one word
+    (``SHORT_NUMBERS``: two to twenty, the round tens) in place of the one drawn from 2-100, where they are a quarter
+    of the operands and the ones heard wrong (as compounds). Training only; drawn from a stream of its own, so the
+    session is otherwise the one drawn without it (its later times moved with the question's length)."""
     if family not in GENERATORS:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     check_options(split, generated_voices, generated_accents, cue_drill, typed, note_questions, heard_late, festival,
-                  mbrola, kokoro, piper, late_replies)
+                  mbrola, kokoro, piper, late_replies, short_numbers)
     key = [seed, FAMILIES.index(family), index, ["train", "val", "test"].index(split)]
     drill = family == "cuespeak" and bool(cue_drill) and np.random.default_rng(key + [2]).random() < cue_drill
     b = Builder(np.random.default_rng(key), split, difficulty, generated_voices, np.random.default_rng(key + [1]),
                 generated_accents, drill, typed, note_questions, heard_late, festival, mbrola, kokoro, piper,
-                late_replies, np.random.default_rng(key + [3]))
+                late_replies, np.random.default_rng(key + [3]), short_numbers, np.random.default_rng(key + [4]))
     res = GENERATORS[family](b)
     duration, rules = res[0], res[1]
     delay = res[2] if len(res) > 2 else None
