@@ -15,6 +15,12 @@ report tells listening (numbers heard wrong) from acting (the answer held but no
 Session 25, the bundled model (runs/s30 step 300, float16, threshold 0.6) on those five sets: 10 of 30 passed,
 17 misheard, 3 recital, 0 no delegation. By how the question came (session 26): asked by voice 19, of which 2
 passed and 17 misheard; typed 11, of which 8 passed and 3 recitals.
+
+Session 61: on sets/val-del, 120 delegations of their own (`microturn synth --out sets/val-del --per-family 120
+--families delegate --split val --seed 61`), the bundled model (threshold 0.5) passed 80: asked by voice 61, passed
+31, misheard 27; and the spoken questions it passed, by how many of their two numbers are said in one word (two to
+twenty, the round tens, which it hears as compounds: "eighteen" as "eighty", "six" as "sixty four"): none 21 of 32,
+one 10 of 24, both 0 of 5.
 """
 import argparse
 import collections
@@ -48,6 +54,13 @@ def operands(q: str) -> tuple[str, str, str]:
     if not m:
         raise ValueError(f"not an arithmetic question: {q!r}")
     return m.group(1), m.group(2), m.group(3)
+
+
+def one_word_operands(q: str) -> int:
+    """How many of the question's two numbers are said in one word (two to twenty, the round tens: those heard wrong
+    as compounds, "sixty" as "sixty four"; ``world.SHORT_NUMBERS``)."""
+    first, _, second = operands(q)
+    return sum(" " not in x for x in (first, second))
 
 
 def wrong_parts(want: str, got: str) -> list[str]:
@@ -87,6 +100,7 @@ def main() -> None:
     opts = {} if a.speak_threshold is None else {"speak_threshold": a.speak_threshold}
     kinds, parts, rows = collections.Counter(), collections.Counter(), []
     by_input = collections.Counter()  # (voice or typed, kind)
+    by_short = collections.Counter()  # (voice or typed, one-word operands, passed)
     for s in a.sets:
         scenarios = {sc.id: sc for sc in select(read_set(s), ["delegate"])}
         if not scenarios:
@@ -98,6 +112,7 @@ def main() -> None:
             kinds[kind] += 1
             by_input[mode, kind] += 1
             parts.update(wrong)
+            by_short[mode, one_word_operands(asked(scenarios[entry["id"]])), kind == "passed"] += 1
             rows.append({"set": s, "id": entry["id"], "input": mode, "kind": kind, "detail": detail})
             print(f"{s:14} {entry['id']:16} {mode:6} {kind:14} {detail}", flush=True)
     n = sum(kinds.values())
@@ -108,6 +123,9 @@ def main() -> None:
         if n_mode:
             print(f"asked by {mode}: {n_mode}, " + ", ".join(f"{k} {by_input[mode, k]}" for k in
                                                              ("passed", "misheard", "recital", "no delegation")))
+            print("  passed, by the numbers said in one word: " + ", ".join(
+                f"{k}: {by_short[mode, k, True]} of {by_short[mode, k, True] + by_short[mode, k, False]}"
+                for k in range(3) if by_short[mode, k, True] + by_short[mode, k, False]))
     if parts:
         print("misheard parts: " + ", ".join(f"{k} {v}" for k, v in parts.most_common()))
     if a.json:

@@ -502,6 +502,8 @@ def test_delegate_report_sorts_failures():
         a, b = value[x], value[y]
         want = [r.text for r in s.expect if r.kind == "say"][0]
         assert lang.number_words(a * b if op == "times" else a + b) == want, (s.id, q, want)
+    assert [D.one_word_operands(q) for q in ("six times sixty four", "eighteen plus ninety", "forty one times fifty two",
+                                             "one hundred plus twenty")] == [1, 2, 0, 1]
 
     s, q = scenarios[0], D.asked(scenarios[0])
     x, op, y = D.operands(q)
