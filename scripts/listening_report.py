@@ -8,7 +8,8 @@ model writes when it asks the background model, a second or more after it heard 
 how many of those delegations have every word right, teacher-forced and free-running (the model writes the question
 token by token from its own earlier tokens, greedy, as it does live, the session's audio and typed text as they are).
 In shards made with ``--note-questions``, ``noted``: the words of the notes written before the delegation, each
-given its ``<note>``.
+given its ``<note>``. The last block's number words are also scored by kind (``NUMBER_KINDS``): ten to nineteen,
+the round tens, and the rest (zero to nine, hundred), since "-teen" and "-ty" are the pair heard wrong.
 
     python scripts/listening_report.py microturn/assets/model --shards data/shards/val --sessions 40 --tap 3
     python scripts/listening_report.py microturn/assets/model --shards data/shards/val23 --families delegate
@@ -26,6 +27,11 @@ from microturn.stream.tokenizer import DLG, DLG_END, EOT, NOTE, PAD, SIL, TYPED,
 from microturn.train.data import Shards, collate
 
 
+# the number words by kind, scored apart at the last block: "-teen" against "-ty" is the pair heard wrong
+NUMBER_KINDS = {w: "10-19" if 10 <= i < 20 else "20-90" if w.endswith("ty") else "0-9, 100"
+                for i, w in enumerate(lang.NUMBER_WORDS)}
+
+
 @torch.no_grad()
 def report(model, shards: Shards, n: int, tap: int,
            families=("timespeak", "cuespeak")) -> dict[tuple[str, str], list[int]]:
@@ -36,6 +42,8 @@ def report(model, shards: Shards, n: int, tap: int,
     kinds = ("response word", "cue word", "number word", "other")
     st = {(b, k): [0, 0] for b in ("last block", f"block {tap}", "noted", "asked") for k in kinds}
     st |= {("question", k): [0, 0] for k in ("teacher-forced", "free-running")}
+    number_kind = {tok.encode_word(w)[0]: f"number {k}" for w, k in NUMBER_KINDS.items()}
+    st |= {("last block", k): [0, 0] for k in dict.fromkeys(number_kind.values())}
     spoken = [i for i in range(len(shards)) if shards.info(i)["family"] in families]
     done = 0
     for i in spoken:
@@ -54,6 +62,9 @@ def report(model, shards: Shards, n: int, tap: int,
                     continue  # instruction words are scored at their end, other words all through
                 st[block, kind][0] += int(pred[j] == g)
                 st[block, kind][1] += 1
+                if block == "last block" and g in number_kind:
+                    st[block, number_kind[g]][0] += int(pred[j] == g)
+                    st[block, number_kind[g]][1] += 1
         out, pred = b["out"][0].flatten().tolist(), r["out_logits"][0].flatten(0, 1).argmax(-1).tolist()
         for j in range(out.index(DLG) if DLG in out else 0):
             if out[j] == NOTE and out[j + 1] in kind_of:

@@ -979,6 +979,8 @@ def test_listening_report_scores_heard_and_asked_number_words(tmp_path):
         assert n == want > 0 and st["last block", "number word"][1] >= n
         heard = st["last block", "number word"]
         assert (hit == n) == perfect and (heard[0] == heard[1]) == perfect
+        kinds = [st["last block", f"number {k}"] for k in ("0-9, 100", "10-19", "20-90")]  # the same words, by kind
+        assert [sum(x) for x in zip(*kinds)] == heard
         for how in ("teacher-forced", "free-running"):  # every session has one question, right only for the oracle
             hit, n = st["question", how]
             assert n == len(sh) and (hit == n) == perfect and (hit == 0) != perfect
