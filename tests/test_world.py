@@ -680,7 +680,7 @@ def test_late_replies_move_replies_a_micro_turn_or_two_and_nothing_before_them(t
 def test_short_numbers_make_a_delegated_questions_operands_one_word_numbers(tmp_path):
     """short_numbers: the chance that each operand of a delegated question is a number said in one word (2-20, the
     round tens). At 1 every operand is one, the rest of the session is the one drawn without the option (its voice,
-    the instruction's form), the targets pass the rules (the answer is the new question's), and the shard's info
+    the operator), the targets pass the rules (the answer is the new question's), and the shard's info
     renders the session again; at 0 the session is the one drawn without it; training only."""
     from microturn.data.shards import render_again, write_shards
     from microturn.data.world import SHORT_NUMBERS
