@@ -30,9 +30,11 @@ from pathlib import Path
 
 from microturn.bench.run import bench, first_speech, select
 from microturn.data import language as lang
+from microturn.data.world import SHORT_NUMBERS
 from microturn.stream.scenario import input_mode, read_set
 
 MATH = {*lang.NUMBER_WORDS, "times", "plus"}
+ONE_WORD = {lang.number_words(n) for n in SHORT_NUMBERS}
 
 
 def asked(scenario) -> str:
@@ -57,10 +59,10 @@ def operands(q: str) -> tuple[str, str, str]:
 
 
 def one_word_operands(q: str) -> int:
-    """How many of the question's two numbers are said in one word (two to twenty, the round tens: those heard wrong
-    as compounds, "sixty" as "sixty four"; ``world.SHORT_NUMBERS``)."""
+    """How many of the question's two numbers are said in one word (``world.SHORT_NUMBERS``: two to twenty, the
+    round tens, those heard wrong as compounds, "sixty" as "sixty four")."""
     first, _, second = operands(q)
-    return sum(" " not in x for x in (first, second))
+    return sum(x in ONE_WORD for x in (first, second))
 
 
 def wrong_parts(want: str, got: str) -> list[str]:
