@@ -9,22 +9,31 @@ how many of those delegations have every word right, teacher-forced and free-run
 token by token from its own earlier tokens, greedy, as it does live, the session's audio and typed text as they are).
 In shards made with ``--note-questions``, ``noted``: the words of the notes written before the delegation, each
 given its ``<note>``. The last block's number words are also scored by kind (``NUMBER_KINDS``): ten to nineteen,
-the round tens, and the rest (zero to nine, hundred), since "-teen" and "-ty" are the pair heard wrong.
+the round tens, and the rest (zero to nine, hundred), since "-teen" and "-ty" are the pair heard wrong. With
+``--by-end`` they are scored again by where the word ends in the audio token scored (the last whose middle falls in
+the word; the sessions generated again for their words' times, which shards do not keep): from 50 ms before the
+token's end (the word fills half of it) to 50 ms after (its last 50 ms are heard only by the next token, which is
+taught the word after it).
 
     python scripts/listening_report.py microturn/assets/model --shards data/shards/val --sessions 40 --tap 3
     python scripts/listening_report.py microturn/assets/model --shards data/shards/val23 --families delegate
+    python scripts/listening_report.py microturn/assets/model --shards data/shards/val-del61b --families delegate \
+        --sessions 600 --by-end
 
 The second form scores the numbers of spoken delegate questions, which scripts/delegate_report.py finds the bundled
 model mishears most.
 """
 import argparse
+import json
 
+import numpy as np
 import torch
 
 from microturn.data import language as lang
+from microturn.data.shards import session_again
 from microturn.model.checkpoint import load
 from microturn.stream.tokenizer import DLG, DLG_END, EOT, NOTE, PAD, SIL, TYPED, default_tokenizer
-from microturn.train.data import Shards, collate
+from microturn.train.data import Shards, collate, shard_dirs
 
 
 # the number words by kind, scored apart at the last block: "-teen" against "-ty" is the pair heard wrong
@@ -33,8 +42,9 @@ NUMBER_KINDS = {w: "10-19" if 10 <= i < 20 else "20-90" if w.endswith("ty") else
 
 
 @torch.no_grad()
-def report(model, shards: Shards, n: int, tap: int,
-           families=("timespeak", "cuespeak")) -> dict[tuple[str, str], list[int]]:
+def report(model, shards: Shards, n: int, tap: int, families=("timespeak", "cuespeak"),
+           split: str | None = None) -> dict[tuple[str, str], list[int]]:
+    """``split``: that of the shards, to score the number words by where they end (``--by-end``); None: not."""
     tok = default_tokenizer()
     kind_of = {tok.encode_word(w)[0]: "number word" for w in lang.NUMBER_WORDS}
     kind_of |= {tok.encode_word(w)[0]: "response word" for w in lang.RESPONSE_WORDS}
@@ -44,6 +54,8 @@ def report(model, shards: Shards, n: int, tap: int,
     st |= {("question", k): [0, 0] for k in ("teacher-forced", "free-running")}
     number_kind = {tok.encode_word(w)[0]: f"number {k}" for w, k in NUMBER_KINDS.items()}
     st |= {("last block", k): [0, 0] for k in dict.fromkeys(number_kind.values())}
+    if split:
+        st |= {(end_bin(k), c): [0, 0] for k in range(len(END_BINS) - 1) for c in dict.fromkeys(number_kind.values())}
     spoken = [i for i in range(len(shards)) if shards.info(i)["family"] in families]
     done = 0
     for i in spoken:
@@ -65,6 +77,9 @@ def report(model, shards: Shards, n: int, tap: int,
                 if block == "last block" and g in number_kind:
                     st[block, number_kind[g]][0] += int(pred[j] == g)
                     st[block, number_kind[g]][1] += 1
+        if split:
+            by_end(st, session_again(shards.info(i), split), target, r["listen_logits"][0].argmax(-1).flatten(),
+                   shards.layout, tok, number_kind)
         out, pred = b["out"][0].flatten().tolist(), r["out_logits"][0].flatten(0, 1).argmax(-1).tolist()
         for j in range(out.index(DLG) if DLG in out else 0):
             if out[j] == NOTE and out[j + 1] in kind_of:
@@ -88,6 +103,31 @@ def report(model, shards: Shards, n: int, tap: int,
         if done == n:
             break
     return st
+
+
+END_BINS = (-0.05, -0.025, 0.0, 0.025, 0.05)  # where a word ends against its scored token's end, in seconds
+
+
+def by_end(st: dict, session, target, pred, layout, tok, number_kind: dict):
+    """Score each number word the user says at its last audio token (the last whose middle is in the word) under
+    its kind and where the word ends against that token's end (``END_BINS``)."""
+    span = layout.delta / layout.n_audio
+    mids = (np.arange(len(target)) + 0.5) * span
+    for w in session.timeline.words:
+        ids = tok.encode_word(w.w.lower())
+        if w.speaker == "agent" or not ids or ids[0] not in number_kind:
+            continue
+        j = np.nonzero((mids >= w.start) & (mids < w.end))[0]
+        if not len(j) or target[j[-1]] != ids[0]:
+            continue  # a word too short to be given a token, or one another word's label covers
+        j = int(j[-1])
+        k = int(np.searchsorted(END_BINS, w.end - (j + 1) * span, side="right")) - 1
+        st[end_bin(k), number_kind[ids[0]]][0] += int(pred[j] == ids[0])
+        st[end_bin(k), number_kind[ids[0]]][1] += 1
+
+
+def end_bin(k: int) -> str:
+    return f"ends {END_BINS[k] * 1000:+.0f}..{END_BINS[k + 1] * 1000:+.0f} ms"
 
 
 def free_question(model, b: dict, start: int, most: int = 16) -> list[int]:
@@ -118,8 +158,18 @@ def main():
     ap.add_argument("--sessions", type=int, default=40, help="spoken sessions of those families")
     ap.add_argument("--families", default="timespeak,cuespeak", help="comma-separated")
     ap.add_argument("--tap", type=int, default=3, help="blocks below the states read (1 .. depth - 1)")
+    ap.add_argument("--by-end", action="store_true",
+                    help="also score the number words by where they end in their audio token (generates the "
+                         "sessions again: slower)")
     a = ap.parse_args()
-    st = report(load(a.checkpoint), Shards(a.shards), a.sessions, a.tap, tuple(a.families.split(",")))
+    shards = Shards(a.shards)
+    split = None
+    if a.by_end:
+        splits = {json.loads((d / "sessions.json").read_text())["split"] for d in shard_dirs(a.shards)}
+        if len(splits) != 1:
+            ap.error(f"--by-end needs shards of one split, {a.shards} holds {sorted(splits)}")
+        split = splits.pop()
+    st = report(load(a.checkpoint), shards, a.sessions, a.tap, tuple(a.families.split(",")), split)
     for (block, kind), (hit, n) in st.items():
         if n:
             print(f"{block:<11} {kind:<14} {hit / n:5.0%} of {n}")

@@ -681,8 +681,10 @@ def test_short_numbers_make_a_delegated_questions_operands_one_word_numbers(tmp_
     """short_numbers: the chance that each operand of a delegated question is a number said in one word (2-20, the
     round tens). At 1 every operand is one, the rest of the session is the one drawn without the option (its voice,
     the operator), the targets pass the rules (the answer is the new question's), and the shard's info
-    renders the session again; at 0 the session is the one drawn without it; training only."""
-    from microturn.data.shards import render_again, write_shards
+    renders the session again (and generates it again: its listening targets from the words' times); at 0 the
+    session is the one drawn without it; training only."""
+    from microturn.data.shards import render_again, session_again, write_shards
+    from microturn.stream.layout import listen_targets
     from microturn.data.world import SHORT_NUMBERS
     from microturn.train.data import Shards
 
@@ -713,3 +715,5 @@ def test_short_numbers_make_a_delegated_questions_operands_one_word_numbers(tmp_
         info, got = sh.info(i), sh.session(i)
         assert info.get("short_numbers") == (1.0 if info["family"] == "delegate" else None)
         assert np.array_equal(render_again(info, "train", Layout())["out"], got["out"])
+        again = session_again(info, "train").timeline  # the words' times, which the shard does not keep
+        assert np.array_equal(listen_targets(again, Layout(), default_tokenizer()), got["listen"])

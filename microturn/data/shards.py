@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ..codecs import dmel
 from ..stream.layout import Layout, encode_timeline
 from ..stream.tokenizer import SPECIALS, default_tokenizer
-from .world import FAMILIES, VOICE_OPTIONS, check_options, generate
+from .world import FAMILIES, VOICE_OPTIONS, Session, check_options, generate
 
 
 def _recorded(options: dict, family: str, drilled: bool) -> dict:
@@ -54,13 +54,23 @@ def _render(job) -> tuple[dict, dict]:
     return info, arrays
 
 
+def _options(info: dict) -> dict:
+    """The ``generate`` options a shard's session was made with, from its ``info`` in ``sessions.json``."""
+    return {k: info[k] for k in VOICE_OPTIONS + ("typed", "late_replies", "short_numbers") if k in info} | \
+        {"cue_drill": 1.0 if info.get("drill") else 0.0, "note_questions": info.get("note_questions", False),
+         "heard_late": info.get("heard_late", False)}
+
+
+def session_again(info: dict, split: str) -> Session:
+    """The session a shard lists, generated again (its timeline: the words' times the shard does not keep)."""
+    return generate(info["family"], info["seed"], split, info["difficulty"], info["index"], **_options(info))
+
+
 def render_again(info: dict, split: str, layout: Layout) -> dict:
     """The arrays of a session a shard lists (its ``info`` in ``sessions.json``), rendered again by today's
     generators and layout (deterministic: ``scripts/relayout_shards.py`` checks the user audio comes out the same)."""
-    options = {k: info[k] for k in VOICE_OPTIONS + ("typed", "late_replies", "short_numbers") if k in info} | \
-        {"cue_drill": 1.0 if info.get("drill") else 0.0, "note_questions": info.get("note_questions", False),
-         "heard_late": info.get("heard_late", False)}
-    return _render((info["family"], info["seed"], split, info["difficulty"], info["index"], layout, options))[1]
+    return _render((info["family"], info["seed"], split, info["difficulty"], info["index"], layout,
+                    _options(info)))[1]
 
 
 PARTIAL = ".partial"  # the suffix of a folder still being written (``synth.partial``); readers skip it
@@ -97,7 +107,7 @@ def write_shards(out: str | Path, n_per_family: int, seed: int = 0, split: str =
         for k, parts in bufs.items():
             np.save(d / f"{k}.npy", np.concatenate(parts))
         (d / "sessions.json").write_text(json.dumps({"layout": layout.to_json(), "split": split,
-                                                          "specials": len(SPECIALS), "sessions": infos}))
+                                                     "specials": len(SPECIALS), "sessions": infos}))
         infos, bufs, n_shard = [], {}, n_shard + 1
 
     with ProcessPoolExecutor(workers) as pool:
