@@ -122,6 +122,7 @@ def by_end(st: dict, session, target, pred, layout, tok, number_kind: dict):
             continue  # a word too short to be given a token, or one another word's label covers
         j = int(j[-1])
         k = int(np.searchsorted(END_BINS, w.end - (j + 1) * span, side="right")) - 1
+        k = min(max(k, 0), len(END_BINS) - 2)  # an end on the next token's middle, to rounding, is in the last bin
         st[end_bin(k), number_kind[ids[0]]][0] += int(pred[j] == ids[0])
         st[end_bin(k), number_kind[ids[0]]][1] += 1
 

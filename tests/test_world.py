@@ -684,8 +684,8 @@ def test_short_numbers_make_a_delegated_questions_operands_one_word_numbers(tmp_
     renders the session again (and generates it again: its listening targets from the words' times); at 0 the
     session is the one drawn without it; training only."""
     from microturn.data.shards import render_again, session_again, write_shards
-    from microturn.stream.layout import listen_targets
     from microturn.data.world import SHORT_NUMBERS
+    from microturn.stream.layout import listen_targets
     from microturn.train.data import Shards
 
     def question(s):
