@@ -120,7 +120,8 @@ def test_shards_round_trip(tmp_path):
         for k in ("out", "text_in", "listen", "audio", "video_on"):
             assert np.array_equal(got[k], e[k]), k
         assert np.array_equal(got["video"][got["video_on"]], e["video"][e["video_on"]])
-        assert got["mel"].dtype == np.uint8 and np.abs(dmel.dequantize(got["mel"]).numpy() - e["mel"]).max() <= 0.3 + 1e-6
+        assert got["mel"].dtype == np.uint8
+        assert np.abs(dmel.dequantize(got["mel"]).numpy() - e["mel"]).max() <= 0.3 + 1e-6
     b = collate([sh.session(i) for i in Curriculum(sh).sample(3, 1.0)], sh.families)
     assert b["valid"].shape == b["clock"].shape and b["audio"].dtype.is_floating_point is False
 
@@ -305,7 +306,8 @@ def test_noted_questions_are_noted_in_order_as_taken_in_before_they_are_asked():
             assert all((t + 1) * L.delta >= end for (t, _), end in zip(notes, ends))
     assert inputs == {"voice", "typed"}
     val = generate("delegate", 3, "val", 0.5, 0, note_questions=True)  # validation shards may score notes
-    assert val.timeline.track("user").tobytes() == generate("delegate", 3, "val", 0.5, 0).timeline.track("user").tobytes()
+    again = generate("delegate", 3, "val", 0.5, 0)
+    assert val.timeline.track("user").tobytes() == again.timeline.track("user").tobytes()
 
 
 def test_the_agent_pauses_at_a_backchannel_as_at_an_interruption_and_goes_on():
@@ -368,6 +370,7 @@ def test_generated_voices_change_only_the_voice():
                        (dict(split="train", generated_accents=0.5), "set generated_voices too")):
         with pytest.raises(ValueError, match=match):
             generate("turn", 0, index=0, **bad)
+
 
 def test_festival_voices_change_only_the_voice(tmp_path):
     """festival: the chance that the user speaks with one of festival's voices, drawn from the voice options' stream
@@ -474,7 +477,6 @@ def test_cue_drills_hold_many_decisions_and_leave_other_sessions_alone():
     for bad, match in ((dict(split="val", cue_drill=0.5), "training only"), (dict(cue_drill=2.0), "chance in")):
         with pytest.raises(ValueError, match=match):
             generate("cuespeak", 0, **bad)
-
 
 
 def test_typed_share_sets_how_instructions_arrive_and_nothing_else(tmp_path):
@@ -607,7 +609,7 @@ def test_piper_voice_is_held_out_for_validation(tmp_path):
     from microturn.stream.scenario import read_set
 
     for bad, match in ((dict(split="train", piper=0.5), "piper's voice is held out for validation; the train split "
-                                                         "never hears it"),
+                                                        "never hears it"),
                        (dict(split="test", piper=0.5), "the test split keeps its held-out voices"),
                        (dict(split="val", kokoro=0.6, piper=0.6), "at most 1")):
         with pytest.raises(ValueError, match=match):
