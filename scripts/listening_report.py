@@ -24,7 +24,6 @@ The second form scores the numbers of spoken delegate questions, which scripts/d
 model mishears most.
 """
 import argparse
-import json
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ from microturn.data import language as lang
 from microturn.data.shards import session_again
 from microturn.model.checkpoint import load
 from microturn.stream.tokenizer import DLG, DLG_END, EOT, NOTE, PAD, SIL, TYPED, default_tokenizer
-from microturn.train.data import Shards, collate, shard_dirs
+from microturn.train.data import Shards, collate, read_meta, shard_dirs
 
 
 # the number words by kind, scored apart at the last block: "-teen" against "-ty" is the pair heard wrong
@@ -166,9 +165,9 @@ def main():
     shards = Shards(a.shards)
     split = None
     if a.by_end:
-        splits = {json.loads((d / "sessions.json").read_text())["split"] for d in shard_dirs(a.shards)}
+        splits = {read_meta(d / "sessions.json").get("split") for d in shard_dirs(a.shards)}
         if len(splits) != 1:
-            ap.error(f"--by-end needs shards of one split, {a.shards} holds {sorted(splits)}")
+            ap.error(f"--by-end needs shards of one split, {a.shards} holds {sorted(map(str, splits))}")
         split = splits.pop()
     st = report(load(a.checkpoint), shards, a.sessions, a.tap, tuple(a.families.split(",")), split)
     for (block, kind), (hit, n) in st.items():

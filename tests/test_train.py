@@ -938,7 +938,8 @@ def test_relayout_shards_moves_ids_and_renders_the_changed_family_again(tmp_path
 def test_listening_report_scores_heard_and_asked_number_words(tmp_path):
     """scripts/listening_report.py on spoken delegate sessions: each number word is scored once at its end by the
     listening head, and once as the out slots write it inside the delegation (``asked``), as many as the shards hold;
-    a model whose heads both give the right token scores them all."""
+    a model whose heads both give the right token scores them all. By kind, and by where they end (``--by-end``: the
+    sessions generated again for their words' times), the same words are scored, each once."""
     from microturn.data import language as lang
     from microturn.stream.tokenizer import DLG, DLG_END, TYPED
     from microturn.train.data import Shards
@@ -974,13 +975,16 @@ def test_listening_report_scores_heard_and_asked_number_words(tmp_path):
         Oracle.truth[b["listen"].numpy().tobytes()] = b["out"]
     torch.manual_seed(0)
     for model, perfect in ((InteractionModel(_model_cfg()).eval(), False), (Oracle(_model_cfg()).eval(), True)):
-        st = LR.report(model, sh, 3, 1, ("delegate",))
+        st = LR.report(model, sh, 3, 1, ("delegate",), split="train")
         hit, n = st["asked", "number word"]
         assert n == want > 0 and st["last block", "number word"][1] >= n
         heard = st["last block", "number word"]
         assert (hit == n) == perfect and (heard[0] == heard[1]) == perfect
         kinds = [st["last block", f"number {k}"] for k in ("0-9, 100", "10-19", "20-90")]  # the same words, by kind
         assert [sum(x) for x in zip(*kinds)] == heard
+        for k, cell in zip(("0-9, 100", "10-19", "20-90"), kinds):  # and again by where each ends (--by-end)
+            ends = [v for (block, kind), v in st.items() if block.startswith("ends ") and kind == f"number {k}"]
+            assert len(ends) == len(LR.END_BINS) - 1 and [sum(x) for x in zip(*ends)] == cell
         for how in ("teacher-forced", "free-running"):  # every session has one question, right only for the oracle
             hit, n = st["question", how]
             assert n == len(sh) and (hit == n) == perfect and (hit == 0) != perfect
