@@ -37,7 +37,7 @@ def _synth(a):
         generated_accents=a.generated_accents, cue_drill=a.cue_drill, typed=a.typed,
         note_questions=a.note_questions, heard_late=a.heard_late, festival=a.festival,
         mbrola=a.mbrola, kokoro=a.kokoro, piper=a.piper, late_replies=a.late_replies,
-        short_numbers=a.short_numbers)
+        short_numbers=a.short_numbers, listen_ends=a.listen_ends)
 
 
 def _config_options(p: argparse.ArgumentParser, cls: type) -> None:
@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--short-numbers", type=float, default=0.0,
                    help="training shards: the chance that each operand of a delegated question is a number said in "
                         "one word (2-20, the round tens), the ones heard wrong as compounds")
+    s.add_argument("--listen-ends", action="store_true",
+                   help="training shards: the listening targets also name each word at the audio token it ends in, "
+                        "where it is heard whole (docs/training.md, session 63)")
     s.add_argument("--festival", type=float, default=0.0,
                    help="training shards or sets: the chance that a user speaks with one of festival's voices "
                         "(needs the festival packages scripts/setup.sh installs)")

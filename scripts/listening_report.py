@@ -13,7 +13,8 @@ the round tens, and the rest (zero to nine, hundred), since "-teen" and "-ty" ar
 ``--by-end`` they are scored again by where the word ends in the audio token scored (the last whose middle falls in
 the word; the sessions generated again for their words' times, which shards do not keep): from 50 ms before the
 token's end (the word fills half of it) to 50 ms after (its last 50 ms are heard only by the next token, which is
-taught the word after it).
+taught the word after it, unless the shards are labelled at the words' ends too, ``microturn synth --listen-ends``
+or scripts/listen_ends.py: there the word is scored at the token it ends in, binned the same way).
 
     python scripts/listening_report.py microturn/assets/model --shards data/shards/val --sessions 40 --tap 3
     python scripts/listening_report.py microturn/assets/model --shards data/shards/val23 --families delegate
@@ -42,8 +43,9 @@ NUMBER_KINDS = {w: "10-19" if 10 <= i < 20 else "20-90" if w.endswith("ty") else
 
 @torch.no_grad()
 def report(model, shards: Shards, n: int, tap: int, families=("timespeak", "cuespeak"),
-           split: str | None = None) -> dict[tuple[str, str], list[int]]:
-    """``split``: that of the shards, to score the number words by where they end (``--by-end``); None: not."""
+           split: str | None = None, ends: bool = False) -> dict[tuple[str, str], list[int]]:
+    """``split``: that of the shards, to score the number words by where they end (``--by-end``); None: not;
+    ``ends``: the shards are labelled at the words' ends too (``microturn synth --listen-ends``)."""
     tok = default_tokenizer()
     kind_of = {tok.encode_word(w)[0]: "number word" for w in lang.NUMBER_WORDS}
     kind_of |= {tok.encode_word(w)[0]: "response word" for w in lang.RESPONSE_WORDS}
@@ -78,7 +80,7 @@ def report(model, shards: Shards, n: int, tap: int, families=("timespeak", "cues
                     st[block, number_kind[g]][1] += 1
         if split:
             by_end(st, session_again(shards.info(i), split), target, r["listen_logits"][0].argmax(-1).flatten(),
-                   shards.layout, tok, number_kind)
+                   shards.layout, tok, number_kind, ends)
         out, pred = b["out"][0].flatten().tolist(), r["out_logits"][0].flatten(0, 1).argmax(-1).tolist()
         for j in range(out.index(DLG) if DLG in out else 0):
             if out[j] == NOTE and out[j + 1] in kind_of:
@@ -104,12 +106,13 @@ def report(model, shards: Shards, n: int, tap: int, families=("timespeak", "cues
     return st
 
 
-END_BINS = (-0.05, -0.025, 0.0, 0.025, 0.05)  # where a word ends against its scored token's end, in seconds
+END_BINS = (-0.05, -0.025, 0.0, 0.025, 0.05)  # where a word ends against its last middle token's end, in seconds
 
 
-def by_end(st: dict, session, target, pred, layout, tok, number_kind: dict):
-    """Score each number word the user says at its last audio token (the last whose middle is in the word) under
-    its kind and where the word ends against that token's end (``END_BINS``)."""
+def by_end(st: dict, session, target, pred, layout, tok, number_kind: dict, ends: bool = False):
+    """Score each number word the user says at its last audio token (the last whose middle is in the word; in
+    shards labelled at the words' ends, ``ends``, the one it ends in) under its kind and where the word ends against
+    the end of the last token whose middle is in it (``END_BINS``)."""
     span = layout.delta / layout.n_audio
     mids = (np.arange(len(target)) + 0.5) * span
     for w in session.timeline.words:
@@ -117,12 +120,15 @@ def by_end(st: dict, session, target, pred, layout, tok, number_kind: dict):
         if w.speaker == "agent" or not ids or ids[0] not in number_kind:
             continue
         j = np.nonzero((mids >= w.start) & (mids < w.end))[0]
-        if not len(j) or target[j[-1]] != ids[0]:
-            continue  # a word too short to be given a token, or one another word's label covers
+        if not len(j):
+            continue  # a word too short to be given a token
         j = int(j[-1])
+        at = min(int(np.ceil(round(w.end / span, 9))) - 1, len(target) - 1) if ends else j
+        if target[at] != ids[0]:
+            continue  # a word another word's label covers
         k = int(np.searchsorted(END_BINS, w.end - (j + 1) * span, side="right")) - 1
         k = min(max(k, 0), len(END_BINS) - 2)  # an end on the next token's middle, to rounding, is in the last bin
-        st[end_bin(k), number_kind[ids[0]]][0] += int(pred[j] == ids[0])
+        st[end_bin(k), number_kind[ids[0]]][0] += int(pred[at] == ids[0])
         st[end_bin(k), number_kind[ids[0]]][1] += 1
 
 
@@ -163,13 +169,15 @@ def main():
                          "sessions again: slower)")
     a = ap.parse_args()
     shards = Shards(a.shards)
-    split = None
+    split, ends = None, False
     if a.by_end:
-        splits = {read_meta(d / "sessions.json").get("split") for d in shard_dirs(a.shards)}
-        if len(splits) != 1:
-            ap.error(f"--by-end needs shards of one split, {a.shards} holds {sorted(map(str, splits))}")
-        split = splits.pop()
-    st = report(load(a.checkpoint), shards, a.sessions, a.tap, tuple(a.families.split(",")), split)
+        metas = [read_meta(d / "sessions.json") for d in shard_dirs(a.shards)]
+        splits, labels = {m.get("split") for m in metas}, {bool(m.get("listen_ends")) for m in metas}
+        if len(splits) != 1 or len(labels) != 1:
+            ap.error(f"--by-end needs shards of one split and one labelling, {a.shards} holds splits "
+                     f"{sorted(map(str, splits))}, labelled at the words' ends: {sorted(labels)}")
+        split, ends = splits.pop(), labels.pop()
+    st = report(load(a.checkpoint), shards, a.sessions, a.tap, tuple(a.families.split(",")), split, ends)
     for (block, kind), (hit, n) in st.items():
         if n:
             print(f"{block:<11} {kind:<14} {hit / n:5.0%} of {n}")

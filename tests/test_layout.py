@@ -407,6 +407,28 @@ def test_listen_targets_mark_the_user_word_under_way(lay):
     assert lt[0].tolist() == [SIL] * lay.n_audio and lt[5].tolist() == [SIL] * lay.n_audio  # the agent's word
 
 
+@pytest.mark.parametrize("lay", [L, Layout(frames_per_token=4)], ids=["default", "50ms-tokens"])
+def test_listen_targets_with_ends_name_a_word_where_it_ends(lay):
+    """With ``ends`` the token a word ends in names it too, over the word covering its middle; of two words ending
+    in one token, the later; the tokens before are as without; a word ending on a token's edge changes nothing."""
+    span = lay.delta / lay.n_audio
+    # "fifteen" ends a fifth into the token after its last middle; "times" covers that token's middle; "two" and
+    # "three" (very short) both end in one token; "stop" ends exactly on a token's edge
+    words = [Word("fifteen", 2 * span, 4.2 * span), Word("times", 4.3 * span, 6.4 * span),
+             Word("two", 7.6 * span, 8.2 * span), Word("three", 8.3 * span, 8.8 * span),
+             Word("stop", 10.1 * span, 12 * span), Word("okay", 12.2 * span, 13.3 * span, "agent")]
+    tl = Timeline(duration=16 * span, words=words)
+    plain, ends = (listen_targets(tl, lay, TOK, e).reshape(-1) for e in (False, True))
+    fifteen, times, two, three = (TOK.encode_word(w)[0] for w in ("fifteen", "times", "two", "three"))
+    assert plain[4] == times and ends[4] == fifteen  # fifteen's "-n" is heard in token 4
+    assert plain[6] == SIL and ends[6] == times  # times ends 0.4 span into token 6
+    assert plain[7] == ends[7] == SIL and plain[8] == ends[8] == three  # "two" ends in 8 before "three": none
+    assert two not in ends
+    changed = np.nonzero(plain != ends)[0].tolist()
+    assert changed == [4, 6]  # "stop" ends on token 11's edge, "okay" is the agent's
+    np.testing.assert_array_equal(listen_targets(tl, lay, TOK), plain.reshape(-1, lay.n_audio))
+
+
 def test_listen_targets_do_not_hear_case():
     """A cue said on its own is written "Rocket": its target is the word's token, as for "rocket" (the written
     word's first token would be a capital R shared by many words)."""

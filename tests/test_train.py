@@ -989,6 +989,32 @@ def test_listening_report_scores_heard_and_asked_number_words(tmp_path):
             hit, n = st["question", how]
             assert n == len(sh) and (hit == n) == perfect and (hit == 0) != perfect
 
+    # shards labelled at the words' ends too (--listen-ends): each number word scored once, at the token it ends in
+    write_shards(tmp_path / "ends", 3, seed=5, families=("delegate",), workers=1, typed=0.0, listen_ends=True)
+    sh = Shards(tmp_path / "ends")
+    for i in range(len(sh)):
+        b = collate([sh.session(i)], sh.families)
+        Oracle.truth[b["listen"].numpy().tobytes()] = b["out"]
+    st = LR.report(Oracle(_model_cfg()).eval(), sh, 3, 1, ("delegate",), split="train", ends=True)
+    for k in ("0-9, 100", "10-19", "20-90"):
+        ends = [v for (block, kind), v in st.items() if block.startswith("ends ") and kind == f"number {k}"]
+        assert [sum(x) for x in zip(*ends)] == st["last block", f"number {k}"] and all(h == n for h, n in ends)
+    assert st["last block", "number word"][1] > 0
+    plain = {}  # a head that names the words where they were labelled before (the "dlg" shards: the same sessions)
+    for i in range(len(sh)):
+        plain[collate([sh.session(i)], sh.families)["listen"].numpy().tobytes()] = \
+            collate([Shards(tmp_path / "dlg").session(i)], sh.families)["listen"]
+
+    class Plain(Oracle):
+        def forward(self, batch, early_listen=0, **kw):
+            listen = torch.nn.functional.one_hot(plain[batch["listen"].numpy().tobytes()], self.cfg.vocab_size)
+            return super().forward(batch) | {"listen_logits": listen.float()}
+
+    st = LR.report(Plain(_model_cfg()).eval(), sh, 3, 1, ("delegate",), split="train", ends=True)
+    before, after = ([st[LR.end_bin(k), f"number {c}"] for k in ks for c in ("0-9, 100", "10-19", "20-90")]
+                     for ks in ((0, 1), (2, 3)))  # words ending before their last middle token's end, and after
+    assert all(h == n for h, n in before) and all(h == 0 for h, n in after) and sum(n for h, n in after) > 0
+
 
 def test_voices_report_hears_through_a_shelf_or_a_warp():
     """scripts/voices_report.py --shelf / --warp: the upper half of the channels moves by the shelf, the lower half

@@ -38,9 +38,9 @@ def _recorded(options: dict, family: str, drilled: bool) -> dict:
 
 def _render(job) -> tuple[dict, dict]:
     torch.set_num_threads(1)  # one process per core: no thread oversubscription
-    family, seed, split, difficulty, index, layout, options = job
+    family, seed, split, difficulty, index, layout, options, listen_ends = job
     s = generate(family, seed, split, difficulty, index, **options)
-    e = encode_timeline(s.timeline, layout, default_tokenizer())
+    e = encode_timeline(s.timeline, layout, default_tokenizer(), listen_ends)
 
     T = len(e["clock"])
     on = e["video_on"]
@@ -70,7 +70,7 @@ def render_again(info: dict, split: str, layout: Layout) -> dict:
     """The arrays of a session a shard lists (its ``info`` in ``sessions.json``), rendered again by today's
     generators and layout (deterministic: ``scripts/relayout_shards.py`` checks the user audio comes out the same)."""
     return _render((info["family"], info["seed"], split, info["difficulty"], info["index"], layout,
-                    _options(info)))[1]
+                    _options(info), False))[1]
 
 
 PARTIAL = ".partial"  # the suffix of a folder still being written (``synth.partial``); readers skip it
@@ -78,20 +78,23 @@ PARTIAL = ".partial"  # the suffix of a folder still being written (``synth.part
 
 def write_shards(out: str | Path, n_per_family: int, seed: int = 0, split: str = "train",
                  families=FAMILIES, layout: Layout = Layout(), shard_size: int = 512, workers: int | None = None,
-                 difficulty: tuple[float, float] = (0.0, 1.0), **options) -> dict:
+                 difficulty: tuple[float, float] = (0.0, 1.0), listen_ends: bool = False, **options) -> dict:
     """Render ``n_per_family`` sessions of each family into shards under ``out``; returns throughput figures.
 
     Difficulty (noise, voices, typed vs spoken instructions) is spread evenly over ``difficulty`` so training can
     follow a curriculum. ``options`` are ``world.generate``'s (``generated_voices``, ``generated_accents``,
     ``cue_drill``, ``typed``, ``note_questions``, ``heard_late``, ``festival``, ``mbrola``, ``kokoro``, ``piper``,
     ``late_replies``, ``short_numbers``),
-    the same for every session; each session's info keeps those that changed it. Deterministic for its arguments.
+    the same for every session; each session's info keeps those that changed it. ``listen_ends``: the listening
+    targets name each word at the token it ends in too (``layout.listen_targets``), recorded in ``sessions.json``.
+    Deterministic for its arguments.
     """
     check_options(split, **options)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     lo, hi = difficulty
-    jobs = [(f, seed, split, round(lo + (hi - lo) * (i / max(1, n_per_family - 1)), 3), i, layout, options)
+    jobs = [(f, seed, split, round(lo + (hi - lo) * (i / max(1, n_per_family - 1)), 3), i, layout, options,
+             listen_ends)
             for i in range(n_per_family) for f in families]
     workers = workers or min(2, os.cpu_count() or 1)
     t0, n_shard = time.perf_counter(), 0
@@ -107,7 +110,8 @@ def write_shards(out: str | Path, n_per_family: int, seed: int = 0, split: str =
         for k, parts in bufs.items():
             np.save(d / f"{k}.npy", np.concatenate(parts))
         (d / "sessions.json").write_text(json.dumps({"layout": layout.to_json(), "split": split,
-                                                     "specials": len(SPECIALS), "sessions": infos}))
+                                                     "specials": len(SPECIALS), "sessions": infos} |
+                                                    ({"listen_ends": True} if listen_ends else {})))
         infos, bufs, n_shard = [], {}, n_shard + 1
 
     with ProcessPoolExecutor(workers) as pool:

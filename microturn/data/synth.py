@@ -129,9 +129,10 @@ def replace_out(out: Path, mine: list[Path], tmp: Path) -> None:
 
 
 def run(out: str, per_family: int = 12, seed: int = 0, families: str | None = None, split: str = "test",
-        shards: bool = False, workers: int | None = None, difficulty: str = "0,1", **options) -> dict:
+        shards: bool = False, workers: int | None = None, difficulty: str = "0,1", listen_ends: bool = False,
+        **options) -> dict:
     """``microturn synth``: a scenario set, or training shards with ``shards`` (``options``: ``world.generate``'s
-    options; a scenario set takes the voice options only)."""
+    options; a scenario set takes the voice options only; ``listen_ends``: ``write_shards``')."""
     fams = tuple(f.strip() for f in families.split(",")) if families else FAMILIES
     unknown = [f for f in fams if f not in FAMILIES]
     if unknown:
@@ -144,7 +145,8 @@ def run(out: str, per_family: int = 12, seed: int = 0, families: str | None = No
         raise ValueError(f"--seed must be 0 or more, got {seed}")
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
-    if not shards and (given := [f"--{k.replace('_', '-')}" for k, v in options.items()
+    shard_only = (options | {"listen_ends": listen_ends}).items()
+    if not shards and (given := [f"--{k.replace('_', '-')}" for k, v in shard_only
                                  if k not in VOICE_OPTIONS and (v is not None if k == "typed" else v)]):
         raise ValueError(f"{', '.join(given)}: options of training shards (--shards)")
     lo_hi = parse_difficulty(difficulty)
@@ -154,7 +156,8 @@ def run(out: str, per_family: int = 12, seed: int = 0, families: str | None = No
     if tmp.exists():  # an interrupted or failed earlier run's
         shutil.rmtree(tmp)
     if shards:
-        r = write_shards(tmp, per_family, seed, split, fams, workers=workers, difficulty=lo_hi, **options)
+        r = write_shards(tmp, per_family, seed, split, fams, workers=workers, difficulty=lo_hi,
+                         listen_ends=listen_ends, **options)
     else:
         r = write_scenario_set(tmp, per_family, seed, split, fams, workers,
                                **{k: v for k, v in options.items() if k in VOICE_OPTIONS and v})

@@ -306,27 +306,34 @@ def agent_mel(tl: Timeline, layout: Layout) -> np.ndarray:
     return mel[1:]
 
 
-def listen_targets(tl: Timeline, layout: Layout, tok: Tokenizer) -> np.ndarray:
+def listen_targets(tl: Timeline, layout: Layout, tok: Tokenizer, ends: bool = False) -> np.ndarray:
     """For each audio token [T, n_audio]: first token of the non-agent word covering its middle, else ``<sil>``.
     The word is lower-cased, since case is not heard: written "Rocket" (a cue said on its own) begins with the
-    token of a capital R that many words share, and would teach the listener nothing of which word it was."""
+    token of a capital R that many words share, and would teach the listener nothing of which word it was.
+
+    With ``ends``, the token a word ends in names that word too, over the word covering its middle (the later word,
+    where two end in one token): a word whose last sounds spill into the next token ("fiftee|n") is then named
+    where it is heard whole, not only where half of it is (docs/training.md, sessions 62-63)."""
     T = layout.n_turns(tl.duration)
     span = layout.delta / layout.n_audio
     mids = (np.arange(T * layout.n_audio) + 0.5) * span
     target = np.full(T * layout.n_audio, SIL, np.int64)
-    for w in tl.words:
-        if w.speaker == "agent":
-            continue
-        ids = tok.encode_word(w.w.lower())
-        if ids:
-            target[(mids >= w.start) & (mids < w.end)] = ids[0]
+    said = [(w, ids[0]) for w in tl.words if w.speaker != "agent" and (ids := tok.encode_word(w.w.lower()))]
+    for w, first in said:
+        target[(mids >= w.start) & (mids < w.end)] = first
+    if ends:
+        for w, first in sorted(said, key=lambda p: p[0].end):
+            k = int(np.ceil(round(w.end / span, 9))) - 1  # the token (k * span, (k + 1) * span] holds the end
+            if 0 <= k < len(target):
+                target[k] = first
     return target.reshape(T, layout.n_audio)
 
 
-def encode_timeline(tl: Timeline, layout: Layout, tok: Tokenizer) -> dict[str, np.ndarray]:
-    """Timeline -> everything the model trains on (inputs, targets); see the module docstring."""
+def encode_timeline(tl: Timeline, layout: Layout, tok: Tokenizer, listen_ends: bool = False) -> dict[str, np.ndarray]:
+    """Timeline -> everything the model trains on (inputs, targets); see the module docstring. ``listen_ends``:
+    ``listen_targets``'s ``ends``."""
     return encode_inputs(tl, layout, tok) | {"out": out_schedule(tl, layout, tok), "mel": agent_mel(tl, layout),
-                                             "listen": listen_targets(tl, layout, tok)}
+                                             "listen": listen_targets(tl, layout, tok, listen_ends)}
 
 
 def out_loss_mask(out):
