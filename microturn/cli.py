@@ -274,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "one word (2-20, the round tens), the ones heard wrong as compounds")
     s.add_argument("--listen-ends", action="store_true",
                    help="training shards: the listening targets also name each word at the audio token it ends in, "
-                        "where it is heard whole (docs/training.md, session 63)")
+                        "where it is heard whole (a fine-tune on such targets scored no better: docs/training.md, "
+                        "session 63)")
     s.add_argument("--festival", type=float, default=0.0,
                    help="training shards or sets: the chance that a user speaks with one of festival's voices "
                         "(needs the festival packages scripts/setup.sh installs)")
