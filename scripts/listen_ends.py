@@ -12,6 +12,7 @@ complete once its ``sessions.json`` is written (last), so an interrupted run is 
 import argparse
 import json
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -67,7 +68,10 @@ def main():
             out = dst / d.relative_to(src)
             if (out / "sessions.json").exists():
                 continue
-            changed = copy_shard(d, out, pool)
+            try:
+                changed = copy_shard(d, out, pool)
+            except ValueError as e:  # a session that does not match, or shards relabelled already: nothing written
+                sys.exit(f"{d}: {e}")
             tqdm.write(f"{out}: {changed} targets changed")
 
 

@@ -32,6 +32,7 @@ import torch
 from microturn.data import language as lang
 from microturn.data.shards import session_again
 from microturn.model.checkpoint import load
+from microturn.stream.layout import end_token
 from microturn.stream.tokenizer import DLG, DLG_END, EOT, NOTE, PAD, SIL, TYPED, default_tokenizer
 from microturn.train.data import Shards, collate, read_meta, shard_dirs
 
@@ -123,7 +124,8 @@ def by_end(st: dict, session, target, pred, layout, tok, number_kind: dict, ends
         if not len(j):
             continue  # a word too short to be given a token
         j = int(j[-1])
-        at = min(int(np.ceil(round(w.end / span, 9))) - 1, len(target) - 1) if ends else j
+        e = end_token(w.end, span)
+        at = e if ends and e < len(target) else j  # (where listen_targets put the word's end label)
         if target[at] != ids[0]:
             continue  # a word another word's label covers
         k = int(np.searchsorted(END_BINS, w.end - (j + 1) * span, side="right")) - 1

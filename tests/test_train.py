@@ -1000,10 +1000,10 @@ def test_listening_report_scores_heard_and_asked_number_words(tmp_path):
         ends = [v for (block, kind), v in st.items() if block.startswith("ends ") and kind == f"number {k}"]
         assert [sum(x) for x in zip(*ends)] == st["last block", f"number {k}"] and all(h == n for h, n in ends)
     assert st["last block", "number word"][1] > 0
-    plain = {}  # a head that names the words where they were labelled before (the "dlg" shards: the same sessions)
-    for i in range(len(sh)):
+    plain, old = {}, Shards(tmp_path / "dlg")  # a head that names the words where they were labelled before
+    for i in range(len(sh)):  # (the "dlg" shards: the same sessions)
         plain[collate([sh.session(i)], sh.families)["listen"].numpy().tobytes()] = \
-            collate([Shards(tmp_path / "dlg").session(i)], sh.families)["listen"]
+            collate([old.session(i)], sh.families)["listen"]
 
     class Plain(Oracle):
         def forward(self, batch, early_listen=0, **kw):

@@ -306,6 +306,12 @@ def agent_mel(tl: Timeline, layout: Layout) -> np.ndarray:
     return mel[1:]
 
 
+def end_token(end: float, span: float) -> int:
+    """The audio token a word ending at ``end`` seconds ends in: k with k * span < end <= (k + 1) * span (an end on
+    a token's edge, to rounding, is in the token before it), for tokens ``span`` seconds long."""
+    return int(np.ceil(round(end / span, 9))) - 1
+
+
 def listen_targets(tl: Timeline, layout: Layout, tok: Tokenizer, ends: bool = False) -> np.ndarray:
     """For each audio token [T, n_audio]: first token of the non-agent word covering its middle, else ``<sil>``.
     The word is lower-cased, since case is not heard: written "Rocket" (a cue said on its own) begins with the
@@ -323,7 +329,7 @@ def listen_targets(tl: Timeline, layout: Layout, tok: Tokenizer, ends: bool = Fa
         target[(mids >= w.start) & (mids < w.end)] = first
     if ends:
         for w, first in sorted(said, key=lambda p: p[0].end):
-            k = int(np.ceil(round(w.end / span, 9))) - 1  # the token (k * span, (k + 1) * span] holds the end
+            k = end_token(w.end, span)
             if 0 <= k < len(target):
                 target[k] = first
     return target.reshape(T, layout.n_audio)
