@@ -272,10 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--short-numbers", type=float, default=0.0,
                    help="training shards: the chance that each operand of a delegated question is a number said in "
                         "one word (2-20, the round tens), the ones heard wrong as compounds")
-    s.add_argument("--listen-ends", action="store_true",
+    s.add_argument("--listen-ends", type=float, nargs="?", const=0.0, default=None, metavar="SECONDS",
                    help="training shards: the listening targets also name each word at the audio token it ends in, "
-                        "where it is heard whole (a fine-tune on such targets scored no better: docs/training.md, "
-                        "session 63)")
+                        "where it is heard whole, if it reaches at least SECONDS (default 0) into that token "
+                        "(docs/training.md, sessions 63-64)")
     s.add_argument("--festival", type=float, default=0.0,
                    help="training shards or sets: the chance that a user speaks with one of festival's voices "
                         "(needs the festival packages scripts/setup.sh installs)")

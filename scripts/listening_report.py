@@ -14,7 +14,8 @@ the round tens, and the rest (zero to nine, hundred), since "-teen" and "-ty" ar
 the word; the sessions generated again for their words' times, which shards do not keep): from 50 ms before the
 token's end (the word fills half of it) to 50 ms after (its last 50 ms are heard only by the next token, which is
 taught the word after it, unless the shards are labelled at the words' ends too, ``microturn synth --listen-ends``
-or scripts/listen_ends.py: there the word is scored at the token it ends in, binned the same way).
+or scripts/listen_ends.py: there the word is scored at the token it ends in where it is labelled there, binned the
+same way).
 
     python scripts/listening_report.py microturn/assets/model --shards data/shards/val --sessions 40 --tap 3
     python scripts/listening_report.py microturn/assets/model --shards data/shards/val23 --families delegate
@@ -30,9 +31,9 @@ import numpy as np
 import torch
 
 from microturn.data import language as lang
-from microturn.data.shards import session_again
+from microturn.data.shards import listen_ends_of, session_again
 from microturn.model.checkpoint import load
-from microturn.stream.layout import end_token
+from microturn.stream.layout import end_label
 from microturn.stream.tokenizer import DLG, DLG_END, EOT, NOTE, PAD, SIL, TYPED, default_tokenizer
 from microturn.train.data import Shards, collate, read_meta, shard_dirs
 
@@ -44,9 +45,9 @@ NUMBER_KINDS = {w: "10-19" if 10 <= i < 20 else "20-90" if w.endswith("ty") else
 
 @torch.no_grad()
 def report(model, shards: Shards, n: int, tap: int, families=("timespeak", "cuespeak"),
-           split: str | None = None, ends: bool = False) -> dict[tuple[str, str], list[int]]:
+           split: str | None = None, ends: float | None = None) -> dict[tuple[str, str], list[int]]:
     """``split``: that of the shards, to score the number words by where they end (``--by-end``); None: not;
-    ``ends``: the shards are labelled at the words' ends too (``microturn synth --listen-ends``)."""
+    ``ends``: the shards are labelled at the words' ends too (``microturn synth --listen-ends``'s seconds)."""
     tok = default_tokenizer()
     kind_of = {tok.encode_word(w)[0]: "number word" for w in lang.NUMBER_WORDS}
     kind_of |= {tok.encode_word(w)[0]: "response word" for w in lang.RESPONSE_WORDS}
@@ -110,10 +111,10 @@ def report(model, shards: Shards, n: int, tap: int, families=("timespeak", "cues
 END_BINS = (-0.05, -0.025, 0.0, 0.025, 0.05)  # where a word ends against its last middle token's end, in seconds
 
 
-def by_end(st: dict, session, target, pred, layout, tok, number_kind: dict, ends: bool = False):
+def by_end(st: dict, session, target, pred, layout, tok, number_kind: dict, ends: float | None = None):
     """Score each number word the user says at its last audio token (the last whose middle is in the word; in
-    shards labelled at the words' ends, ``ends``, the one it ends in) under its kind and where the word ends against
-    the end of the last token whose middle is in it (``END_BINS``)."""
+    shards labelled at the words' ends, ``ends``, the one it ends in where it is labelled there) under its kind and
+    where the word ends against the end of the last token whose middle is in it (``END_BINS``)."""
     span = layout.delta / layout.n_audio
     mids = (np.arange(len(target)) + 0.5) * span
     for w in session.timeline.words:
@@ -124,8 +125,8 @@ def by_end(st: dict, session, target, pred, layout, tok, number_kind: dict, ends
         if not len(j):
             continue  # a word too short to be given a token
         j = int(j[-1])
-        e = end_token(w.end, span)
-        at = e if ends and e < len(target) else j  # (where listen_targets put the word's end label)
+        e = end_label(w.end, span, ends)
+        at = e if e is not None and e < len(target) else j  # (where listen_targets put the word's end label)
         if target[at] != ids[0]:
             continue  # a word another word's label covers
         k = int(np.searchsorted(END_BINS, w.end - (j + 1) * span, side="right")) - 1
@@ -171,10 +172,10 @@ def main():
                          "sessions again: slower)")
     a = ap.parse_args()
     shards = Shards(a.shards)
-    split, ends = None, False
+    split, ends = None, None
     if a.by_end:
         metas = [read_meta(d / "sessions.json") for d in shard_dirs(a.shards)]
-        splits, labels = {m.get("split") for m in metas}, {bool(m.get("listen_ends")) for m in metas}
+        splits, labels = {m.get("split") for m in metas}, {listen_ends_of(m) for m in metas}
         if len(splits) != 1 or len(labels) != 1:
             ap.error(f"--by-end needs shards of one split and one labelling, {a.shards} holds splits "
                      f"{sorted(map(str, splits))}, labelled at the words' ends: {sorted(labels)}")

@@ -408,9 +408,14 @@ def test_listen_targets_mark_the_user_word_under_way(lay):
 
 
 @pytest.mark.parametrize("lay", [L, Layout(frames_per_token=4)], ids=["default", "50ms-tokens"])
-def test_listen_targets_with_ends_name_a_word_where_it_ends(lay):
-    """With ``ends`` the token a word ends in names it too, over the word covering its middle; of two words ending
-    in one token, the later; the tokens before are as without; a word ending on a token's edge changes nothing."""
+@pytest.mark.parametrize("reach,changed", [(0.0, [4, 6]), (0.2, [4, 6]), (0.25, [6]), (0.4, [6]), (0.45, []),
+                                           (1.0, [])])
+def test_listen_targets_with_ends_name_a_word_where_it_ends(lay, reach, changed):
+    """With ``ends`` the token a word ends in names it too, where the word reaches ``ends`` seconds into it (to the
+    edge), over the word covering its middle; of two words ending in one token, the later; the tokens before are as
+    without; a word ending on a token's edge changes nothing."""
+    from microturn.stream.layout import end_label
+
     span = lay.delta / lay.n_audio
     # "fifteen" ends a fifth into the token after its last middle; "times" covers that token's middle; "two" and
     # "three" (very short) both end in one token; "stop" ends exactly on a token's edge
@@ -418,14 +423,15 @@ def test_listen_targets_with_ends_name_a_word_where_it_ends(lay):
              Word("two", 7.6 * span, 8.2 * span), Word("three", 8.3 * span, 8.8 * span),
              Word("stop", 10.1 * span, 12 * span), Word("okay", 12.2 * span, 13.3 * span, "agent")]
     tl = Timeline(duration=16 * span, words=words)
-    plain, ends = (listen_targets(tl, lay, TOK, e).reshape(-1) for e in (False, True))
+    plain, ends = (listen_targets(tl, lay, TOK, e).reshape(-1) for e in (None, reach * span))
     fifteen, times, two, three = (TOK.encode_word(w)[0] for w in ("fifteen", "times", "two", "three"))
-    assert plain[4] == times and ends[4] == fifteen  # fifteen's "-n" is heard in token 4
-    assert plain[6] == SIL and ends[6] == times  # times ends 0.4 span into token 6
+    assert plain[4] == times and ends[4] == (fifteen if 4 in changed else times)  # fifteen's "-n" is in token 4
+    assert plain[6] == SIL and ends[6] == (times if 6 in changed else SIL)  # times ends 0.4 span into token 6
     assert plain[7] == ends[7] == SIL and plain[8] == ends[8] == three  # "two" ends in 8 before "three": none
     assert two not in ends
-    changed = np.nonzero(plain != ends)[0].tolist()
-    assert changed == [4, 6]  # "stop" ends on token 11's edge, "okay" is the agent's
+    assert np.nonzero(plain != ends)[0].tolist() == changed  # "stop" ends on token 11's edge, "okay" is the agent's
+    assert [end_label(w.end, span, reach * span) for w in words[:2]] == [k if k in changed else None for k in (4, 6)]
+    assert end_label(words[0].end, span, None) is None
     np.testing.assert_array_equal(listen_targets(tl, lay, TOK), plain.reshape(-1, lay.n_audio))
 
 

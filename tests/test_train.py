@@ -990,12 +990,12 @@ def test_listening_report_scores_heard_and_asked_number_words(tmp_path):
             assert n == len(sh) and (hit == n) == perfect and (hit == 0) != perfect
 
     # shards labelled at the words' ends too (--listen-ends): each number word scored once, at the token it ends in
-    write_shards(tmp_path / "ends", 3, seed=5, families=("delegate",), workers=1, typed=0.0, listen_ends=True)
+    write_shards(tmp_path / "ends", 3, seed=5, families=("delegate",), workers=1, typed=0.0, listen_ends=0.0)
     sh = Shards(tmp_path / "ends")
     for i in range(len(sh)):
         b = collate([sh.session(i)], sh.families)
         Oracle.truth[b["listen"].numpy().tobytes()] = b["out"]
-    st = LR.report(Oracle(_model_cfg()).eval(), sh, 3, 1, ("delegate",), split="train", ends=True)
+    st = LR.report(Oracle(_model_cfg()).eval(), sh, 3, 1, ("delegate",), split="train", ends=0.0)
     for k in ("0-9, 100", "10-19", "20-90"):
         ends = [v for (block, kind), v in st.items() if block.startswith("ends ") and kind == f"number {k}"]
         assert [sum(x) for x in zip(*ends)] == st["last block", f"number {k}"] and all(h == n for h, n in ends)
@@ -1010,10 +1010,27 @@ def test_listening_report_scores_heard_and_asked_number_words(tmp_path):
             listen = torch.nn.functional.one_hot(plain[batch["listen"].numpy().tobytes()], self.cfg.vocab_size)
             return super().forward(batch) | {"listen_logits": listen.float()}
 
-    st = LR.report(Plain(_model_cfg()).eval(), sh, 3, 1, ("delegate",), split="train", ends=True)
+    st = LR.report(Plain(_model_cfg()).eval(), sh, 3, 1, ("delegate",), split="train", ends=0.0)
     before, after = ([st[LR.end_bin(k), f"number {c}"] for k in ks for c in ("0-9, 100", "10-19", "20-90")]
                      for ks in ((0, 1), (2, 3)))  # words ending before their last middle token's end, and after
     assert all(h == n for h, n in before) and all(h == 0 for h, n in after) and sum(n for h, n in after) > 0
+
+    # labelled at a word's end only where it reaches 25 ms into that token (--listen-ends 0.025): the old labels are
+    # right up to 25 ms past the last middle token's end (scored there) and wrong beyond (scored at the next token)
+    write_shards(tmp_path / "ends25", 3, seed=5, families=("delegate",), workers=1, typed=0.0, listen_ends=0.025)
+    sh = Shards(tmp_path / "ends25")
+    for i in range(len(sh)):
+        b = collate([sh.session(i)], sh.families)
+        Oracle.truth[b["listen"].numpy().tobytes()] = b["out"]
+        plain[b["listen"].numpy().tobytes()] = collate([old.session(i)], sh.families)["listen"]
+    st = LR.report(Plain(_model_cfg()).eval(), sh, 3, 1, ("delegate",), split="train", ends=0.025)
+    before, after = ([st[LR.end_bin(k), f"number {c}"] for k in ks for c in ("0-9, 100", "10-19", "20-90")]
+                     for ks in ((0, 1, 2), (3,)))
+    assert all(h == n for h, n in before) and all(h == 0 for h, n in after) and sum(n for h, n in after) > 0
+    assert sum(n for h, n in before[6:]) > 0  # words ending 0-25 ms into the next token, scored a token before
+    for k in ("0-9, 100", "10-19", "20-90"):  # each number word scored once, at the token it is labelled at
+        ends = [v for (block, kind), v in st.items() if block.startswith("ends ") and kind == f"number {k}"]
+        assert sum(n for h, n in ends) == st["last block", f"number {k}"][1]
 
 
 def test_voices_report_hears_through_a_shelf_or_a_warp():

@@ -722,8 +722,8 @@ def test_short_numbers_make_a_delegated_questions_operands_one_word_numbers(tmp_
 
 
 def test_listen_ends_shards_and_the_script_that_relabels_old_ones(tmp_path):
-    """``write_shards(listen_ends=True)`` (``microturn synth --listen-ends``) records it and writes the targets
-    ``listen_targets(ends=True)`` gives; scripts/listen_ends.py turns shards written without it into the same (the
+    """``write_shards(listen_ends=S)`` (``microturn synth --listen-ends S``) records S and writes the targets
+    ``listen_targets(ends=S)`` gives; scripts/listen_ends.py --ends S turns shards written without it into the same (the
     other arrays linked, unchanged), skips what it has done, refuses shards already relabelled, and stops, writing no
     session list, where the regenerated words do not give a shard's targets."""
     import json
@@ -731,31 +731,40 @@ def test_listen_ends_shards_and_the_script_that_relabels_old_ones(tmp_path):
     import sys
     from pathlib import Path
 
-    from microturn.data.shards import session_again, write_shards
+    from microturn.data.shards import listen_ends_of, session_again, write_shards
     from microturn.stream.layout import listen_targets
     from microturn.stream.tokenizer import SIL
     from microturn.train.data import Shards
 
+    # what sessions.json records: nothing, seconds, or session 63's true (every word named at its end)
+    assert [listen_ends_of(m) for m in ({}, {"listen_ends": 0.025}, {"listen_ends": True})] == [None, 0.025, 0.0]
+
     kw = dict(seed=3, families=("delegate", "turn"), workers=1, short_numbers=1.0)
     write_shards(tmp_path / "plain", 2, **kw)
-    write_shards(tmp_path / "ends", 2, listen_ends=True, **kw)
+    write_shards(tmp_path / "ends", 2, listen_ends=0.025, **kw)
     meta = lambda p: json.loads((p / "shard-00000" / "sessions.json").read_text())  # noqa: E731
-    assert meta(tmp_path / "ends")["listen_ends"] is True and "listen_ends" not in meta(tmp_path / "plain")
+    assert meta(tmp_path / "ends")["listen_ends"] == 0.025 and "listen_ends" not in meta(tmp_path / "plain")
     script = [sys.executable, str(Path(__file__).parents[1] / "scripts" / "listen_ends.py")]
     run = lambda *a: subprocess.run(script + [str(x) for x in a] + ["--workers", "1"],  # noqa: E731
                                     capture_output=True, text=True)
-    assert run(tmp_path / "plain", tmp_path / "copy").returncode == 0
+    assert run(tmp_path / "plain", tmp_path / "copy", "--ends", 0.025).returncode == 0
+    assert meta(tmp_path / "copy")["listen_ends"] == 0.025
     plain, ends, copy = (Shards(tmp_path / k) for k in ("plain", "ends", "copy"))
     differ = 0
     for i in range(len(plain)):
         p, e, c = plain.session(i), ends.session(i), copy.session(i)
         np.testing.assert_array_equal(c["listen"], e["listen"])
         tl = session_again(plain.info(i), "train").timeline
-        np.testing.assert_array_equal(e["listen"], listen_targets(tl, Layout(), default_tokenizer(), ends=True))
+        np.testing.assert_array_equal(e["listen"], listen_targets(tl, Layout(), default_tokenizer(), ends=0.025))
         for k in ("audio", "out", "text_in", "mel"):
             np.testing.assert_array_equal(c[k], p[k])
         differ += int((c["listen"] != p["listen"]).sum())
     assert differ > 0
+    assert run(tmp_path / "plain", tmp_path / "all", "--ends", 0).returncode == 0  # every end: more tokens change
+    assert meta(tmp_path / "all")["listen_ends"] == 0
+    assert sum(int((Shards(tmp_path / "all").session(i)["listen"] != plain.session(i)["listen"]).sum())
+               for i in range(len(plain))) > differ
+    assert run(tmp_path / "plain", tmp_path / "x", "--ends", 0.2).returncode != 0  # past one audio token
     assert (tmp_path / "copy" / "shard-00000" / "audio.npy").is_symlink()
     again = run(tmp_path / "plain", tmp_path / "copy")
     assert again.returncode == 0 and "targets changed" not in again.stdout + again.stderr  # done already

@@ -76,9 +76,16 @@ def render_again(info: dict, split: str, layout: Layout) -> dict:
 PARTIAL = ".partial"  # the suffix of a folder still being written (``synth.partial``); readers skip it
 
 
+def listen_ends_of(meta: dict) -> float | None:
+    """A shard's ``listen_ends`` (``write_shards``) from its ``sessions.json``: None where it has none; shards of
+    session 63 recorded ``true``, which is 0 (every word named at its end)."""
+    v = meta.get("listen_ends")
+    return 0.0 if v is True else v
+
+
 def write_shards(out: str | Path, n_per_family: int, seed: int = 0, split: str = "train",
                  families=FAMILIES, layout: Layout = Layout(), shard_size: int = 512, workers: int | None = None,
-                 difficulty: tuple[float, float] = (0.0, 1.0), listen_ends: bool = False, **options) -> dict:
+                 difficulty: tuple[float, float] = (0.0, 1.0), listen_ends: float | None = None, **options) -> dict:
     """Render ``n_per_family`` sessions of each family into shards under ``out``; returns throughput figures.
 
     Difficulty (noise, voices, typed vs spoken instructions) is spread evenly over ``difficulty`` so training can
@@ -86,7 +93,8 @@ def write_shards(out: str | Path, n_per_family: int, seed: int = 0, split: str =
     ``cue_drill``, ``typed``, ``note_questions``, ``heard_late``, ``festival``, ``mbrola``, ``kokoro``, ``piper``,
     ``late_replies``, ``short_numbers``),
     the same for every session; each session's info keeps those that changed it. ``listen_ends``: the listening
-    targets name each word at the token it ends in too (``layout.listen_targets``), recorded in ``sessions.json``.
+    targets name each word at the token it ends in too (``layout.listen_targets``'s ``ends``, in seconds), recorded
+    in ``sessions.json`` (``listen_ends_of`` reads it).
     Deterministic for its arguments.
     """
     check_options(split, **options)
@@ -111,7 +119,7 @@ def write_shards(out: str | Path, n_per_family: int, seed: int = 0, split: str =
             np.save(d / f"{k}.npy", np.concatenate(parts))
         (d / "sessions.json").write_text(json.dumps({"layout": layout.to_json(), "split": split,
                                                      "specials": len(SPECIALS), "sessions": infos} |
-                                                    ({"listen_ends": True} if listen_ends else {})))
+                                                    ({"listen_ends": listen_ends} if listen_ends is not None else {})))
         infos, bufs, n_shard = [], {}, n_shard + 1
 
     with ProcessPoolExecutor(workers) as pool:

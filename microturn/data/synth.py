@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..stream.layout import Layout
 from ..stream.scenario import Scenario, write_set
 from .shards import PARTIAL, write_shards
 from .world import FAMILIES, VOICE_OPTIONS, Session, check_options, generate
@@ -129,8 +130,8 @@ def replace_out(out: Path, mine: list[Path], tmp: Path) -> None:
 
 
 def run(out: str, per_family: int = 12, seed: int = 0, families: str | None = None, split: str = "test",
-        shards: bool = False, workers: int | None = None, difficulty: str = "0,1", listen_ends: bool = False,
-        **options) -> dict:
+        shards: bool = False, workers: int | None = None, difficulty: str = "0,1",
+        listen_ends: float | None = None, **options) -> dict:
     """``microturn synth``: a scenario set, or training shards with ``shards`` (``options``: ``world.generate``'s
     options; a scenario set takes the voice options only; ``listen_ends``: ``write_shards``')."""
     fams = tuple(f.strip() for f in families.split(",")) if families else FAMILIES
@@ -145,9 +146,14 @@ def run(out: str, per_family: int = 12, seed: int = 0, families: str | None = No
         raise ValueError(f"--seed must be 0 or more, got {seed}")
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
+    span = Layout().delta / Layout().n_audio
+    if listen_ends is not None and not 0 <= listen_ends <= span:
+        raise ValueError(f"--listen-ends must be 0-{span:g} s (how far into its last audio token a word must reach "
+                         f"to be named there), got {listen_ends:g}")
     shard_only = (options | {"listen_ends": listen_ends}).items()
     if not shards and (given := [f"--{k.replace('_', '-')}" for k, v in shard_only
-                                 if k not in VOICE_OPTIONS and (v is not None if k == "typed" else v)]):
+                                 if k not in VOICE_OPTIONS and
+                                 (v is not None if k in ("typed", "listen_ends") else v)]):
         raise ValueError(f"{', '.join(given)}: options of training shards (--shards)")
     lo_hi = parse_difficulty(difficulty)
     check_options(split, **(options if shards else {k: v for k, v in options.items() if k in VOICE_OPTIONS and v}))

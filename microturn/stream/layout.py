@@ -312,14 +312,25 @@ def end_token(end: float, span: float) -> int:
     return int(np.ceil(round(end / span, 9))) - 1
 
 
-def listen_targets(tl: Timeline, layout: Layout, tok: Tokenizer, ends: bool = False) -> np.ndarray:
+def end_label(end: float, span: float, ends: float | None) -> int | None:
+    """The token ``listen_targets`` names a word ending at ``end`` at for its end, with ``ends``: the token it ends
+    in, where the word reaches at least ``ends`` seconds into it (None where it does not, or without ``ends``)."""
+    if ends is None:
+        return None
+    k = end_token(end, span)
+    return k if round(end - k * span, 9) >= round(ends, 9) else None  # (to rounding, as end_token)
+
+
+def listen_targets(tl: Timeline, layout: Layout, tok: Tokenizer, ends: float | None = None) -> np.ndarray:
     """For each audio token [T, n_audio]: first token of the non-agent word covering its middle, else ``<sil>``.
     The word is lower-cased, since case is not heard: written "Rocket" (a cue said on its own) begins with the
     token of a capital R that many words share, and would teach the listener nothing of which word it was.
 
-    With ``ends``, the token a word ends in names that word too, over the word covering its middle (the later word,
-    where two end in one token): a word whose last sounds spill into the next token ("fiftee|n") is then named
-    where it is heard whole, not only where half of it is (docs/training.md, sessions 62-63)."""
+    With ``ends`` (seconds), the token a word ends in names that word too, over the word covering its middle (the
+    later word, where two end in one token), where the word reaches at least ``ends`` into it: a word whose last
+    sounds spill into the next token ("fiftee|n") is then named where it is heard whole, not only where half of it
+    is. 0 names every word at its end; 0.025 leaves a token to the next word where only the first quarter of it is
+    the word before's (docs/training.md, sessions 62-64)."""
     T = layout.n_turns(tl.duration)
     span = layout.delta / layout.n_audio
     mids = (np.arange(T * layout.n_audio) + 0.5) * span
@@ -327,15 +338,15 @@ def listen_targets(tl: Timeline, layout: Layout, tok: Tokenizer, ends: bool = Fa
     said = [(w, ids[0]) for w in tl.words if w.speaker != "agent" and (ids := tok.encode_word(w.w.lower()))]
     for w, first in said:
         target[(mids >= w.start) & (mids < w.end)] = first
-    if ends:
-        for w, first in sorted(said, key=lambda p: p[0].end):
-            k = end_token(w.end, span)
-            if 0 <= k < len(target):
-                target[k] = first
+    for w, first in sorted(said, key=lambda p: p[0].end):
+        k = end_label(w.end, span, ends)
+        if k is not None and 0 <= k < len(target):
+            target[k] = first
     return target.reshape(T, layout.n_audio)
 
 
-def encode_timeline(tl: Timeline, layout: Layout, tok: Tokenizer, listen_ends: bool = False) -> dict[str, np.ndarray]:
+def encode_timeline(tl: Timeline, layout: Layout, tok: Tokenizer,
+                    listen_ends: float | None = None) -> dict[str, np.ndarray]:
     """Timeline -> everything the model trains on (inputs, targets); see the module docstring. ``listen_ends``:
     ``listen_targets``'s ``ends``."""
     return encode_inputs(tl, layout, tok) | {"out": out_schedule(tl, layout, tok), "mel": agent_mel(tl, layout),
