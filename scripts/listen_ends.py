@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from microturn.data.shards import listen_ends_of, session_again
-from microturn.stream.layout import Layout, listen_targets
+from microturn.stream.layout import Layout, check_ends, listen_targets
 from microturn.stream.tokenizer import default_tokenizer
 from microturn.train.data import ARRAYS, read_meta, shard_dirs
 
@@ -65,8 +65,10 @@ def main():
                     help="how far into the token it ends in a word must reach to be named there, in seconds")
     ap.add_argument("--workers", type=int, default=2)
     a = ap.parse_args()
-    if not 0 <= a.ends <= Layout().delta / Layout().n_audio:
-        ap.error(f"--ends must be 0 to one audio token ({Layout().delta / Layout().n_audio:g} s), got {a.ends:g}")
+    try:
+        check_ends(a.ends, Layout())
+    except ValueError as e:
+        ap.error(f"--ends: {e}")
     src, dst = Path(a.src), Path(a.dst)
     dirs = shard_dirs(src)
     if not dirs:

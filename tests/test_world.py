@@ -765,6 +765,9 @@ def test_listen_ends_shards_and_the_script_that_relabels_old_ones(tmp_path):
     assert sum(int((Shards(tmp_path / "all").session(i)["listen"] != plain.session(i)["listen"]).sum())
                for i in range(len(plain))) > differ
     assert run(tmp_path / "plain", tmp_path / "x", "--ends", 0.2).returncode != 0  # past one audio token
+    with pytest.raises(ValueError, match=r"must be 0-0.1 s"):
+        write_shards(tmp_path / "bad", 1, listen_ends=-0.01, **kw)
+    assert not (tmp_path / "bad").exists()
     assert (tmp_path / "copy" / "shard-00000" / "audio.npy").is_symlink()
     again = run(tmp_path / "plain", tmp_path / "copy")
     assert again.returncode == 0 and "targets changed" not in again.stdout + again.stderr  # done already

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from ..codecs import dmel
-from ..stream.layout import Layout, encode_timeline
+from ..stream.layout import Layout, check_ends, encode_timeline
 from ..stream.tokenizer import SPECIALS, default_tokenizer
 from .world import FAMILIES, VOICE_OPTIONS, Session, check_options, generate
 
@@ -98,6 +98,7 @@ def write_shards(out: str | Path, n_per_family: int, seed: int = 0, split: str =
     Deterministic for its arguments.
     """
     check_options(split, **options)
+    check_ends(listen_ends, layout)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     lo, hi = difficulty

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..stream.layout import Layout
+from ..stream.layout import Layout, check_ends
 from ..stream.scenario import Scenario, write_set
 from .shards import PARTIAL, write_shards
 from .world import FAMILIES, VOICE_OPTIONS, Session, check_options, generate
@@ -146,10 +146,10 @@ def run(out: str, per_family: int = 12, seed: int = 0, families: str | None = No
         raise ValueError(f"--seed must be 0 or more, got {seed}")
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
-    span = Layout().delta / Layout().n_audio
-    if listen_ends is not None and not 0 <= listen_ends <= span:
-        raise ValueError(f"--listen-ends must be 0-{span:g} s (how far into its last audio token a word must reach "
-                         f"to be named there), got {listen_ends:g}")
+    try:
+        check_ends(listen_ends, Layout())
+    except ValueError as e:
+        raise ValueError(f"--listen-ends: {e}") from None
     shard_only = (options | {"listen_ends": listen_ends}).items()
     if not shards and (given := [f"--{k.replace('_', '-')}" for k, v in shard_only
                                  if k not in VOICE_OPTIONS and

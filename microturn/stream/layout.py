@@ -321,6 +321,14 @@ def end_label(end: float, span: float, ends: float | None) -> int | None:
     return k if round(end - k * span, 9) >= round(ends, 9) else None  # (to rounding, as end_token)
 
 
+def check_ends(ends: float | None, layout: Layout) -> None:
+    """``listen_targets``'s ``ends`` must be None or 0 to one audio token, in seconds."""
+    span = layout.delta / layout.n_audio
+    if ends is not None and not 0 <= ends <= span:
+        raise ValueError(f"the listening targets' ends must be 0-{span:g} s (how far into the audio token it ends in "
+                         f"a word must reach to be named there), got {ends:g}")
+
+
 def listen_targets(tl: Timeline, layout: Layout, tok: Tokenizer, ends: float | None = None) -> np.ndarray:
     """For each audio token [T, n_audio]: first token of the non-agent word covering its middle, else ``<sil>``.
     The word is lower-cased, since case is not heard: written "Rocket" (a cue said on its own) begins with the
