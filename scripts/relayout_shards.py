@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from microturn.data.shards import render_again
+from microturn.data.shards import listen_ends_of, render_again
 from microturn.stream.layout import Layout, decode_outputs
 from microturn.stream.tokenizer import SPECIALS, default_tokenizer
 from microturn.train.data import shard_dirs
@@ -60,7 +60,9 @@ def update(d: Path, old_specials: int, families: set[str], workers: int, again: 
     layout, tok = Layout(**meta["layout"]), default_tokenizer()
     arrays = {k: np.load(d / f"{k}.npy", mmap_mode="r+") for k in ("audio", "mel", *TOKEN_ARRAYS)}
     with ProcessPoolExecutor(workers) as ex:
-        again = ex.map(render_again, sessions, [meta["split"]] * len(sessions), [layout] * len(sessions), chunksize=4)
+        n = len(sessions)
+        again = ex.map(render_again, sessions, [meta["split"]] * n, [layout] * n, [listen_ends_of(meta)] * n,
+                       chunksize=4)
         for s, new in zip(sessions, tqdm(again, total=len(sessions), desc=str(d))):
             n = s["length"]
             rows = slice(s["start"], s["start"] + n)

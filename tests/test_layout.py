@@ -432,6 +432,8 @@ def test_listen_targets_with_ends_name_a_word_where_it_ends(lay, reach, changed)
     assert np.nonzero(plain != ends)[0].tolist() == changed  # "stop" ends on token 11's edge, "okay" is the agent's
     assert [end_label(w.end, span, reach * span) for w in words[:2]] == [k if k in changed else None for k in (4, 6)]
     assert end_label(words[0].end, span, None) is None
+    with pytest.raises(TypeError):  # session 63's flag: False would be 0 s
+        listen_targets(tl, lay, TOK, False)
     np.testing.assert_array_equal(listen_targets(tl, lay, TOK), plain.reshape(-1, lay.n_audio))
 
 

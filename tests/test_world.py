@@ -731,7 +731,7 @@ def test_listen_ends_shards_and_the_script_that_relabels_old_ones(tmp_path):
     import sys
     from pathlib import Path
 
-    from microturn.data.shards import listen_ends_of, session_again, write_shards
+    from microturn.data.shards import listen_ends_of, render_again, session_again, write_shards
     from microturn.stream.layout import listen_targets
     from microturn.stream.tokenizer import SIL
     from microturn.train.data import Shards
@@ -756,6 +756,7 @@ def test_listen_ends_shards_and_the_script_that_relabels_old_ones(tmp_path):
         np.testing.assert_array_equal(c["listen"], e["listen"])
         tl = session_again(plain.info(i), "train").timeline
         np.testing.assert_array_equal(e["listen"], listen_targets(tl, Layout(), default_tokenizer(), ends=0.025))
+        np.testing.assert_array_equal(e["listen"], render_again(ends.info(i), "train", Layout(), 0.025)["listen"])
         for k in ("audio", "out", "text_in", "mel"):
             np.testing.assert_array_equal(c[k], p[k])
         differ += int((c["listen"] != p["listen"]).sum())

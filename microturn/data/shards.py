@@ -66,11 +66,12 @@ def session_again(info: dict, split: str) -> Session:
     return generate(info["family"], info["seed"], split, info["difficulty"], info["index"], **_options(info))
 
 
-def render_again(info: dict, split: str, layout: Layout) -> dict:
+def render_again(info: dict, split: str, layout: Layout, listen_ends: float | None = None) -> dict:
     """The arrays of a session a shard lists (its ``info`` in ``sessions.json``), rendered again by today's
-    generators and layout (deterministic: ``scripts/relayout_shards.py`` checks the user audio comes out the same)."""
+    generators and layout (deterministic: ``scripts/relayout_shards.py`` checks the user audio comes out the same);
+    ``listen_ends``: the shard's (``listen_ends_of``)."""
     return _render((info["family"], info["seed"], split, info["difficulty"], info["index"], layout,
-                    _options(info), False))[1]
+                    _options(info), listen_ends))[1]
 
 
 PARTIAL = ".partial"  # the suffix of a folder still being written (``synth.partial``); readers skip it

@@ -339,6 +339,8 @@ def listen_targets(tl: Timeline, layout: Layout, tok: Tokenizer, ends: float | N
     sounds spill into the next token ("fiftee|n") is then named where it is heard whole, not only where half of it
     is. 0 names every word at its end; 0.025 leaves a token to the next word where only the first quarter of it is
     the word before's (docs/training.md, sessions 62-64)."""
+    if isinstance(ends, bool):  # was a flag before session 64: False would now mean 0 s, every end
+        raise TypeError("listen_targets' ends is seconds or None, not True or False")
     T = layout.n_turns(tl.duration)
     span = layout.delta / layout.n_audio
     mids = (np.arange(T * layout.n_audio) + 0.5) * span
