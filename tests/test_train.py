@@ -879,18 +879,19 @@ def test_drop_sessions_takes_a_family_out_of_the_shards(shards, tmp_path):
     assert again.returncode != 0 and "dropped from before" in again.stderr
 
 
-def test_relayout_shards_moves_ids_and_renders_the_changed_family_again(tmp_path):
+@pytest.mark.parametrize("listen_ends", [None, 0.025])
+def test_relayout_shards_moves_ids_and_renders_the_changed_family_again(tmp_path, listen_ends):
     """scripts/relayout_shards.py on shards made to look written with 5 fewer specials and older cue targets:
     the BPE ids move up, the cue sessions' out tokens and agent mel are rendered again (the other families' left
     as they are), the result is today's shards; a reader refuses shards left half done, and a session whose user
-    audio no longer renders the same stops the script."""
+    audio no longer renders the same stops the script. Shards labelled at the words' ends keep their labelling."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
     import relayout_shards
 
     from microturn.stream.tokenizer import SPECIALS
     from microturn.train.data import Shards
 
-    write_shards(tmp_path / "now", 2, seed=5, families=("cuespeak", "turn"), workers=1)
+    write_shards(tmp_path / "now", 2, seed=5, families=("cuespeak", "turn"), workers=1, listen_ends=listen_ends)
     d = next((tmp_path / "now").glob("**/sessions.json")).parent
     want = {k: np.load(d / f"{k}.npy") for k in ("out", "mel", "text_in", "listen", "audio")}
     old = tmp_path / "old"
