@@ -18,6 +18,7 @@ by today's ``microturn synth --shards`` need none of this.
 import argparse
 import json
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +61,8 @@ def update(d: Path, old_specials: int, families: set[str], workers: int, again: 
     layout, tok = Layout(**meta["layout"]), default_tokenizer()
     arrays = {k: np.load(d / f"{k}.npy", mmap_mode="r+") for k in ("audio", "mel", *TOKEN_ARRAYS)}
     with ProcessPoolExecutor(workers) as ex:
-        n = len(sessions)
-        again = ex.map(render_again, sessions, [meta["split"]] * n, [layout] * n, [listen_ends_of(meta)] * n,
-                       chunksize=4)
+        render = partial(render_again, split=meta["split"], layout=layout, listen_ends=listen_ends_of(meta))
+        again = ex.map(render, sessions, chunksize=4)
         for s, new in zip(sessions, tqdm(again, total=len(sessions), desc=str(d))):
             n = s["length"]
             rows = slice(s["start"], s["start"] + n)

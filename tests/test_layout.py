@@ -434,6 +434,8 @@ def test_listen_targets_with_ends_name_a_word_where_it_ends(lay, reach, changed)
     assert end_label(words[0].end, span, None) is None
     with pytest.raises(TypeError):  # session 63's flag: False would be 0 s
         listen_targets(tl, lay, TOK, False)
+    with pytest.raises(ValueError, match="must be 0-"):  # beyond one audio token
+        listen_targets(tl, lay, TOK, 1.01 * span)
     np.testing.assert_array_equal(listen_targets(tl, lay, TOK), plain.reshape(-1, lay.n_audio))
 
 

@@ -322,7 +322,10 @@ def end_label(end: float, span: float, ends: float | None) -> int | None:
 
 
 def check_ends(ends: float | None, layout: Layout) -> None:
-    """``listen_targets``'s ``ends`` must be None or 0 to one audio token, in seconds."""
+    """``listen_targets``'s ``ends`` must be None or 0 to one audio token, in seconds (not True or False: it was a
+    flag before session 64, and False would now mean 0 s, every end)."""
+    if isinstance(ends, bool):
+        raise TypeError("the listening targets' ends is seconds or None, not True or False")
     span = layout.delta / layout.n_audio
     if ends is not None and not 0 <= ends <= span:
         raise ValueError(f"the listening targets' ends must be 0-{span:g} s (how far into the audio token it ends in "
@@ -339,8 +342,7 @@ def listen_targets(tl: Timeline, layout: Layout, tok: Tokenizer, ends: float | N
     sounds spill into the next token ("fiftee|n") is then named where it is heard whole, not only where half of it
     is. 0 names every word at its end; 0.025 leaves a token to the next word where only the first quarter of it is
     the word before's (docs/training.md, sessions 62-64)."""
-    if isinstance(ends, bool):  # was a flag before session 64: False would now mean 0 s, every end
-        raise TypeError("listen_targets' ends is seconds or None, not True or False")
+    check_ends(ends, layout)
     T = layout.n_turns(tl.duration)
     span = layout.delta / layout.n_audio
     mids = (np.arange(T * layout.n_audio) + 0.5) * span
