@@ -509,6 +509,23 @@ def test_recap_weight_scales_the_marked_tokens():
     torch.testing.assert_close(loss(none, speak_weight=1.0, recap_weight=0.1), plain)
 
 
+def test_listen_scale_weighs_the_listening_losses_in_the_loss():
+    """``loss`` = text + listen_scale * (listen + listen_early) + flow (+ the MoE's): the scale moves the listening
+    losses alone, the early tap's with the head's, and 0.5 is the default."""
+    cfg = tiny()
+    model = build(cfg, seed=3).eval()
+    batch = make_batch(cfg, 2, 5, seed=4)
+    run = lambda **kw: model(batch, generator=torch.Generator().manual_seed(0), early_listen=1, **kw)  # noqa: E731
+    plain = run()
+    listening = plain["listen"].mean() + plain["listen_early"].mean()
+    assert listening > 0
+    for s in (0.0, 0.5, 2.0):
+        r = run(listen_scale=s)
+        torch.testing.assert_close(r["loss"], plain["loss"] + (s - 0.5) * listening)
+        torch.testing.assert_close(r["text"], plain["text"])
+        torch.testing.assert_close(r["listen"], plain["listen"])
+
+
 def test_listen_weight_weighs_each_listening_target_by_its_token():
     """The listening loss per session is the mean of the targets' cross entropies weighted by ``listen_weight``
     [vocab]: uniform weights change nothing, others weigh the chosen tokens up."""

@@ -42,7 +42,8 @@ FLOATS = [f.name for f in dataclasses.fields(TrainConfig) if isinstance(f.defaul
 BAD = [dict(steps=0), dict(steps=-1), dict(stop_at=-3), dict(ckpt_every=0), dict(eval_every=0), dict(batch=0),
        dict(batch=-2), dict(eval_batches=0), dict(warmup=-1), dict(seed=-1), dict(workers=-1), dict(threads=-1),
        dict(bucket=0), dict(audio_conv=-1), dict(early_listen=-1), dict(clip=0.0), dict(lr=-1e-3),
-       dict(min_lr=-1.0), dict(speak_weight=-1.0), dict(task_listen=0.0), dict(added_lr=0.0), dict(eq=99.0),
+       dict(min_lr=-1.0), dict(speak_weight=-1.0), dict(listen_scale=-0.5), dict(task_listen=0.0),
+       dict(added_lr=0.0), dict(eq=99.0),
        dict(openings=1.5), dict(mix="turn=inf"), dict(mix="turn=nan"), dict(mix="turn"), dict(preset="nope"),
        dict(data=""), dict(out="")] + [{name: v} for name in FLOATS for v in (float("nan"), float("inf"))]
 

@@ -241,7 +241,8 @@ class InteractionModel(nn.Module):
         return h.gather(2, idx)[:, :, 0]
 
     def forward(self, batch: dict, speak_weight: float = 1.0, recap_weight: float = 1.0, early_listen: int = 0,
-                listen_weight: torch.Tensor | None = None, generator: torch.Generator | None = None) -> dict:
+                listen_weight: torch.Tensor | None = None, listen_scale: float = 0.5,
+                generator: torch.Generator | None = None) -> dict:
         """Losses of a batch (see ``microturn.train.data.collate``): text (agent words and controls, up to each
         micro-turn's <eot>), flow (agent mel), listen (user words per audio token), moe (load balance). Out tokens
         other than <eot>, and an <eot> right after a heard token (not acting on it), weigh ``speak_weight``
@@ -249,7 +250,8 @@ class InteractionModel(nn.Module):
         With ``early_listen`` = k > 0 the listening head also reads the audio tokens after the first k blocks
         (``listen_early``, same weight): a word recognised only in the last block is seen by no other token
         (attention reads the block below), so the out slots could not note what was heard.
-        ``listen_weight`` [vocab] weighs each listening target by its token (e.g. the task words up)."""
+        ``listen_weight`` [vocab] weighs each listening target by its token (e.g. the task words up);
+        ``listen_scale`` weighs the listening losses against the text and flow losses in ``loss``."""
         L = self.layout
         h, early = self.hidden(batch, tap=early_listen) if early_listen else (self.hidden(batch), None)
         B, T = h.shape[:2]
@@ -279,7 +281,7 @@ class InteractionModel(nn.Module):
         fl = fl.view(B, T)
         flow = (fl * valid).sum(1) / valid.sum(1).clamp_min(1)
         moe = self.transformer.aux_loss()
-        loss = text.mean() + 0.5 * (listen.mean() + listen_early.mean()) + flow.mean() + 0.01 * moe
+        loss = text.mean() + listen_scale * (listen.mean() + listen_early.mean()) + flow.mean() + 0.01 * moe
         early_logits = {} if lg_early is None else {"listen_early_logits": lg_early}
         return {"loss": loss, "text": text, "listen": listen, "listen_early": listen_early, "flow": flow, "moe": moe,
                 "listen_logits": lg, "out_logits": logits} | early_logits

@@ -34,6 +34,8 @@ class TrainConfig:
                                     "(layout.recaps)")
     early_listen: int = _opt(0, "also train the listening head on the audio tokens after this many blocks (0: off)")
     task_listen: float = _opt(1.0, "weight of the task words (data.language.task_words) in the listening loss")
+    listen_scale: float = _opt(0.5, "weight of the listening losses (the head's and --early-listen's) in the loss "
+                                    "trained on, against the text and flow losses (1 each)")
     eval_every: int = _opt(250, "steps between evaluations on --val")
     ckpt_every: int = _opt(250, "steps between checkpoints (model and train_state)")
     eval_batches: int = _opt(8, "batches per evaluation")
@@ -86,7 +88,7 @@ class TrainConfig:
         for name, least in at_least.items():
             if getattr(self, name) < least:
                 raise ValueError(f"{option(name)} must be >= {least}, got {getattr(self, name)}")
-        for name in ("lr", "min_lr", "weight_decay", "speak_weight", "recap_weight"):
+        for name in ("lr", "min_lr", "weight_decay", "speak_weight", "recap_weight", "listen_scale"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{option(name)} must be 0 or more, got {getattr(self, name)}")
         if self.accum > self.batch:

@@ -286,7 +286,7 @@ def train_step(net, model: InteractionModel, opt, batch: dict, c: TrainConfig,
         with _gradient_sync(net, i == len(parts) - 1):
             with amp:
                 r = net(piece, speak_weight=c.speak_weight, recap_weight=c.recap_weight,
-                        early_listen=c.early_listen, listen_weight=listen_weight)
+                        early_listen=c.early_listen, listen_weight=listen_weight, listen_scale=c.listen_scale)
             (r["loss"] * share).backward()
         if len(parts) > 1:  # its losses only: a piece's logits are let go before the next piece runs
             rs.append(({k: r[k].detach() for k in PIECE_SUMS + PIECE_ROWS}, share))
