@@ -1124,3 +1124,25 @@ def test_the_bundled_models_recipe_parses_with_todays_cli(tmp_path):
     assert kinds.count("microturn train") == runs and kinds.count("microturn synth") >= 60, kinds
     assert "python scripts/drop_sessions.py" in " ".join(lines)
     assert lines[-1] == "microturn results --scenarios sets/test"
+
+
+def test_listen_probe_trains_the_listening_alone(tmp_path):
+    """scripts/listen_probe.py: trained on the listening loss alone, a model's listening loss falls and its head
+    names more of the words of the sessions it trains on than at step 0; only the weights it is given change."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    import listen_probe
+
+    write_shards(tmp_path / "s", 2, seed=3, families=("cuespeak",), workers=1, typed=0.0)
+    sh = Shards(tmp_path / "s")
+    torch.manual_seed(0)
+    model = InteractionModel(_model_cfg())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    lines = []
+    losses, scores = listen_probe.probe(model, sh, {"s": sh}, steps=40, every=40, batch=2, lr=3e-3,
+                                        families=("cuespeak",), sessions=2, log=lines.append)
+    assert sorted(scores) == [0, 40] and len(losses) == 40
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+    right = {s: sum(h for h, _ in scores[s]["s"].values()) for s in scores}
+    assert sum(n for _, n in scores[0]["s"].values()) > 0 and right[40] > right[0], scores
+    assert any(line.startswith("step 40  s: ") for line in lines)
+    assert not torch.equal(before["listen.weight"], model.state_dict()["listen.weight"])
