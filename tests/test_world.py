@@ -781,3 +781,55 @@ def test_listen_ends_shards_and_the_script_that_relabels_old_ones(tmp_path):
     bad = run(tmp_path / "plain", tmp_path / "copy3")
     assert bad.returncode != 0 and "do not give the shard's listening targets" in bad.stderr
     assert not (tmp_path / "copy3" / "shard-00000" / "sessions.json").exists()
+
+
+def test_low_slt_is_slt_in_a_mans_register_by_the_same_draw(tmp_path):
+    """low_slt: flite's slt at 0.55-0.8 of her pitch (95-136 Hz, where the held-out flite voices speak) by the one
+    draw of the voice options, above festival + mbrola + kokoro + piper, so parts made without it keep their voices;
+    training only; recorded and rendered again the same; the pitch it asks for is the pitch heard."""
+    from microturn.codecs.audio import SAMPLE_RATE
+    from microturn.data.shards import render_again, write_shards
+    from microturn.data.speech import Voice, low_slt_voice, synthesize
+    from microturn.data.speech.voice import LOW_SLT_PITCH
+    from microturn.train.data import Shards
+
+    for bad, match in ((dict(split="val", low_slt=0.5), "low_slt's voices are for training only"),
+                       (dict(low_slt=1.5), "chance in"), (dict(festival=0.6, low_slt=0.5), "at most 1")):
+        with pytest.raises(ValueError, match=match):
+            generate("turn", 0, **bad)
+    engines = []
+    for i in range(40):  # voices are drawn before anything is rendered: compare the draws alone
+        rng = np.random.default_rng([3, 0, i, 0, 1])
+        without = Builder(np.random.default_rng([3, 0, i, 0]), "train", 0.5, 0.5, rng, festival=0.3).voice
+        rng = np.random.default_rng([3, 0, i, 0, 1])
+        voice = Builder(np.random.default_rng([3, 0, i, 0]), "train", 0.5, 0.5, rng, festival=0.3, low_slt=0.4).voice
+        low = voice.id.startswith("flite:slt:") and LOW_SLT_PITCH[0] <= voice.pitch <= LOW_SLT_PITCH[1]
+        assert voice == without or (low and without.engine != "festival")
+        engines.append("low" if voice != without else voice.engine)
+    assert 8 <= engines.count("low") <= 28 and engines.count("festival") >= 6
+
+    def f0(audio):  # the median autocorrelation pitch of the voiced 40 ms frames
+        n, found = int(0.04 * SAMPLE_RATE), []
+        for i in range(0, len(audio) - n, n // 2):
+            f = audio[i : i + n] - audio[i : i + n].mean()
+            if np.sqrt((f**2).mean()) < 0.02:
+                continue
+            ac = np.correlate(f, f, "full")[n - 1 :]
+            k = SAMPLE_RATE // 400 + int(np.argmax(ac[SAMPLE_RATE // 400 : SAMPLE_RATE // 60]))
+            if ac[k] > 0.3 * ac[0]:
+                found.append(SAMPLE_RATE / k)
+        return float(np.median(found))
+
+    text = "Say banana whenever I say mountain."
+    her = f0(synthesize(text, Voice("flite", "slt")).audio)
+    low = low_slt_voice(np.random.default_rng(0))
+    assert low.engine == "flite" and low.name == "slt"
+    assert abs(f0(synthesize(text, low).audio) / her - low.pitch) < 0.1, (her, low)
+    assert f0(synthesize(text, Voice("flite", "slt", pitch=0.6)).audio) < 120 < her
+    write_shards(tmp_path, 2, seed=1, families=("turn",), workers=1, low_slt=1.0)
+    sh = Shards(tmp_path)
+    for i in range(len(sh)):
+        info = sh.info(i)
+        assert info["low_slt"] == 1.0 and info["voice"].startswith("flite:slt:p0.")
+        got = sh.session(i)["audio"]
+        assert np.array_equal(render_again(info, "train", Layout())["audio"].reshape(got.shape), got)

@@ -92,7 +92,7 @@ def write_shards(out: str | Path, n_per_family: int, seed: int = 0, split: str =
     Difficulty (noise, voices, typed vs spoken instructions) is spread evenly over ``difficulty`` so training can
     follow a curriculum. ``options`` are ``world.generate``'s (``generated_voices``, ``generated_accents``,
     ``cue_drill``, ``typed``, ``note_questions``, ``heard_late``, ``festival``, ``mbrola``, ``kokoro``, ``piper``,
-    ``late_replies``, ``short_numbers``),
+    ``low_slt``, ``late_replies``, ``short_numbers``),
     the same for every session; each session's info keeps those that changed it. ``listen_ends``: the listening
     targets name each word at the token it ends in too (``layout.listen_targets``'s ``ends``, in seconds), recorded
     in ``sessions.json`` (``listen_ends_of`` reads it).

@@ -41,7 +41,7 @@ from ..stream.timeline import Event, TextEvent, Timeline
 from ..stream.tokenizer import BG, TYPED, default_tokenizer
 from ..stream.words import Word
 from . import language as lang
-from .speech import AGENT_VOICE, GENERATED_MAX, sample_voice, synthesize
+from .speech import AGENT_VOICE, GENERATED_MAX, low_slt_voice, sample_voice, synthesize
 
 REACT = 0.15  # seconds of silence after a user turn before the agent's reply may start
 TIMER_LAG = {"voice": 1, "typed": 4}  # micro-turns from what a countdown counts from to its first value (session 8:
@@ -76,7 +76,7 @@ class Builder:
                  typed: float | None = None, note_questions: bool = False, heard_late: bool = False,
                  festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0, piper: float = 0.0,
                  late_replies: float = 0.0, late_rng: np.random.Generator | None = None, short_numbers: float = 0.0,
-                 short_rng: np.random.Generator | None = None):
+                 short_rng: np.random.Generator | None = None, low_slt: float = 0.0):
         self.rng, self.split, self.difficulty = rng, split, difficulty
         self.late_replies, self.late_rng = late_replies, late_rng  # training only (generate)
         self.short_numbers, self.short_rng = short_numbers, short_rng  # training only (generate)
@@ -89,12 +89,13 @@ class Builder:
             n = int(voice_rng.integers(GENERATED_MAX))
             accent = generated_accents and voice_rng.random() < generated_accents
             self.voice = replace(self.voice, variant=f"~a{n}" if accent else f"~{n}")
-        if festival or mbrola or kokoro or piper:  # one draw for all, so a part with festival's voices only keeps
-            u = voice_rng.random()                  # its sessions when the others' are added
-            bounds = np.cumsum([festival, mbrola, kokoro, piper])
+        if festival or mbrola or kokoro or piper or low_slt:  # one draw for all, so a part with festival's voices
+            u = voice_rng.random()                             # only keeps its sessions when the others' are added
+            bounds = np.cumsum([festival, mbrola, kokoro, piper, low_slt])
             if u < bounds[-1]:
-                engine = ("festival", "mbrola", "kokoro", "piper")[int(np.searchsorted(bounds, u, side="right"))]
-                self.voice = sample_voice(voice_rng, split, engine)
+                engine = ("festival", "mbrola", "kokoro", "piper", "low_slt")[
+                    int(np.searchsorted(bounds, u, side="right"))]
+                self.voice = low_slt_voice(voice_rng) if engine == "low_slt" else sample_voice(voice_rng, split, engine)
         self.user = np.zeros(0, np.float32)
         self.agent_audio = np.zeros(0, np.float32)
         self.words: list[Word] = []
@@ -617,27 +618,27 @@ FAMILIES = tuple(GENERATORS)
 
 
 # The options that choose the user's voice (a scenario set may take them too); a shard's session info keeps them
-VOICE_OPTIONS = ("generated_voices", "generated_accents", "festival", "mbrola", "kokoro", "piper")
+VOICE_OPTIONS = ("generated_voices", "generated_accents", "festival", "mbrola", "kokoro", "piper", "low_slt")
 
 
 def check_options(split: str, generated_voices: float = 0.0, generated_accents: float = 0.0, cue_drill: float = 0.0,
                   typed: float | None = None, note_questions: bool = False, heard_late: bool = False,
                   festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0, piper: float = 0.0,
-                  late_replies: float = 0.0, short_numbers: float = 0.0) -> None:
+                  late_replies: float = 0.0, short_numbers: float = 0.0, low_slt: float = 0.0) -> None:
     """ValueError unless ``generate``'s options are valid for ``split``: the chances in [0, 1], all but the two
     flags (``note_questions``, ``heard_late``: out tokens only), ``kokoro`` (whose validation split has a voice of
     its own) and ``piper`` (validation only) for training only."""
     for name, p in (("generated_voices", generated_voices), ("generated_accents", generated_accents),
                     ("cue_drill", cue_drill), ("typed", 0.0 if typed is None else typed), ("festival", festival),
                     ("mbrola", mbrola), ("kokoro", kokoro), ("piper", piper), ("late_replies", late_replies),
-                    ("short_numbers", short_numbers)):
+                    ("short_numbers", short_numbers), ("low_slt", low_slt)):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} is a chance in [0, 1], got {p!r}")
     if generated_accents and not generated_voices:
         raise ValueError("generated accents are spoken by generated voices: set generated_voices too")
     if generated_voices and split != "train":
         raise ValueError(f"generated voices are for training only; the {split} split keeps its held-out voices")
-    for engine, p in (("festival", festival), ("mbrola", mbrola)):
+    for engine, p in (("festival", festival), ("mbrola", mbrola), ("low_slt", low_slt)):
         if p and split != "train":
             raise ValueError(f"{engine}'s voices are for training only; the {split} split keeps its held-out voices")
     if kokoro and split == "test":
@@ -645,9 +646,9 @@ def check_options(split: str, generated_voices: float = 0.0, generated_accents: 
     if piper and split != "val":
         raise ValueError(f"piper's voice is held out for validation; the {split} split "
                          + ("never hears it" if split == "train" else "keeps its held-out voices"))
-    if festival + mbrola + kokoro + piper > 1.0:
-        raise ValueError(f"festival + mbrola + kokoro + piper is the chance of one of those engines' voices: at most "
-                         f"1, got {festival + mbrola + kokoro + piper}")
+    if festival + mbrola + kokoro + piper + low_slt > 1.0:
+        raise ValueError(f"festival + mbrola + kokoro + piper + low_slt is the chance of one of those voices: at most "
+                         f"1, got {festival + mbrola + kokoro + piper + low_slt}")
     if cue_drill and split != "train":
         raise ValueError(f"cue drills are for training only; the {split} split keeps the scenario families' sessions")
     if typed is not None and split != "train":
@@ -662,7 +663,7 @@ def generate(family: str, seed: int, split: str = "train", difficulty: float = 1
              generated_voices: float = 0.0, generated_accents: float = 0.0, cue_drill: float = 0.0,
              typed: float | None = None, note_questions: bool = False, heard_late: bool = False,
              festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0, piper: float = 0.0,
-             late_replies: float = 0.0, short_numbers: float = 0.0) -> Session:
+             late_replies: float = 0.0, short_numbers: float = 0.0, low_slt: float = 0.0) -> Session:
     """One session of ``family``, deterministic for its arguments.
 
     ``generated_voices``: the chance that the user's espeak-ng voice gets a generated variant (``speech.
@@ -709,6 +710,11 @@ def generate(family: str, seed: int, split: str = "train", difficulty: float = 1
     clearest here to a recogniser of people's speech), below ``festival + mbrola + kokoro + piper``; validation only:
     a human-like voice that no training hears.
 
+    ``low_slt``: the same again for flite's slt in a man's register (``speech.low_slt_voice``), below ``festival +
+    mbrola + kokoro + piper + low_slt``; training only. slt is the training split's one clustergen voice, a woman's;
+    the held-out flite voices (awb, rms) are clustergen men, and they are the voices heard worst (docs/training.md,
+    session 65).
+
     ``late_replies``: the chance that a reply to a user's turn (an answer, a refusal, a holding phrase, the start of
     a count or list) starts one or two micro-turns later than the first boundary it may (``Builder.reply_at``; the
     lateness drawn from a stream of its own, so the session is otherwise the one drawn without it, its later times
@@ -723,12 +729,13 @@ def generate(family: str, seed: int, split: str = "train", difficulty: float = 1
     if family not in GENERATORS:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     check_options(split, generated_voices, generated_accents, cue_drill, typed, note_questions, heard_late, festival,
-                  mbrola, kokoro, piper, late_replies, short_numbers)
+                  mbrola, kokoro, piper, late_replies, short_numbers, low_slt)
     key = [seed, FAMILIES.index(family), index, ["train", "val", "test"].index(split)]
     drill = family == "cuespeak" and bool(cue_drill) and np.random.default_rng(key + [2]).random() < cue_drill
     b = Builder(np.random.default_rng(key), split, difficulty, generated_voices, np.random.default_rng(key + [1]),
                 generated_accents, drill, typed, note_questions, heard_late, festival, mbrola, kokoro, piper,
-                late_replies, np.random.default_rng(key + [3]), short_numbers, np.random.default_rng(key + [4]))
+                late_replies, np.random.default_rng(key + [3]), short_numbers, np.random.default_rng(key + [4]),
+                low_slt)
     res = GENERATORS[family](b)
     duration, rules = res[0], res[1]
     delay = res[2] if len(res) > 2 else None

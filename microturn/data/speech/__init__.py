@@ -81,10 +81,12 @@ from microturn.data.speech.espeak import generated_accent, generated_variant
 from microturn.data.speech.render import MARGIN, Speech, synthesize
 from microturn.data.speech.voice import (AGENT_VOICE, ENGINES, ESPEAK_VOICES, FESTIVAL_VOICES, FLITE_VOICES,
                                          GENERATED_MAX, KOKORO_VOICES, MBROLA_VOICES, OPTIONAL_ENGINES, PIPER_VOICES,
-                                         SPLITS, Voice, VoiceNotInstalled, kokoro_blend, sample_voice, voices)
+                                         SPLITS, Voice, VoiceNotInstalled, kokoro_blend, low_slt_voice,
+                                         sample_voice, voices)
 
 __all__ = [
     "AGENT_VOICE", "ENGINES", "ESPEAK_VOICES", "FESTIVAL_VOICES", "FLITE_VOICES", "GENERATED_MAX", "KOKORO_VOICES",
     "MARGIN", "MBROLA_VOICES", "OPTIONAL_ENGINES", "PIPER_VOICES", "SPLITS", "Speech", "Voice", "VoiceNotInstalled",
-    "generated_accent", "generated_variant", "kokoro_blend", "sample_voice", "split_words", "synthesize", "voices",
+    "generated_accent", "generated_variant", "kokoro_blend", "low_slt_voice", "sample_voice", "split_words",
+    "synthesize", "voices",
 ]

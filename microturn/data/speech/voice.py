@@ -293,6 +293,18 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
+# flite's slt, the training split's one clustergen voice (a woman's, 170 Hz), in a man's register: 0.55-0.8 of her
+# pitch is 95-136 Hz, where the held-out flite voices speak, clustergen men both (awb 131 Hz, rms 104 Hz; the median
+# F0 of one sentence each, docs/training.md, session 65). Her ordinary draw (PITCH_SAMPLE) goes down to 136 Hz.
+LOW_SLT_PITCH = (0.55, 0.8)
+
+
+def low_slt_voice(rng: np.random.Generator) -> Voice:
+    """flite's slt at a pitch drawn log-uniformly from ``LOW_SLT_PITCH`` and a rate as ``sample_voice`` draws it
+    (training only: slt is a training voice)."""
+    return Voice("flite", "slt", pitch=_log_uniform(rng, *LOW_SLT_PITCH), rate=_log_uniform(rng, *RATE_SAMPLE))
+
+
 def sample_voice(rng: np.random.Generator, split: str = "train", engine: str | None = None) -> Voice:
     """A random voice of ``split``: engine (espeak-ng or flite by ``ENGINE_P``, unless ``engine`` names one),
     identity, pitch, range, rate and word gap drawn from ``rng``. Given an engine, the draws are those that follow the
