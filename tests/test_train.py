@@ -1146,3 +1146,42 @@ def test_listen_probe_trains_the_listening_alone(tmp_path):
     assert sum(n for _, n in scores[0]["s"].values()) > 0 and right[40] > right[0], scores
     assert any(line.startswith("step 40  s: ") for line in lines)
     assert not torch.equal(before["listen.weight"], model.state_dict()["listen.weight"])
+
+
+def test_translate_report_counts_each_word_heard_and_said_by_voice(tmp_path):
+    """scripts/translate_report.py: every English word of the translate sessions is counted once, under its voice,
+    as heard (the listening head at its last labelled token) and said (the out slot of its Spanish word): a model
+    whose heads give the targets has heard and said them all; one that hears nothing but writes the targets has said
+    them all and heard none."""
+    from microturn.data import language as lang
+    from microturn.stream.tokenizer import SIL
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    import translate_report as TR
+
+    write_shards(tmp_path / "tr", 3, seed=2, families=("translate", "turn"), workers=1)
+    sh = Shards(tmp_path / "tr")
+    tok = default_tokenizer()
+    spanish = {tok.encode_word(s)[0] for s in lang.SPANISH.values()}
+    want = sum(int(np.isin(sh.session(i)["out"], list(spanish)).sum()) for i in range(len(sh))
+               if sh.info(i)["family"] == "translate")
+
+    class Heads(InteractionModel):
+        deaf = False
+
+        def forward(self, batch, **kw):
+            V = self.cfg.vocab_size
+            listen = torch.full_like(batch["listen"], SIL) if self.deaf else batch["listen"]
+            return {"listen_logits": torch.nn.functional.one_hot(listen, V).float(),
+                    "out_logits": torch.nn.functional.one_hot(batch["out"], V).float()}
+
+    model = Heads(_model_cfg()).eval()
+    got = TR.report(model, sh, 10)
+    assert want > 0 and sum(got.values()) == want
+    assert set(got) <= {(v, True, True) for v, _, _ in got}
+    Heads.deaf = True
+    got = TR.report(model, sh, 10)
+    assert sum(got.values()) == want and all(not h and s for (_, h, s) in got)
+    assert "espeak-ng" in TR.table(got) or "flite:" in TR.table(got)
+    assert TR.voice_of("espeak:en-us+m1:p1.1") == "espeak-ng" and TR.voice_of("flite:awb") == "flite:awb"
+    assert TR.voice_of("kokoro:jf_alpha~3:r0.9") == "kokoro:jf_alpha"
