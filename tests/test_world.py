@@ -793,7 +793,7 @@ def test_low_slt_is_slt_in_a_mans_register_by_the_same_draw(tmp_path):
     from microturn.data.speech.voice import LOW_SLT_PITCH
     from microturn.train.data import Shards
 
-    for bad, match in ((dict(split="val", low_slt=0.5), "low_slt's voices are for training only"),
+    for bad, match in ((dict(split="val", low_slt=0.5), r"man's register \(low_slt\) is for training only"),
                        (dict(low_slt=1.5), "chance in"), (dict(festival=0.6, low_slt=0.5), "at most 1")):
         with pytest.raises(ValueError, match=match):
             generate("turn", 0, **bad)

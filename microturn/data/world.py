@@ -640,7 +640,8 @@ def check_options(split: str, generated_voices: float = 0.0, generated_accents: 
         raise ValueError(f"generated voices are for training only; the {split} split keeps its held-out voices")
     for engine, p in (("festival", festival), ("mbrola", mbrola), ("low_slt", low_slt)):
         if p and split != "train":
-            raise ValueError(f"{engine}'s voices are for training only; the {split} split keeps its held-out voices")
+            what = "flite's slt in a man's register (low_slt) is" if engine == "low_slt" else f"{engine}'s voices are"
+            raise ValueError(f"{what} for training only; the {split} split keeps its held-out voices")
     if kokoro and split == "test":
         raise ValueError("kokoro has no test voice; the test split keeps its held-out voices")
     if piper and split != "val":
