@@ -372,13 +372,29 @@ def test_generated_voices_change_only_the_voice():
             generate("turn", 0, index=0, **bad)
 
 
+def _voiced_shards(path, n: int, family: str, seed: int, **option) -> list[dict]:
+    """Training shards written with a voice option: each session's info records it, and the session renders again
+    to the same audio (``shards.render_again``). Returns the sessions' infos, for the caller to check the voices."""
+    from microturn.data.shards import render_again, write_shards
+    from microturn.train.data import Shards
+
+    write_shards(path, n, seed=seed, families=(family,), workers=1, **option)
+    sh, infos = Shards(path), []
+    for i in range(len(sh)):
+        info = sh.info(i)
+        assert all(info[k] == v for k, v in option.items()), info
+        got = sh.session(i)["audio"]
+        assert np.array_equal(render_again(info, "train", Layout())["audio"].reshape(got.shape), got)
+        infos.append(info)
+    return infos
+
+
 def test_festival_voices_change_only_the_voice(tmp_path):
     """festival: the chance that the user speaks with one of festival's voices, drawn from the voice options' stream
     after the generated voice's draws, so the session is otherwise the same and one drawn without the option keeps
     its generated voice; recorded in a shard's info, so the session renders again; training only."""
-    from microturn.data.shards import render_again, write_shards
+    from microturn.data.shards import write_shards
     from microturn.data.speech import FESTIVAL_VOICES, Voice
-    from microturn.train.data import Shards
 
     names = set()
     for i in range(6):
@@ -403,15 +419,8 @@ def test_festival_voices_change_only_the_voice(tmp_path):
     with pytest.raises(ValueError, match="^--typed: options of training shards"):  # a set takes voice options
         run(str(tmp_path / "set"), 1, split="train", festival=0.5, typed=0.0)
 
-    write_shards(tmp_path, 4, seed=0, families=("turn",), workers=1, festival=0.5)
-    sh = Shards(tmp_path)
-    engines = {sh.info(i)["voice"].split(":")[0] for i in range(len(sh))}
-    assert engines == {"espeak", "flite", "festival"}
-    for i in range(len(sh)):
-        info = sh.info(i)
-        assert info["festival"] == 0.5
-        got = sh.session(i)["audio"]
-        assert np.array_equal(render_again(info, "train", Layout())["audio"].reshape(got.shape), got)
+    infos = _voiced_shards(tmp_path, 4, "turn", 0, festival=0.5)
+    assert {info["voice"].split(":")[0] for info in infos} == {"espeak", "flite", "festival"}
 
 
 def test_mbrola_voices_share_festivals_draw(tmp_path):
@@ -419,9 +428,7 @@ def test_mbrola_voices_share_festivals_draw(tmp_path):
     sessions made with festival alone keep their voices; training only, recorded, rendered again the same."""
     from test_speech import _missing
 
-    from microturn.data.shards import render_again, write_shards
     from microturn.data.speech import MBROLA_VOICES, Voice
-    from microturn.train.data import Shards
 
     for bad, match in ((dict(split="test", mbrola=0.5), "mbrola's voices are for training only"),
                        (dict(mbrola=-0.1), "chance in"), (dict(festival=0.6, mbrola=0.5), "at most 1")):
@@ -443,13 +450,7 @@ def test_mbrola_voices_share_festivals_draw(tmp_path):
         names |= {voice.name} if voice.engine == "mbrola" else set()
     assert engines.count("festival") >= 12 and engines.count("mbrola") >= 6 and engines.count("mbrola") < 24
     assert names == set(MBROLA_VOICES)
-    write_shards(tmp_path, 3, seed=1, families=("turn",), workers=1, mbrola=1.0)
-    sh = Shards(tmp_path)
-    for i in range(len(sh)):
-        info = sh.info(i)
-        assert info["mbrola"] == 1.0 and info["voice"].startswith("mbrola:")
-        got = sh.session(i)["audio"]
-        assert np.array_equal(render_again(info, "train", Layout())["audio"].reshape(got.shape), got)
+    assert all(info["voice"].startswith("mbrola:") for info in _voiced_shards(tmp_path, 3, "turn", 1, mbrola=1.0))
 
 
 def test_cue_drills_hold_many_decisions_and_leave_other_sessions_alone():
@@ -567,9 +568,7 @@ def test_kokoro_voices_follow_mbrolas_in_the_same_draw(tmp_path):
     recorded, rendered again the same."""
     from test_speech import _missing
 
-    from microturn.data.shards import render_again, write_shards
     from microturn.data.speech import Voice
-    from microturn.train.data import Shards
 
     for bad, match in ((dict(split="test", kokoro=0.5), "kokoro has no test voice"),
                        (dict(kokoro=1.5), "chance in"), (dict(festival=0.5, mbrola=0.3, kokoro=0.3), "at most 1")):
@@ -590,13 +589,8 @@ def test_kokoro_voices_follow_mbrolas_in_the_same_draw(tmp_path):
     missing = _missing("kokoro")
     if missing:
         pytest.skip(missing)
-    write_shards(tmp_path, 1, seed=1, families=("backchannel",), workers=1, kokoro=1.0)
-    sh = Shards(tmp_path)
-    for i in range(len(sh)):
-        info = sh.info(i)
-        assert info["kokoro"] == 1.0 and Voice.from_id(info["voice"]).variant.startswith("~")
-        got = sh.session(i)["audio"]
-        assert np.array_equal(render_again(info, "train", Layout())["audio"].reshape(got.shape), got)
+    for info in _voiced_shards(tmp_path, 1, "backchannel", 1, kokoro=1.0):
+        assert Voice.from_id(info["voice"]).variant.startswith("~")
 
 
 def test_piper_voice_is_held_out_for_validation(tmp_path):
@@ -787,11 +781,10 @@ def test_low_slt_is_slt_in_a_mans_register_by_the_same_draw(tmp_path):
     """low_slt: flite's slt at 0.55-0.8 of her pitch (95-136 Hz, where the held-out flite voices speak) by the one
     draw of the voice options, above festival + mbrola + kokoro + piper, so parts made without it keep their voices;
     training only; recorded and rendered again the same; the pitch it asks for is the pitch heard."""
-    from microturn.codecs.audio import SAMPLE_RATE
-    from microturn.data.shards import render_again, write_shards
+    from test_speech import _f0
+
     from microturn.data.speech import Voice, low_slt_voice, synthesize
     from microturn.data.speech.voice import LOW_SLT_PITCH
-    from microturn.train.data import Shards
 
     for bad, match in ((dict(split="val", low_slt=0.5), r"man's register \(low_slt\) is for training only"),
                        (dict(low_slt=1.5), "chance in"), (dict(festival=0.6, low_slt=0.5), "at most 1")):
@@ -808,28 +801,11 @@ def test_low_slt_is_slt_in_a_mans_register_by_the_same_draw(tmp_path):
         engines.append("low" if voice != without else voice.engine)
     assert 8 <= engines.count("low") <= 28 and engines.count("festival") >= 6
 
-    def f0(audio):  # the median autocorrelation pitch of the voiced 40 ms frames
-        n, found = int(0.04 * SAMPLE_RATE), []
-        for i in range(0, len(audio) - n, n // 2):
-            f = audio[i : i + n] - audio[i : i + n].mean()
-            if np.sqrt((f**2).mean()) < 0.02:
-                continue
-            ac = np.correlate(f, f, "full")[n - 1 :]
-            k = SAMPLE_RATE // 400 + int(np.argmax(ac[SAMPLE_RATE // 400 : SAMPLE_RATE // 60]))
-            if ac[k] > 0.3 * ac[0]:
-                found.append(SAMPLE_RATE / k)
-        return float(np.median(found))
-
     text = "Say banana whenever I say mountain."
-    her = f0(synthesize(text, Voice("flite", "slt")).audio)
+    her = _f0(synthesize(text, Voice("flite", "slt")).audio)
     low = low_slt_voice(np.random.default_rng(0))
     assert low.engine == "flite" and low.name == "slt"
-    assert abs(f0(synthesize(text, low).audio) / her - low.pitch) < 0.1, (her, low)
-    assert f0(synthesize(text, Voice("flite", "slt", pitch=0.6)).audio) < 120 < her
-    write_shards(tmp_path, 2, seed=1, families=("turn",), workers=1, low_slt=1.0)
-    sh = Shards(tmp_path)
-    for i in range(len(sh)):
-        info = sh.info(i)
-        assert info["low_slt"] == 1.0 and info["voice"].startswith("flite:slt:p0.")
-        got = sh.session(i)["audio"]
-        assert np.array_equal(render_again(info, "train", Layout())["audio"].reshape(got.shape), got)
+    assert abs(_f0(synthesize(text, low).audio) / her - low.pitch) < 0.05, (her, low)
+    assert _f0(synthesize(text, Voice("flite", "slt", pitch=0.6)).audio) < 120 < her
+    infos = _voiced_shards(tmp_path, 2, "turn", 1, low_slt=1.0)
+    assert infos and all(info["voice"].startswith("flite:slt:p0.") for info in infos)
