@@ -8,7 +8,13 @@ overall and per family:
 
     python scripts/valbench_voices.py bundled-s30-300-0.6
 
-(the argument: the NAME-THRESHOLD of ``out/valbench/NAME-THRESHOLD-SET.json``). Session 30 found the bundled model
+(the argument: the NAME-THRESHOLD of ``out/valbench/NAME-THRESHOLD-SET.json``). Any other set written by ``microturn
+synth`` (scenarios, not shards) is split the same way from one bench report, given the set's seed and split:
+
+    python scripts/valbench_voices.py --report out/turn-val.json --seed 902 --split val
+
+(every session of that set is drawn again, about 0.1 s each; nothing is cached). espeak-ng's many voices count as one
+engine, each voice of the other engines as its own (``flite:awb``). Session 30 found the bundled model
 passing 213 of 254 espeak-ng scenarios and 75 of 106 flite ones, the families that need the words heard most apart
 (cuespeak 12 of 19 against 4 of 11, translate 16 of 20 against 3 of 10); ``scripts/voices_report.py`` gives the
 reason, the listening head names 77 % of held-out espeak-ng voices' task-word tokens right and 48 % of awb's.
@@ -25,9 +31,21 @@ SEEDS = {"val": 7, "val-b": 8, "val-c": 9, "val-d": 40, "val-e": 41}  # as scrip
 OUT = Path("out/valbench")
 
 
-def _voice(job: tuple[str, int, int]) -> str:
-    family, seed, index = job
-    return generate(family, seed, "val", 1.0, index).timeline.meta.get("voice") or "none"
+def _voice(job: tuple[str, int, int, str]) -> str:
+    family, seed, index, split = job
+    return generate(family, seed, split, 1.0, index).timeline.meta.get("voice") or "none"
+
+
+def _kind(voice: str) -> str:
+    """espeak-ng's voices as one engine ("espeak"), each voice of the others as its own ("flite:awb")."""
+    engine, _, rest = voice.partition(":")
+    return engine if engine in ("espeak", "none") else f"{engine}:{rest.split(':')[0]}"
+
+
+def _draw(ids: list[str], seed: int, split: str) -> dict[str, str]:
+    jobs = [(i.rsplit("-", 1)[0], seed, int(i.rsplit("-", 1)[1]), split) for i in ids]
+    with ProcessPoolExecutor(2) as pool:
+        return dict(zip(ids, pool.map(_voice, jobs, chunksize=8)))
 
 
 def voices(name: str) -> dict[str, str]:
@@ -36,36 +54,50 @@ def voices(name: str) -> dict[str, str]:
     if cache.exists():
         return json.loads(cache.read_text())
     ids = [json.loads(line)["id"] for line in open(f"sets/{name}/manifest.jsonl")]
-    jobs = [(i.rsplit("-", 1)[0], SEEDS[name], int(i.rsplit("-", 1)[1])) for i in ids]
-    with ProcessPoolExecutor(2) as pool:
-        found = dict(zip(ids, pool.map(_voice, jobs, chunksize=8)))
+    found = _draw(ids, SEEDS[name], "val")
     OUT.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(found))
     return found
 
 
+def table(title: str, scenarios: list[dict], by_id: dict[str, str]) -> None:
+    """Prints the passes of ``scenarios`` by voice kind (``_kind``), overall and per family."""
+    passed, total = Counter(), Counter()
+    for s in scenarios:
+        kind = _kind(by_id[s["id"]])
+        for key in (kind, (s["family"], kind)):
+            passed[key] += bool(s["passed"])
+            total[key] += 1
+    kinds = sorted(k for k in total if isinstance(k, str))
+    print(f"{title}: " + ", ".join(f"{k} {passed[k]} of {total[k]}" for k in kinds))
+    for f in sorted({k[0] for k in total if isinstance(k, tuple)}):
+        print(f"  {f:<17}" + "  ".join(f"{k} {passed[f, k]:>2}/{total[f, k]:<2}" for k in kinds if total[f, k]))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="+", help="NAME-THRESHOLD of out/valbench/NAME-THRESHOLD-SET.json")
+    ap.add_argument("runs", nargs="*", help="NAME-THRESHOLD of out/valbench/NAME-THRESHOLD-SET.json")
+    ap.add_argument("--report", help="instead: one bench report (JSON) of a set written by microturn synth")
+    ap.add_argument("--seed", type=int, help="--report: the seed the set was written with")
+    ap.add_argument("--split", default="val", choices=["train", "val", "test"], help="--report: the set's split")
     a = ap.parse_args()
+    if a.report:
+        if a.runs or a.seed is None:
+            raise SystemExit("--report takes --seed (and --split), and no NAME-THRESHOLD")
+        scenarios = json.loads(Path(a.report).read_text())["scenarios"]
+        table(a.report, scenarios, _draw([s["id"] for s in scenarios], a.seed, a.split))
+        return
+    if not a.runs:
+        raise SystemExit("give NAME-THRESHOLD (out/valbench's reports) or --report")
     for run in a.runs:
-        passed, total = Counter(), Counter()
+        scenarios, by_id = [], {}
         for name in SEEDS:
             report = OUT / f"{run}-{name}.json"
             if not report.exists():
                 raise SystemExit(f"no {report}: run scripts/valbench.sh first")
-            by_id = voices(name)
-            for s in json.loads(report.read_text())["scenarios"]:
-                engine = by_id[s["id"]].split(":")[0]
-                for key in (engine, (s["family"], engine)):
-                    passed[key] += bool(s["passed"])
-                    total[key] += 1
-        engines = sorted(k for k in total if isinstance(k, str))
-        print(f"{run}: " + ", ".join(f"{e} {passed[e]} of {total[e]}" for e in engines))
-        families = sorted({k[0] for k in total if isinstance(k, tuple)})
-        for f in families:
-            print(f"  {f:<17}" + "  ".join(f"{e} {passed[f, e]:>2}/{total[f, e]:<2}" for e in engines
-                                           if total[f, e]))
+            by_id |= {f"{name}/{k}": v for k, v in voices(name).items()}
+            scenarios += [s | {"id": f"{name}/{s['id']}"} for s in json.loads(report.read_text())["scenarios"]]
+        table(run, scenarios, by_id)
 
 
 if __name__ == "__main__":

@@ -665,3 +665,44 @@ def test_colour_set_colours_the_audio_and_keeps_the_scenarios(scenario_set, tmp_
         run = subprocess.run([str(script), str(root), str(dst), *args], capture_output=True, text=True)
         assert run.returncode == 2 and says in run.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_valbench_voices_splits_any_set_by_the_voices_it_was_written_with(tmp_path):
+    """scripts/valbench_voices.py --report: the voice drawn again for each scenario is the one its set was written
+    with (the session drawn again has the set's words and times), and a report's passes are counted by voice kind,
+    espeak-ng's voices as one engine and flite's each on its own."""
+    import json
+    import subprocess
+    import sys
+
+    from microturn.data.synth import write_scenario_set
+    from microturn.data.world import generate
+    from microturn.stream.scenario import read_set
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    import valbench_voices as V
+
+    write_scenario_set(tmp_path / "set", per_family=8, seed=11, split="train", families=["turn"], workers=1, pictures=0)
+    scenarios = read_set(tmp_path / "set")
+    drawn = V._draw([s.id for s in scenarios], 11, "train")
+    for s in scenarios:
+        again = generate("turn", 11, "train", 1.0, int(s.id.split("-")[1])).timeline
+        assert [(w.w, w.start) for w in again.words if w.speaker != "agent"] == [(w.w, w.start) for w in s.words]
+        assert drawn[s.id] == again.meta["voice"]
+    kinds = [V._kind(drawn[s.id]) for s in scenarios]
+    assert set(kinds) <= {"espeak", "flite:kal", "flite:kal16", "flite:slt"} and "espeak" in kinds
+    assert V._kind("flite:awb:p1.03:r0.91") == "flite:awb" and V._kind("espeak:en-us+grandpa:p1.15") == "espeak"
+
+    passed = {s.id: i % 3 != 0 for i, s in enumerate(scenarios)}
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"scenarios": [{"id": s.id, "family": s.family, "passed": passed[s.id]}
+                                                for s in scenarios]}))
+    script = [sys.executable, str(Path(__file__).parents[1] / "scripts" / "valbench_voices.py"), "--report",
+              str(report), "--seed", "11", "--split", "train"]
+    head = subprocess.run(script, capture_output=True, text=True, check=True).stdout.splitlines()[0]
+    for kind in set(kinds):
+        n = sum(k == kind for k in kinds)
+        p = sum(passed[s.id] for s, k in zip(scenarios, kinds) if k == kind)
+        assert f"{kind} {p} of {n}" in head, head
+    wrong = subprocess.run(script[:-4], capture_output=True, text=True)  # --report without --seed
+    assert wrong.returncode != 0 and "--seed" in wrong.stderr
