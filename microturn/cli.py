@@ -37,7 +37,7 @@ def _synth(a):
         generated_accents=a.generated_accents, cue_drill=a.cue_drill, typed=a.typed,
         note_questions=a.note_questions, heard_late=a.heard_late, festival=a.festival,
         mbrola=a.mbrola, kokoro=a.kokoro, piper=a.piper, late_replies=a.late_replies,
-        short_numbers=a.short_numbers, listen_ends=a.listen_ends, low_slt=a.low_slt)
+        short_numbers=a.short_numbers, listen_ends=a.listen_ends, low_slt=a.low_slt, more_talk=a.more_talk)
 
 
 def _config_options(p: argparse.ArgumentParser, cls: type) -> None:
@@ -272,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--short-numbers", type=float, default=0.0,
                    help="training shards: the chance that each operand of a delegated question is a number said in "
                         "one word (2-20, the round tens), the ones heard wrong as compounds")
+    s.add_argument("--more-talk", type=float, default=0.0,
+                   help="training shards: the chance that each ordinary sentence a user says comes from a larger "
+                        "training grammar (other shapes of sentence, harmless ones with the harmful requests' words), "
+                        "so that a sentence never heard is less often taken for a request (docs/training.md, "
+                        "session 66)")
     s.add_argument("--listen-ends", type=float, nargs="?", const=0.0, default=None, metavar="SECONDS",
                    help="training shards: the listening targets also name each word at the audio token it ends in, "
                         "where it is heard whole, if it reaches at least SECONDS (default 0) into that token "

@@ -373,8 +373,8 @@ def test_generated_voices_change_only_the_voice():
 
 
 def _voiced_shards(path, n: int, family: str, seed: int, **option) -> list[dict]:
-    """Training shards written with a voice option: each session's info records it, and the session renders again
-    to the same audio (``shards.render_again``). Returns the sessions' infos, for the caller to check the voices."""
+    """Training shards written with a voice option (or any option a session's info records, as ``more_talk``): each
+    session's info records it, and the session renders again to the same audio (``shards.render_again``). Returns the sessions' infos, for the caller to check the voices."""
     from microturn.data.shards import render_again, write_shards
     from microturn.train.data import Shards
 
@@ -809,3 +809,46 @@ def test_low_slt_is_slt_in_a_mans_register_by_the_same_draw(tmp_path):
     assert _f0(synthesize(text, Voice("flite", "slt", pitch=0.6)).audio) < 120 < her
     infos = _voiced_shards(tmp_path, 2, "turn", 1, low_slt=1.0)
     assert infos and all(info["voice"].startswith("flite:slt:p0.") for info in infos)
+
+
+def test_more_talk_is_other_training_talk(tmp_path):
+    """more_talk: with that chance each ordinary sentence comes from the larger training grammar (every one of its
+    forms reachable), whose words are neither the held-out split's nor task words; the session is otherwise the one
+    drawn without it (its voice, its number of sentences); recorded in a shard's info, so the session renders again;
+    training only."""
+    from microturn.data import language as lang
+
+    def words(texts):
+        return {w.strip(".,").lower() for t in texts for w in t.split() if not w.startswith("{")}
+
+    train = words(lang._FILLER_FORMS["train"]) | words(x for v in lang._LEX["train"].values() for x in v)
+    held_out = words(lang._FILLER_FORMS["test"]) | words(x for v in lang._LEX["test"].values() for x in v)
+    more = words(lang._MORE_FORMS) | words(x for k in ("who", "thing", "feeling") for x in lang._MORE_LEX[k])
+    assert not more & (held_out - train), more & held_out
+    assert not more & set(lang.task_words()), more & set(lang.task_words())
+
+    import re
+
+    shapes = {f: re.compile(re.sub(r"\\\{\w+\\\}", ".+", re.escape(f)), re.I) for f in lang._MORE_FORMS}
+    rng, seen = np.random.default_rng(0), set()
+    for _ in range(3000):
+        text = lang.filler_sentence(rng, "train", more=True)
+        seen |= {f for f, shape in shapes.items() if shape.fullmatch(text)}
+    assert seen == set(lang._MORE_FORMS)
+    for i in range(4):
+        a, b = (generate("backchannel", 3, "train", 0.5, i, more_talk=p) for p in (0.0, 1.0))
+        assert a.timeline.meta["voice"] == b.timeline.meta["voice"]
+        user = [[w for w in s.timeline.words if w.speaker == "user"] for s in (a, b)]
+        assert [w.w for w in user[0]] != [w.w for w in user[1]]
+        # as many sentences (the monologue's gaps, 0.4-1.1 s, are drawn from the session's own stream)
+        n = [1 + sum(v.start - u.end > 0.3 for u, v in zip(ws, ws[1:])) for ws in user]
+        assert n[0] == n[1] >= 3
+    assert [w.w for w in generate("turn", 3, "train", 0.5, 0, more_talk=1.0).timeline.words] == \
+        [w.w for w in generate("turn", 3, "train", 0.5, 0).timeline.words]  # no ordinary sentence: nothing changes
+    infos = _voiced_shards(tmp_path, 2, "other_speaker", 1, more_talk=1.0)
+    assert len(infos) == 2
+    for split in ("val", "test"):
+        with pytest.raises(ValueError, match="training only"):
+            generate("backchannel", 3, split, 1.0, 0, more_talk=0.5)
+        with pytest.raises(ValueError, match="training only"):
+            lang.filler_sentence(rng, split, more=True)

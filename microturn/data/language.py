@@ -110,12 +110,37 @@ _FILLER_FORMS = {
 }
 _SPLIT_OF = {"train": "train", "val": "test", "test": "test"}
 
+# More talk, for training only (``more_talk``): other shapes of sentence over the training words and a few more, so
+# that a sentence never heard is less often taken for a request (session 66: a monologue that opened with the
+# held-out "I keep remembering the concert." was refused, "sorry, I can't help with that", 14 times in 41). Some
+# use the words of the harmful requests in harmless statements (help, someone, car, house, show, make). Like the
+# training grammar they avoid the held-out words and forms, the task words and the words of the instruction forms.
+_MORE_LEX = _LEX["train"] | dict(
+    who="my sister|the teacher|our neighbour|my friend|the driver|my uncle|the baker|my brother".split("|"),
+    thing="the photos|a birthday cake|the back fence|a long letter|the music|a funny story|the old bicycle|"
+          "some soup".split("|"),
+    feeling="really happy|a bit tired|very surprised|quite nervous|so proud|really busy".split("|"),
+)
+_MORE_FORMS = ("{subj} said that {who} {verb} {obj}.", "{who} was {feeling} about {topic}.",
+               "My favourite part was {thing} {place}.", "{who} spent the whole day {place}.",
+               "There was a lot of noise {place} {when}.", "I think {topic} was better than last year.",
+               "{who} always forgets {thing}.", "Nobody expected {who} to be {place} {when}.",
+               "It took {who} an hour to find {obj}.", "I heard that {topic} was cancelled.",
+               "Maybe {subj} will bring {thing} next week.", "We spent most of the evening {place}.",
+               "Honestly, {topic} was a bit of a mess.", "{who} showed me {thing} {when}.",
+               "{who} helped me with {thing} {when}.", "Someone parked a car {place}.",
+               "We made {thing} at home {when}.", "The house {place} is very old.",
+               "{who} laughed a lot about {thing}.", "I was {feeling} {when}.")
 
-def filler_sentence(rng: np.random.Generator, split: str = "train") -> str:
-    """One ordinary English sentence; 'val' and 'test' draw from vocabulary and forms never used in 'train'."""
+
+def filler_sentence(rng: np.random.Generator, split: str = "train", more: bool = False) -> str:
+    """One ordinary English sentence; 'val' and 'test' draw from vocabulary and forms never used in 'train'.
+    ``more``: from the training grammar with ``_MORE_FORMS`` beside its forms (training only)."""
     s = _SPLIT_OF[split]
-    lex = _LEX[s]
-    form = _FILLER_FORMS[s][rng.integers(len(_FILLER_FORMS[s]))]
+    if more and s != "train":
+        raise ValueError(f"more talk is for training only; the {split} split keeps its held-out sentences")
+    lex, forms = (_MORE_LEX, _FILLER_FORMS[s] + _MORE_FORMS) if more else (_LEX[s], _FILLER_FORMS[s])
+    form = forms[rng.integers(len(forms))]
     text = form.format(**{k: v[rng.integers(len(v))] for k, v in lex.items()})
     return text[0].upper() + text[1:]
 

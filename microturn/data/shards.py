@@ -33,7 +33,8 @@ def _recorded(options: dict, family: str, drilled: bool) -> dict:
         ({"note_questions": True} if options.get("note_questions") and family == "delegate" else {}) | \
         ({"heard_late": True} if options.get("heard_late") and family == "cuespeak" else {}) | \
         ({"late_replies": options["late_replies"]} if options.get("late_replies") else {}) | \
-        ({"short_numbers": options["short_numbers"]} if options.get("short_numbers") and family == "delegate" else {})
+        ({"short_numbers": options["short_numbers"]} if options.get("short_numbers") and family == "delegate" else {}) | \
+        ({"more_talk": options["more_talk"]} if options.get("more_talk") else {})
 
 
 def _render(job) -> tuple[dict, dict]:
@@ -56,7 +57,8 @@ def _render(job) -> tuple[dict, dict]:
 
 def _options(info: dict) -> dict:
     """The ``generate`` options a shard's session was made with, from its ``info`` in ``sessions.json``."""
-    return {k: info[k] for k in VOICE_OPTIONS + ("typed", "late_replies", "short_numbers") if k in info} | \
+    return {k: info[k] for k in VOICE_OPTIONS + ("typed", "late_replies", "short_numbers", "more_talk")
+            if k in info} | \
         {"cue_drill": 1.0 if info.get("drill") else 0.0, "note_questions": info.get("note_questions", False),
          "heard_late": info.get("heard_late", False)}
 
@@ -92,7 +94,7 @@ def write_shards(out: str | Path, n_per_family: int, seed: int = 0, split: str =
     Difficulty (noise, voices, typed vs spoken instructions) is spread evenly over ``difficulty`` so training can
     follow a curriculum. ``options`` are ``world.generate``'s (``generated_voices``, ``generated_accents``,
     ``cue_drill``, ``typed``, ``note_questions``, ``heard_late``, ``festival``, ``mbrola``, ``kokoro``, ``piper``,
-    ``low_slt``, ``late_replies``, ``short_numbers``),
+    ``low_slt``, ``late_replies``, ``short_numbers``, ``more_talk``),
     the same for every session; each session's info keeps those that changed it. ``listen_ends``: the listening
     targets name each word at the token it ends in too (``layout.listen_targets``'s ``ends``, in seconds), recorded
     in ``sessions.json`` (``listen_ends_of`` reads it).

@@ -76,8 +76,10 @@ class Builder:
                  typed: float | None = None, note_questions: bool = False, heard_late: bool = False,
                  festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0, piper: float = 0.0,
                  late_replies: float = 0.0, late_rng: np.random.Generator | None = None, short_numbers: float = 0.0,
-                 short_rng: np.random.Generator | None = None, low_slt: float = 0.0):
+                 short_rng: np.random.Generator | None = None, low_slt: float = 0.0, more_talk: float = 0.0,
+                 more_rng: np.random.Generator | None = None):
         self.rng, self.split, self.difficulty = rng, split, difficulty
+        self.more_talk, self.more_rng = more_talk, more_rng  # training only (generate)
         self.late_replies, self.late_rng = late_replies, late_rng  # training only (generate)
         self.short_numbers, self.short_rng = short_numbers, short_rng  # training only (generate)
         self.drill = drill  # training only: a cue session with several times the cue-list words (generate(cue_drill))
@@ -231,11 +233,20 @@ class Builder:
         self.words = [w if w.speaker != "agent" or w.end <= t else Word(w.w, w.start, round(t + fade, 4), "agent")
                       for w in self.words if w.speaker != "agent" or w.start < t]
 
+    def sentence(self) -> str:
+        """An ordinary sentence (``language.filler_sentence``), with chance ``more_talk`` one of the larger training
+        grammar's instead, drawn from a stream of its own after the usual one is drawn, so the draws that follow stay
+        those made without the option."""
+        text = lang.filler_sentence(self.rng, self.split)
+        if self.more_talk and self.more_rng.random() < self.more_talk:
+            text = lang.filler_sentence(self.more_rng, self.split, more=True)
+        return text
+
     def filler(self, t: float, n: int = 1, gap=(0.3, 0.9)) -> float:
         """The user says n ordinary sentences from t; returns the end of the last."""
         end = t
         for _ in range(n):
-            end = self.say(lang.filler_sentence(self.rng, self.split), t)[1]
+            end = self.say(self.sentence(), t)[1]
             t = end + float(self.rng.uniform(*gap))
         return end
 
@@ -329,7 +340,7 @@ def gen_backchannel(b: Builder):
     rng = b.rng
     t = s = float(rng.uniform(0.3, 1.0))
     for _ in range(int(rng.integers(3, 6))):
-        _, e = b.say(lang.filler_sentence(rng, b.split), t)
+        _, e = b.say(b.sentence(), t)
         gap = float(rng.uniform(0.4, 1.1))
         if gap > 0.6 and rng.random() < 0.35:
             b.agent(str(rng.choice(lang.AGENT_BACKCHANNELS)), e + REACT)
@@ -415,13 +426,13 @@ def gen_other_speaker(b: Builder):
     t = float(rng.uniform(0.3, 1.0))
     if rng.random() < 0.5:  # the user talks to someone else
         name = str(rng.choice(lang.OTHER_NAMES))
-        q, _ = lang.question_and_answer(rng) if rng.random() < 0.5 else (lang.filler_sentence(rng, b.split), "")
+        q, _ = lang.question_and_answer(rng) if rng.random() < 0.5 else (b.sentence(), "")
         _, e = b.say(f"Hey {name}, {q[0].lower() + q[1:]}", t)
     else:  # another voice in the background
         other = sample_voice(rng, b.split)
         e = t
         for _ in range(int(rng.integers(1, 3))):
-            text = lang.filler_sentence(rng, b.split) if rng.random() < 0.6 else lang.question_and_answer(rng)[0]
+            text = b.sentence() if rng.random() < 0.6 else lang.question_and_answer(rng)[0]
             _, e = b.say(text, e + float(rng.uniform(0.2, 0.8)), speaker="other", voice=other,
                          gain=float(rng.uniform(0.15, 0.4)))
     return e + 2.0, [silent(0.0, e + 2.0)]
@@ -492,11 +503,11 @@ def gen_cuespeak(b: Builder):
     for p in plan:
         word = c if p == "cue" else str(rng.choice(others))
         if p == "filler":
-            sentence = lang.filler_sentence(rng, b.split)
+            sentence = b.sentence()
         elif rng.random() < 0.4:
             sentence = word.capitalize() + "."
         else:
-            ws = lang.filler_sentence(rng, b.split).rstrip(".").split()
+            ws = b.sentence().rstrip(".").split()
             k = int(rng.integers(1, len(ws) + 1))
             sentence = " ".join(ws[:k] + [word] + ws[k:]) + "."
         s, t = b.say(sentence, t)
@@ -574,7 +585,7 @@ def gen_delegate(b: Builder):
     if rng.random() < 0.6:  # the user goes on talking while the answer is on its way
         s0 = hold_end + float(rng.uniform(0.2, 1.0))
         for _ in range(int(rng.integers(1, 3))):
-            s, e = b.say(lang.filler_sentence(rng, b.split), s0)
+            s, e = b.say(b.sentence(), s0)
             talk.append((s, e))
             s0 = e + float(rng.uniform(0.2, 0.45))  # short gaps: not yet a turn end
     # the answer is said once it is back and the user has been silent for 0.5 s
@@ -624,14 +635,15 @@ VOICE_OPTIONS = ("generated_voices", "generated_accents", "festival", "mbrola", 
 def check_options(split: str, generated_voices: float = 0.0, generated_accents: float = 0.0, cue_drill: float = 0.0,
                   typed: float | None = None, note_questions: bool = False, heard_late: bool = False,
                   festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0, piper: float = 0.0,
-                  late_replies: float = 0.0, short_numbers: float = 0.0, low_slt: float = 0.0) -> None:
+                  late_replies: float = 0.0, short_numbers: float = 0.0, low_slt: float = 0.0,
+                  more_talk: float = 0.0) -> None:
     """ValueError unless ``generate``'s options are valid for ``split``: the chances in [0, 1], all but the two
     flags (``note_questions``, ``heard_late``: out tokens only), ``kokoro`` (whose validation split has a voice of
     its own) and ``piper`` (validation only) for training only."""
     for name, p in (("generated_voices", generated_voices), ("generated_accents", generated_accents),
                     ("cue_drill", cue_drill), ("typed", 0.0 if typed is None else typed), ("festival", festival),
                     ("mbrola", mbrola), ("kokoro", kokoro), ("piper", piper), ("late_replies", late_replies),
-                    ("short_numbers", short_numbers), ("low_slt", low_slt)):
+                    ("short_numbers", short_numbers), ("low_slt", low_slt), ("more_talk", more_talk)):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} is a chance in [0, 1], got {p!r}")
     if generated_accents and not generated_voices:
@@ -658,13 +670,16 @@ def check_options(split: str, generated_voices: float = 0.0, generated_accents: 
         raise ValueError(f"late replies are for training only; the {split} split has no agent side to move")
     if short_numbers and split != "train":
         raise ValueError(f"short numbers are for training only; the {split} split keeps its questions as drawn")
+    if more_talk and split != "train":
+        raise ValueError(f"more talk is for training only; the {split} split keeps its held-out sentences")
 
 
 def generate(family: str, seed: int, split: str = "train", difficulty: float = 1.0, index: int = 0,
              generated_voices: float = 0.0, generated_accents: float = 0.0, cue_drill: float = 0.0,
              typed: float | None = None, note_questions: bool = False, heard_late: bool = False,
              festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0, piper: float = 0.0,
-             late_replies: float = 0.0, short_numbers: float = 0.0, low_slt: float = 0.0) -> Session:
+             late_replies: float = 0.0, short_numbers: float = 0.0, low_slt: float = 0.0,
+             more_talk: float = 0.0) -> Session:
     """One session of ``family``, deterministic for its arguments.
 
     ``generated_voices``: the chance that the user's espeak-ng voice gets a generated variant (``speech.
@@ -726,17 +741,22 @@ def generate(family: str, seed: int, split: str = "train", difficulty: float = 1
     ``short_numbers``: the chance that each operand of a delegated question is a number said in one word
     (``SHORT_NUMBERS``: two to twenty, the round tens) in place of the one drawn from 2-100, where they are a quarter
     of the operands and the ones heard wrong (as compounds). Training only; drawn from a stream of its own, so the
-    session is otherwise the one drawn without it (its later times moved with the question's length)."""
+    session is otherwise the one drawn without it (its later times moved with the question's length).
+
+    ``more_talk``: the chance that each ordinary sentence the user says (``Builder.sentence``) comes from a larger
+    training grammar (``language._MORE_FORMS``: other shapes of sentence, and harmless ones with the harmful requests'
+    words), so that a sentence never heard is less often taken for a request. Training only; drawn from a stream of
+    its own, so the session is otherwise the one drawn without it (its later times moved with the sentences')."""
     if family not in GENERATORS:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     check_options(split, generated_voices, generated_accents, cue_drill, typed, note_questions, heard_late, festival,
-                  mbrola, kokoro, piper, late_replies, short_numbers, low_slt)
+                  mbrola, kokoro, piper, late_replies, short_numbers, low_slt, more_talk)
     key = [seed, FAMILIES.index(family), index, ["train", "val", "test"].index(split)]
     drill = family == "cuespeak" and bool(cue_drill) and np.random.default_rng(key + [2]).random() < cue_drill
     b = Builder(np.random.default_rng(key), split, difficulty, generated_voices, np.random.default_rng(key + [1]),
                 generated_accents, drill, typed, note_questions, heard_late, festival, mbrola, kokoro, piper,
                 late_replies, np.random.default_rng(key + [3]), short_numbers, np.random.default_rng(key + [4]),
-                low_slt)
+                low_slt, more_talk, np.random.default_rng(key + [5]))
     res = GENERATORS[family](b)
     duration, rules = res[0], res[1]
     delay = res[2] if len(res) > 2 else None
