@@ -27,14 +27,13 @@ from .world import FAMILIES, VOICE_OPTIONS, Session, check_options, generate
 
 def _recorded(options: dict, family: str, drilled: bool) -> dict:
     """The ``generate`` options a session's info keeps (those that changed it), so it can be rendered again."""
-    kept = {k: options[k] for k in VOICE_OPTIONS if options.get(k)}
+    kept = {k: options[k] for k in VOICE_OPTIONS + ("more_talk",) if options.get(k)}
     return kept | ({"drill": True} if drilled else {}) | \
         ({"typed": options["typed"]} if options.get("typed") is not None else {}) | \
         ({"note_questions": True} if options.get("note_questions") and family == "delegate" else {}) | \
         ({"heard_late": True} if options.get("heard_late") and family == "cuespeak" else {}) | \
         ({"late_replies": options["late_replies"]} if options.get("late_replies") else {}) | \
-        ({"short_numbers": options["short_numbers"]} if options.get("short_numbers") and family == "delegate" else {}) | \
-        ({"more_talk": options["more_talk"]} if options.get("more_talk") else {})
+        ({"short_numbers": options["short_numbers"]} if options.get("short_numbers") and family == "delegate" else {})
 
 
 def _render(job) -> tuple[dict, dict]:
