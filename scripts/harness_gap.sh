@@ -9,8 +9,8 @@
 #   scripts/harness_gap.sh microturn/assets/model
 #
 # Makes sets/gap (seed 66) and the harnesses' reports (out/gap/harness-*.json) when missing, once; writes
-# out/gap/NAME.json (NAME: the checkpoint folder's parent, as scripts/valbench.sh names it). About 12 min the first
-# time on two cores, 5 min after. WARPS=LIST decodes with test-time vocal-tract warps (`bench --warps`).
+# out/gap/NAME.json (NAME: the checkpoint folder's parent, as scripts/valbench.sh names it). About 10 min the first
+# time on two cores (session 66), 5 min after. WARPS=LIST decodes with test-time vocal-tract warps (`bench --warps`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 1 ] || { echo "usage: $0 CHECKPOINT" >&2; exit 2; }

@@ -112,8 +112,8 @@ _SPLIT_OF = {"train": "train", "val": "test", "test": "test"}
 
 # More talk, for training only (``more_talk``): other shapes of sentence over the training words and a few more, so
 # that a sentence never heard is less often taken for a request (session 66: a monologue that opened with the
-# held-out "I keep remembering the concert." was refused, "sorry, I can't help with that", 14 times in 41). Some
-# use the words of the harmful requests in harmless statements (help, someone, car, house, show, make). Like the
+# held-out "I keep remembering the concert." was taken for a request 14 times in 41, 12 of them refused). Some use
+# the words of the harmful requests in harmless statements (helped, someone, car, house, showed, made). Like the
 # training grammar they avoid the held-out words and forms, the task words and the words of the instruction forms.
 _MORE_LEX = _LEX["train"] | dict(
     who="my sister|the teacher|our neighbour|my friend|the driver|my uncle|the baker|my brother".split("|"),
