@@ -13,8 +13,9 @@ synth`` (scenarios, not shards) is split the same way from one bench report, giv
 
     python scripts/valbench_voices.py --report out/turn-val.json --seed 902 --split val
 
-(every session of that set is drawn again, about 0.1 s each; nothing is cached). espeak-ng's many voices count as one
-engine, each voice of the other engines as its own (``flite:awb``). Session 30 found the bundled model
+(every session of that set is drawn again, about 0.1 s each; nothing is cached; where the set's folder is still
+there, a seed or split that does not draw its first scenario again as written is refused). espeak-ng's many voices
+count as one engine, each voice of the other engines as its own (``flite:awb``). Session 30 found the bundled model
 passing 213 of 254 espeak-ng scenarios and 75 of 106 flite ones, the families that need the words heard most apart
 (cuespeak 12 of 19 against 4 of 11, translate 16 of 20 against 3 of 10); ``scripts/voices_report.py`` gives the
 reason, the listening head names 77 % of held-out espeak-ng voices' task-word tokens right and 48 % of awb's.
@@ -60,6 +61,23 @@ def voices(name: str) -> dict[str, str]:
     return found
 
 
+def _check_drawn(set_dir: str | None, first: str | None, seed: int, split: str) -> None:
+    """Refuses a seed or split the report's set was not written with: its first scenario, drawn again, must say the
+    words at the times its manifest has (checked where the set's folder is still there)."""
+    manifest = Path(set_dir or "") / "manifest.jsonl"
+    if first is None or not manifest.is_file():
+        return
+    written = next((json.loads(line) for line in open(manifest) if json.loads(line)["id"] == first), None)
+    if written is None:
+        return
+    family, index = first.rsplit("-", 1)
+    again = generate(family, seed, split, 1.0, int(index)).timeline.words
+    if [(w.w, round(w.start, 3)) for w in again if w.speaker != "agent"] != \
+            [(w["w"], round(w["start"], 3)) for w in written.get("words", [])]:
+        raise SystemExit(f"{set_dir} was not written with --seed {seed} --split {split}: its {first} differs from "
+                         "the session drawn again")
+
+
 def table(title: str, scenarios: list[dict], by_id: dict[str, str]) -> None:
     """Prints the passes of ``scenarios`` by voice kind (``_kind``), overall and per family."""
     passed, total = Counter(), Counter()
@@ -84,7 +102,12 @@ def main():
     if a.report:
         if a.runs or a.seed is None:
             raise SystemExit("--report takes --seed (and --split), and no NAME-THRESHOLD")
-        scenarios = json.loads(Path(a.report).read_text())["scenarios"]
+        try:
+            report = json.loads(Path(a.report).read_text())
+            scenarios = report["scenarios"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"{a.report}: not a bench report ({e})")
+        _check_drawn(report.get("set"), scenarios[0]["id"] if scenarios else None, a.seed, a.split)
         table(a.report, scenarios, _draw([s["id"] for s in scenarios], a.seed, a.split))
         return
     if not a.runs:

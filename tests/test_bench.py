@@ -695,8 +695,8 @@ def test_valbench_voices_splits_any_set_by_the_voices_it_was_written_with(tmp_pa
 
     passed = {s.id: i % 3 != 0 for i, s in enumerate(scenarios)}
     report = tmp_path / "report.json"
-    report.write_text(json.dumps({"scenarios": [{"id": s.id, "family": s.family, "passed": passed[s.id]}
-                                                for s in scenarios]}))
+    report.write_text(json.dumps({"set": str(tmp_path / "set"), "scenarios": [
+        {"id": s.id, "family": s.family, "passed": passed[s.id]} for s in scenarios]}))
     script = [sys.executable, str(Path(__file__).parents[1] / "scripts" / "valbench_voices.py"), "--report",
               str(report), "--seed", "11", "--split", "train"]
     head = subprocess.run(script, capture_output=True, text=True, check=True).stdout.splitlines()[0]
@@ -706,3 +706,5 @@ def test_valbench_voices_splits_any_set_by_the_voices_it_was_written_with(tmp_pa
         assert f"{kind} {p} of {n}" in head, head
     wrong = subprocess.run(script[:-4], capture_output=True, text=True)  # --report without --seed
     assert wrong.returncode != 0 and "--seed" in wrong.stderr
+    wrong = subprocess.run(script[:-3] + ["12", "--split", "train"], capture_output=True, text=True)  # another seed
+    assert wrong.returncode != 0 and "not written with --seed 12" in wrong.stderr
