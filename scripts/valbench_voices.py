@@ -64,8 +64,7 @@ def voices(name: str) -> dict[str, str]:
 def _check_drawn(set_dir: str | None, first: str | None, seed: int, split: str) -> None:
     """Refuses a seed or split the report's set was not written with: its first scenario, drawn again, must say the
     words at the times its manifest has (checked where the set's folder is still there)."""
-    manifest = Path(set_dir or "") / "manifest.jsonl"
-    if first is None or not manifest.is_file():
+    if not set_dir or first is None or not (manifest := Path(set_dir) / "manifest.jsonl").is_file():
         return
     written = next((json.loads(line) for line in open(manifest) if json.loads(line)["id"] == first), None)
     if written is None:
