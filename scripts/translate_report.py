@@ -1,8 +1,8 @@
 """Each word of the translate sessions, heard and said: teacher-forced on shards, whether the listening head names the
 English word at its last labelled audio token (heard) and whether the out slot of the Spanish word's first token
-writes it (said), counted by the user's voice (espeak-ng voices together; the other engines by voice name). A
-translation is a word the model must hear and then say, so its accuracy per word, by voice, is what the family's
-pass rate follows (a session passes only with every word right: docs/training.md, session 65).
+writes it (said), counted by the user's voice (``Voice.kind``: espeak-ng voices together, the other engines' by
+voice name). A translation is a word the model must hear and then say, so its accuracy per word, by voice, is what
+the family's pass rate follows (a session passes only with every word right: docs/training.md, session 65).
 
     microturn synth --out data/shards/diag0-val --shards --split val --per-family 300 --families translate,cuespeak \\
         --seed 77
@@ -17,14 +17,10 @@ from collections import Counter
 import torch
 
 from microturn.data import language as lang
+from microturn.data.speech import Voice
 from microturn.model.checkpoint import load
 from microturn.stream.tokenizer import default_tokenizer
 from microturn.train.data import Shards, collate
-
-
-def voice_of(voice_id: str) -> str:
-    engine, name = (voice_id.split(":") + [""])[:2]
-    return "espeak-ng" if engine == "espeak" else f"{engine}:{name.split('~')[0]}"
 
 
 @torch.no_grad()
@@ -46,7 +42,7 @@ def report(model, shards: Shards, sessions: int) -> Counter:
                  if g in english and (j + 1 == len(target) or target[j + 1] != g)]
         out, wrote = b["out"][0].flatten().tolist(), r["out_logits"][0].flatten(0, 1).argmax(-1).tolist()
         said = [(spanish[g], w == g) for g, w in zip(out, wrote) if g in spanish]
-        voice = voice_of(shards.info(i)["voice"])
+        voice = Voice.from_id(shards.info(i)["voice"]).kind
         if [w for w, _ in heard] != [w for w, _ in said]:
             got[voice, None, None] += len(said)
         else:

@@ -26,6 +26,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from microturn.data.speech import Voice
 from microturn.data.world import generate
 
 SEEDS = {"val": 7, "val-b": 8, "val-c": 9, "val-d": 40, "val-e": 41}  # as scripts/valbench.sh makes them
@@ -38,9 +39,8 @@ def _voice(job: tuple[str, int, int, str]) -> str:
 
 
 def _kind(voice: str) -> str:
-    """espeak-ng's voices as one engine ("espeak"), each voice of the others as its own ("flite:awb")."""
-    engine, _, rest = voice.partition(":")
-    return engine if engine in ("espeak", "none") else f"{engine}:{rest.split(':')[0]}"
+    """``Voice.kind`` of a voice id ("none": no user voice)."""
+    return voice if voice == "none" else Voice.from_id(voice).kind
 
 
 def _draw(ids: list[str], seed: int, split: str) -> dict[str, str]:

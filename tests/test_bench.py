@@ -692,6 +692,7 @@ def test_valbench_voices_splits_any_set_by_the_voices_it_was_written_with(tmp_pa
     kinds = [V._kind(drawn[s.id]) for s in scenarios]
     assert set(kinds) <= {"espeak", "flite:kal", "flite:kal16", "flite:slt"} and "espeak" in kinds
     assert V._kind("flite:awb:p1.03:r0.91") == "flite:awb" and V._kind("espeak:en-us+grandpa:p1.15") == "espeak"
+    assert V._kind("kokoro:jf_alpha+~3:r0.90") == "kokoro:jf_alpha" and V._kind("none") == "none"
 
     passed = {s.id: i % 3 != 0 for i, s in enumerate(scenarios)}
     report = tmp_path / "report.json"

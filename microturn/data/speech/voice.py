@@ -184,6 +184,12 @@ class Voice:
             s += f":g{self.word_gap}"
         return s
 
+    @property
+    def kind(self) -> str:
+        """How reports group users' voices: espeak-ng's many voices as one engine ("espeak"), each voice of the other
+        engines on its own ("flite:awb"; a Kokoro blend under the voice that leads it, "kokoro:jf_alpha")."""
+        return self.engine if self.engine == "espeak" else f"{self.engine}:{self.name}"
+
     @classmethod
     def from_id(cls, voice_id: str) -> "Voice":
         """Parse an ``id`` back into a Voice (ValueError if malformed)."""
