@@ -37,7 +37,8 @@ def _synth(a):
         generated_accents=a.generated_accents, cue_drill=a.cue_drill, typed=a.typed,
         note_questions=a.note_questions, heard_late=a.heard_late, festival=a.festival,
         mbrola=a.mbrola, kokoro=a.kokoro, piper=a.piper, late_replies=a.late_replies,
-        short_numbers=a.short_numbers, listen_ends=a.listen_ends, low_slt=a.low_slt, more_talk=a.more_talk)
+        short_numbers=a.short_numbers, listen_ends=a.listen_ends, low_slt=a.low_slt, more_talk=a.more_talk,
+        more_words=a.more_words)
 
 
 def _config_options(p: argparse.ArgumentParser, cls: type) -> None:
@@ -277,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "training grammar (other shapes of sentence, harmless ones with the harmful requests' words), "
                         "so that a sentence never heard is less often taken for a request (docs/training.md, "
                         "session 66)")
+    s.add_argument("--more-words", type=float, default=0.0,
+                   help="training shards: the chance that each ordinary sentence a user says comes from the wide "
+                        "training grammar (the larger one over some 270 more words), so that the listening head "
+                        "knows more words than those a sentence never heard is taken for (docs/training.md, "
+                        "session 67)")
     s.add_argument("--listen-ends", type=float, nargs="?", const=0.0, default=None, metavar="SECONDS",
                    help="training shards: the listening targets also name each word at the audio token it ends in, "
                         "where it is heard whole, if it reaches at least SECONDS (default 0) into that token "

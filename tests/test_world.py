@@ -832,7 +832,7 @@ def test_more_talk_is_other_training_talk(tmp_path):
     shapes = {f: re.compile(re.sub(r"\\\{\w+\\\}", ".+", re.escape(f)), re.I) for f in lang._MORE_FORMS}
     rng, seen = np.random.default_rng(0), set()
     for _ in range(3000):
-        text = lang.filler_sentence(rng, "train", more=True)
+        text = lang.filler_sentence(rng, "train", "more")
         seen |= {f for f, shape in shapes.items() if shape.fullmatch(text)}
     assert seen == set(lang._MORE_FORMS)
     for i in range(4):
@@ -851,4 +851,53 @@ def test_more_talk_is_other_training_talk(tmp_path):
         with pytest.raises(ValueError, match="training only"):
             generate("backchannel", 3, split, 1.0, 0, more_talk=0.5)
         with pytest.raises(ValueError, match="training only"):
-            lang.filler_sentence(rng, split, more=True)
+            lang.filler_sentence(rng, split, "more")
+
+
+def test_more_words_is_wide_training_talk(tmp_path):
+    """more_words: with that chance each ordinary sentence comes from the wide training grammar, which says many more
+    words than the training grammar (none of them held-out words or task words) over every form of the larger
+    grammar and its own; drawn after more_talk's choice from a stream of its own, so a session is otherwise the one
+    drawn without it; recorded in a shard's info; training only."""
+    from microturn.data import language as lang
+
+    def words(texts):
+        return {w.strip(".,").lower() for t in texts for w in t.split() if not w.startswith("{")}
+
+    lex, forms = lang._GRAMMARS["wide"]
+    train = words(lang._FILLER_FORMS["train"]) | words(x for v in lang._LEX["train"].values() for x in v)
+    held_out = words(lang._FILLER_FORMS["test"]) | words(x for v in lang._LEX["test"].values() for x in v)
+    more_lex, more_forms = lang._GRAMMARS["more"]
+    more = words(more_forms) | words(x for v in more_lex.values() for x in v)
+    wide = words(forms) | words(x for v in lex.values() for x in v)
+    assert more < wide and len(wide - more) >= 250
+    assert not (wide - train) & held_out, (wide - train) & held_out
+    assert not (wide - train) & set(lang.task_words()), (wide - train) & set(lang.task_words())
+
+    import re
+
+    shapes = {f: re.compile(re.sub(r"\\\{\w+\\\}", ".+", re.escape(f)), re.I) for f in forms}
+    rng, seen, said = np.random.default_rng(0), set(), set()
+    for _ in range(6000):
+        text = lang.filler_sentence(rng, "train", "wide")
+        seen |= {f for f, shape in shapes.items() if shape.fullmatch(text)}
+        said |= words([text])
+    assert seen == set(forms)
+    assert len(said - more) >= 240  # the new words are said, not only listed
+    with pytest.raises(ValueError, match="unknown grammar"):
+        lang.filler_sentence(rng, "train", "wider")
+    for i in range(4):
+        plain, talk, both = (generate("backchannel", 3, "train", 0.5, i, more_talk=t, more_words=w)
+                             for t, w in ((0.0, 0.0), (0.5, 0.0), (0.5, 1.0)))
+        assert plain.timeline.meta["voice"] == both.timeline.meta["voice"]
+        user = [[w.w for w in s.timeline.words if w.speaker == "user"] for s in (plain, talk, both)]
+        assert user[2] != user[0] and user[2] != user[1]
+    assert [w.w for w in generate("turn", 3, "train", 0.5, 0, more_words=1.0).timeline.words] == \
+        [w.w for w in generate("turn", 3, "train", 0.5, 0).timeline.words]
+    infos = _voiced_shards(tmp_path, 2, "other_speaker", 1, more_words=1.0)
+    assert len(infos) == 2 and all(info["more_words"] == 1.0 for info in infos)
+    for split in ("val", "test"):
+        with pytest.raises(ValueError, match="training only"):
+            generate("backchannel", 3, split, 1.0, 0, more_words=0.5)
+        with pytest.raises(ValueError, match="training only"):
+            lang.filler_sentence(rng, split, "wide")

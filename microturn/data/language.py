@@ -133,13 +133,68 @@ _MORE_FORMS = ("{subj} said that {who} {verb} {obj}.", "{who} was {feeling} abou
                "{who} laughed a lot about {thing}.", "I was {feeling} {when}.")
 
 
-def filler_sentence(rng: np.random.Generator, split: str = "train", more: bool = False) -> str:
+# Wide talk, for training only (``more_words``): the larger grammar over some 270 more words a user may say, so that
+# the listening head knows more words than the requests' and the ordinary talk's few (about 230 in all: session 66
+# traced "I keep remembering the concert" heard as "can ... break ... car", the training words nearest to it), and
+# a few more forms with the harmful requests' words in harmless statements. The same rules as the larger grammar's.
+_WIDER = dict(
+    subj="my aunt|my boss|the mechanic|the plumber|a farmer|the librarian|my roommate|the painter|our landlord|"
+         "the chef|my niece|my nephew|the coach|a tourist|the waiter|my colleague|the gardener|the postman|"
+         "my husband|my wife|the builder|our guest|the students|my parents|the kids|the singer|the vet|my dad|"
+         "my mum|the firefighter".split("|"),
+    verb="cooked|sorted|checked|packed|measured|folded|polished|planted|shared|tested|printed|signed|unpacked|"
+         "replaced|collected|noticed|emptied|decorated|weighed|rented|shipped|mended|tidied|sketched|recorded|"
+         "traded|lifted|pushed|pulled|dried|ironed|stacked|labelled|swept|scrubbed|boiled|sliced|baked|locked|"
+         "loaded|tied|chose".split("|"),
+    obj="a heavy suitcase|the dusty shelf|a cotton shirt|the cracked mirror|a plastic bucket|the long rope|"
+        "a metal tray|the garage key|a soft pillow|the rusty gate|a cardboard box|the fishing net|a thick blanket|"
+        "the laundry basket|a clay pot|the spare tyre|a tall plant|the tool kit|a silk scarf|the photo album|"
+        "a jar of honey|the flower pot|a bag of rice|the front gate|a new kettle|the bathroom tiles|"
+        "some old newspapers|a pair of socks|the dining table|a toy train|the laptop charger|a birthday card|"
+        "the umbrella stand|a picnic basket|the car seat|some clean towels|the bike helmet|the house keys"
+        .split("|"),
+    place="at the beach|at the library|in the garage|at the gym|on the train|at the bus shelter|in the hallway|"
+          "at the hospital|at the bakery|in the backyard|at the museum|on the roof|at the hotel|in the basement|"
+          "at the cinema|by the fountain|at the post office|in the car park|at the farm|at the zoo|"
+          "at the petrol station|at the swimming pool|in the shop|at my desk|at school|at the stadium|"
+          "on the balcony|at the campsite".split("|"),
+    when="on Monday|on Tuesday|on Wednesday|on Thursday|on Saturday|at noon|at dawn|last month|last year|"
+         "this week|at the weekend|before dinner|early today|late last night|a while ago|the other day|"
+         "at breakfast|around lunchtime|during the holidays|before work|on my birthday|in the spring|"
+         "in the autumn".split("|"),
+    topic="the school play|my driving test|the wedding|the new neighbours|the power cut|the marathon|"
+          "the quiz night|the job interview|the street festival|the science fair|the flea market|"
+          "the pottery class|my new bicycle|the kitchen renovation|the camping trip|the school reunion|"
+          "the council meeting|the film festival|the hiking trip|the new library|the yoga class|the charity run|"
+          "the office party|the dog show|the bake sale|the opera|the election|the fire drill".split("|"),
+    who="my aunt|my boss|the mechanic|the plumber|the librarian|my roommate|the chef|my niece|the coach|"
+        "the waiter|my colleague|the postman|the builder|my parents|the kids|the vet".split("|"),
+    thing="the old photos|a jigsaw puzzle|the shopping list|some spare batteries|the recipe book|a handmade card|"
+          "the tickets|a bunch of flowers|the holiday pictures|a pot of tea|the washing|a new sofa|"
+          "the parking permit|the spare key".split("|"),
+    feeling="quite relaxed|a little worried|very excited|really grateful|pretty annoyed|so relieved|"
+            "completely lost|rather bored|really glad|very calm".split("|"),
+)
+_WIDE_LEX = {k: v + _WIDER[k] for k, v in _MORE_LEX.items()}
+_WIDE_FORMS = ("I can never find {thing}.", "We took a short break {place}.", "{who} built a shed {place}.",
+               "The car would not start {place}.", "{who} told me about {topic}.", "{who} hurt a knee {place}.",
+               "Someone found {thing} {place}.", "{who} explained {topic} to me.", "{who} can fix almost anything.",
+               "{who} rode a bike {place} {when}.", "I made a list of things for {topic}.",
+               "We could listen to music {place} {when}.")
+_GRAMMARS = {"more": (_MORE_LEX, _FILLER_FORMS["train"] + _MORE_FORMS),
+             "wide": (_WIDE_LEX, _FILLER_FORMS["train"] + _MORE_FORMS + _WIDE_FORMS)}
+
+
+def filler_sentence(rng: np.random.Generator, split: str = "train", grammar: str | None = None) -> str:
     """One ordinary English sentence; 'val' and 'test' draw from vocabulary and forms never used in 'train'.
-    ``more``: from the training grammar with ``_MORE_FORMS`` beside its forms (training only)."""
+    ``grammar`` (training only): "more", the training grammar with ``_MORE_FORMS`` beside its forms; "wide", that
+    with ``_WIDE_FORMS`` too, over ``_WIDE_LEX``'s words."""
     s = _SPLIT_OF[split]
-    if more and s != "train":
-        raise ValueError(f"more talk is for training only; the {split} split keeps its held-out sentences")
-    lex, forms = (_MORE_LEX, _FILLER_FORMS[s] + _MORE_FORMS) if more else (_LEX[s], _FILLER_FORMS[s])
+    if grammar is not None and grammar not in _GRAMMARS:
+        raise ValueError(f"unknown grammar {grammar!r}; known: {', '.join(_GRAMMARS)}")
+    if grammar and s != "train":
+        raise ValueError(f"{grammar} talk is for training only; the {split} split keeps its held-out sentences")
+    lex, forms = _GRAMMARS[grammar] if grammar else (_LEX[s], _FILLER_FORMS[s])
     form = forms[rng.integers(len(forms))]
     text = form.format(**{k: v[rng.integers(len(v))] for k, v in lex.items()})
     return text[0].upper() + text[1:]
