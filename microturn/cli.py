@@ -38,7 +38,7 @@ def _synth(a):
         note_questions=a.note_questions, heard_late=a.heard_late, festival=a.festival,
         mbrola=a.mbrola, kokoro=a.kokoro, piper=a.piper, late_replies=a.late_replies,
         short_numbers=a.short_numbers, listen_ends=a.listen_ends, low_slt=a.low_slt, more_talk=a.more_talk,
-        more_words=a.more_words)
+        more_words=a.more_words, odd_words=a.odd_words)
 
 
 def _config_options(p: argparse.ArgumentParser, cls: type) -> None:
@@ -283,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "training grammar (the larger one over some 270 more words), so that the listening head "
                         "knows more words than those a sentence never heard is taken for (docs/training.md, "
                         "session 67)")
+    s.add_argument("--odd-words", type=float, default=0.0,
+                   help="training shards: the chance that each ordinary sentence a user says has some of its words "
+                        "made up (English-like words the task language never says), so the model hears words it "
+                        "cannot place in ordinary talk, not only in requests (docs/training.md, session 67)")
     s.add_argument("--listen-ends", type=float, nargs="?", const=0.0, default=None, metavar="SECONDS",
                    help="training shards: the listening targets also name each word at the audio token it ends in, "
                         "where it is heard whole, if it reaches at least SECONDS (default 0) into that token "

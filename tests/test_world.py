@@ -901,3 +901,39 @@ def test_more_words_is_wide_training_talk(tmp_path):
             generate("backchannel", 3, split, 1.0, 0, more_words=0.5)
         with pytest.raises(ValueError, match="training only"):
             lang.filler_sentence(rng, split, "wide")
+
+
+def test_odd_words_are_made_up_in_training_talk(tmp_path):
+    """odd_words: with that chance an ordinary sentence has some of its content words made up: English-like words
+    that are neither a word of the task language nor one in another spelling; the rest of the sentence is kept; drawn
+    from a stream of its own, so a session is otherwise the one drawn without it; recorded in a shard's info (the
+    session renders again, its made-up words spoken); training only."""
+    from microturn.data import language as lang
+
+    rng = np.random.default_rng(0)
+    made = [lang.odd_word(rng) for _ in range(2000)]
+    assert not set(made) & lang._KNOWN
+    assert not {lang._sound(w) for w in made} & lang._KNOWN_SOUNDS
+    assert len(set(made)) > 1500 and all(w.isalpha() and w.islower() for w in made)
+    assert lang._sound("kar") == lang._sound("car") and lang._sound("steel") == lang._sound("steal")
+    assert lang._sound("boot") == lang._sound("boots")
+    for _ in range(200):
+        text = lang.filler_sentence(rng, "train", "wide")
+        odd = lang.oddify(rng, text)
+        a, b = text.rstrip(".").split(), odd.rstrip(".").split()
+        assert len(a) == len(b) and odd.endswith(".")
+        changed = [(x, y) for x, y in zip(a, b) if x != y]
+        content = [x for x in a if x.strip(",").lower() in lang._CONTENT]
+        assert bool(changed) == bool(content)
+        assert all(x.strip(",").lower() in lang._CONTENT and y.lower() not in lang._KNOWN for x, y in changed)
+    for i in range(3):
+        plain, odd = (generate("backchannel", 3, "train", 0.5, i, odd_words=p) for p in (0.0, 1.0))
+        assert plain.timeline.meta["voice"] == odd.timeline.meta["voice"]
+        said = [[w.w.strip(".,").lower() for w in s.timeline.words if w.speaker == "user"] for s in (plain, odd)]
+        assert len(said[0]) == len(said[1]) and said[0] != said[1]
+        assert set(said[1]) - set(said[0]) and not (set(said[1]) - set(said[0])) & lang._KNOWN
+    infos = _voiced_shards(tmp_path, 2, "backchannel", 1, odd_words=1.0)
+    assert len(infos) == 2
+    for split in ("val", "test"):
+        with pytest.raises(ValueError, match="training only"):
+            generate("backchannel", 3, split, 1.0, 0, odd_words=0.5)

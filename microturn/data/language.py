@@ -200,6 +200,75 @@ def filler_sentence(rng: np.random.Generator, split: str = "train", grammar: str
     return text[0].upper() + text[1:]
 
 
+# Odd words, for training only (``odd_words``): a sentence's content words made up, so that the model hears words
+# no grammar has in the ordinary talk, as the hidden sets' sentences have, and learns that a word it cannot place
+# is not a request's (session 66: a held-out opening was heard as the nearest training words, "can ... break ...
+# car", and refused). A made-up word is English-like (one to three syllables of common onsets and vowels, a coda at
+# its end), never a word of the task language (any split's grammar, the task and instruction words, the requests)
+# nor spelt like one's sound (``_sound``: "kar" is "car", "steel" is "steal").
+_ODD_ONSETS = "b bl br d dr f fl fr g gl gr k kl kr l m n p pl pr s sk sl sp st t tr v w z sh ch th".split()
+_ODD_VOWELS = "a e i o u ai ee oo oa ou".split()
+_ODD_CODAS = ("", "", "", "n", "m", "l", "r", "s", "t", "k", "nd", "st", "rk", "nt", "mp", "sh")
+
+
+def _said(texts) -> set[str]:
+    return {w.strip(".,?!").lower() for t in texts for w in t.split() if not w.startswith("{")}
+
+
+def _sound(word: str) -> str:
+    """A crude key of how an English word sounds, so that a made-up word is not one of the task language's in
+    another spelling, or its plural: a final s, silent final e, doubled letters, c/ck/q as k, ee/ea/ie as i, oa/ow/oe
+    as o, ai/ay as a, ph as f, wh as w, kn as n, z as s."""
+    w = word.lower()
+    w = w[:-1] if len(w) > 3 and w.endswith("s") else w
+    w = w[:-1] if len(w) > 3 and w.endswith("e") else w
+    for a, b in (("ck", "k"), ("ph", "f"), ("wh", "w"), ("kn", "n"), ("ee", "i"), ("ea", "i"), ("ie", "i"),
+                 ("oa", "o"), ("ow", "o"), ("oe", "o"), ("ai", "a"), ("ay", "a"), ("c", "k"), ("q", "k"),
+                 ("z", "s")):
+        w = w.replace(a, b)
+    return "".join(ch for i, ch in enumerate(w) if i == 0 or ch != w[i - 1])
+
+
+def _known_words() -> frozenset[str]:
+    grammars = [_LEX["train"], _LEX["test"], _WIDE_LEX]
+    forms = _FILLER_FORMS["train"] + _FILLER_FORMS["test"] + _MORE_FORMS + _WIDE_FORMS
+    told = (*CUE_FORMS, *TIME_ONCE_FORMS, *TIME_EVERY_FORMS, *COUNT_FORMS, HOW_MANY, TRANSLATE_FORM,
+            *REFUSAL_REQUESTS, REFUSAL_REPLY, *INTERRUPTIONS, *USER_BACKCHANNELS, *HOLDING, *OTHER_NAMES,
+            "what is plus minus times colour tell me a number", *SPANISH.values())
+    return frozenset(_said(forms) | _said(x for g in grammars for v in g.values() for x in v) | _said(told)
+                     | set(task_words()))
+
+
+_KNOWN = _known_words()
+_KNOWN_SOUNDS = frozenset(map(_sound, _KNOWN))
+# the words oddify may replace: the grammars' content words (four letters or more: not "a", "the", "my", "at")
+_CONTENT = frozenset(w for w in _said(x for v in _WIDE_LEX.values() for x in v) if len(w) >= 4)
+
+
+def odd_word(rng: np.random.Generator) -> str:
+    """A made-up English-like word of one to three syllables that the task language never says."""
+    while True:
+        n = 1 + int(rng.random() < 0.6) + int(rng.random() < 0.15)
+        w = "".join(_ODD_ONSETS[rng.integers(len(_ODD_ONSETS))] + _ODD_VOWELS[rng.integers(len(_ODD_VOWELS))]
+                    for _ in range(n)) + _ODD_CODAS[rng.integers(len(_ODD_CODAS))]
+        if len(w) >= 3 and w not in _KNOWN and _sound(w) not in _KNOWN_SOUNDS:
+            return w
+
+
+def oddify(rng: np.random.Generator, text: str, share: float = 0.5) -> str:
+    """``text`` (an ordinary training sentence) with each of its content words made up (``odd_word``) with chance
+    ``share``, at least one of them; a sentence without content words is returned as it is."""
+    words = text.rstrip(".").split()
+    content = [i for i, w in enumerate(words) if w.strip(",").lower() in _CONTENT]
+    if not content:
+        return text
+    chosen = {i for i in content if rng.random() < share} or {content[rng.integers(len(content))]}
+    for i in sorted(chosen):
+        odd = odd_word(rng)
+        words[i] = odd.capitalize() if i == 0 else odd
+    return " ".join(words) + "."
+
+
 def question_and_answer(rng: np.random.Generator) -> tuple[str, str]:
     """A complete question with a short, checkable answer (turn, pause and interrupt families)."""
     kind = rng.integers(4)

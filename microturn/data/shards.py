@@ -27,7 +27,7 @@ from .world import FAMILIES, VOICE_OPTIONS, Session, check_options, generate
 
 def _recorded(options: dict, family: str, drilled: bool) -> dict:
     """The ``generate`` options a session's info keeps (those that changed it), so it can be rendered again."""
-    kept = {k: options[k] for k in VOICE_OPTIONS + ("more_talk", "more_words") if options.get(k)}
+    kept = {k: options[k] for k in VOICE_OPTIONS + ("more_talk", "more_words", "odd_words") if options.get(k)}
     return kept | ({"drill": True} if drilled else {}) | \
         ({"typed": options["typed"]} if options.get("typed") is not None else {}) | \
         ({"note_questions": True} if options.get("note_questions") and family == "delegate" else {}) | \
@@ -56,7 +56,7 @@ def _render(job) -> tuple[dict, dict]:
 
 def _options(info: dict) -> dict:
     """The ``generate`` options a shard's session was made with, from its ``info`` in ``sessions.json``."""
-    kept = VOICE_OPTIONS + ("typed", "late_replies", "short_numbers", "more_talk", "more_words")
+    kept = VOICE_OPTIONS + ("typed", "late_replies", "short_numbers", "more_talk", "more_words", "odd_words")
     return {k: info[k] for k in kept if k in info} | \
         {"cue_drill": 1.0 if info.get("drill") else 0.0, "note_questions": info.get("note_questions", False),
          "heard_late": info.get("heard_late", False)}
@@ -93,7 +93,8 @@ def write_shards(out: str | Path, n_per_family: int, seed: int = 0, split: str =
     Difficulty (noise, voices, typed vs spoken instructions) is spread evenly over ``difficulty`` so training can
     follow a curriculum. ``options`` are ``world.generate``'s (``generated_voices``, ``generated_accents``,
     ``cue_drill``, ``typed``, ``note_questions``, ``heard_late``, ``festival``, ``mbrola``, ``kokoro``, ``piper``,
-    ``low_slt``, ``late_replies``, ``short_numbers``, ``more_talk``, ``more_words``),
+    ``low_slt``, ``late_replies``, ``short_numbers``, ``more_talk``, ``more_words``,
+    ``odd_words``),
     the same for every session; each session's info keeps those that changed it. ``listen_ends``: the listening
     targets name each word at the token it ends in too (``layout.listen_targets``'s ``ends``, in seconds), recorded
     in ``sessions.json`` (``listen_ends_of`` reads it).

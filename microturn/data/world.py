@@ -78,10 +78,12 @@ class Builder:
                  late_replies: float = 0.0, late_rng: np.random.Generator | None = None, short_numbers: float = 0.0,
                  short_rng: np.random.Generator | None = None, low_slt: float = 0.0, more_talk: float = 0.0,
                  more_rng: np.random.Generator | None = None, more_words: float = 0.0,
-                 words_rng: np.random.Generator | None = None):
+                 words_rng: np.random.Generator | None = None, odd_words: float = 0.0,
+                 odd_rng: np.random.Generator | None = None):
         self.rng, self.split, self.difficulty = rng, split, difficulty
         self.more_talk, self.more_rng = more_talk, more_rng  # training only (generate)
         self.more_words, self.words_rng = more_words, words_rng  # training only (generate)
+        self.odd_words, self.odd_rng = odd_words, odd_rng  # training only (generate)
         self.late_replies, self.late_rng = late_replies, late_rng  # training only (generate)
         self.short_numbers, self.short_rng = short_numbers, short_rng  # training only (generate)
         self.drill = drill  # training only: a cue session with several times the cue-list words (generate(cue_drill))
@@ -237,14 +239,16 @@ class Builder:
 
     def sentence(self) -> str:
         """An ordinary sentence (``language.filler_sentence``), with chance ``more_talk`` one of the larger training
-        grammar's instead and with chance ``more_words`` one of the wide grammar's (over the larger one), each drawn
-        from a stream of its own after the usual one is drawn, so the draws that follow stay those made without the
-        options."""
+        grammar's instead and with chance ``more_words`` one of the wide grammar's (over the larger one), and then with
+        chance ``odd_words`` with some of its words made up (``language.oddify``), each drawn from a stream of its own
+        after the usual one is drawn, so the draws that follow stay those made without the options."""
         text = lang.filler_sentence(self.rng, self.split)
         if self.more_talk and self.more_rng.random() < self.more_talk:
             text = lang.filler_sentence(self.more_rng, self.split, "more")
         if self.more_words and self.words_rng.random() < self.more_words:
             text = lang.filler_sentence(self.words_rng, self.split, "wide")
+        if self.odd_words and self.odd_rng.random() < self.odd_words:
+            text = lang.oddify(self.odd_rng, text)
         return text
 
     def filler(self, t: float, n: int = 1, gap=(0.3, 0.9)) -> float:
@@ -641,7 +645,7 @@ def check_options(split: str, generated_voices: float = 0.0, generated_accents: 
                   typed: float | None = None, note_questions: bool = False, heard_late: bool = False,
                   festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0, piper: float = 0.0,
                   late_replies: float = 0.0, short_numbers: float = 0.0, low_slt: float = 0.0,
-                  more_talk: float = 0.0, more_words: float = 0.0) -> None:
+                  more_talk: float = 0.0, more_words: float = 0.0, odd_words: float = 0.0) -> None:
     """ValueError unless ``generate``'s options are valid for ``split``: the chances in [0, 1], all but the two
     flags (``note_questions``, ``heard_late``: out tokens only), ``kokoro`` (whose validation split has a voice of
     its own) and ``piper`` (validation only) for training only."""
@@ -649,7 +653,7 @@ def check_options(split: str, generated_voices: float = 0.0, generated_accents: 
                     ("cue_drill", cue_drill), ("typed", 0.0 if typed is None else typed), ("festival", festival),
                     ("mbrola", mbrola), ("kokoro", kokoro), ("piper", piper), ("late_replies", late_replies),
                     ("short_numbers", short_numbers), ("low_slt", low_slt), ("more_talk", more_talk),
-                    ("more_words", more_words)):
+                    ("more_words", more_words), ("odd_words", odd_words)):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} is a chance in [0, 1], got {p!r}")
     if generated_accents and not generated_voices:
@@ -680,6 +684,8 @@ def check_options(split: str, generated_voices: float = 0.0, generated_accents: 
         raise ValueError(f"more talk is for training only; the {split} split keeps its held-out sentences")
     if more_words and split != "train":
         raise ValueError(f"more words are for training only; the {split} split keeps its held-out sentences")
+    if odd_words and split != "train":
+        raise ValueError(f"odd words are for training only; the {split} split keeps its held-out sentences")
 
 
 def generate(family: str, seed: int, split: str = "train", difficulty: float = 1.0, index: int = 0,
@@ -687,7 +693,7 @@ def generate(family: str, seed: int, split: str = "train", difficulty: float = 1
              typed: float | None = None, note_questions: bool = False, heard_late: bool = False,
              festival: float = 0.0, mbrola: float = 0.0, kokoro: float = 0.0, piper: float = 0.0,
              late_replies: float = 0.0, short_numbers: float = 0.0, low_slt: float = 0.0,
-             more_talk: float = 0.0, more_words: float = 0.0) -> Session:
+             more_talk: float = 0.0, more_words: float = 0.0, odd_words: float = 0.0) -> Session:
     """One session of ``family``, deterministic for its arguments.
 
     ``generated_voices``: the chance that the user's espeak-ng voice gets a generated variant (``speech.
@@ -759,17 +765,24 @@ def generate(family: str, seed: int, split: str = "train", difficulty: float = 1
     ``more_words``: the same with the wide grammar (``language._WIDE_LEX``, ``_WIDE_FORMS``: the larger grammar over
     some 270 more words, and harmless statements with "can", "break", "car"), from a stream of its own drawn after
     ``more_talk``'s (which it overrides where both draw), so that the listening head knows more words than the ones
-    a held-out sentence was heard as (docs/training.md, session 67). Training only."""
+    a held-out sentence was heard as (docs/training.md, session 67). Training only.
+
+    ``odd_words``: the chance that each ordinary sentence, once chosen, has some of its content words made up
+    (``language.oddify``: English-like words the task language never says), from a stream of its own, so that the
+    model hears words it cannot place in ordinary talk, as held-out and hidden sentences have, and not only in
+    requests it knows. Training only."""
     if family not in GENERATORS:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     check_options(split, generated_voices, generated_accents, cue_drill, typed, note_questions, heard_late, festival,
-                  mbrola, kokoro, piper, late_replies, short_numbers, low_slt, more_talk, more_words)
+                  mbrola, kokoro, piper, late_replies, short_numbers, low_slt, more_talk, more_words,
+                  odd_words)
     key = [seed, FAMILIES.index(family), index, ["train", "val", "test"].index(split)]
     drill = family == "cuespeak" and bool(cue_drill) and np.random.default_rng(key + [2]).random() < cue_drill
     b = Builder(np.random.default_rng(key), split, difficulty, generated_voices, np.random.default_rng(key + [1]),
                 generated_accents, drill, typed, note_questions, heard_late, festival, mbrola, kokoro, piper,
                 late_replies, np.random.default_rng(key + [3]), short_numbers, np.random.default_rng(key + [4]),
-                low_slt, more_talk, np.random.default_rng(key + [5]), more_words, np.random.default_rng(key + [6]))
+                low_slt, more_talk, np.random.default_rng(key + [5]), more_words, np.random.default_rng(key + [6]),
+                odd_words, np.random.default_rng(key + [7]))
     res = GENERATORS[family](b)
     duration, rules = res[0], res[1]
     delay = res[2] if len(res) > 2 else None
