@@ -709,3 +709,42 @@ def test_valbench_voices_splits_any_set_by_the_voices_it_was_written_with(tmp_pa
     assert wrong.returncode != 0 and "--seed" in wrong.stderr
     wrong = subprocess.run(script[:-3] + ["12", "--split", "train"], capture_output=True, text=True)  # another seed
     assert wrong.returncode != 0 and "not written with --seed 12" in wrong.stderr
+
+
+def test_openings_report_counts_failures_by_the_users_first_words(tmp_path, capsys):
+    """scripts/openings_report.py: a set's scenarios grouped by the user's first words, each report's failures counted
+    per opening (only openings some report fails), the totals; a report of another set is refused by name."""
+    import sys
+
+    from microturn.data.synth import write_scenario_set
+    from microturn.stream.scenario import read_set
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    import openings_report as O
+
+    write_scenario_set(tmp_path / "set", per_family=12, seed=3, split="val", families=["backchannel", "turn"],
+                       workers=1, pictures=0)
+    scenarios = [s for s in read_set(tmp_path / "set") if s.family == "backchannel"]
+    key = {s.id: O.opening(s.words, 2) for s in scenarios}
+    assert all(len(k.split()) == 2 and k == k.lower() and "." not in k for k in key.values())
+    first = key[scenarios[0].id]
+    reports = []
+    for j, fails in enumerate(({s.id for s in scenarios if key[s.id] == first}, {scenarios[-1].id})):
+        path = tmp_path / f"r{j}.json"
+        path.write_text(json.dumps({"scenarios": [{"id": s.id, "family": s.family, "passed": s.id not in fails}
+                                                   for s in scenarios]}))
+        reports.append(str(path))
+    O.main([str(tmp_path / "set"), *reports, "--family", "backchannel", "--words", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["opening", "n", "r0", "r1"]
+    n_first = sum(k == first for k in key.values())
+    assert lines[1].split() == [*first.split(), str(n_first), str(n_first),
+                                str(int(key[scenarios[-1].id] == first))]  # most failed by the first report first
+    assert lines[-1].split() == ["failed", str(len(scenarios)), str(n_first), "1"]
+    assert len(lines) == 3 + (key[scenarios[-1].id] != first)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"scenarios": [{"id": "turn-09999", "family": "turn", "passed": True}]}))
+    with pytest.raises(SystemExit, match="turn-09999 is not in"):
+        O.main([str(tmp_path / "set"), str(other)])
+    with pytest.raises(SystemExit, match="no result for"):
+        O.main([str(tmp_path / "set"), str(other), "--family", "backchannel"])
