@@ -811,6 +811,28 @@ def test_low_slt_is_slt_in_a_mans_register_by_the_same_draw(tmp_path):
     assert infos and all(info["voice"].startswith("flite:slt:p0.") for info in infos)
 
 
+def _grammar_words(lex: dict, forms) -> set[str]:
+    """The words a grammar may say: its forms' (the slots left out) and its slots' (``language._said``)."""
+    from microturn.data.language import _said
+
+    return _said(forms) | _said(x for v in lex.values() for x in v)
+
+
+def _drawn(grammar: str, n: int, forms) -> tuple[set, set]:
+    """Of ``n`` sentences drawn from a training grammar: which of ``forms`` they took, and the words they said."""
+    import re
+
+    from microturn.data.language import _said, filler_sentence
+
+    shapes = {f: re.compile(re.sub(r"\\\{\w+\\\}", ".+", re.escape(f)), re.I) for f in forms}
+    rng, seen, said = np.random.default_rng(0), set(), set()
+    for _ in range(n):
+        text = filler_sentence(rng, "train", grammar)
+        seen |= {f for f, shape in shapes.items() if shape.fullmatch(text)}
+        said |= _said([text])
+    return seen, said
+
+
 def test_more_talk_is_other_training_talk(tmp_path):
     """more_talk: with that chance each ordinary sentence comes from the larger training grammar (every one of its
     forms reachable), whose words are neither the held-out split's nor task words; the session is otherwise the one
@@ -818,23 +840,13 @@ def test_more_talk_is_other_training_talk(tmp_path):
     training only."""
     from microturn.data import language as lang
 
-    def words(texts):
-        return {w.strip(".,").lower() for t in texts for w in t.split() if not w.startswith("{")}
-
-    train = words(lang._FILLER_FORMS["train"]) | words(x for v in lang._LEX["train"].values() for x in v)
-    held_out = words(lang._FILLER_FORMS["test"]) | words(x for v in lang._LEX["test"].values() for x in v)
-    more = words(lang._MORE_FORMS) | words(x for k in ("who", "thing", "feeling") for x in lang._MORE_LEX[k])
+    train = _grammar_words(lang._LEX["train"], lang._FILLER_FORMS["train"])
+    held_out = _grammar_words(lang._LEX["test"], lang._FILLER_FORMS["test"])
+    more = _grammar_words({k: lang._MORE_LEX[k] for k in ("who", "thing", "feeling")}, lang._MORE_FORMS)
     assert not more & (held_out - train), more & held_out
     assert not more & set(lang.task_words()), more & set(lang.task_words())
-
-    import re
-
-    shapes = {f: re.compile(re.sub(r"\\\{\w+\\\}", ".+", re.escape(f)), re.I) for f in lang._MORE_FORMS}
-    rng, seen = np.random.default_rng(0), set()
-    for _ in range(3000):
-        text = lang.filler_sentence(rng, "train", "more")
-        seen |= {f for f, shape in shapes.items() if shape.fullmatch(text)}
-    assert seen == set(lang._MORE_FORMS)
+    assert _drawn("more", 3000, lang._MORE_FORMS)[0] == set(lang._MORE_FORMS)
+    rng = np.random.default_rng(0)
     for i in range(4):
         a, b = (generate("backchannel", 3, "train", 0.5, i, more_talk=p) for p in (0.0, 1.0))
         assert a.timeline.meta["voice"] == b.timeline.meta["voice"]
@@ -861,29 +873,17 @@ def test_more_words_is_wide_training_talk(tmp_path):
     drawn without it; recorded in a shard's info; training only."""
     from microturn.data import language as lang
 
-    def words(texts):
-        return {w.strip(".,").lower() for t in texts for w in t.split() if not w.startswith("{")}
-
     lex, forms = lang._GRAMMARS["wide"]
-    train = words(lang._FILLER_FORMS["train"]) | words(x for v in lang._LEX["train"].values() for x in v)
-    held_out = words(lang._FILLER_FORMS["test"]) | words(x for v in lang._LEX["test"].values() for x in v)
-    more_lex, more_forms = lang._GRAMMARS["more"]
-    more = words(more_forms) | words(x for v in more_lex.values() for x in v)
-    wide = words(forms) | words(x for v in lex.values() for x in v)
+    train = _grammar_words(lang._LEX["train"], lang._FILLER_FORMS["train"])
+    held_out = _grammar_words(lang._LEX["test"], lang._FILLER_FORMS["test"])
+    more, wide = _grammar_words(*lang._GRAMMARS["more"]), _grammar_words(lex, forms)
     assert more < wide and len(wide - more) >= 250
     assert not (wide - train) & held_out, (wide - train) & held_out
     assert not (wide - train) & set(lang.task_words()), (wide - train) & set(lang.task_words())
-
-    import re
-
-    shapes = {f: re.compile(re.sub(r"\\\{\w+\\\}", ".+", re.escape(f)), re.I) for f in forms}
-    rng, seen, said = np.random.default_rng(0), set(), set()
-    for _ in range(6000):
-        text = lang.filler_sentence(rng, "train", "wide")
-        seen |= {f for f, shape in shapes.items() if shape.fullmatch(text)}
-        said |= words([text])
+    seen, said = _drawn("wide", 6000, forms)
     assert seen == set(forms)
     assert len(said - more) >= 240  # the new words are said, not only listed
+    rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="unknown grammar"):
         lang.filler_sentence(rng, "train", "wider")
     for i in range(4):

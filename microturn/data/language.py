@@ -190,11 +190,12 @@ def filler_sentence(rng: np.random.Generator, split: str = "train", grammar: str
     ``grammar`` (training only): "more", the training grammar with ``_MORE_FORMS`` beside its forms; "wide", that
     with ``_WIDE_FORMS`` too, over ``_WIDE_LEX``'s words."""
     s = _SPLIT_OF[split]
-    if grammar is not None and grammar not in _GRAMMARS:
-        raise ValueError(f"unknown grammar {grammar!r}; known: {', '.join(_GRAMMARS)}")
-    if grammar and s != "train":
-        raise ValueError(f"{grammar} talk is for training only; the {split} split keeps its held-out sentences")
-    lex, forms = _GRAMMARS[grammar] if grammar else (_LEX[s], _FILLER_FORMS[s])
+    if grammar is not None:
+        if grammar not in _GRAMMARS:
+            raise ValueError(f"unknown grammar {grammar!r}; known: {', '.join(_GRAMMARS)}")
+        if s != "train":
+            raise ValueError(f"{grammar} talk is for training only; the {split} split keeps its held-out sentences")
+    lex, forms = _GRAMMARS[grammar] if grammar is not None else (_LEX[s], _FILLER_FORMS[s])
     form = forms[rng.integers(len(forms))]
     text = form.format(**{k: v[rng.integers(len(v))] for k, v in lex.items()})
     return text[0].upper() + text[1:]
